@@ -1,0 +1,4 @@
+//! Sans-IO core of ctid: wire codecs and the call model. Nothing here does I/O or knows
+//! about actors, so all of it is unit-tested and fuzzable on its own.
+
+pub mod ami;
