@@ -1,0 +1,311 @@
+//! Synthetic calls: a caller dials a callee of the same tenant, the callee rings, answers,
+//! talks, and both hang up. The events carry the fields a real Asterisk 22 sends (see
+//! fixtures/ami/bridged_call.txt), with consistent Uniqueid and Linkedid.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ctid_proto::ami::AmiPacket;
+
+/// Numbers `first..=last` of one tenant: its phones are `<tech>/<number>` and call from
+/// dialplan context `context`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenant {
+    pub context: String,
+    pub tech: String,
+    pub first: u32,
+    pub last: u32,
+}
+
+impl Tenant {
+    /// Parses `CONTEXT:FIRST-LAST` (e.g. `internal:1001-1010`); phones are PJSIP.
+    pub fn parse(s: &str) -> Result<Tenant, String> {
+        let bad = || format!("{s:?}: expected CONTEXT:FIRST-LAST, e.g. internal:1001-1010");
+        let (context, range) = s.split_once(':').ok_or_else(bad)?;
+        let (first, last) = range.split_once('-').ok_or_else(bad)?;
+        let (first, last): (u32, u32) = (
+            first.parse().map_err(|_| bad())?,
+            last.parse().map_err(|_| bad())?,
+        );
+        if context.is_empty() || last <= first {
+            return Err(bad());
+        }
+        Ok(Tenant {
+            context: context.to_owned(),
+            tech: "PJSIP".into(),
+            first,
+            last,
+        })
+    }
+}
+
+/// What calls to generate.
+#[derive(Clone, Debug)]
+pub struct CallPlan {
+    /// Calls started per second.
+    pub rate: f64,
+    pub ring: Duration,
+    pub talk: Duration,
+    pub tenants: Vec<Tenant>,
+    /// Stop after this many calls.
+    pub limit: Option<u64>,
+}
+
+/// One channel as the simulator tracks it (for CoreShowChannels).
+#[derive(Clone, Debug)]
+pub struct Chan {
+    pub name: String,
+    pub uniqueid: String,
+    pub linkedid: String,
+    pub state: u8,
+    pub number: String,
+    pub name_display: String,
+    pub connected_num: String,
+    pub connected_name: String,
+    pub context: String,
+    pub exten: String,
+    pub application: String,
+    pub bridge: String,
+}
+
+fn state_desc(state: u8) -> &'static str {
+    match state {
+        0 => "Down",
+        4 => "Ring",
+        5 => "Ringing",
+        6 => "Up",
+        _ => "Unknown",
+    }
+}
+
+fn add_channel(p: &mut AmiPacket, prefix: &str, c: &Chan) {
+    let key = |k: &str| format!("{prefix}{k}");
+    p.push(key("Channel"), c.name.clone());
+    p.push(key("ChannelState"), c.state.to_string());
+    p.push(key("ChannelStateDesc"), state_desc(c.state));
+    p.push(key("CallerIDNum"), c.number.clone());
+    p.push(key("CallerIDName"), c.name_display.clone());
+    p.push(key("ConnectedLineNum"), c.connected_num.clone());
+    p.push(key("ConnectedLineName"), c.connected_name.clone());
+    p.push(key("Language"), "en");
+    p.push(key("AccountCode"), "");
+    p.push(key("Context"), c.context.clone());
+    p.push(key("Exten"), c.exten.clone());
+    p.push(key("Priority"), "1");
+    p.push(key("Uniqueid"), c.uniqueid.clone());
+    p.push(key("Linkedid"), c.linkedid.clone());
+}
+
+fn call_event(name: &str, c: &Chan) -> AmiPacket {
+    let mut p = AmiPacket::event(name).field("Privilege", "call,all");
+    add_channel(&mut p, "", c);
+    p
+}
+
+/// A CoreShowChannel list item for `c`.
+pub fn core_show_channel(c: &Chan, action_id: &str) -> AmiPacket {
+    let mut p = AmiPacket::event("CoreShowChannel").field("ActionID", action_id.to_owned());
+    add_channel(&mut p, "", c);
+    p.push("Application", c.application.clone());
+    p.push("ApplicationData", "");
+    p.push("Duration", "00:00:01");
+    p.push("BridgeId", c.bridge.clone());
+    p
+}
+
+/// The stages of a call after it starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    Answer,
+    Hangup,
+}
+
+/// One synthetic call and the events of each of its stages.
+pub struct Call {
+    pub caller: Chan,
+    pub callee: Chan,
+    bridge: String,
+}
+
+impl Call {
+    /// Call `seq`, with ids from `ids` (`<epoch>.<n>`, as Asterisk numbers them).
+    pub fn new(tenant: &Tenant, seq: u64, ids: &mut impl FnMut() -> String) -> Call {
+        let span = u64::from(tenant.last - tenant.first + 1);
+        let from = u64::from(tenant.first) + seq % span;
+        let to = u64::from(tenant.first) + (seq + 1 + seq / span) % span;
+        let to = if to == from {
+            u64::from(tenant.first) + (from - u64::from(tenant.first) + 1) % span
+        } else {
+            to
+        };
+        let caller_id = ids();
+        let callee_id = ids();
+        let chan = |number: u64, uniqueid: String, state: u8| Chan {
+            name: format!("{}/{number}-{:08x}", tenant.tech, seq),
+            linkedid: caller_id.clone(),
+            uniqueid,
+            state,
+            number: number.to_string(),
+            name_display: format!("Phone {number}"),
+            connected_num: String::new(),
+            connected_name: String::new(),
+            context: tenant.context.clone(),
+            exten: to.to_string(),
+            application: "Dial".into(),
+            bridge: String::new(),
+        };
+        let mut caller = chan(from, caller_id.clone(), 4);
+        caller.connected_num = to.to_string();
+        let mut callee = chan(to, callee_id, 0);
+        callee.name = format!("{}/{to}-{:08x}", tenant.tech, seq + (1 << 31));
+        callee.connected_num = from.to_string();
+        callee.connected_name = caller.name_display.clone();
+        callee.application = "AppDial".into();
+        callee.exten = "s".into();
+        Call {
+            caller,
+            callee,
+            bridge: format!("bridge-{seq:08x}"),
+        }
+    }
+
+    /// Newchannel of both legs, the dial, and the callee ringing.
+    pub fn start_events(&mut self) -> Vec<AmiPacket> {
+        let mut dial = call_event("DialBegin", &self.caller);
+        add_channel(&mut dial, "Dest", &self.callee);
+        dial.push("DialString", self.callee.number.clone());
+        let new_callee = call_event("Newchannel", &self.callee);
+        self.callee.state = 5;
+        vec![
+            call_event("Newchannel", &self.caller),
+            new_callee,
+            dial,
+            call_event("Newstate", &self.callee),
+        ]
+    }
+
+    pub fn events(&mut self, stage: Stage) -> Vec<AmiPacket> {
+        match stage {
+            Stage::Answer => {
+                self.callee.state = 6;
+                self.caller.state = 6;
+                self.caller.connected_name = self.callee.name_display.clone();
+                self.caller.bridge = self.bridge.clone();
+                self.callee.bridge = self.bridge.clone();
+                let mut dial_end = call_event("DialEnd", &self.caller);
+                add_channel(&mut dial_end, "Dest", &self.callee);
+                dial_end.push("DialStatus", "ANSWER");
+                let bridge = |name: &str| {
+                    AmiPacket::event(name)
+                        .field("Privilege", "call,all")
+                        .field("BridgeUniqueid", self.bridge.clone())
+                        .field("BridgeType", "basic")
+                        .field("BridgeTechnology", "simple_bridge")
+                        .field("BridgeCreator", "<unknown>")
+                        .field("BridgeName", "<unknown>")
+                        .field("BridgeNumChannels", "0")
+                        .field("BridgeVideoSourceMode", "none")
+                };
+                let enter = |chan: &Chan, n: &str| {
+                    let mut p = bridge("BridgeEnter");
+                    add_channel(&mut p, "", chan);
+                    p.push("BridgeNumChannels", n.to_owned());
+                    p
+                };
+                vec![
+                    call_event("Newstate", &self.callee),
+                    dial_end,
+                    call_event("Newstate", &self.caller),
+                    bridge("BridgeCreate"),
+                    enter(&self.callee, "1"),
+                    enter(&self.caller, "2"),
+                ]
+            }
+            Stage::Hangup => {
+                let leave = |chan: &Chan| {
+                    let mut p = AmiPacket::event("BridgeLeave")
+                        .field("Privilege", "call,all")
+                        .field("BridgeUniqueid", self.bridge.clone())
+                        .field("BridgeType", "basic");
+                    add_channel(&mut p, "", chan);
+                    p
+                };
+                let hangup = |chan: &Chan| {
+                    call_event("Hangup", chan)
+                        .field("Cause", "16")
+                        .field("Cause-txt", "Normal Clearing")
+                };
+                vec![
+                    leave(&self.callee),
+                    leave(&self.caller),
+                    AmiPacket::event("BridgeDestroy")
+                        .field("Privilege", "call,all")
+                        .field("BridgeUniqueid", self.bridge.clone()),
+                    hangup(&self.callee),
+                    hangup(&self.caller),
+                ]
+            }
+        }
+    }
+}
+
+/// Live channels by Uniqueid, for CoreShowChannels.
+#[derive(Default)]
+pub struct ChannelTable(HashMap<String, Chan>);
+
+impl ChannelTable {
+    pub fn update(&mut self, call: &Call, ended: bool) {
+        for c in [&call.caller, &call.callee] {
+            if ended {
+                self.0.remove(&c.uniqueid);
+            } else {
+                self.0.insert(c.uniqueid.clone(), c.clone());
+            }
+        }
+    }
+
+    pub fn channels(&self) -> Vec<Chan> {
+        let mut v: Vec<Chan> = self.0.values().cloned().collect();
+        v.sort_by(|a, b| a.uniqueid.cmp(&b.uniqueid));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_parses() {
+        assert_eq!(
+            Tenant::parse("internal:1001-1010").unwrap(),
+            Tenant {
+                context: "internal".into(),
+                tech: "PJSIP".into(),
+                first: 1001,
+                last: 1010
+            }
+        );
+        assert!(Tenant::parse("internal").is_err());
+        assert!(Tenant::parse("internal:5-5").is_err());
+    }
+
+    #[test]
+    fn a_call_never_dials_itself_and_ids_are_consistent() {
+        let tenant = Tenant::parse("t:1-2").unwrap();
+        let mut n = 0;
+        let mut ids = || {
+            n += 1;
+            format!("1.{n}")
+        };
+        for seq in 0..10 {
+            let mut call = Call::new(&tenant, seq, &mut ids);
+            assert_ne!(call.caller.number, call.callee.number);
+            let start = call.start_events();
+            let linked: Vec<_> = start.iter().filter_map(|p| p.get("Linkedid")).collect();
+            assert!(linked.iter().all(|l| *l == call.caller.uniqueid));
+            let hangups = call.events(Stage::Hangup);
+            assert_eq!(hangups.iter().filter(|p| p.name() == "Hangup").count(), 2);
+        }
+    }
+}

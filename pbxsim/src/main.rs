@@ -1,0 +1,130 @@
+//! `ctid-pbxsim`: run the simulated Asterisk on its own, for demos and load tests.
+//! Commands on standard input: `drop`, `mute`, `unmute`, `replay FILE`, `status`, `quit`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use ctid_pbxsim::calls::{CallPlan, Tenant};
+use ctid_pbxsim::{recorded_events, PbxSim, SimConfig};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "A simulated Asterisk AMI server for ctid's tests, benchmarks and demos"
+)]
+struct Args {
+    /// Address to listen on for AMI clients.
+    #[arg(long, default_value = "127.0.0.1:5038")]
+    listen: SocketAddr,
+    /// The AMI user clients must log in as.
+    #[arg(long, default_value = "cti")]
+    username: String,
+    /// The AMI user's secret.
+    #[arg(long, default_value = "ctipass")]
+    secret: String,
+    /// Recorded AMI streams (fixtures/ami/*.txt) replayed to each client after its login.
+    #[arg(long)]
+    replay: Vec<PathBuf>,
+    /// Synthetic calls started per second (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Seconds a synthetic callee rings before answering.
+    #[arg(long, default_value_t = 1.0)]
+    ring: f64,
+    /// Seconds a synthetic call lasts once answered.
+    #[arg(long, default_value_t = 5.0)]
+    talk: f64,
+    /// Phones calling each other: CONTEXT:FIRST-LAST (repeatable).
+    #[arg(long, value_parser = Tenant::parse, default_value = "internal:1001-1010")]
+    tenant: Vec<Tenant>,
+    /// Stop after this many synthetic calls.
+    #[arg(long)]
+    calls: Option<u64>,
+}
+
+fn seconds(s: f64, what: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(s).map_err(|_| format!("--{what}: {s} is not a number of seconds"))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    if let Err(e) = run(Args::parse()).await {
+        log::error!("{e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let mut on_login = Vec::new();
+    for path in &args.replay {
+        let recording = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (events, count) = recorded_events(&recording);
+        log::info!(
+            "pbxsim: {count} events of {} replayed to each client",
+            path.display()
+        );
+        on_login.push(events);
+    }
+    let sim = PbxSim::start(SimConfig {
+        listen: args.listen,
+        username: args.username,
+        secret: args.secret,
+        on_login,
+    })
+    .await
+    .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    log::info!("pbxsim: AMI on {}", sim.addr());
+    let plan = CallPlan {
+        rate: args.rate,
+        ring: seconds(args.ring, "ring")?,
+        talk: seconds(args.talk, "talk")?,
+        tenants: args.tenant,
+        limit: args.calls,
+    };
+    let _calls = (plan.rate > 0.0).then(|| sim.run_calls(plan));
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        tokio::select! {
+            line = lines.next_line() => match line {
+                Ok(Some(line)) => {
+                    if !command(&sim, line.trim()) {
+                        return Ok(());
+                    }
+                }
+                // Standard input closed (e.g. run in the background): keep serving.
+                _ => std::future::pending::<()>().await,
+            },
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+/// Runs one stdin command; false means quit.
+fn command(sim: &PbxSim, line: &str) -> bool {
+    let (verb, arg) = line.split_once(' ').unwrap_or((line, ""));
+    match verb {
+        "" => {}
+        "drop" => sim.drop_connections(),
+        "mute" => sim.set_muted(true),
+        "unmute" => sim.set_muted(false),
+        "status" => println!(
+            "connections {} logins {} actions {}",
+            sim.connections(),
+            sim.logins().len(),
+            sim.actions().len()
+        ),
+        "replay" => match std::fs::read(arg) {
+            Ok(bytes) => println!("replayed {} events", sim.replay(&bytes)),
+            Err(e) => println!("{arg}: {e}"),
+        },
+        "quit" => return false,
+        other => {
+            println!("unknown command {other:?}: drop, mute, unmute, replay FILE, status, quit")
+        }
+    }
+    true
+}
