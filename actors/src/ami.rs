@@ -1,0 +1,866 @@
+//! The link to one Asterisk: connect (TCP or TLS), log in (plain or MD5 challenge), keep the
+//! link alive with Pings, correlate actions by ActionID, and reconnect with capped
+//! exponential backoff and jitter.
+//!
+//! Reading never waits on a consumer: events go downstream with `try_send`, one batch per
+//! read. A consumer that falls a whole mailbox behind makes the link drop and reconnect,
+//! which makes the router resync from Asterisk: bounded memory, and no silent gap.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use actix::prelude::*;
+use bytes::Bytes;
+use ctid_proto::ami::{
+    AmiCodec, AmiCodecError, AmiFrame, AmiMessage, AmiPacket, MessageKind, BANNER_PREFIX,
+};
+use futures_util::{stream, StreamExt};
+use log::{debug, error, info, log_enabled, trace, warn, Level};
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::TlsConnector;
+use tokio_util::codec::FramedRead;
+
+use crate::net::{io_reason, write_queue, BoxedIo};
+use crate::settings::{human_duration, AmiAuth, AmiSettings};
+use crate::supervisor::{Outlet, Shutdown};
+use crate::tls::{client_config, TlsError};
+
+/// Frames handled, and events forwarded, per batch at most.
+const READ_BATCH: usize = 512;
+/// Encoded actions waiting for the socket; past it requests are refused as busy.
+const WRITE_QUEUE: usize = 1024;
+
+/// Events read from one Asterisk, in order, stamped with when they were read.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct AmiEvents {
+    pub pbx: Arc<str>,
+    pub received: Instant,
+    pub events: Vec<AmiMessage>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    Connecting,
+    Up,
+    Down(String),
+}
+
+impl std::fmt::Display for LinkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkState::Connecting => f.write_str("connecting"),
+            LinkState::Up => f.write_str("up"),
+            LinkState::Down(reason) => write!(f, "down ({reason})"),
+        }
+    }
+}
+
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct LinkChanged {
+    pub pbx: Arc<str>,
+    pub state: LinkState,
+}
+
+/// A link's state and counters, shared with the console and metrics; it outlives restarts.
+#[derive(Clone, Debug)]
+pub struct LinkStatus {
+    pub state: LinkState,
+    pub since: SystemTime,
+    pub events: u64,
+    pub last_event: Option<SystemTime>,
+    pub logins: u64,
+    pub overflows: u64,
+    pub discarded: u64,
+}
+
+#[derive(Clone)]
+pub struct LinkStats(Arc<Mutex<LinkStatus>>);
+
+impl Default for LinkStats {
+    fn default() -> Self {
+        LinkStats(Arc::new(Mutex::new(LinkStatus {
+            state: LinkState::Connecting,
+            since: SystemTime::now(),
+            events: 0,
+            last_event: None,
+            logins: 0,
+            overflows: 0,
+            discarded: 0,
+        })))
+    }
+}
+
+impl LinkStats {
+    pub fn snapshot(&self) -> LinkStatus {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LinkStatus> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What ends an action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Completion {
+    /// Its response.
+    Response,
+    /// `EventList: start`, the items, then the `...Complete` event.
+    List,
+    /// Its response, then the named event carrying the same ActionID (an async
+    /// Originate's `OriginateResponse`).
+    Event(&'static str),
+}
+
+/// Sends an action to Asterisk and waits for its outcome.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<AmiReply, AmiError>")]
+pub struct AmiRequest {
+    pub packet: AmiPacket,
+    pub completion: Completion,
+    /// Defaults to the socket timeout.
+    pub timeout: Option<Duration>,
+}
+
+impl AmiRequest {
+    pub fn new(packet: AmiPacket) -> Self {
+        AmiRequest {
+            packet,
+            completion: Completion::Response,
+            timeout: None,
+        }
+    }
+
+    pub fn list(packet: AmiPacket) -> Self {
+        AmiRequest {
+            completion: Completion::List,
+            ..AmiRequest::new(packet)
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AmiReply {
+    pub response: Option<AmiMessage>,
+    /// List items, or the awaited event.
+    pub events: Vec<AmiMessage>,
+}
+
+fn is_failure(status: &str) -> bool {
+    status.eq_ignore_ascii_case("Error") || status.eq_ignore_ascii_case("Failure")
+}
+
+impl AmiReply {
+    /// Asterisk's verdict: the response's, or the awaited event's `Response` field.
+    pub fn outcome(&self) -> Result<(), String> {
+        let verdict = self
+            .events
+            .last()
+            .filter(|e| e.get("Response").is_some())
+            .or(self.response.as_ref());
+        match verdict {
+            Some(m) if m.get("Response").is_some_and(is_failure) => Err(m
+                .get("Message")
+                .or_else(|| m.get("Reason"))
+                .unwrap_or("failed")
+                .to_owned()),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AmiError {
+    #[error("AMI link is down ({0})")]
+    Down(String),
+    #[error("no answer from Asterisk within {}", human_duration(*.0))]
+    Timeout(Duration),
+    #[error("invalid action: {0}")]
+    Invalid(String),
+    #[error("AMI link is congested")]
+    Busy,
+}
+
+/// What the link needs besides its settings; built once at start-up so that a bad CA file
+/// stops start-up instead of every reconnect.
+#[derive(Clone)]
+pub struct LinkConfig {
+    pub settings: AmiSettings,
+    pub socket_timeout: Duration,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl LinkConfig {
+    pub fn new(settings: AmiSettings, socket_timeout: Duration) -> Result<Self, TlsError> {
+        let tls = match &settings.tls {
+            None => None,
+            Some(t) => {
+                let name = ServerName::try_from(t.server_name.clone()).map_err(|e| TlsError {
+                    path: "ami.tls_server_name".into(),
+                    reason: e.to_string(),
+                })?;
+                Some((TlsConnector::from(client_config(&t.ca)?), name))
+            }
+        };
+        Ok(LinkConfig {
+            settings,
+            socket_timeout,
+            tls,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Banner,
+    Challenge,
+    Login,
+    Up,
+}
+
+struct Conn {
+    generation: u64,
+    writer: mpsc::Sender<Bytes>,
+    reader: SpawnHandle,
+    phase: Phase,
+}
+
+enum Purpose {
+    Client(oneshot::Sender<Result<AmiReply, AmiError>>),
+    Challenge,
+    Login,
+    Ping,
+}
+
+struct Pending {
+    purpose: Purpose,
+    completion: Completion,
+    response: Option<AmiMessage>,
+    items: Vec<AmiMessage>,
+    timer: SpawnHandle,
+}
+
+enum Inbound {
+    Frames(u64, Vec<Result<AmiFrame, AmiCodecError>>),
+    Closed(u64),
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WriterFailed(u64, String);
+
+pub struct AmiLink {
+    cfg: LinkConfig,
+    name: Arc<str>,
+    events: Outlet<AmiEvents>,
+    states: Outlet<LinkChanged>,
+    stats: LinkStats,
+    conn: Option<Conn>,
+    generation: u64,
+    pending: HashMap<String, Pending>,
+    next_id: u64,
+    failures: u32,
+    ping: Option<SpawnHandle>,
+}
+
+impl AmiLink {
+    pub fn new(
+        cfg: LinkConfig,
+        events: Outlet<AmiEvents>,
+        states: Outlet<LinkChanged>,
+        stats: LinkStats,
+    ) -> Self {
+        AmiLink {
+            name: cfg.settings.endpoint().into(),
+            cfg,
+            events,
+            states,
+            stats,
+            conn: None,
+            generation: 0,
+            pending: HashMap::new(),
+            next_id: 0,
+            failures: 0,
+            ping: None,
+        }
+    }
+
+    fn publish(&mut self, state: LinkState) {
+        {
+            let mut stats = self.stats.lock();
+            if stats.state == state {
+                return;
+            }
+            stats.state = state.clone();
+            stats.since = SystemTime::now();
+        }
+        let _ = self.states.try_send(LinkChanged {
+            pbx: self.name.clone(),
+            state,
+        });
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        self.publish(LinkState::Connecting);
+        let host = self.cfg.settings.host.clone();
+        let port = self.cfg.settings.port;
+        let timeout = self.cfg.socket_timeout;
+        let tls = self.cfg.tls.clone();
+        let dial = async move {
+            let tcp = match tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port)))
+                .await
+            {
+                Err(_) => {
+                    return Err(format!(
+                        "unreachable (no answer within {})",
+                        human_duration(timeout)
+                    ))
+                }
+                Ok(Err(e)) => return Err(format!("unreachable ({})", io_reason(&e))),
+                Ok(Ok(tcp)) => tcp,
+            };
+            let _ = tcp.set_nodelay(true);
+            match tls {
+                None => Ok(Box::new(tcp) as BoxedIo),
+                Some((connector, name)) => {
+                    match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
+                        Err(_) => Err(format!(
+                            "TLS handshake timed out after {}",
+                            human_duration(timeout)
+                        )),
+                        Ok(Err(e)) => Err(format!("TLS handshake failed ({e})")),
+                        Ok(Ok(tls)) => Ok(Box::new(tls) as BoxedIo),
+                    }
+                }
+            }
+        };
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(dial).map(|res, act, ctx| match res {
+                Ok(io) => act.attach(io, ctx),
+                Err(reason) => act.retry(reason, Level::Warn, ctx),
+            }),
+        );
+    }
+
+    fn attach(&mut self, io: BoxedIo, ctx: &mut Context<Self>) {
+        self.generation += 1;
+        let generation = self.generation;
+        let (read, write) = tokio::io::split(io);
+        let (writer, queue) = mpsc::channel(WRITE_QUEUE);
+        let me = ctx.address();
+        let stall = self.cfg.socket_timeout;
+        actix_rt::spawn(async move {
+            if let Err(reason) = write_queue(write, queue, stall).await {
+                me.do_send(WriterFailed(generation, reason));
+            }
+        });
+        let frames = FramedRead::new(read, AmiCodec::new(self.cfg.settings.max_message_bytes))
+            .ready_chunks(READ_BATCH)
+            .map(move |batch| Inbound::Frames(generation, batch))
+            .chain(stream::once(async move { Inbound::Closed(generation) }));
+        let reader = ctx.add_stream(frames);
+        self.conn = Some(Conn {
+            generation,
+            writer,
+            reader,
+            phase: Phase::Banner,
+        });
+        ctx.run_later(self.cfg.socket_timeout, move |act, ctx| {
+            if act
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.generation == generation && c.phase != Phase::Up)
+            {
+                let reason = format!(
+                    "login timed out (no answer within {})",
+                    human_duration(act.cfg.socket_timeout)
+                );
+                act.lost(generation, reason, ctx);
+            }
+        });
+    }
+
+    /// Logs why the link is down, publishes it, and schedules the next attempt.
+    fn retry(&mut self, reason: String, level: Level, ctx: &mut Context<Self>) {
+        let delay = self.backoff();
+        log::log!(
+            level,
+            "AMI {} {reason}, retrying in {}",
+            self.name,
+            human_duration(delay)
+        );
+        self.publish(LinkState::Down(reason));
+        ctx.run_later(delay, |act, ctx| act.connect(ctx));
+    }
+
+    fn backoff(&mut self) -> Duration {
+        let s = &self.cfg.settings;
+        let exp = s.reconnect_min.saturating_mul(1 << self.failures.min(20));
+        self.failures = self.failures.saturating_add(1);
+        exp.min(s.reconnect_max)
+            .mul_f64(0.8 + 0.2 * fastrand::f64())
+    }
+
+    /// Drops connection `generation` (if it is still the current one) and fails what waits on it.
+    fn lost(&mut self, generation: u64, reason: String, ctx: &mut Context<Self>) {
+        let Some(conn) = self.conn.take_if(|c| c.generation == generation) else {
+            return;
+        };
+        ctx.cancel_future(conn.reader);
+        if let Some(ping) = self.ping.take() {
+            ctx.cancel_future(ping);
+        }
+        for (_, pending) in self.pending.drain() {
+            ctx.cancel_future(pending.timer);
+            if let Purpose::Client(tx) = pending.purpose {
+                let _ = tx.send(Err(AmiError::Down(reason.clone())));
+            }
+        }
+        match conn.phase {
+            Phase::Up => {
+                self.failures = 0;
+                self.retry(format!("lost ({reason})"), Level::Warn, ctx)
+            }
+            _ => self.retry(reason, Level::Warn, ctx),
+        }
+    }
+
+    /// Writes `packet` under a fresh ActionID and remembers what waits for its answer.
+    fn send(
+        &mut self,
+        mut packet: AmiPacket,
+        purpose: Purpose,
+        completion: Completion,
+        timeout: Duration,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), (AmiError, Purpose)> {
+        if let Err(e) = packet.check() {
+            return Err((AmiError::Invalid(e), purpose));
+        }
+        let Some(conn) = &self.conn else {
+            return Err((AmiError::Down("not connected".into()), purpose));
+        };
+        self.next_id += 1;
+        let id = format!("ctid-{}", self.next_id);
+        packet.set_action_id(id.clone());
+        if log_enabled!(Level::Trace) {
+            trace!("AMI {} <- {:?}", self.name, packet);
+        }
+        match conn.writer.try_send(packet.to_bytes()) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return Err((AmiError::Busy, purpose)),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err((AmiError::Down("connection closing".into()), purpose))
+            }
+        }
+        let expiring = id.clone();
+        let timer = ctx.run_later(timeout, move |act, ctx| act.expire(&expiring, timeout, ctx));
+        self.pending.insert(
+            id,
+            Pending {
+                purpose,
+                completion,
+                response: None,
+                items: Vec::new(),
+                timer,
+            },
+        );
+        Ok(())
+    }
+
+    /// Sends one of the link's own actions; on failure the connection is dropped.
+    fn send_own(&mut self, packet: AmiPacket, purpose: Purpose, ctx: &mut Context<Self>) {
+        let timeout = self.cfg.socket_timeout;
+        if let Err((e, _)) = self.send(packet, purpose, Completion::Response, timeout, ctx) {
+            let generation = self.generation;
+            self.lost(generation, e.to_string(), ctx);
+        }
+    }
+
+    fn expire(&mut self, id: &str, timeout: Duration, ctx: &mut Context<Self>) {
+        let Some(pending) = self.pending.remove(id) else {
+            return;
+        };
+        let generation = self.generation;
+        match pending.purpose {
+            Purpose::Client(tx) => {
+                let _ = tx.send(Err(AmiError::Timeout(timeout)));
+            }
+            Purpose::Ping => {
+                let reason = format!("no answer to Ping within {}", human_duration(timeout));
+                self.lost(generation, reason, ctx);
+            }
+            Purpose::Challenge | Purpose::Login => {
+                let reason = format!(
+                    "login timed out (no answer within {})",
+                    human_duration(timeout)
+                );
+                self.lost(generation, reason, ctx);
+            }
+        }
+    }
+
+    fn finish(&mut self, id: &str, reply: AmiReply, ctx: &mut Context<Self>) {
+        let Some(pending) = self.pending.remove(id) else {
+            return;
+        };
+        ctx.cancel_future(pending.timer);
+        match pending.purpose {
+            Purpose::Client(tx) => {
+                let _ = tx.send(Ok(reply));
+            }
+            Purpose::Ping => trace!("AMI {}: Pong", self.name),
+            Purpose::Challenge => self.on_challenge(reply, ctx),
+            Purpose::Login => self.on_login(reply, ctx),
+        }
+    }
+
+    fn set_phase(&mut self, phase: Phase) {
+        if let Some(conn) = &mut self.conn {
+            conn.phase = phase;
+        }
+    }
+
+    fn on_banner(&mut self, banner: String, ctx: &mut Context<Self>) {
+        if !banner.starts_with(BANNER_PREFIX) {
+            let generation = self.generation;
+            self.lost(
+                generation,
+                format!("is not an AMI server (it greeted {banner:?})"),
+                ctx,
+            );
+            return;
+        }
+        debug!("AMI {}: {banner}", self.name);
+        let s = self.cfg.settings.clone();
+        match s.auth {
+            AmiAuth::Md5 => {
+                self.set_phase(Phase::Challenge);
+                let packet = AmiPacket::action("Challenge").field("AuthType", "MD5");
+                self.send_own(packet, Purpose::Challenge, ctx);
+            }
+            AmiAuth::Plain => {
+                self.set_phase(Phase::Login);
+                let packet = AmiPacket::action("Login")
+                    .field("Username", s.username.clone())
+                    .field("Secret", s.secret.expose());
+                self.send_own(packet, Purpose::Login, ctx);
+            }
+        }
+    }
+
+    fn on_challenge(&mut self, reply: AmiReply, ctx: &mut Context<Self>) {
+        let challenge = reply
+            .response
+            .as_ref()
+            .and_then(|r| r.get("Challenge"))
+            .map(str::to_owned);
+        match (reply.outcome(), challenge) {
+            (Ok(()), Some(challenge)) => {
+                self.set_phase(Phase::Login);
+                let s = &self.cfg.settings;
+                let packet = AmiPacket::action("Login")
+                    .field("AuthType", "MD5")
+                    .field("Username", s.username.clone())
+                    .field(
+                        "Key",
+                        ctid_proto::ami::md5_key(&challenge, s.secret.expose()),
+                    );
+                self.send_own(packet, Purpose::Login, ctx);
+            }
+            (outcome, _) => {
+                let why = outcome
+                    .err()
+                    .unwrap_or_else(|| "no challenge in the answer".into());
+                self.rejected(format!("refused the MD5 challenge ({why})"), ctx);
+            }
+        }
+    }
+
+    fn on_login(&mut self, reply: AmiReply, ctx: &mut Context<Self>) {
+        if let Err(why) = reply.outcome() {
+            let user = self.cfg.settings.username.clone();
+            self.rejected(format!("login as '{user}' rejected ({why})"), ctx);
+            return;
+        }
+        self.set_phase(Phase::Up);
+        self.failures = 0;
+        self.stats.lock().logins += 1;
+        info!(
+            "AMI {}: logged in as '{}'",
+            self.name, self.cfg.settings.username
+        );
+        self.publish(LinkState::Up);
+        let interval = self.cfg.settings.ping_interval;
+        if !interval.is_zero() {
+            self.ping = Some(ctx.run_interval(interval, |act, ctx| act.keepalive(ctx)));
+        }
+    }
+
+    /// Authentication failed: one error line, then the usual backoff.
+    fn rejected(&mut self, reason: String, ctx: &mut Context<Self>) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        ctx.cancel_future(conn.reader);
+        self.retry(reason, Level::Error, ctx);
+    }
+
+    fn keepalive(&mut self, ctx: &mut Context<Self>) {
+        if self
+            .pending
+            .values()
+            .any(|p| matches!(p.purpose, Purpose::Ping))
+        {
+            return;
+        }
+        self.send_own(AmiPacket::action("Ping"), Purpose::Ping, ctx);
+    }
+
+    fn on_response(&mut self, m: AmiMessage, ctx: &mut Context<Self>) {
+        let Some(id) = m.action_id().map(str::to_owned) else {
+            debug!("AMI {}: response without ActionID: {m:?}", self.name);
+            return;
+        };
+        let Some(pending) = self.pending.get_mut(&id) else {
+            debug!(
+                "AMI {}: response to unknown or expired action {id}",
+                self.name
+            );
+            return;
+        };
+        let ok = !m.response().is_some_and(is_failure);
+        match pending.completion {
+            Completion::List
+                if ok
+                    && m.event_list()
+                        .is_some_and(|l| l.eq_ignore_ascii_case("start")) =>
+            {
+                pending.response = Some(m);
+            }
+            Completion::Event(_) if ok => pending.response = Some(m),
+            _ => {
+                let events = std::mem::take(&mut pending.items);
+                self.finish(
+                    &id,
+                    AmiReply {
+                        response: Some(m),
+                        events,
+                    },
+                    ctx,
+                );
+            }
+        }
+    }
+
+    /// Routes an event: a list item or an awaited event to its action; the rest downstream.
+    fn on_event(&mut self, m: AmiMessage, batch: &mut Vec<AmiMessage>, ctx: &mut Context<Self>) {
+        if let Some(id) = m.action_id() {
+            if let Some(pending) = self.pending.get_mut(id) {
+                let id = id.to_owned();
+                match pending.completion {
+                    Completion::List => {
+                        if m.event_list()
+                            .is_some_and(|l| l.eq_ignore_ascii_case("Complete"))
+                        {
+                            let reply = AmiReply {
+                                response: pending.response.take(),
+                                events: std::mem::take(&mut pending.items),
+                            };
+                            self.finish(&id, reply, ctx);
+                        } else {
+                            pending.items.push(m);
+                        }
+                        return;
+                    }
+                    Completion::Event(name)
+                        if m.event().is_some_and(|e| e.eq_ignore_ascii_case(name)) =>
+                    {
+                        let reply = AmiReply {
+                            response: pending.response.take(),
+                            events: vec![m.clone()],
+                        };
+                        self.finish(&id, reply, ctx);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        batch.push(m);
+    }
+
+    fn on_frames(
+        &mut self,
+        generation: u64,
+        frames: Vec<Result<AmiFrame, AmiCodecError>>,
+        ctx: &mut Context<Self>,
+    ) {
+        let mut batch = Vec::new();
+        for frame in frames {
+            if self.conn.as_ref().map(|c| c.generation) != Some(generation) {
+                return;
+            }
+            match frame {
+                Ok(AmiFrame::Banner(b)) => self.on_banner(b, ctx),
+                Ok(AmiFrame::Discarded { bytes }) => {
+                    self.stats.lock().discarded += 1;
+                    warn!(
+                        "AMI {}: skipped a {bytes} byte message (limit ami.max_message_bytes = {})",
+                        self.name, self.cfg.settings.max_message_bytes
+                    );
+                }
+                Ok(AmiFrame::Message(m)) => match m.kind() {
+                    MessageKind::Response => self.on_response(m, ctx),
+                    MessageKind::Event => self.on_event(m, &mut batch, ctx),
+                    _ => debug!(
+                        "AMI {}: ignored a message with neither Event nor Response: {m:?}",
+                        self.name
+                    ),
+                },
+                Err(e) => {
+                    self.lost(generation, format!("read failed ({e})"), ctx);
+                    return;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.forward(generation, batch, ctx);
+        }
+    }
+
+    fn forward(&mut self, generation: u64, events: Vec<AmiMessage>, ctx: &mut Context<Self>) {
+        {
+            let mut stats = self.stats.lock();
+            stats.events += events.len() as u64;
+            stats.last_event = Some(SystemTime::now());
+        }
+        if log_enabled!(Level::Debug) {
+            for e in &events {
+                debug!(
+                    "AMI {}: {} {}",
+                    self.name,
+                    e.event().unwrap_or("?"),
+                    [
+                        "Channel",
+                        "DestChannel",
+                        "LocalOneChannel",
+                        "BridgeUniqueid",
+                        "Uniqueid"
+                    ]
+                    .iter()
+                    .find_map(|k| e.get(k))
+                    .unwrap_or("")
+                );
+            }
+        }
+        if self.events.is_none() {
+            return;
+        }
+        let count = events.len();
+        let batch = AmiEvents {
+            pbx: self.name.clone(),
+            received: Instant::now(),
+            events,
+        };
+        match self.events.try_send(batch) {
+            Ok(()) => {}
+            Err(SendError::Full(_)) => {
+                self.stats.lock().overflows += 1;
+                error!(
+                    "AMI {}: the event router is a full mailbox behind; dropping the link to resync",
+                    self.name
+                );
+                self.lost(generation, "event router overloaded".into(), ctx);
+            }
+            Err(SendError::Closed(_)) => {
+                debug!(
+                    "AMI {}: no event router (restarting?), {count} events dropped",
+                    self.name
+                )
+            }
+        }
+    }
+}
+
+impl Actor for AmiLink {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.connect(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.publish(LinkState::Down("stopped".into()));
+    }
+}
+
+impl StreamHandler<Inbound> for AmiLink {
+    fn handle(&mut self, item: Inbound, ctx: &mut Context<Self>) {
+        match item {
+            Inbound::Frames(generation, frames) => self.on_frames(generation, frames, ctx),
+            Inbound::Closed(generation) => self.lost(generation, "closed by Asterisk".into(), ctx),
+        }
+    }
+
+    /// Each connection's stream ends with `Inbound::Closed`; the link outlives it.
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+impl Handler<WriterFailed> for AmiLink {
+    type Result = ();
+
+    fn handle(&mut self, WriterFailed(generation, reason): WriterFailed, ctx: &mut Context<Self>) {
+        self.lost(generation, reason, ctx);
+    }
+}
+
+impl Handler<AmiRequest> for AmiLink {
+    type Result = ResponseFuture<Result<AmiReply, AmiError>>;
+
+    fn handle(&mut self, req: AmiRequest, ctx: &mut Context<Self>) -> Self::Result {
+        if self.conn.as_ref().map(|c| c.phase) != Some(Phase::Up) {
+            let why = match &self.stats.lock().state {
+                LinkState::Down(reason) => reason.clone(),
+                _ => "connecting".into(),
+            };
+            return Box::pin(std::future::ready(Err(AmiError::Down(why))));
+        }
+        let (tx, rx) = oneshot::channel();
+        let timeout = req.timeout.unwrap_or(self.cfg.socket_timeout);
+        if let Err((e, _)) = self.send(
+            req.packet,
+            Purpose::Client(tx),
+            req.completion,
+            timeout,
+            ctx,
+        ) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(AmiError::Down("link stopped".into())))
+        })
+    }
+}
+
+impl Handler<Shutdown> for AmiLink {
+    type Result = ();
+
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) {
+        if let Some(conn) = self.conn.take() {
+            if conn.phase == Phase::Up {
+                let mut logoff = AmiPacket::action("Logoff");
+                logoff.set_action_id("ctid-logoff");
+                let _ = conn.writer.try_send(logoff.to_bytes());
+            }
+            ctx.cancel_future(conn.reader);
+        }
+        info!("AMI {} link stopping ({})", self.name, msg.reason);
+        ctx.stop();
+    }
+}

@@ -1,0 +1,232 @@
+//! The settings every actor reads. Loading and validation live in the daemon (`src/settings.rs`);
+//! these are plain values with XiVO's defaults.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A credential: shown as `***` by `Debug` so that it never reaches a log line.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    pub ami: AmiSettings,
+    pub listen: ListenSettings,
+    pub timeouts: Timeouts,
+    pub parting: Parting,
+}
+
+/// How ctid proves itself to the AMI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AmiAuth {
+    /// `Challenge` then `Login` with an MD5 key: the secret never crosses the wire.
+    Md5,
+    /// `Login` with `Secret:` in the clear.
+    Plain,
+}
+
+#[derive(Clone, Debug)]
+pub struct AmiTls {
+    /// PEM bundle of the CA certificates that may sign the AMI server's certificate.
+    pub ca: PathBuf,
+    /// Name checked against the server certificate.
+    pub server_name: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct AmiSettings {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub secret: Secret,
+    pub auth: AmiAuth,
+    pub tls: Option<AmiTls>,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    /// Time between keepalive Pings; zero turns them off.
+    pub ping_interval: Duration,
+    pub max_message_bytes: usize,
+}
+
+impl AmiSettings {
+    /// `host:port`, the name of the link in logs.
+    pub fn endpoint(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl Default for AmiSettings {
+    fn default() -> Self {
+        AmiSettings {
+            host: "127.0.0.1".into(),
+            port: 5038,
+            username: "xivo_cti_user".into(),
+            secret: Secret::default(),
+            auth: AmiAuth::Md5,
+            tls: None,
+            reconnect_min: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(10),
+            max_message_bytes: ctid_proto::ami::DEFAULT_MAX_MESSAGE,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub address: IpAddr,
+    pub port: u16,
+    pub enabled: bool,
+}
+
+impl Listener {
+    fn on(address: Ipv4Addr, port: u16, enabled: bool) -> Listener {
+        Listener {
+            address: IpAddr::V4(address),
+            port,
+            enabled,
+        }
+    }
+
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsListener {
+    pub listener: Listener,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// The listening ports of the XiVO CTI server admin page.
+#[derive(Clone, Debug)]
+pub struct ListenSettings {
+    pub fagi: Listener,
+    pub cti: Listener,
+    pub ctis: TlsListener,
+    pub webi: Listener,
+    pub info: Listener,
+    /// UDP.
+    pub announce: Listener,
+}
+
+impl Default for ListenSettings {
+    fn default() -> Self {
+        let lo = Ipv4Addr::LOCALHOST;
+        let any = Ipv4Addr::UNSPECIFIED;
+        ListenSettings {
+            fagi: Listener::on(lo, 5002, true),
+            cti: Listener::on(any, 5003, true),
+            ctis: TlsListener {
+                listener: Listener::on(any, 5013, false),
+                cert: None,
+                key: None,
+            },
+            webi: Listener::on(lo, 5004, true),
+            info: Listener::on(lo, 5005, true),
+            announce: Listener::on(lo, 5006, true),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Timeouts {
+    pub update_period: Duration,
+    /// How long ctid waits on a peer: connect, login to the AMI, an AMI action, a stalled write.
+    pub socket: Duration,
+    /// How long a CTI client has to complete its login.
+    pub login: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            update_period: Duration::from_secs(3600),
+            socket: Duration::from_secs(10),
+            login: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Parting {
+    pub context_separation: bool,
+}
+
+impl Default for Parting {
+    fn default() -> Self {
+        Parting {
+            context_separation: true,
+        }
+    }
+}
+
+/// `1.5s`, `250ms`, `30s`: durations as they read well in a log line.
+pub fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_debug_print() {
+        let s = AmiSettings {
+            secret: Secret::new("hunter2"),
+            ..AmiSettings::default()
+        };
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(human_duration(Duration::from_secs(2)), "2s");
+        assert_eq!(human_duration(Duration::from_millis(1840)), "1.8s");
+    }
+
+    #[test]
+    fn ipv6_endpoint_is_bracketed() {
+        let s = AmiSettings {
+            host: "::1".into(),
+            ..AmiSettings::default()
+        };
+        assert_eq!(s.endpoint(), "[::1]:5038");
+    }
+}

@@ -1,0 +1,672 @@
+//! OTP-style supervision for actix actors.
+//!
+//! actix restarts an actor whose context stops, but a panic in a handler just ends the
+//! actor's task and closes its address. Here every child runs inside `catch_unwind`, so a
+//! panic and an error exit are both seen; each child has a restart intensity (at most R
+//! restarts in T seconds), past which its supervisor stops its whole subtree and fails in
+//! turn, escalating to its own supervisor. Holders of a [`Slot`] always reach the live
+//! instance of a child across restarts.
+
+use std::any::Any;
+use std::collections::{BTreeMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use actix::dev::ToEnvelope;
+use actix::prelude::*;
+use actix_rt::ArbiterHandle;
+use futures_util::future::{AbortHandle, Abortable};
+use futures_util::FutureExt;
+use log::{error, info, warn};
+use tokio::sync::{oneshot, watch};
+
+use crate::settings::human_duration;
+
+/// The live address of a supervised actor, updated on every restart.
+pub struct Slot<A: Actor>(Arc<watch::Sender<Option<Addr<A>>>>);
+
+impl<A: Actor> Clone for Slot<A> {
+    fn clone(&self) -> Self {
+        Slot(self.0.clone())
+    }
+}
+
+impl<A: Actor> Default for Slot<A> {
+    fn default() -> Self {
+        Slot(Arc::new(watch::channel(None).0))
+    }
+}
+
+impl<A: Actor> Slot<A> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The current address, if the actor is running.
+    pub fn get(&self) -> Option<Addr<A>> {
+        self.0.borrow().clone().filter(Addr::connected)
+    }
+
+    fn set(&self, addr: Option<Addr<A>>) {
+        self.0.send_replace(addr);
+    }
+
+    /// Clears the slot if it still holds `addr` (a newer instance may already be there).
+    fn clear_if(&self, addr: &Addr<A>) {
+        self.0.send_if_modified(|cur| match cur {
+            Some(a) if a == addr => {
+                *cur = None;
+                true
+            }
+            _ => false,
+        });
+    }
+
+    /// Waits until the slot holds a running actor other than `old` and returns it.
+    pub async fn next_after(&self, old: Option<&Addr<A>>) -> Addr<A> {
+        let mut rx = self.0.subscribe();
+        loop {
+            if let Some(addr) = rx.borrow_and_update().clone().filter(Addr::connected) {
+                if Some(&addr) != old {
+                    return addr;
+                }
+            }
+            if rx.changed().await.is_err() {
+                // The sender lives in `self`, so it cannot be gone while we borrow it.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// A recipient view of this slot for message type `M`.
+    pub fn outlet<M>(&self) -> Outlet<M>
+    where
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        let slot = self.clone();
+        Outlet::from_source(Arc::new(move || slot.get().map(|a| a.recipient())))
+    }
+}
+
+type Source<M> = Arc<dyn Fn() -> Option<Recipient<M>> + Send + Sync>;
+
+/// Where an actor sends one kind of message: whichever instance of a supervised actor is
+/// live at the time, or nowhere.
+///
+/// The recipient is kept between sends and only looked up again once it has closed: actix's
+/// `try_send` always queues the message and then parks the *sending handle* when the
+/// mailbox is over capacity, so only a reused handle ever sees `Full`. A fresh handle per
+/// send would make every mailbox unbounded.
+pub struct Outlet<M: Message + Send>
+where
+    M::Result: Send,
+{
+    source: Option<Source<M>>,
+    cached: Option<Recipient<M>>,
+}
+
+impl<M: Message + Send> Clone for Outlet<M>
+where
+    M::Result: Send,
+{
+    fn clone(&self) -> Self {
+        Outlet {
+            source: self.source.clone(),
+            cached: None,
+        }
+    }
+}
+
+impl<M: Message + Send + 'static> Outlet<M>
+where
+    M::Result: Send,
+{
+    /// An outlet that drops every message.
+    pub fn none() -> Self {
+        Outlet {
+            source: None,
+            cached: None,
+        }
+    }
+
+    /// An outlet to one fixed recipient.
+    pub fn to(recipient: Recipient<M>) -> Self {
+        Outlet {
+            source: Some(Arc::new(move || Some(recipient.clone()))),
+            cached: None,
+        }
+    }
+
+    fn from_source(source: Source<M>) -> Self {
+        Outlet {
+            source: Some(source),
+            cached: None,
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.source.is_none()
+    }
+
+    /// The live recipient, if any.
+    pub fn get(&mut self) -> Option<&Recipient<M>> {
+        if !self.cached.as_ref().is_some_and(Recipient::connected) {
+            self.cached = self.source.as_ref().and_then(|f| f());
+        }
+        self.cached.as_ref()
+    }
+
+    /// Sends without waiting: `Full` when the recipient's mailbox is over capacity,
+    /// `Closed` when there is no live recipient.
+    pub fn try_send(&mut self, msg: M) -> Result<(), SendError<M>> {
+        match self.get() {
+            Some(r) => r.try_send(msg),
+            None => Err(SendError::Closed(msg)),
+        }
+    }
+}
+
+/// Lets a supervised actor say why it stopped; an actor that stops without a note stopped
+/// normally.
+#[derive(Clone, Default)]
+pub struct ExitNote(Arc<Mutex<Option<String>>>);
+
+impl ExitNote {
+    pub fn fail(&self, reason: impl Into<String>) {
+        *lock(&self.0) = Some(reason.into());
+    }
+
+    fn take(&self) -> Option<String> {
+        lock(&self.0).take()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Asks a supervised actor to stop cleanly.
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "()")]
+pub struct Shutdown {
+    pub reason: &'static str,
+}
+
+/// How a child ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Normal,
+    Failed(String),
+    Panicked(String),
+    /// Did not stop within the grace period and was dropped.
+    Killed,
+}
+
+impl Exit {
+    fn describe(&self) -> String {
+        match self {
+            Exit::Normal => "stopped".into(),
+            Exit::Failed(r) => format!("failed: {r}"),
+            Exit::Panicked(m) => format!("panicked: {m}"),
+            Exit::Killed => "killed after the shutdown grace period".into(),
+        }
+    }
+}
+
+fn panic_message(p: &(dyn Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic payload".into())
+}
+
+/// When a stopped child is started again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restart {
+    /// Always restarted.
+    Permanent,
+    /// Restarted only after a failure or a panic.
+    Transient,
+}
+
+/// At most `max_restarts` restarts of one child within `period`.
+#[derive(Clone, Copy, Debug)]
+pub struct Intensity {
+    pub max_restarts: u32,
+    pub period: Duration,
+}
+
+impl Default for Intensity {
+    fn default() -> Self {
+        Intensity {
+            max_restarts: 5,
+            period: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A running child as its supervisor sees it.
+struct Running {
+    exit: oneshot::Receiver<Exit>,
+    stop: Box<dyn Fn(Shutdown) + Send>,
+    abort: AbortHandle,
+}
+
+/// Starts one instance, given the child's path in the tree and where to run it.
+type Starter = dyn Fn(&str, Option<&ArbiterHandle>) -> Running + Send + Sync;
+
+/// How to start (and restart) one child.
+#[derive(Clone)]
+pub struct ChildSpec {
+    name: String,
+    restart: Restart,
+    arbiter: Option<ArbiterHandle>,
+    start: Arc<Starter>,
+}
+
+impl ChildSpec {
+    /// A child built by `make` each time it starts; `slot` always holds its live address.
+    pub fn new<A, F>(name: impl Into<String>, restart: Restart, slot: Slot<A>, make: F) -> Self
+    where
+        A: Actor<Context = Context<A>> + Handler<Shutdown>,
+        F: Fn(ExitNote) -> A + Send + Sync + 'static,
+    {
+        let make = Arc::new(make);
+        ChildSpec {
+            name: name.into(),
+            restart,
+            arbiter: None,
+            start: Arc::new(move |_path, arbiter| launch(slot.clone(), make.clone(), arbiter)),
+        }
+    }
+
+    /// A nested supervisor: it fails, and so escalates, when one of its children exceeds
+    /// its intensity.
+    pub fn supervisor(
+        name: impl Into<String>,
+        intensity: Intensity,
+        children: Vec<ChildSpec>,
+        report: Report,
+    ) -> Self {
+        let slot = Slot::new();
+        ChildSpec {
+            name: name.into(),
+            restart: Restart::Permanent,
+            arbiter: None,
+            start: Arc::new(move |path, arbiter| {
+                let (path, children, report) = (path.to_owned(), children.clone(), report.clone());
+                let make = move |note| {
+                    Supervisor::new(
+                        path.clone(),
+                        intensity,
+                        children.clone(),
+                        report.clone(),
+                        note,
+                    )
+                };
+                launch(slot.clone(), Arc::new(make), arbiter)
+            }),
+        }
+    }
+
+    /// Runs the child on `arbiter` rather than on its supervisor's.
+    pub fn on(mut self, arbiter: ArbiterHandle) -> Self {
+        self.arbiter = Some(arbiter);
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Starts one instance of an actor under `catch_unwind` and reports how it ended.
+fn launch<A, F>(slot: Slot<A>, make: Arc<F>, arbiter: Option<&ArbiterHandle>) -> Running
+where
+    A: Actor<Context = Context<A>> + Handler<Shutdown>,
+    F: Fn(ExitNote) -> A + Send + Sync + 'static,
+{
+    let (exit_tx, exit_rx) = oneshot::channel();
+    let (abort, registration) = AbortHandle::new_pair();
+    let run_slot = slot.clone();
+    let run = move || {
+        let ctx = Context::<A>::new();
+        let addr = ctx.address();
+        let note = ExitNote::default();
+        let actor = match std::panic::catch_unwind(AssertUnwindSafe(|| make(note.clone()))) {
+            Ok(actor) => actor,
+            Err(p) => {
+                let _ = exit_tx.send(Exit::Panicked(panic_message(&*p)));
+                return;
+            }
+        };
+        run_slot.set(Some(addr.clone()));
+        actix_rt::spawn(async move {
+            let mut fut = Box::pin(Abortable::new(ctx.into_future(actor), registration));
+            let outcome = AssertUnwindSafe(fut.as_mut()).catch_unwind().await;
+            // Dropping a live actix context polls it once more to run `stopping`/`stopped`,
+            // which may panic again after a first panic.
+            let dropped = std::panic::catch_unwind(AssertUnwindSafe(move || drop(fut)));
+            run_slot.clear_if(&addr);
+            let exit = match (outcome, dropped) {
+                (Err(p), _) | (Ok(_), Err(p)) => Exit::Panicked(panic_message(&*p)),
+                (Ok(Err(_aborted)), Ok(())) => Exit::Killed,
+                (Ok(Ok(())), Ok(())) => note.take().map_or(Exit::Normal, Exit::Failed),
+            };
+            let _ = exit_tx.send(exit);
+        });
+    };
+    match arbiter {
+        // If the arbiter is gone the closure is dropped, and so is `exit_tx`: the
+        // supervisor then sees the child fail.
+        Some(arbiter) => {
+            arbiter.spawn_fn(run);
+        }
+        None => run(),
+    }
+    Running {
+        exit: exit_rx,
+        stop: Box::new(move |msg| {
+            if let Some(addr) = slot.get() {
+                addr.do_send(msg);
+            }
+        }),
+        abort,
+    }
+}
+
+/// The state of one supervised actor, as the info console shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChildState {
+    Running,
+    Stopped,
+    /// Exceeded its restart intensity.
+    GivenUp,
+}
+
+#[derive(Clone, Debug)]
+pub struct ChildStatus {
+    pub state: ChildState,
+    pub started: SystemTime,
+    pub restarts: u64,
+    pub last_failure: Option<(SystemTime, String)>,
+}
+
+/// Restart counts and last failures of every supervised actor, by path (`root/ami`).
+#[derive(Clone, Default)]
+pub struct Report(Arc<Mutex<BTreeMap<String, ChildStatus>>>);
+
+impl Report {
+    pub fn snapshot(&self) -> BTreeMap<String, ChildStatus> {
+        lock(&self.0).clone()
+    }
+
+    pub fn get(&self, path: &str) -> Option<ChildStatus> {
+        lock(&self.0).get(path).cloned()
+    }
+
+    fn started(&self, path: &str) {
+        let mut map = lock(&self.0);
+        let entry = map.entry(path.to_owned()).or_insert(ChildStatus {
+            state: ChildState::Running,
+            started: SystemTime::now(),
+            restarts: 0,
+            last_failure: None,
+        });
+        entry.state = ChildState::Running;
+        entry.started = SystemTime::now();
+    }
+
+    fn exited(&self, path: &str, exit: &Exit, restarting: bool, given_up: bool) {
+        let mut map = lock(&self.0);
+        let Some(entry) = map.get_mut(path) else {
+            return;
+        };
+        if !matches!(exit, Exit::Normal) {
+            entry.last_failure = Some((SystemTime::now(), exit.describe()));
+        }
+        if restarting {
+            entry.restarts += 1;
+        }
+        entry.state = if given_up {
+            ChildState::GivenUp
+        } else {
+            ChildState::Stopped
+        };
+    }
+}
+
+struct Child {
+    spec: ChildSpec,
+    path: String,
+    running: Option<Running>,
+    generation: u64,
+    restarts: VecDeque<Instant>,
+}
+
+/// Time a stopping child gets before it is dropped.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// A supervisor actor: starts its children in order, restarts them by their policy, and
+/// stops them in reverse order.
+pub struct Supervisor {
+    path: String,
+    intensity: Intensity,
+    children: Vec<Child>,
+    report: Report,
+    note: ExitNote,
+    /// Set once the supervisor is stopping, with what its children are told.
+    stopping: Option<Shutdown>,
+}
+
+impl Supervisor {
+    pub fn new(
+        path: impl Into<String>,
+        intensity: Intensity,
+        specs: Vec<ChildSpec>,
+        report: Report,
+        note: ExitNote,
+    ) -> Self {
+        let path = path.into();
+        let children = specs
+            .into_iter()
+            .map(|spec| Child {
+                path: format!("{path}/{}", spec.name),
+                spec,
+                running: None,
+                generation: 0,
+                restarts: VecDeque::new(),
+            })
+            .collect();
+        Supervisor {
+            path,
+            intensity,
+            children,
+            report,
+            note,
+            stopping: None,
+        }
+    }
+
+    fn start_child(&mut self, index: usize, ctx: &mut Context<Self>) {
+        let child = &mut self.children[index];
+        child.generation += 1;
+        let generation = child.generation;
+        let mut running = (child.spec.start)(&child.path, child.spec.arbiter.as_ref());
+        let exit = std::mem::replace(&mut running.exit, oneshot::channel().1);
+        child.running = Some(running);
+        self.report.started(&child.path);
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(exit).map(move |exit, act, ctx| {
+                let exit = exit.unwrap_or_else(|_| Exit::Failed("its arbiter is gone".into()));
+                act.child_exited(index, generation, exit, ctx);
+            }),
+        );
+    }
+
+    fn child_exited(&mut self, index: usize, generation: u64, exit: Exit, ctx: &mut Context<Self>) {
+        let intensity = self.intensity;
+        let child = &mut self.children[index];
+        if child.generation != generation {
+            return;
+        }
+        child.running = None;
+        if self.stopping.is_some() {
+            self.report.exited(&child.path, &exit, false, false);
+            self.stop_next(ctx);
+            return;
+        }
+        if exit == Exit::Normal && child.spec.restart == Restart::Transient {
+            info!("{} stopped", child.path);
+            self.report.exited(&child.path, &exit, false, false);
+            return;
+        }
+        let now = Instant::now();
+        while child
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > intensity.period)
+        {
+            child.restarts.pop_front();
+        }
+        if child.restarts.len() >= intensity.max_restarts as usize {
+            let reason = format!(
+                "{} {} {} times within {}; giving up",
+                child.path,
+                exit.describe(),
+                intensity.max_restarts + 1,
+                human_duration(intensity.period)
+            );
+            error!("{reason}; stopping {}", self.path);
+            self.report.exited(&child.path, &exit, false, true);
+            self.note.fail(reason);
+            self.stop_children(
+                Shutdown {
+                    reason: "supervisor gave up",
+                },
+                ctx,
+            );
+            return;
+        }
+        child.restarts.push_back(now);
+        let attempt = child.restarts.len();
+        let line = format!(
+            "{} {}; restarting ({attempt} of {} within {})",
+            child.path,
+            exit.describe(),
+            intensity.max_restarts,
+            human_duration(intensity.period)
+        );
+        match exit {
+            Exit::Normal => warn!("{line}"),
+            _ => error!("{line}"),
+        }
+        self.report.exited(&child.path, &exit, true, false);
+        self.start_child(index, ctx);
+    }
+
+    /// Starts stopping: children are stopped one at a time, last started first, then this
+    /// supervisor stops.
+    fn stop_children(&mut self, msg: Shutdown, ctx: &mut Context<Self>) {
+        self.stopping = Some(msg);
+        self.stop_next(ctx);
+    }
+
+    fn stop_next(&mut self, ctx: &mut Context<Self>) {
+        let Some(msg) = self.stopping else {
+            return;
+        };
+        let Some(index) = self.children.iter().rposition(|c| c.running.is_some()) else {
+            ctx.stop();
+            return;
+        };
+        let child = &self.children[index];
+        let generation = child.generation;
+        if let Some(running) = &child.running {
+            (running.stop)(msg);
+        }
+        ctx.run_later(GRACE, move |act, _ctx| {
+            let child = &act.children[index];
+            if let (Some(running), true) = (&child.running, child.generation == generation) {
+                warn!(
+                    "{} did not stop within {}",
+                    child.path,
+                    human_duration(GRACE)
+                );
+                running.abort.abort();
+            }
+        });
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        for index in 0..self.children.len() {
+            self.start_child(index, ctx);
+        }
+    }
+}
+
+impl Handler<Shutdown> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) {
+        if self.stopping.is_none() {
+            self.stop_children(msg, ctx);
+        }
+    }
+}
+
+/// The root of a supervision tree, started outside any supervisor.
+pub struct Root {
+    slot: Slot<Supervisor>,
+    exit: oneshot::Receiver<Exit>,
+}
+
+impl Root {
+    /// Starts the root supervisor on the current arbiter.
+    pub fn start(
+        path: &str,
+        intensity: Intensity,
+        children: Vec<ChildSpec>,
+        report: Report,
+    ) -> Root {
+        let slot = Slot::new();
+        let path = path.to_owned();
+        let running = launch(
+            slot.clone(),
+            Arc::new(move |note| {
+                Supervisor::new(
+                    path.clone(),
+                    intensity,
+                    children.clone(),
+                    report.clone(),
+                    note,
+                )
+            }),
+            None,
+        );
+        Root {
+            slot,
+            exit: running.exit,
+        }
+    }
+
+    /// A handle to ask the tree to stop.
+    pub fn stopper(&self) -> Slot<Supervisor> {
+        self.slot.clone()
+    }
+
+    /// Resolves when the tree has stopped, with how.
+    pub async fn stopped(self) -> Exit {
+        self.exit
+            .await
+            .unwrap_or_else(|_| Exit::Failed("the root supervisor vanished".into()))
+    }
+}
