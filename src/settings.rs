@@ -1,0 +1,609 @@
+//! Loads the settings: a TOML file, then `CTID__SECTION__KEY` environment overrides.
+//!
+//! Every key is read once, here, with its default; every problem is collected (not just the
+//! first) with the key it concerns and where the value came from, and keys nobody read are
+//! reported as unknown.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
+use ctid_actors::settings::{
+    AmiAuth, AmiSettings, AmiTls, ListenSettings, Listener, Parting, Secret, Settings, Timeouts,
+    TlsListener,
+};
+
+/// Prefix of the environment variables that override the file.
+pub const ENV_PREFIX: &str = "CTID";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key (`ami.port`); empty for a problem with the file as a whole.
+    pub key: String,
+    /// Where the value came from: the file, or the environment variable.
+    pub origin: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.key.is_empty(), &self.origin) {
+            (true, _) => write!(f, "{}", self.message),
+            (false, Some(origin)) => write!(f, "{}: {} (from {origin})", self.key, self.message),
+            (false, None) => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+fn file_problem(message: String) -> Vec<Problem> {
+    vec![Problem {
+        key: String::new(),
+        origin: None,
+        message,
+    }]
+}
+
+/// Reads the settings at `path` with the environment's overrides.
+pub fn load(path: &Path) -> Result<Settings, Vec<Problem>> {
+    load_with(path, Environment::with_prefix(ENV_PREFIX).separator("__"))
+}
+
+fn load_with(path: &Path, env: Environment) -> Result<Settings, Vec<Problem>> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(file_problem(format!("{}: not a file", path.display()))),
+        Err(e) => {
+            return Err(file_problem(format!(
+                "{}: {}",
+                path.display(),
+                io_reason(&e)
+            )))
+        }
+    }
+    let table = Config::builder()
+        .add_source(File::from(path).format(FileFormat::Toml).required(true))
+        .add_source(env)
+        .build()
+        .and_then(|c| c.cache.into_table())
+        .map_err(|e| file_problem(format!("{}: {e}", path.display())))?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut reader = Reader {
+        table,
+        file: path.display().to_string(),
+        base,
+        used: BTreeSet::new(),
+        problems: Vec::new(),
+    };
+    let settings = read(&mut reader);
+    reader.report_unknown();
+    if reader.problems.is_empty() {
+        Ok(settings)
+    } else {
+        Err(reader.problems)
+    }
+}
+
+/// A short reason for an I/O error, without the `(os error N)` tail.
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn read(r: &mut Reader) -> Settings {
+    let d = Settings::default();
+    let ami = read_ami(r, &d.ami);
+    let timeouts = Timeouts {
+        update_period: r.seconds(
+            "timeouts.update_period",
+            d.timeouts.update_period,
+            1.0,
+            86400.0,
+        ),
+        socket: r.seconds("timeouts.socket", d.timeouts.socket, 0.01, 300.0),
+        login: r.seconds("timeouts.login", d.timeouts.login, 0.01, 300.0),
+    };
+    let listen = read_listen(r, &d.listen);
+    let parting = Parting {
+        context_separation: r.boolean("parting.context_separation", d.parting.context_separation),
+    };
+    Settings {
+        ami,
+        listen,
+        timeouts,
+        parting,
+    }
+}
+
+fn read_ami(r: &mut Reader, d: &AmiSettings) -> AmiSettings {
+    let host = r.string("ami.host", &d.host);
+    if host.is_empty() {
+        r.problem("ami.host", "must not be empty");
+    }
+    let secret = Secret::new(r.string("ami.secret", ""));
+    if secret.is_empty() {
+        r.problem(
+            "ami.secret",
+            "required: the secret of the AMI user in Asterisk's manager.conf",
+        );
+    }
+    let auth = match r.choice("ami.auth", "md5", &["md5", "plain"]).as_str() {
+        "plain" => AmiAuth::Plain,
+        _ => AmiAuth::Md5,
+    };
+    let tls = if r.boolean("ami.tls", false) {
+        let ca = r.path("ami.tls_ca");
+        if ca.is_none() {
+            r.problem("ami.tls_ca", "required when ami.tls = true");
+        }
+        let server_name = r.string("ami.tls_server_name", &host);
+        ca.map(|ca| AmiTls { ca, server_name })
+    } else {
+        r.skip(&["ami.tls_ca", "ami.tls_server_name"]);
+        None
+    };
+    let reconnect_min = r.seconds("ami.reconnect_min", d.reconnect_min, 0.01, 3600.0);
+    let reconnect_max = r.seconds("ami.reconnect_max", d.reconnect_max, 0.01, 3600.0);
+    if reconnect_min > reconnect_max {
+        r.problem("ami.reconnect_min", "must not exceed ami.reconnect_max");
+    }
+    AmiSettings {
+        port: r.port("ami.port", d.port),
+        username: r.string("ami.username", &d.username),
+        secret,
+        auth,
+        tls,
+        reconnect_min,
+        reconnect_max,
+        ping_interval: r.seconds("ami.ping_interval", d.ping_interval, 0.0, 3600.0),
+        max_message_bytes: r.integer("ami.max_message_bytes", d.max_message_bytes, 4096, 64 << 20),
+        host,
+    }
+}
+
+fn read_listen(r: &mut Reader, d: &ListenSettings) -> ListenSettings {
+    let listener = |r: &mut Reader, name: &str, d: &Listener| Listener {
+        address: r.ip(&format!("listen.{name}.address"), d.address),
+        port: r.port(&format!("listen.{name}.port"), d.port),
+        enabled: r.boolean(&format!("listen.{name}.enabled"), d.enabled),
+    };
+    let fagi = listener(r, "fagi", &d.fagi);
+    let cti = listener(r, "cti", &d.cti);
+    let ctis_listener = listener(r, "ctis", &d.ctis.listener);
+    let cert = r.existing_file("listen.ctis.cert");
+    let key = r.existing_file("listen.ctis.key");
+    if ctis_listener.enabled {
+        for (k, v) in [("listen.ctis.cert", &cert), ("listen.ctis.key", &key)] {
+            if v.is_none() && !r.has_problem(k) {
+                r.problem(k, "required when listen.ctis.enabled = true");
+            }
+        }
+    }
+    let listen = ListenSettings {
+        fagi,
+        cti,
+        ctis: TlsListener {
+            listener: ctis_listener,
+            cert,
+            key,
+        },
+        webi: listener(r, "webi", &d.webi),
+        info: listener(r, "info", &d.info),
+        announce: listener(r, "announce", &d.announce),
+    };
+    let tcp = [
+        ("fagi", &listen.fagi),
+        ("cti", &listen.cti),
+        ("ctis", &listen.ctis.listener),
+        ("webi", &listen.webi),
+        ("info", &listen.info),
+    ];
+    for (i, (name, l)) in tcp.iter().enumerate() {
+        let clash = tcp[..i].iter().find(|(_, o)| {
+            l.enabled && o.enabled && l.port != 0 && o.port == l.port && o.address == l.address
+        });
+        if let Some((other, _)) = clash {
+            r.problem(
+                &format!("listen.{name}.port"),
+                &format!("{} is also listen.{other}'s address", l.socket_addr()),
+            );
+        }
+    }
+    listen
+}
+
+struct Reader {
+    table: Map<String, Value>,
+    /// The settings file, as named by the operator.
+    file: String,
+    base: PathBuf,
+    used: BTreeSet<String>,
+    problems: Vec<Problem>,
+}
+
+impl Reader {
+    fn lookup(&self, key: &str) -> Option<&Value> {
+        let mut parts = key.split('.');
+        let mut value = self.table.get(parts.next()?)?;
+        for part in parts {
+            match &value.kind {
+                ValueKind::Table(t) => value = t.get(part)?,
+                _ => return None,
+            }
+        }
+        Some(value)
+    }
+
+    /// The value at `key`, if set; marks the key as known either way.
+    fn take(&mut self, key: &str) -> Option<Value> {
+        self.used.insert(key.to_owned());
+        match self.lookup(key) {
+            Some(v) if matches!(v.kind, ValueKind::Nil) => None,
+            other => other.cloned(),
+        }
+    }
+
+    /// Marks keys as known that the current settings make irrelevant.
+    fn skip(&mut self, keys: &[&str]) {
+        self.used.extend(keys.iter().map(|k| (*k).to_owned()));
+    }
+
+    fn origin_of(&self, key: &str) -> Option<String> {
+        let origin = self.lookup(key)?.origin()?;
+        if origin == "the environment" {
+            Some(format!(
+                "environment variable {ENV_PREFIX}__{}",
+                key.replace('.', "__").to_uppercase()
+            ))
+        } else {
+            Some(self.file.clone())
+        }
+    }
+
+    fn problem(&mut self, key: &str, message: &str) {
+        self.problems.push(Problem {
+            key: key.to_owned(),
+            origin: self.origin_of(key),
+            message: message.to_owned(),
+        });
+    }
+
+    fn has_problem(&self, key: &str) -> bool {
+        self.problems.iter().any(|p| p.key == key)
+    }
+
+    /// Reads `key` with `parse`; on failure records the problem and returns `default`.
+    fn typed<T>(
+        &mut self,
+        key: &str,
+        default: T,
+        parse: impl FnOnce(&ValueKind) -> Result<T, String>,
+    ) -> T {
+        match self.take(key) {
+            None => default,
+            Some(v) => match parse(&v.kind) {
+                Ok(t) => t,
+                Err(message) => {
+                    self.problem(key, &format!("{message}, got {}", shown(&v.kind)));
+                    default
+                }
+            },
+        }
+    }
+
+    fn string(&mut self, key: &str, default: &str) -> String {
+        self.typed(key, default.to_owned(), |k| match k {
+            ValueKind::String(s) => Ok(s.clone()),
+            ValueKind::I64(_) | ValueKind::U64(_) | ValueKind::Float(_) => Ok(scalar_text(k)),
+            _ => Err("expected a string".into()),
+        })
+    }
+
+    fn boolean(&mut self, key: &str, default: bool) -> bool {
+        self.typed(key, default, |k| match k {
+            ValueKind::Boolean(b) => Ok(*b),
+            ValueKind::String(s) => match s.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "on" | "1" => Ok(true),
+                "false" | "no" | "off" | "0" => Ok(false),
+                _ => Err("expected true or false".into()),
+            },
+            _ => Err("expected true or false".into()),
+        })
+    }
+
+    fn number(kind: &ValueKind) -> Option<f64> {
+        match kind {
+            ValueKind::I64(i) => Some(*i as f64),
+            ValueKind::U64(u) => Some(*u as f64),
+            ValueKind::Float(f) => Some(*f),
+            ValueKind::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    fn integer<T: TryFrom<i64> + Copy>(&mut self, key: &str, default: T, min: i64, max: i64) -> T {
+        self.typed(key, default, |k| {
+            let n = match k {
+                ValueKind::I64(i) => Some(*i),
+                ValueKind::U64(u) => i64::try_from(*u).ok(),
+                ValueKind::String(s) => s.trim().parse().ok(),
+                _ => None,
+            };
+            n.filter(|n| (min..=max).contains(n))
+                .and_then(|n| T::try_from(n).ok())
+                .ok_or_else(|| format!("expected a whole number from {min} to {max}"))
+        })
+    }
+
+    fn port(&mut self, key: &str, default: u16) -> u16 {
+        self.integer(key, default, 0, 65535)
+    }
+
+    fn seconds(&mut self, key: &str, default: Duration, min: f64, max: f64) -> Duration {
+        self.typed(key, default, |k| {
+            Self::number(k)
+                .filter(|n| n.is_finite() && (min..=max).contains(n))
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| format!("expected a number of seconds from {min} to {max}"))
+        })
+    }
+
+    fn choice(&mut self, key: &str, default: &str, allowed: &[&str]) -> String {
+        self.typed(key, default.to_owned(), |k| match k {
+            ValueKind::String(s) if allowed.contains(&s.as_str()) => Ok(s.clone()),
+            _ => Err(format!("expected one of {}", allowed.join(", "))),
+        })
+    }
+
+    fn ip(&mut self, key: &str, default: IpAddr) -> IpAddr {
+        self.typed(key, default, |k| match k {
+            ValueKind::String(s) => s
+                .parse()
+                .map_err(|_| "expected an IP address such as 127.0.0.1 or ::".to_owned()),
+            _ => Err("expected an IP address such as 127.0.0.1 or ::".into()),
+        })
+    }
+
+    /// An optional path, relative to the directory of the settings file.
+    fn path(&mut self, key: &str) -> Option<PathBuf> {
+        let s = self.string(key, "");
+        (!s.is_empty()).then(|| self.base.join(s))
+    }
+
+    fn existing_file(&mut self, key: &str) -> Option<PathBuf> {
+        let path = self.path(key)?;
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => Some(path),
+            Ok(_) => {
+                self.problem(key, &format!("{} is not a file", path.display()));
+                None
+            }
+            Err(e) => {
+                self.problem(key, &format!("{}: {}", path.display(), io_reason(&e)));
+                None
+            }
+        }
+    }
+
+    /// Records every key of the file and environment that no reader asked for.
+    fn report_unknown(&mut self) {
+        let mut unknown = Vec::new();
+        collect_unknown(&self.table, "", &self.used, &mut unknown);
+        unknown.sort();
+        for key in unknown {
+            let message = match closest(&key, &self.used) {
+                Some(k) => format!("unknown key (did you mean {k}?)"),
+                None => "unknown key".to_owned(),
+            };
+            self.problem(&key, &message);
+        }
+    }
+}
+
+fn collect_unknown(
+    table: &Map<String, Value>,
+    prefix: &str,
+    used: &BTreeSet<String>,
+    out: &mut Vec<String>,
+) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        if used.contains(&key) {
+            continue;
+        }
+        match &v.kind {
+            ValueKind::Table(t) if used.iter().any(|u| u.starts_with(&format!("{key}."))) => {
+                collect_unknown(t, &key, used, out)
+            }
+            _ => out.push(key),
+        }
+    }
+}
+
+/// The known key nearest to `key` by edit distance, when it is a plausible typo.
+fn closest<'a>(key: &str, known: &'a BTreeSet<String>) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 5))
+        .min()
+        .map(|(_, k)| k.as_str())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(row[j]).min(cur)
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+fn scalar_text(kind: &ValueKind) -> String {
+    match kind {
+        ValueKind::I64(i) => i.to_string(),
+        ValueKind::U64(u) => u.to_string(),
+        ValueKind::Float(f) => f.to_string(),
+        ValueKind::Boolean(b) => b.to_string(),
+        ValueKind::String(s) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+fn shown(kind: &ValueKind) -> String {
+    match kind {
+        ValueKind::String(s) => format!("{s:?}"),
+        ValueKind::Table(_) => "a table".into(),
+        ValueKind::Array(_) => "a list".into(),
+        ValueKind::Nil => "nothing".into(),
+        other => scalar_text(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::io::Write;
+
+    fn load_str(text: &str, env: &[(&str, &str)]) -> Result<Settings, Vec<Problem>> {
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        let vars: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let env = Environment::with_prefix(ENV_PREFIX)
+            .separator("__")
+            .source(Some(vars));
+        load_with(file.path(), env)
+    }
+
+    fn keys(problems: &[Problem]) -> Vec<&str> {
+        problems.iter().map(|p| p.key.as_str()).collect()
+    }
+
+    #[test]
+    fn defaults_are_xivo_s() {
+        let s = load_str("[ami]\nsecret = \"x\"\n", &[]).unwrap();
+        assert_eq!(s.ami.port, 5038);
+        assert_eq!(s.listen.fagi.socket_addr().to_string(), "127.0.0.1:5002");
+        assert_eq!(s.listen.cti.port, 5003);
+        assert_eq!(s.listen.ctis.listener.port, 5013);
+        assert_eq!(s.listen.webi.socket_addr().to_string(), "127.0.0.1:5004");
+        assert_eq!(s.listen.info.socket_addr().to_string(), "127.0.0.1:5005");
+        assert_eq!(
+            s.listen.announce.socket_addr().to_string(),
+            "127.0.0.1:5006"
+        );
+        assert_eq!(s.timeouts.socket, Duration::from_secs(10));
+        assert_eq!(s.timeouts.login, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let problems = load_str(
+            "[ami]\nport = 70000\nreconect_max = 3\n[listen.cti]\naddress = \"nowhere\"\n\
+             [timeouts]\nsocket = \"soon\"\n[bogus]\nx = 1\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            keys(&problems),
+            [
+                "ami.secret",
+                "ami.port",
+                "timeouts.socket",
+                "listen.cti.address",
+                "ami.reconect_max",
+                "bogus",
+            ]
+        );
+        let typo = &problems[4];
+        assert!(
+            typo.message.contains("did you mean ami.reconnect_max"),
+            "{typo}"
+        );
+        assert!(problems[1].to_string().contains("70000"), "{}", problems[1]);
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_is_named_in_problems() {
+        let s = load_str(
+            "[ami]\nsecret = \"x\"\nhost = \"pbx1\"\n",
+            &[
+                ("CTID__AMI__HOST", "pbx2"),
+                ("CTID__LISTEN__CTI__PORT", "6003"),
+            ],
+        )
+        .unwrap();
+        assert_eq!((s.ami.host.as_str(), s.listen.cti.port), ("pbx2", 6003));
+        let problems =
+            load_str("[ami]\nsecret = \"x\"\n", &[("CTID__AMI__PORT", "many")]).unwrap_err();
+        assert_eq!(
+            problems[0].origin.as_deref(),
+            Some("environment variable CTID__AMI__PORT")
+        );
+    }
+
+    #[test]
+    fn missing_file_is_one_clear_problem() {
+        let problems = load(Path::new("/nonexistent/ctid.toml")).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(
+            problems[0].to_string(),
+            "/nonexistent/ctid.toml: no such file"
+        );
+    }
+
+    #[test]
+    fn syntax_error_names_the_file() {
+        let problems = load_str("[ami\n", &[]).unwrap_err();
+        assert!(problems[0].message.contains("TOML"), "{}", problems[0]);
+    }
+
+    #[test]
+    fn ctis_needs_its_certificate() {
+        let problems = load_str(
+            "[ami]\nsecret = \"x\"\n[listen.ctis]\nenabled = true\nkey = \"/nonexistent.pem\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(keys(&problems), ["listen.ctis.key", "listen.ctis.cert"]);
+    }
+
+    #[test]
+    fn two_listeners_on_one_port_clash() {
+        let problems =
+            load_str("[ami]\nsecret = \"x\"\n[listen.info]\nport = 5004\n", &[]).unwrap_err();
+        assert_eq!(keys(&problems), ["listen.info.port"]);
+    }
+
+    #[test]
+    fn tls_keys_are_known_even_when_tls_is_off() {
+        load_str(
+            "[ami]\nsecret = \"x\"\ntls = false\ntls_ca = \"ca.pem\"\n",
+            &[],
+        )
+        .unwrap();
+    }
+}

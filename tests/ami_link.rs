@@ -1,0 +1,180 @@
+//! ctid against the simulated Asterisk, through real sockets: login, keepalive, drops,
+//! reconnects, and a wrong secret.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ami_config, fixture, Ctid};
+use ctid_pbxsim::{PbxSim, SimConfig};
+
+fn accepted(sim: &PbxSim) -> usize {
+    sim.logins().iter().filter(|l| l.accepted).count()
+}
+
+fn actions_named(sim: &PbxSim, name: &str) -> usize {
+    sim.actions()
+        .iter()
+        .filter(|a| a.get("Action") == Some(name))
+        .count()
+}
+
+#[tokio::test]
+async fn logs_in_pings_and_logs_in_again_after_a_drop() {
+    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let port = sim.addr().port();
+    let config = ami_config(port, "secret = \"ctipass\"\nping_interval = 0.2");
+    let mut ctid = Ctid::start(&config, "info,ctid_actors::ami=debug");
+
+    ctid.wait_line("logged in as 'cti'").await;
+    assert_eq!(accepted(&sim), 1);
+    assert!(
+        sim.logins()[0].md5,
+        "the default login is the MD5 challenge"
+    );
+    ctid.wait_until("a Ping", || actions_named(&sim, "Ping") >= 2)
+        .await;
+
+    // Events it reads are logged at debug level.
+    sim.replay(&fixture("ami/bridged_call.txt"));
+    ctid.wait_line(&format!(
+        "AMI 127.0.0.1:{port}: Newchannel Local/1001@default-00000001;1"
+    ))
+    .await;
+    ctid.wait_line(&format!(
+        "AMI 127.0.0.1:{port}: Hangup Local/1002@default-00000002;2"
+    ))
+    .await;
+
+    sim.drop_connections();
+    ctid.wait_line(&format!(
+        "AMI 127.0.0.1:{port} lost (closed by Asterisk), retrying in"
+    ))
+    .await;
+    ctid.wait_until("a second login", || accepted(&sim) == 2)
+        .await;
+    ctid.wait_lines("logged in as 'cti'", 2).await;
+
+    let status = ctid.terminate().await;
+    assert!(status.success(), "{status:?}");
+    ctid.wait_until("a Logoff", || actions_named(&sim, "Logoff") == 1)
+        .await;
+    assert_eq!(ctid.count("ctid::run] stopped"), 1);
+}
+
+#[tokio::test]
+async fn a_hung_asterisk_is_caught_by_the_keepalive() {
+    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let config = ami_config(
+        sim.addr().port(),
+        "secret = \"ctipass\"\nping_interval = 0.2\nauth = \"plain\"",
+    );
+    let ctid = Ctid::start(&config, "info");
+    ctid.wait_line("logged in as 'cti'").await;
+
+    sim.set_muted(true);
+    ctid.wait_line("lost (no answer to Ping within 2s), retrying in")
+        .await;
+    ctid.wait_line("login timed out (no answer within 2s), retrying in")
+        .await;
+    sim.set_muted(false);
+    ctid.wait_lines("logged in as 'cti'", 2).await;
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_one_error_per_attempt_with_backoff_and_never_logged() {
+    const SECRET: &str = "wrong-XYZZY-secret";
+    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let config = ami_config(sim.addr().port(), "auth = \"plain\"");
+    // The secret comes from the environment, and every log level is on.
+    let mut ctid = Ctid::start_with(&config, "trace", &[("CTID__AMI__SECRET", SECRET)]);
+
+    let rejected = "login as 'cti' rejected (Authentication failed), retrying in";
+    ctid.wait_lines(rejected, 3).await;
+    let status = ctid.terminate().await;
+    assert!(status.success());
+
+    let attempts = sim.logins();
+    assert!(attempts.iter().all(|a| !a.accepted && !a.md5));
+    let errors = ctid
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains(rejected))
+        .collect::<Vec<_>>();
+    assert!(errors.iter().all(|l| l.contains(" ERROR ")), "{errors:?}");
+    // One line per attempt (the last attempt may have been cut short by the stop).
+    assert!(
+        errors.len() == attempts.len() || errors.len() + 1 == attempts.len(),
+        "{} error lines for {} attempts",
+        errors.len(),
+        attempts.len()
+    );
+    // No hot loop: attempts are at least reconnect_min (0.2 s) less its 20% jitter apart.
+    for pair in attempts.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(gap >= Duration::from_millis(150), "attempts {gap:?} apart");
+    }
+    let lines = ctid.lines();
+    assert!(
+        lines.iter().all(|l| !l.contains(SECRET)),
+        "the secret was logged"
+    );
+    // The login action itself was logged at trace level, masked.
+    assert!(
+        lines.iter().any(|l| l.contains(r#""Secret": "***""#)),
+        "login not traced"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_md5_secret_is_rejected_too() {
+    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let config = ami_config(sim.addr().port(), "secret = \"not-it\"");
+    let ctid = Ctid::start(&config, "info");
+    ctid.wait_lines(
+        "login as 'cti' rejected (Authentication failed), retrying in",
+        2,
+    )
+    .await;
+    assert!(sim.logins().iter().all(|a| a.md5 && !a.accepted));
+}
+
+#[tokio::test]
+async fn no_asterisk_is_retried_with_a_clear_line() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let ctid = Ctid::start(&ami_config(port, "secret = \"x\""), "info");
+    let line = ctid
+        .wait_line("unreachable (connection refused), retrying in")
+        .await;
+    assert!(line.contains(&format!("AMI 127.0.0.1:{port} ")), "{line}");
+    ctid.wait_lines("unreachable (connection refused), retrying in", 3)
+        .await;
+}
+
+#[test]
+fn a_bad_configuration_stops_start_up_with_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ctid.toml");
+    std::fs::write(&path, "[ami]\nport = 70000\n[listen.cti]\nprot = 1\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ctid"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let log = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "ami.port: expected a whole number",
+        "ami.secret: required",
+        "listen.cti.prot: unknown key (did you mean listen.cti.port?)",
+        "3 problem(s); not starting",
+    ] {
+        assert!(log.contains(needle), "{needle:?} missing from:\n{log}");
+    }
+    assert!(
+        !log.contains("panicked") && !log.contains("backtrace"),
+        "{log}"
+    );
+}
