@@ -2,3 +2,6 @@
 //! about actors, so all of it is unit-tested and fuzzable on its own.
 
 pub mod ami;
+pub mod calls;
+pub mod cti;
+pub mod directory;

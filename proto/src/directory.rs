@@ -1,0 +1,418 @@
+//! The directory: CTI contexts (tenants), users with their line, and queues, as operators
+//! write them in `directory.toml`. Parsing reports every problem at once; lookups are
+//! indexed (a channel's line is found by its interface, not by a scan of every line).
+
+use std::collections::{BTreeMap, HashMap};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use serde::{Deserialize, Serialize};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DirectoryFile {
+    #[serde(default)]
+    contexts: Vec<ContextDef>,
+    #[serde(default)]
+    users: Vec<User>,
+    #[serde(default)]
+    queues: Vec<Queue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContextDef {
+    name: String,
+    #[serde(default)]
+    dialplan: Vec<String>,
+}
+
+/// A CTI context (tenant) and the Asterisk dialplan contexts that belong to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Context {
+    pub name: String,
+    pub dialplan: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Line {
+    /// The Asterisk device, e.g. `PJSIP/1001` or `Local/1001@default`.
+    pub interface: String,
+    pub number: String,
+    /// The CTI context of the line, and so of its user.
+    pub context: String,
+    /// The dialplan context calls placed for this line start in.
+    pub dialplan: String,
+}
+
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub id: u64,
+    pub login: String,
+    /// An argon2 PHC string; never serialized.
+    #[serde(skip_serializing)]
+    pub password: String,
+    #[serde(default)]
+    pub firstname: String,
+    #[serde(default)]
+    pub lastname: String,
+    #[serde(default)]
+    pub line: Option<Line>,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("login", &self.login)
+            .field("line", &self.line)
+            .finish_non_exhaustive()
+    }
+}
+
+impl User {
+    pub fn fullname(&self) -> String {
+        format!("{} {}", self.firstname, self.lastname)
+            .trim()
+            .to_owned()
+    }
+
+    /// The user's context: the context of their line. A user with no line has none.
+    pub fn context(&self) -> Option<&str> {
+        self.line.as_ref().map(|l| l.context.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Queue {
+    pub name: String,
+    pub context: String,
+    #[serde(default)]
+    pub number: Option<String>,
+}
+
+/// A validated, indexed directory.
+#[derive(Clone, Debug, Default)]
+pub struct Directory {
+    contexts: BTreeMap<String, Context>,
+    users: BTreeMap<u64, User>,
+    by_login: HashMap<String, u64>,
+    by_interface: HashMap<String, u64>,
+    queues: BTreeMap<String, Queue>,
+    by_dialplan: HashMap<String, String>,
+}
+
+impl Directory {
+    /// Parses and checks a directory file; on failure returns every problem found.
+    pub fn parse(text: &str) -> Result<Directory, Vec<String>> {
+        let file: DirectoryFile =
+            toml::from_str(text).map_err(|e| vec![one_line(&e.to_string())])?;
+        let mut problems = Vec::new();
+        let mut dir = Directory::default();
+        for (i, c) in file.contexts.into_iter().enumerate() {
+            let at = format!("contexts[{i}] ({})", c.name);
+            if c.name.is_empty() {
+                problems.push(format!("contexts[{i}]: name must not be empty"));
+                continue;
+            }
+            for d in &c.dialplan {
+                if let Some(other) = dir.by_dialplan.insert(d.clone(), c.name.clone()) {
+                    problems.push(format!(
+                        "{at}: dialplan context {d:?} already belongs to context {other:?}"
+                    ));
+                }
+            }
+            let name = c.name.clone();
+            if dir
+                .contexts
+                .insert(
+                    name.clone(),
+                    Context {
+                        name,
+                        dialplan: c.dialplan,
+                    },
+                )
+                .is_some()
+            {
+                problems.push(format!("{at}: context defined twice"));
+            }
+        }
+        for (i, u) in file.users.into_iter().enumerate() {
+            let at = format!("users[{i}] ({})", u.login);
+            if u.login.is_empty() {
+                problems.push(format!("users[{i}]: login must not be empty"));
+            }
+            if let Err(e) = PasswordHash::new(&u.password) {
+                problems.push(format!(
+                    "{at}: password is not a PHC string ({e}); make one with `ctid hash-password`"
+                ));
+            }
+            if let Some(line) = &u.line {
+                if !dir.contexts.contains_key(&line.context) {
+                    problems.push(format!(
+                        "{at}: line.context {:?} is not a [[contexts]] name",
+                        line.context
+                    ));
+                }
+                if line.interface.is_empty() || line.number.is_empty() {
+                    problems.push(format!(
+                        "{at}: line.interface and line.number must not be empty"
+                    ));
+                }
+                if let Some(other) = dir.by_interface.insert(line.interface.clone(), u.id) {
+                    problems.push(format!(
+                        "{at}: line {:?} is also the line of user {other}",
+                        line.interface
+                    ));
+                }
+            }
+            if let Some(other) = dir.by_login.insert(u.login.clone(), u.id) {
+                if other != u.id {
+                    problems.push(format!("{at}: login also used by user {other}"));
+                }
+            }
+            if dir.users.insert(u.id, u).is_some() {
+                problems.push(format!("{at}: user id defined twice"));
+            }
+        }
+        for (i, q) in file.queues.into_iter().enumerate() {
+            let at = format!("queues[{i}] ({})", q.name);
+            if !dir.contexts.contains_key(&q.context) {
+                problems.push(format!(
+                    "{at}: context {:?} is not a [[contexts]] name",
+                    q.context
+                ));
+            }
+            if dir.queues.insert(q.name.clone(), q).is_some() {
+                problems.push(format!("{at}: queue defined twice"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(dir)
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub fn contexts(&self) -> impl Iterator<Item = &Context> {
+        self.contexts.values()
+    }
+
+    pub fn has_context(&self, name: &str) -> bool {
+        self.contexts.contains_key(name)
+    }
+
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.users.values()
+    }
+
+    pub fn user(&self, id: u64) -> Option<&User> {
+        self.users.get(&id)
+    }
+
+    pub fn user_by_login(&self, login: &str) -> Option<&User> {
+        self.by_login.get(login).and_then(|id| self.users.get(id))
+    }
+
+    /// The user whose line is `interface`.
+    pub fn user_by_interface(&self, interface: &str) -> Option<&User> {
+        self.by_interface
+            .get(interface)
+            .and_then(|id| self.users.get(id))
+    }
+
+    /// The user whose line is `number` in `context`.
+    pub fn user_by_number(&self, context: &str, number: &str) -> Option<&User> {
+        self.users.values().find(|u| {
+            u.line
+                .as_ref()
+                .is_some_and(|l| l.context == context && l.number == number)
+        })
+    }
+
+    pub fn queues(&self) -> impl Iterator<Item = &Queue> {
+        self.queues.values()
+    }
+
+    pub fn queue(&self, name: &str) -> Option<&Queue> {
+        self.queues.get(name)
+    }
+
+    /// The CTI context a dialplan context belongs to.
+    pub fn context_of_dialplan(&self, dialplan: &str) -> Option<&str> {
+        self.by_dialplan.get(dialplan).map(String::as_str)
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The interface (device) of an Asterisk channel name: `PJSIP/1001-0000002a` is
+/// `PJSIP/1001`; `Local/1001@default-00000001;2` is `Local/1001@default`.
+pub fn interface_of(channel: &str) -> &str {
+    let base = match channel.rsplit_once(';') {
+        Some((base, half)) if channel.starts_with("Local/") && matches!(half, "1" | "2") => base,
+        _ => channel,
+    };
+    match base.rsplit_once('-') {
+        Some((interface, suffix))
+            if !suffix.is_empty()
+                && suffix.bytes().all(|b| b.is_ascii_hexdigit())
+                && interface.contains('/') =>
+        {
+            interface
+        }
+        _ => base,
+    }
+}
+
+/// Checks `password` against an argon2 PHC string. CPU-heavy by design: never call it on
+/// an event loop.
+pub fn verify_password(phc: &str, password: &str) -> bool {
+    PasswordHash::new(phc)
+        .map(|hash| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// A PHC string for `password` with argon2id's default parameters and a random salt.
+pub fn hash_password(password: &str, salt_bytes: &[u8; 16]) -> Result<String, String> {
+    let salt = SaltString::encode_b64(salt_bytes).map_err(|e| e.to_string())?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// argon2id of "secret" with small parameters, so that tests run fast.
+    pub const SECRET: &str =
+        "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$LEoDiKolAdO6CICRtIsNfS7pzASNysREYbKPF9VwGok";
+
+    fn sample() -> String {
+        format!(
+            r#"
+[[contexts]]
+name = "default"
+dialplan = ["default", "internal"]
+[[contexts]]
+name = "tenant-b"
+dialplan = ["tenant-b"]
+[[users]]
+id = 1
+login = "alice"
+password = "{SECRET}"
+firstname = "Alice"
+lastname = "Martin"
+line = {{ interface = "PJSIP/1001", number = "1001", context = "default", dialplan = "internal" }}
+[[users]]
+id = 2
+login = "nobody"
+password = "{SECRET}"
+[[queues]]
+name = "support"
+context = "default"
+"#
+        )
+    }
+
+    #[test]
+    fn parses_and_indexes() {
+        let dir = Directory::parse(&sample()).unwrap();
+        let alice = dir.user_by_login("alice").unwrap();
+        assert_eq!(alice.fullname(), "Alice Martin");
+        assert_eq!(alice.context(), Some("default"));
+        assert_eq!(dir.user_by_interface("PJSIP/1001").unwrap().id, 1);
+        assert_eq!(dir.user_by_number("default", "1001").unwrap().id, 1);
+        assert_eq!(dir.user_by_login("nobody").unwrap().context(), None);
+        assert_eq!(dir.context_of_dialplan("internal"), Some("default"));
+        assert_eq!(dir.context_of_dialplan("tenant-b"), Some("tenant-b"));
+        assert_eq!(dir.queue("support").unwrap().context, "default");
+        assert!(
+            !format!("{alice:?}").contains("argon2"),
+            "the hash must not be debug-printed"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let text = r#"
+[[contexts]]
+name = "a"
+dialplan = ["x"]
+[[contexts]]
+name = "b"
+dialplan = ["x"]
+[[users]]
+id = 1
+login = "u"
+password = "plain"
+line = { interface = "PJSIP/1", number = "1", context = "nowhere", dialplan = "x" }
+[[users]]
+id = 1
+login = "u"
+password = "plain"
+[[queues]]
+name = "q"
+context = "c"
+"#;
+        let problems = Directory::parse(text).unwrap_err();
+        assert_eq!(problems.len(), 6, "{problems:#?}");
+        assert!(problems[0].contains("dialplan context \"x\" already belongs to context \"a\""));
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("line.context \"nowhere\"")));
+        assert!(problems.iter().any(|p| p.contains("user id defined twice")));
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("queues[0] (q): context \"c\"")));
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_toml_are_one_clear_line() {
+        let problems =
+            Directory::parse("[[users]]\nid = 1\nlogin = \"a\"\npassword = \"x\"\nmail = 1\n")
+                .unwrap_err();
+        assert!(problems[0].contains("unknown field `mail`"), "{problems:?}");
+        assert!(!problems[0].contains('\n'));
+    }
+
+    #[test]
+    fn passwords_verify() {
+        assert!(verify_password(SECRET, "secret"));
+        assert!(!verify_password(SECRET, "Secret"));
+        assert!(!verify_password("not a hash", "secret"));
+        let phc = hash_password("pw", &[7; 16]).unwrap();
+        assert!(phc.starts_with("$argon2id$"));
+        assert!(verify_password(&phc, "pw"));
+    }
+
+    #[test]
+    fn interfaces_of_channels() {
+        assert_eq!(interface_of("PJSIP/1001-0000002a"), "PJSIP/1001");
+        assert_eq!(
+            interface_of("Local/1001@default-00000001;1"),
+            "Local/1001@default"
+        );
+        assert_eq!(
+            interface_of("Local/1001@default-00000001;2"),
+            "Local/1001@default"
+        );
+        assert_eq!(
+            interface_of("PJSIP/trunk-provider-0000001a"),
+            "PJSIP/trunk-provider"
+        );
+        assert_eq!(interface_of("PJSIP/alice"), "PJSIP/alice");
+        assert_eq!(interface_of("Local/1001@default"), "Local/1001@default");
+    }
+}
