@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
 use ctid_actors::settings::{
-    AmiAuth, AmiSettings, AmiTls, ListenSettings, Listener, Parting, Secret, Settings, Timeouts,
-    TlsListener,
+    AmiAuth, AmiSettings, AmiTls, DirectorySettings, ListenSettings, Listener, Parting, Secret,
+    SessionSettings, Settings, Timeouts, TlsListener,
 };
 
 /// Prefix of the environment variables that override the file.
@@ -68,7 +68,7 @@ fn load_with(path: &Path, env: Environment) -> Result<Settings, Vec<Problem>> {
         .add_source(env)
         .build()
         .and_then(|c| c.cache.into_table())
-        .map_err(|e| file_problem(format!("{}: {e}", path.display())))?;
+        .map_err(|e| file_problem(format!("{}: {}", path.display(), one_line(&e.to_string()))))?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut reader = Reader {
         table,
@@ -83,6 +83,21 @@ fn load_with(path: &Path, env: Environment) -> Result<Settings, Vec<Problem>> {
         Ok(settings)
     } else {
         Err(reader.problems)
+    }
+}
+
+/// A parse error on one line: where and what, without the drawing of the offending line
+/// nor the file name the config crate appends (relative to the working directory).
+fn one_line(error: &str) -> String {
+    let lines: Vec<&str> = error
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains('|') && !l.starts_with("in "))
+        .collect();
+    match (lines.first(), lines.last()) {
+        (Some(first), Some(last)) if first != last => format!("{first}: {last}"),
+        (Some(first), _) => (*first).to_owned(),
+        _ => error.to_owned(),
     }
 }
 
@@ -112,11 +127,47 @@ fn read(r: &mut Reader) -> Settings {
     let parting = Parting {
         context_separation: r.boolean("parting.context_separation", d.parting.context_separation),
     };
+    let directory = DirectorySettings {
+        path: r.path("directory.path").unwrap_or(d.directory.path.clone()),
+        check_interval: r.seconds(
+            "directory.check_interval",
+            d.directory.check_interval,
+            0.1,
+            3600.0,
+        ),
+    };
+    let s = &d.sessions;
+    let sessions = SessionSettings {
+        max_unauthenticated: r.integer(
+            "sessions.max_unauthenticated",
+            s.max_unauthenticated,
+            1,
+            1 << 20,
+        ),
+        max_line_bytes: r.integer("sessions.max_line_bytes", s.max_line_bytes, 1024, 16 << 20),
+        outbound_max_bytes: r.integer(
+            "sessions.outbound_max_bytes",
+            s.outbound_max_bytes,
+            4096,
+            1 << 30,
+        ),
+        outbound_max_messages: r.integer(
+            "sessions.outbound_max_messages",
+            s.outbound_max_messages,
+            1,
+            1 << 24,
+        ),
+        resume_window: r.seconds("sessions.resume_window", s.resume_window, 0.0, 86400.0),
+        replay_events: r.integer("sessions.replay_events", s.replay_events, 0, 1 << 24),
+        replay_bytes: r.integer("sessions.replay_bytes", s.replay_bytes, 0, 1 << 32),
+    };
     Settings {
         ami,
         listen,
         timeouts,
         parting,
+        directory,
+        sessions,
     }
 }
 
@@ -161,6 +212,7 @@ fn read_ami(r: &mut Reader, d: &AmiSettings) -> AmiSettings {
         reconnect_min,
         reconnect_max,
         ping_interval: r.seconds("ami.ping_interval", d.ping_interval, 0.0, 3600.0),
+        resync_interval: r.seconds("ami.resync_interval", d.resync_interval, 0.0, 86400.0),
         max_message_bytes: r.integer("ami.max_message_bytes", d.max_message_bytes, 4096, 64 << 20),
         host,
     }
@@ -576,9 +628,14 @@ mod tests {
     }
 
     #[test]
-    fn syntax_error_names_the_file() {
-        let problems = load_str("[ami\n", &[]).unwrap_err();
-        assert!(problems[0].message.contains("TOML"), "{}", problems[0]);
+    fn syntax_error_names_the_file_on_one_line() {
+        let problems = load_str("[ami]\n[ami]\n", &[]).unwrap_err();
+        let p = &problems[0].message;
+        assert!(
+            p.contains("TOML parse error at line 2") && p.ends_with("duplicate key"),
+            "{p}"
+        );
+        assert!(!p.contains('\n'), "{p}");
     }
 
     #[test]

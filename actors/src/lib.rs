@@ -3,7 +3,14 @@
 //! delegated to the sans-IO `ctid-proto`.
 
 pub mod ami;
+pub mod auth;
+pub mod directory;
+pub mod listener;
 pub mod net;
+pub mod outbox;
+pub mod partition;
+pub mod router;
+pub mod session;
 pub mod settings;
 pub mod supervisor;
 pub mod tls;

@@ -36,6 +36,56 @@ pub struct Settings {
     pub listen: ListenSettings,
     pub timeouts: Timeouts,
     pub parting: Parting,
+    pub directory: DirectorySettings,
+    pub sessions: SessionSettings,
+}
+
+#[derive(Clone, Debug)]
+pub struct DirectorySettings {
+    pub path: PathBuf,
+    /// How often the file is checked for changes.
+    pub check_interval: Duration,
+}
+
+impl Default for DirectorySettings {
+    fn default() -> Self {
+        DirectorySettings {
+            path: PathBuf::from("/etc/ctid/directory.toml"),
+            check_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Limits of CTI client sessions.
+#[derive(Clone, Debug)]
+pub struct SessionSettings {
+    /// Connections that have not logged in yet, at most; more are refused.
+    pub max_unauthenticated: usize,
+    /// Longest line a client may send.
+    pub max_line_bytes: usize,
+    /// What a session may have queued for its client before it is dropped as a slow
+    /// consumer.
+    pub outbound_max_bytes: usize,
+    pub outbound_max_messages: usize,
+    /// How long after a disconnect a session can be resumed.
+    pub resume_window: Duration,
+    /// Events kept per context for resumes, by count and by size.
+    pub replay_events: usize,
+    pub replay_bytes: usize,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            max_unauthenticated: 1024,
+            max_line_bytes: ctid_proto::cti::DEFAULT_MAX_LINE,
+            outbound_max_bytes: 4 << 20,
+            outbound_max_messages: 10_000,
+            resume_window: Duration::from_secs(60),
+            replay_events: 10_000,
+            replay_bytes: 16 << 20,
+        }
+    }
 }
 
 /// How ctid proves itself to the AMI.
@@ -67,6 +117,8 @@ pub struct AmiSettings {
     pub reconnect_max: Duration,
     /// Time between keepalive Pings; zero turns them off.
     pub ping_interval: Duration,
+    /// Time between full resyncs of the call model with Asterisk; zero turns them off.
+    pub resync_interval: Duration,
     pub max_message_bytes: usize,
 }
 
@@ -93,6 +145,7 @@ impl Default for AmiSettings {
             reconnect_min: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(30),
             ping_interval: Duration::from_secs(10),
+            resync_interval: Duration::from_secs(600),
             max_message_bytes: ctid_proto::ami::DEFAULT_MAX_MESSAGE,
         }
     }

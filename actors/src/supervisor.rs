@@ -291,8 +291,8 @@ impl ChildSpec {
         intensity: Intensity,
         children: Vec<ChildSpec>,
         report: Report,
+        slot: Slot<Supervisor>,
     ) -> Self {
-        let slot = Slot::new();
         ChildSpec {
             name: name.into(),
             restart: Restart::Permanent,
@@ -610,6 +610,35 @@ impl Actor for Supervisor {
         for index in 0..self.children.len() {
             self.start_child(index, ctx);
         }
+    }
+}
+
+/// Adds a child to a running supervisor (OTP's `start_child`); a child of the same name
+/// already there is left as it is.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StartChild(pub ChildSpec);
+
+impl Handler<StartChild> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, StartChild(spec): StartChild, ctx: &mut Context<Self>) {
+        if self.stopping.is_some() || self.children.iter().any(|c| c.spec.name == spec.name) {
+            return;
+        }
+        self.children.push(Child {
+            path: format!("{}/{}", self.path, spec.name),
+            spec,
+            running: None,
+            generation: 0,
+            restarts: VecDeque::new(),
+        });
+        info!(
+            "{}/{} added",
+            self.path,
+            self.children[self.children.len() - 1].spec.name
+        );
+        self.start_child(self.children.len() - 1, ctx);
     }
 }
 

@@ -5,9 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::crypto::ring;
-use rustls::{ClientConfig, RootCertStore};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// A TLS configuration problem, naming the file concerned.
 #[derive(Debug, thiserror::Error)]
@@ -46,5 +46,18 @@ pub fn client_config(ca: &Path) -> Result<Arc<ClientConfig>, TlsError> {
         .map_err(|e| tls_error(ca, e))?
         .with_root_certificates(roots)
         .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// A server configuration for the certificate chain in `cert` and the private key in `key`.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs = load_certs(cert)?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| tls_error(key, e))?;
+    let config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_error(cert, e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| tls_error(key, e))?;
     Ok(Arc::new(config))
 }

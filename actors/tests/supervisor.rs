@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use ctid_actors::supervisor::{
     ChildSpec, ChildState, Exit, ExitNote, Intensity, Report, Restart, Root, Shutdown, Slot,
+    StartChild,
 };
 
 /// Counts the messages it served; panics or fails on request.
@@ -205,6 +206,7 @@ async fn a_nested_supervisor_that_gives_up_is_restarted_by_its_parent() {
         },
         vec![looper],
         report.clone(),
+        Slot::new(),
     );
     let outer = Intensity {
         max_restarts: 2,
@@ -295,4 +297,37 @@ async fn a_child_on_another_arbiter_is_supervised_too() {
     assert_eq!(second.send(Work).await.unwrap(), 1);
     assert_eq!(report.get("root/worker").unwrap().restarts, 1);
     arbiter.stop();
+}
+
+#[actix_rt::test]
+async fn a_child_can_be_added_to_a_running_supervisor() {
+    let report = Report::default();
+    let inner_slot = Slot::new();
+    let inner = ChildSpec::supervisor(
+        "inner",
+        Intensity::default(),
+        vec![],
+        report.clone(),
+        inner_slot.clone(),
+    );
+    let _root = Root::start("root", Intensity::default(), vec![inner], report.clone());
+    let inner = tokio::time::timeout(WAIT, inner_slot.next_after(None))
+        .await
+        .unwrap();
+    let slot = Slot::new();
+    inner.do_send(StartChild(worker_spec(&slot, Restart::Permanent)));
+    inner.do_send(StartChild(worker_spec(&Slot::new(), Restart::Permanent)));
+    let worker = tokio::time::timeout(WAIT, slot.next_after(None))
+        .await
+        .unwrap();
+    assert_eq!(worker.send(Work).await.unwrap(), 1);
+    assert_eq!(
+        report.get("root/inner/worker").unwrap().state,
+        ChildState::Running
+    );
+    assert_eq!(
+        report.snapshot().len(),
+        2,
+        "the second spec of the same name is ignored"
+    );
 }

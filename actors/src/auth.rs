@@ -1,0 +1,285 @@
+//! Login support for CTI sessions: password checks on their own threads, slowing down
+//! repeated failures from one address, and resume tokens.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// A default-strength argon2id hash that no password matches: checked for unknown logins,
+/// so that they take as long as known ones and do not reveal which logins exist.
+pub const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$Y3RpZC1kdW1teS1zYWx0IQ$qR2mdEsoIxNl6oQaJqdaKIvhP+DkXLkw2sv2UcjYGrQ";
+
+/// Checks passwords on a pool of threads (a SyncArbiter): argon2 is slow on purpose and
+/// must never run on an event loop.
+pub struct PasswordChecker;
+
+impl Actor for PasswordChecker {
+    type Context = SyncContext<Self>;
+}
+
+/// Is `password` the one `phc` was made from?
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Verify {
+    pub phc: String,
+    pub password: String,
+}
+
+impl fmt::Debug for Verify {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Verify { .. }")
+    }
+}
+
+impl Handler<Verify> for PasswordChecker {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Verify, _: &mut SyncContext<Self>) -> bool {
+        ctid_proto::directory::verify_password(&msg.phc, &msg.password)
+    }
+}
+
+pub fn start_password_checker(threads: usize) -> Addr<PasswordChecker> {
+    SyncArbiter::start(threads.max(1), || PasswordChecker)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Failures from one address are forgotten after this long without another.
+const FAILURE_MEMORY: Duration = Duration::from_secs(900);
+const FIRST_DELAY: Duration = Duration::from_millis(250);
+const MAX_DELAY: Duration = Duration::from_secs(8);
+/// Addresses remembered at most.
+const MAX_ADDRESSES: usize = 65536;
+
+/// Slows down logins from an address after failed ones: 250 ms after the first failure,
+/// doubling up to 8 s.
+#[derive(Clone, Default)]
+pub struct LoginThrottle(Arc<Mutex<HashMap<IpAddr, (u32, Instant)>>>);
+
+impl LoginThrottle {
+    /// How long to wait before answering a login from `ip`.
+    pub fn delay(&self, ip: IpAddr) -> Duration {
+        match lock(&self.0).get(&ip) {
+            Some((n, last)) if last.elapsed() < FAILURE_MEMORY && *n > 0 => FIRST_DELAY
+                .saturating_mul(1 << (n - 1).min(8))
+                .min(MAX_DELAY),
+            _ => Duration::ZERO,
+        }
+    }
+
+    pub fn failed(&self, ip: IpAddr) {
+        let mut map = lock(&self.0);
+        if map.len() >= MAX_ADDRESSES {
+            map.retain(|_, (_, last)| last.elapsed() < FAILURE_MEMORY);
+        }
+        if map.len() < MAX_ADDRESSES || map.contains_key(&ip) {
+            let entry = map.entry(ip).or_insert((0, Instant::now()));
+            if entry.1.elapsed() >= FAILURE_MEMORY {
+                entry.0 = 0;
+            }
+            entry.0 = entry.0.saturating_add(1);
+            entry.1 = Instant::now();
+        }
+    }
+
+    pub fn succeeded(&self, ip: IpAddr) {
+        lock(&self.0).remove(&ip);
+    }
+}
+
+/// The system's random number generator failed: no token can be made safely.
+#[derive(Debug, thiserror::Error)]
+#[error("the system random number generator failed")]
+pub struct NoRandom;
+
+/// `N` random bytes from the system's CSPRNG.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], NoRandom> {
+    let mut bytes = [0u8; N];
+    SystemRandom::new().fill(&mut bytes).map_err(|_| NoRandom)?;
+    Ok(bytes)
+}
+
+/// `n` random bytes from the system's CSPRNG, as lowercase hex.
+pub fn random_hex(n: usize) -> Result<String, NoRandom> {
+    let mut bytes = vec![0u8; n];
+    SystemRandom::new().fill(&mut bytes).map_err(|_| NoRandom)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A session that may be resumed: who, in which partition, and until when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resumable {
+    pub user_id: u64,
+    pub partition: Option<String>,
+}
+
+#[derive(Debug)]
+enum TokenState {
+    /// Its session is connected.
+    Live,
+    Detached {
+        until: Instant,
+    },
+}
+
+#[derive(Default)]
+struct Tokens {
+    map: HashMap<String, (Resumable, TokenState)>,
+    /// Detached tokens in expiry order (the window is the same for all).
+    expiry: VecDeque<(Instant, String)>,
+}
+
+/// Resume tokens: 128 random bits each, single use, valid for the resume window after their
+/// session disconnects.
+#[derive(Clone)]
+pub struct ResumeTokens {
+    inner: Arc<Mutex<Tokens>>,
+    window: Duration,
+}
+
+impl ResumeTokens {
+    pub fn new(window: Duration) -> Self {
+        ResumeTokens {
+            inner: Arc::default(),
+            window,
+        }
+    }
+
+    fn purge(tokens: &mut Tokens) {
+        let now = Instant::now();
+        while let Some((until, _)) = tokens.expiry.front() {
+            if *until > now {
+                break;
+            }
+            if let Some((_, token)) = tokens.expiry.pop_front() {
+                if matches!(tokens.map.get(&token), Some((_, TokenState::Detached { until })) if *until <= now)
+                {
+                    tokens.map.remove(&token);
+                }
+            }
+        }
+    }
+
+    /// A new token for a connected session.
+    pub fn issue(&self, what: Resumable) -> Result<String, NoRandom> {
+        let token = random_hex(16)?;
+        let mut tokens = lock(&self.inner);
+        Self::purge(&mut tokens);
+        tokens.map.insert(token.clone(), (what, TokenState::Live));
+        Ok(token)
+    }
+
+    /// The session of `token` disconnected: the token can be resumed for the window.
+    pub fn detach(&self, token: &str) {
+        let until = Instant::now() + self.window;
+        let mut tokens = lock(&self.inner);
+        if let Some((_, state)) = tokens.map.get_mut(token) {
+            *state = TokenState::Detached { until };
+            tokens.expiry.push_back((until, token.to_owned()));
+        }
+        Self::purge(&mut tokens);
+    }
+
+    /// Forgets a token (its session logged out).
+    pub fn revoke(&self, token: &str) {
+        lock(&self.inner).map.remove(token);
+    }
+
+    /// Uses up a detached, unexpired token.
+    pub fn take(&self, token: &str) -> Option<Resumable> {
+        let mut tokens = lock(&self.inner);
+        Self::purge(&mut tokens);
+        match tokens.map.get(token) {
+            Some((_, TokenState::Detached { .. })) => tokens.map.remove(token).map(|(r, _)| r),
+            _ => None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.inner).map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_slow_an_address_down_and_success_forgives() {
+        let t = LoginThrottle::default();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(t.delay(ip), Duration::ZERO);
+        t.failed(ip);
+        assert_eq!(t.delay(ip), Duration::from_millis(250));
+        for _ in 0..10 {
+            t.failed(ip);
+        }
+        assert_eq!(t.delay(ip), Duration::from_secs(8));
+        assert_eq!(t.delay("10.0.0.2".parse().unwrap()), Duration::ZERO);
+        t.succeeded(ip);
+        assert_eq!(t.delay(ip), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_token_resumes_once_only_after_its_session_left() {
+        let tokens = ResumeTokens::new(Duration::from_secs(60));
+        let what = Resumable {
+            user_id: 1,
+            partition: Some("default".into()),
+        };
+        let token = tokens.issue(what.clone()).unwrap();
+        assert_eq!(token.len(), 32);
+        assert_eq!(
+            tokens.take(&token),
+            None,
+            "a live session cannot be taken over"
+        );
+        tokens.detach(&token);
+        assert_eq!(tokens.take(&token), Some(what));
+        assert_eq!(tokens.take(&token), None, "single use");
+        assert_ne!(
+            tokens
+                .issue(Resumable {
+                    user_id: 1,
+                    partition: None
+                })
+                .unwrap(),
+            token
+        );
+    }
+
+    #[test]
+    fn a_token_expires_with_the_window() {
+        let tokens = ResumeTokens::new(Duration::ZERO);
+        let token = tokens
+            .issue(Resumable {
+                user_id: 1,
+                partition: None,
+            })
+            .unwrap();
+        tokens.detach(&token);
+        assert_eq!(tokens.take(&token), None);
+        assert!(tokens.is_empty());
+    }
+
+    #[test]
+    fn the_dummy_hash_matches_nothing() {
+        assert!(!ctid_proto::directory::verify_password(DUMMY_HASH, ""));
+        assert!(!ctid_proto::directory::verify_password(
+            DUMMY_HASH, "password"
+        ));
+    }
+}

@@ -1,0 +1,174 @@
+//! The CTI and CTIs listeners: accept clients and start a session for each, spread over
+//! the worker arbiters. CTIs is TLS from the first byte; its handshake must finish within
+//! the login timeout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_rt::ArbiterHandle;
+use ctid_proto::cti::{timenow, ErrorCode, Reply};
+use log::{debug, info, warn};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::net::io_reason;
+use crate::session::{Session, SessionShared, Unauthenticated};
+use crate::supervisor::Shutdown;
+
+/// A pause after a failed accept (out of file descriptors, ...), so as not to spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+pub struct CtiListener {
+    name: &'static str,
+    socket: Arc<std::net::TcpListener>,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<SessionShared>,
+    workers: Vec<ArbiterHandle>,
+    next: usize,
+    paused: bool,
+}
+
+impl CtiListener {
+    /// `socket` is bound already (so that a busy port stops start-up); a restarted listener
+    /// accepts on a clone of it.
+    pub fn new(
+        name: &'static str,
+        socket: Arc<std::net::TcpListener>,
+        tls: Option<TlsAcceptor>,
+        shared: Arc<SessionShared>,
+        workers: Vec<ArbiterHandle>,
+    ) -> Self {
+        CtiListener {
+            name,
+            socket,
+            tls,
+            shared,
+            workers,
+            next: 0,
+            paused: false,
+        }
+    }
+
+    fn refuse(stream: TcpStream, peer: SocketAddr, name: &'static str) {
+        warn!("{name}: refused {peer}: too many connections still logging in (sessions.max_unauthenticated)");
+        let line = Reply::error("error", &ErrorCode::TooManyConnections).encode(timenow());
+        actix_rt::spawn(async move {
+            let mut stream = stream;
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&line)).await;
+        });
+    }
+
+    fn start_session(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let Some(guard) =
+            Unauthenticated::try_new(&self.shared.unauthenticated, self.max_unauthenticated())
+        else {
+            return Self::refuse(stream, peer, self.name);
+        };
+        // A tokio socket belongs to the reactor that accepted it: it crosses to its worker
+        // arbiter as a std socket.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => return warn!("{}: {peer}: {}", self.name, io_reason(&e)),
+        };
+        let (name, tls, shared) = (self.name, self.tls.clone(), self.shared.clone());
+        let timeout = shared.config.login_timeout;
+        let start = move || {
+            let stream = match TcpStream::from_std(stream) {
+                Ok(s) => s,
+                Err(e) => return warn!("{name}: {peer}: {}", io_reason(&e)),
+            };
+            match tls {
+                None => {
+                    Session::new(Box::new(stream), peer, name, shared, guard).start();
+                }
+                Some(acceptor) => {
+                    actix_rt::spawn(async move {
+                        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => {
+                                Session::new(Box::new(tls), peer, name, shared, guard).start();
+                            }
+                            Ok(Err(e)) => debug!("{name}: TLS handshake with {peer} failed: {e}"),
+                            Err(_) => debug!("{name}: TLS handshake with {peer} timed out"),
+                        }
+                    });
+                }
+            }
+        };
+        match self.workers.get(self.next % self.workers.len().max(1)) {
+            Some(worker) => {
+                self.next = self.next.wrapping_add(1);
+                worker.spawn_fn(start);
+            }
+            None => start(),
+        }
+    }
+
+    fn max_unauthenticated(&self) -> usize {
+        self.shared.max_unauthenticated
+    }
+}
+
+impl Actor for CtiListener {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let listener = self.socket.try_clone().and_then(|s| {
+            s.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(s)
+        });
+        let listener = match listener {
+            Ok(l) => l,
+            Err(e) => {
+                warn!("{}: cannot accept: {}", self.name, io_reason(&e));
+                return ctx.stop();
+            }
+        };
+        if let Ok(addr) = listener.local_addr() {
+            info!(
+                "{}: listening on {addr}{}",
+                self.name,
+                if self.tls.is_some() { " (TLS)" } else { "" }
+            );
+        }
+        let accepts = futures_util::stream::unfold(listener, |l| async move {
+            let accepted = l.accept().await;
+            Some((accepted, l))
+        });
+        ctx.add_stream(accepts);
+    }
+}
+
+impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for CtiListener {
+    fn handle(
+        &mut self,
+        accepted: std::io::Result<(TcpStream, SocketAddr)>,
+        ctx: &mut Context<Self>,
+    ) {
+        match accepted {
+            Ok((stream, peer)) => self.start_session(stream, peer),
+            Err(e) => {
+                if !self.paused {
+                    warn!("{}: accept failed ({}); pausing", self.name, io_reason(&e));
+                }
+                self.paused = true;
+                ctx.wait(actix::fut::wrap_future(tokio::time::sleep(ACCEPT_BACKOFF)));
+            }
+        }
+    }
+}
+
+impl Handler<Shutdown> for CtiListener {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        info!("{}: closing; telling its sessions", self.name);
+        self.shared
+            .registry
+            .kick_all(Some(self.name), ErrorCode::Shutdown);
+        ctx.stop();
+    }
+}

@@ -1,0 +1,311 @@
+//! A session's outbound queue and the task that writes it.
+//!
+//! Partitions push the bytes of an event (encoded once, shared) into every subscribed
+//! session's outbox; the writer takes whatever has queued and writes it in one vectored
+//! write. The queue has a byte and a message budget: a push past either marks the session
+//! a slow consumer, drops what it still had queued, and closes it after a final notice. No
+//! push ever waits, so a slow client slows nobody else.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use crate::net::io_reason;
+use crate::settings::human_duration;
+
+/// The most a session may have queued.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub max_bytes: usize,
+    pub max_messages: usize,
+}
+
+/// Why an outbox stopped taking messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// It went over its budget.
+    SlowConsumer,
+    /// Its session closed it.
+    Done,
+}
+
+struct Queue {
+    items: VecDeque<Bytes>,
+    bytes: usize,
+    closed: Option<Closed>,
+    /// Sent last, after which the writer shuts the stream down.
+    last: Option<Bytes>,
+}
+
+pub struct Outbox {
+    queue: Mutex<Queue>,
+    notify: Notify,
+    budget: Budget,
+    written: AtomicU64,
+}
+
+impl Outbox {
+    pub fn new(budget: Budget) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            queue: Mutex::new(Queue {
+                items: VecDeque::new(),
+                bytes: 0,
+                closed: None,
+                last: None,
+            }),
+            notify: Notify::new(),
+            budget,
+            written: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `bytes`; wakes the writer only if `wake`. Past the budget the outbox closes as
+    /// a slow consumer, and `notice` is the last thing written.
+    pub fn push(
+        &self,
+        bytes: Bytes,
+        notice: impl FnOnce() -> Bytes,
+        wake: bool,
+    ) -> Result<(), Closed> {
+        let mut q = self.lock();
+        if let Some(closed) = q.closed {
+            return Err(closed);
+        }
+        if q.items.len() >= self.budget.max_messages
+            || q.bytes + bytes.len() > self.budget.max_bytes
+        {
+            q.items.clear();
+            q.bytes = 0;
+            q.closed = Some(Closed::SlowConsumer);
+            q.last = Some(notice());
+            drop(q);
+            self.notify.notify_one();
+            return Err(Closed::SlowConsumer);
+        }
+        q.bytes += bytes.len();
+        q.items.push_back(bytes);
+        drop(q);
+        if wake {
+            self.notify.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Wakes the writer after pushes made without waking it.
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Stops taking messages: what is queued is still written, then `last`, then the
+    /// stream is shut down.
+    pub fn close(&self, last: Option<Bytes>) {
+        let mut q = self.lock();
+        if q.closed.is_none() {
+            q.closed = Some(Closed::Done);
+            q.last = last;
+        }
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    pub fn closed(&self) -> Option<Closed> {
+        self.lock().closed
+    }
+
+    /// Messages queued and not yet written.
+    pub fn pending(&self) -> (usize, usize) {
+        let q = self.lock();
+        (q.items.len(), q.bytes)
+    }
+
+    /// Bytes written to the socket so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Takes everything queued; the flag says the outbox is closed.
+    fn take(&self) -> (VecDeque<Bytes>, bool) {
+        let mut q = self.lock();
+        let mut items = std::mem::take(&mut q.items);
+        q.bytes = 0;
+        let closed = q.closed.is_some();
+        if closed {
+            items.extend(q.last.take());
+        }
+        (items, closed)
+    }
+}
+
+#[cfg(test)]
+impl Outbox {
+    /// What is queued, parsed as JSON lines.
+    pub(crate) fn queued_json(&self) -> Vec<serde_json::Value> {
+        self.lock()
+            .items
+            .iter()
+            .map(|b| serde_json::from_slice(b).unwrap())
+            .collect()
+    }
+}
+
+/// Writes `outbox` to `w` until it is closed and drained. A write that makes no progress
+/// for `stall` ends the session: its client stopped reading.
+pub async fn write_outbox<W: AsyncWrite + Unpin>(
+    outbox: Arc<Outbox>,
+    mut w: W,
+    stall: Duration,
+) -> Result<(), String> {
+    loop {
+        let notified = outbox.notify.notified();
+        let (mut items, closed) = outbox.take();
+        if items.is_empty() && !closed {
+            notified.await;
+            continue;
+        }
+        let total: usize = items.iter().map(Bytes::len).sum();
+        match tokio::time::timeout(stall, write_all_vectored(&mut w, &mut items)).await {
+            Err(_) => return Err(format!("client read nothing for {}", human_duration(stall))),
+            Ok(Err(e)) => return Err(format!("write failed ({})", io_reason(&e))),
+            Ok(Ok(())) => {
+                outbox.written.fetch_add(total as u64, Ordering::Relaxed);
+            }
+        }
+        if closed {
+            let _ = tokio::time::timeout(stall, async {
+                let _ = w.flush().await;
+                let _ = w.shutdown().await;
+            })
+            .await;
+            return Ok(());
+        }
+    }
+}
+
+/// Writes every buffer, as few syscalls as the socket allows.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    items: &mut VecDeque<Bytes>,
+) -> std::io::Result<()> {
+    const MAX_SLICES: usize = 64;
+    while !items.is_empty() {
+        let slices: Vec<IoSlice<'_>> = items
+            .iter()
+            .take(MAX_SLICES)
+            .map(|b| IoSlice::new(b))
+            .collect();
+        let mut n = w.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let Some(front) = items.front_mut() else {
+                break;
+            };
+            if n >= front.len() {
+                n -= front.len();
+                items.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+    w.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(max_bytes: usize, max_messages: usize) -> Budget {
+        Budget {
+            max_bytes,
+            max_messages,
+        }
+    }
+
+    fn notice() -> Bytes {
+        Bytes::from_static(b"bye\n")
+    }
+
+    #[tokio::test]
+    async fn everything_queued_is_written_in_order_then_the_last_line() {
+        let outbox = Outbox::new(budget(1 << 20, 1000));
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let writer = tokio::spawn(write_outbox(outbox.clone(), server, Duration::from_secs(5)));
+        for i in 0..300 {
+            outbox
+                .push(Bytes::from(format!("{i}\n")), notice, i % 7 == 0)
+                .unwrap();
+        }
+        outbox.close(Some(Bytes::from_static(b"end\n")));
+        writer.await.unwrap().unwrap();
+        let mut got = String::new();
+        let mut client = client;
+        tokio::io::AsyncReadExt::read_to_string(&mut client, &mut got)
+            .await
+            .unwrap();
+        let expected: String = (0..300)
+            .map(|i| format!("{i}\n"))
+            .chain(["end\n".to_owned()])
+            .collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn over_budget_is_a_slow_consumer_and_drops_the_queue() {
+        let outbox = Outbox::new(budget(10, 100));
+        outbox
+            .push(Bytes::from_static(b"12345\n"), notice, false)
+            .unwrap();
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"67890\n"), notice, false),
+            Err(Closed::SlowConsumer)
+        );
+        assert_eq!(outbox.pending(), (0, 0));
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"x\n"), notice, false),
+            Err(Closed::SlowConsumer)
+        );
+        let (items, closed) = outbox.take();
+        assert!(closed);
+        assert_eq!(items, [notice()]);
+    }
+
+    #[test]
+    fn the_message_budget_counts_too() {
+        let outbox = Outbox::new(budget(1 << 20, 2));
+        outbox
+            .push(Bytes::from_static(b"a\n"), notice, false)
+            .unwrap();
+        outbox
+            .push(Bytes::from_static(b"b\n"), notice, false)
+            .unwrap();
+        assert!(outbox
+            .push(Bytes::from_static(b"c\n"), notice, false)
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_reads_times_the_writer_out() {
+        let outbox = Outbox::new(budget(1 << 24, 100_000));
+        let (_client, server) = tokio::io::duplex(64);
+        outbox
+            .push(Bytes::from(vec![b'x'; 4096]), notice, true)
+            .unwrap();
+        let err = write_outbox(outbox, server, Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert_eq!(err, "client read nothing for 100ms");
+    }
+}

@@ -1,0 +1,258 @@
+//! The router: takes the events of the AMI link, runs the call model, and sends each call
+//! event to the partitions of the call's contexts.
+//!
+//! It resyncs from Asterisk (CoreShowChannels) whenever the link comes up, when it starts
+//! (after a restart its model is empty), and periodically, so that a lost Hangup cannot keep
+//! a call alive forever. A partition whose mailbox was full misses events; the next batch
+//! it gets starts with every live call of its context, so its clients converge again.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use ctid_proto::ami::AmiPacket;
+use ctid_proto::calls::{coalesce, CallEvent, CallModel, EventKind};
+use ctid_proto::cti::timenow;
+use ctid_proto::directory::Directory;
+use futures_util::StreamExt;
+use log::{error, info, warn};
+
+use crate::ami::{AmiEvents, AmiLink, AmiRequest, LinkChanged, LinkState, LinkStats};
+use crate::directory::DirectoryHandle;
+use crate::partition::{Change, PartitionEvents, Partitions, Reconcile, ALL};
+use crate::supervisor::{Outlet, Shutdown, Slot};
+
+/// Batches of AMI events the router may have queued before the link counts it overloaded.
+const MAILBOX: usize = 1024;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct DirectoryChanged(Arc<Directory>);
+
+pub struct Router {
+    model: CallModel,
+    directory: DirectoryHandle,
+    partitions: Partitions,
+    outlets: HashMap<String, Outlet<PartitionEvents>>,
+    /// Partitions that missed events and must be brought up to date.
+    gaps: BTreeSet<String>,
+    link: Slot<AmiLink>,
+    link_stats: LinkStats,
+    resync_every: Duration,
+    resyncing: bool,
+}
+
+impl Router {
+    pub fn new(
+        directory: DirectoryHandle,
+        partitions: Partitions,
+        link: Slot<AmiLink>,
+        link_stats: LinkStats,
+        resync_every: Duration,
+    ) -> Self {
+        Router {
+            model: CallModel::new(),
+            directory,
+            partitions,
+            outlets: HashMap::new(),
+            gaps: BTreeSet::new(),
+            link,
+            link_stats,
+            resync_every,
+            resyncing: false,
+        }
+    }
+
+    fn outlet(&mut self, key: &str) -> &mut Outlet<PartitionEvents> {
+        if !self.outlets.contains_key(key) {
+            let outlet = self
+                .partitions
+                .slot(key)
+                .map_or_else(Outlet::none, |slot| slot.outlet());
+            self.outlets.insert(key.to_owned(), outlet);
+        }
+        self.outlets.get_mut(key).expect("inserted above")
+    }
+
+    /// The partition keys a call event goes to.
+    fn keys(&self, event: &CallEvent) -> Vec<String> {
+        if self.partitions.separated() {
+            event.call.contexts.clone()
+        } else {
+            vec![ALL.to_owned()]
+        }
+    }
+
+    fn dispatch(&mut self, events: Vec<CallEvent>, received: Instant) {
+        let mut by_key: HashMap<String, Vec<Change>> = HashMap::new();
+        for event in events {
+            let keys = self.keys(&event);
+            if self.partitions.separated() {
+                for gone in &event.left {
+                    by_key
+                        .entry(gone.clone())
+                        .or_default()
+                        .push(Change::Left(event.call.id.clone()));
+                }
+            }
+            let call = Arc::new(event.call);
+            for key in keys {
+                by_key
+                    .entry(key)
+                    .or_default()
+                    .push(Change::Call(event.kind, call.clone()));
+            }
+        }
+        for (key, changes) in by_key {
+            self.send(key, changes, received);
+        }
+    }
+
+    fn send(&mut self, key: String, mut changes: Vec<Change>, received: Instant) {
+        let healing = self.gaps.contains(&key);
+        if healing {
+            let mut current = self.live_changes(&key);
+            current.append(&mut changes);
+            changes = current;
+        }
+        match self
+            .outlet(&key)
+            .try_send(PartitionEvents { received, changes })
+        {
+            Ok(()) => {
+                if healing {
+                    self.gaps.remove(&key);
+                    self.reconcile(&key);
+                }
+            }
+            Err(SendError::Full(_)) => {
+                if self.gaps.insert(key.clone()) {
+                    error!("partition {key} is a full mailbox behind; its clients miss events until it catches up");
+                }
+            }
+            Err(SendError::Closed(_)) => {}
+        }
+    }
+
+    fn in_partition(&self, key: &str, contexts: &[String]) -> bool {
+        key == ALL || contexts.iter().any(|c| c == key)
+    }
+
+    fn live_ids(&self, key: &str) -> HashSet<String> {
+        self.model
+            .calls()
+            .filter(|c| self.in_partition(key, &c.contexts))
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
+    /// Tells a partition which calls are alive, so that it ends the others.
+    fn reconcile(&self, key: &str) {
+        if let Some(partition) = self.partitions.slot(key).and_then(|s| s.get()) {
+            partition.do_send(Reconcile {
+                live: self.live_ids(key),
+            });
+        }
+    }
+
+    /// Every live call of a partition, as `updated` events.
+    fn live_changes(&self, key: &str) -> Vec<Change> {
+        self.model
+            .calls()
+            .filter(|c| self.in_partition(key, &c.contexts))
+            .map(|c| Change::Call(EventKind::Updated, Arc::new(c.clone())))
+            .collect()
+    }
+
+    fn resync(&mut self, ctx: &mut Context<Self>) {
+        if self.resyncing {
+            return;
+        }
+        let Some(link) = self.link.get() else {
+            return;
+        };
+        self.resyncing = true;
+        let request = link.send(AmiRequest::list(AmiPacket::action("CoreShowChannels")));
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(request).map(|res, act, _| {
+                act.resyncing = false;
+                match res {
+                    Ok(Ok(reply)) => {
+                        let dir = act.directory.get();
+                        let events = act.model.resync(&reply.events, timenow(), &dir);
+                        act.dispatch(events, Instant::now());
+                        for key in act.partitions.keys() {
+                            act.reconcile(&key);
+                        }
+                        info!(
+                            "resynced with Asterisk: {} live channels in {} calls",
+                            act.model.channel_count(),
+                            act.model.calls().count()
+                        );
+                    }
+                    Ok(Err(e)) => warn!("resync with Asterisk failed: {e}"),
+                    Err(_) => warn!("resync with Asterisk failed: the AMI link stopped"),
+                }
+            }),
+        );
+    }
+}
+
+impl Actor for Router {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(MAILBOX);
+        ctx.add_stream(self.directory.changes().map(DirectoryChanged));
+        if !self.resync_every.is_zero() {
+            ctx.run_interval(self.resync_every, |act, ctx| act.resync(ctx));
+        }
+        if self.link_stats.snapshot().state == LinkState::Up {
+            self.resync(ctx);
+        }
+    }
+}
+
+impl Handler<AmiEvents> for Router {
+    type Result = ();
+
+    fn handle(&mut self, batch: AmiEvents, _: &mut Context<Self>) {
+        let dir = self.directory.get();
+        let now = timenow() - batch.received.elapsed().as_secs_f64();
+        let mut out = Vec::new();
+        for event in &batch.events {
+            out.extend(self.model.apply(event, now, &dir));
+        }
+        if !out.is_empty() {
+            self.dispatch(coalesce(out), batch.received);
+        }
+    }
+}
+
+impl Handler<LinkChanged> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: LinkChanged, ctx: &mut Context<Self>) {
+        if msg.state == LinkState::Up {
+            self.resync(ctx);
+        }
+    }
+}
+
+impl StreamHandler<DirectoryChanged> for Router {
+    fn handle(&mut self, DirectoryChanged(dir): DirectoryChanged, _: &mut Context<Self>) {
+        let events = self.model.refresh(&dir);
+        self.dispatch(events, Instant::now());
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+impl Handler<Shutdown> for Router {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

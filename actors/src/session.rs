@@ -1,0 +1,723 @@
+//! A CTI client session: the login (or a resume), then the client's requests, with its
+//! outbound queue written by its own task.
+//!
+//! Login is `login_id` -> `login_pass` -> `login_capas`, within the login timeout; before it
+//! completes only `keepalive` and `resume` are served. A session's state outside the actor
+//! (its partition membership, registry entry, resume token) is released by a guard when the
+//! actor is dropped, whether it stopped or panicked.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use actix::prelude::*;
+use ctid_proto::cti::{timenow, CtiCodec, CtiFrame, ErrorCode, Reply, Request};
+use ctid_proto::directory::User;
+use log::{debug, info, warn};
+use serde_json::{json, Value};
+use tokio_util::codec::FramedRead;
+
+use crate::auth::{LoginThrottle, PasswordChecker, Resumable, ResumeTokens, Verify, DUMMY_HASH};
+use crate::directory::DirectoryHandle;
+use crate::net::BoxedIo;
+use crate::outbox::{write_outbox, Budget, Outbox};
+use crate::partition::{
+    GetList, Kick, Member, Partition, Partitions, SessionId, Subscribe, Unsubscribe, ALL,
+};
+use crate::settings::human_duration;
+
+/// Consecutive bad messages after which a session is closed.
+const MAX_ERRORS: u32 = 10;
+
+/// The client protocol version ctid speaks.
+pub const PROTOCOL_VERSION: &str = "2.0";
+
+/// What ctid allows a logged-in user to send, as listed in `login_capas`.
+const REGCOMMANDS: [&str; 3] = ["getlist", "keepalive", "logout"];
+
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    pub login_timeout: Duration,
+    /// How long a write may make no progress before the client counts as gone.
+    pub stall: Duration,
+    pub budget: Budget,
+    pub max_line: usize,
+}
+
+/// A live session as the console shows it.
+#[derive(Clone)]
+pub struct SessionInfo {
+    pub peer: SocketAddr,
+    pub listener: &'static str,
+    pub login: Option<String>,
+    pub partition: Option<String>,
+    pub since: SystemTime,
+    pub outbox: Arc<Outbox>,
+    pub kick: Recipient<Kick>,
+}
+
+/// Every live session.
+#[derive(Clone, Default)]
+pub struct SessionRegistry(Arc<Mutex<HashMap<SessionId, SessionInfo>>>);
+
+impl SessionRegistry {
+    fn lock(&self) -> MutexGuard<'_, HashMap<SessionId, SessionInfo>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn snapshot(&self) -> Vec<(SessionId, SessionInfo)> {
+        let mut v: Vec<_> = self.lock().iter().map(|(id, i)| (*id, i.clone())).collect();
+        v.sort_by_key(|(id, _)| *id);
+        v
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Closes one session; false if there is none by that id.
+    pub fn kick(&self, id: SessionId, why: ErrorCode) -> bool {
+        match self.lock().get(&id) {
+            Some(info) => {
+                info.kick.do_send(Kick(why));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes every session of `listener` (all of them if None).
+    pub fn kick_all(&self, listener: Option<&str>, why: ErrorCode) {
+        for info in self.lock().values() {
+            if listener.is_none_or(|l| l == info.listener) {
+                info.kick.do_send(Kick(why.clone()));
+            }
+        }
+    }
+
+    fn update(&self, id: SessionId, f: impl FnOnce(&mut SessionInfo)) {
+        if let Some(info) = self.lock().get_mut(&id) {
+            f(info);
+        }
+    }
+}
+
+/// What every session shares.
+pub struct SessionShared {
+    pub config: SessionConfig,
+    pub directory: DirectoryHandle,
+    pub partitions: Partitions,
+    pub checker: Addr<PasswordChecker>,
+    pub throttle: LoginThrottle,
+    pub tokens: ResumeTokens,
+    pub registry: SessionRegistry,
+    pub unauthenticated: Arc<AtomicUsize>,
+    pub max_unauthenticated: usize,
+    pub next_id: AtomicU64,
+}
+
+/// Counts a connection as not logged in for as long as it lives.
+pub struct Unauthenticated(Arc<AtomicUsize>);
+
+impl Unauthenticated {
+    /// Counts one more, unless `max` are already counted.
+    pub fn try_new(count: &Arc<AtomicUsize>, max: usize) -> Option<Unauthenticated> {
+        count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Unauthenticated(count.clone()))
+    }
+}
+
+impl Drop for Unauthenticated {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Releases what a session holds outside itself, however the actor ends.
+struct Cleanup {
+    id: SessionId,
+    shared: Arc<SessionShared>,
+    outbox: Arc<Outbox>,
+    partition: Option<Addr<Partition>>,
+    token: Option<String>,
+    /// The client logged out: its token cannot be resumed.
+    logged_out: bool,
+    unauthenticated: Option<Unauthenticated>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.outbox.close(None);
+        if let Some(p) = &self.partition {
+            p.do_send(Unsubscribe { session: self.id });
+        }
+        self.shared.registry.lock().remove(&self.id);
+        if let Some(token) = &self.token {
+            if self.logged_out {
+                self.shared.tokens.revoke(token);
+            } else {
+                self.shared.tokens.detach(token);
+            }
+        }
+    }
+}
+
+enum Phase {
+    LoginId,
+    LoginPass {
+        login: String,
+    },
+    /// Waiting for a password check or a subscription.
+    Busy,
+    LoginCapas {
+        user_id: u64,
+    },
+    Ready {
+        login: String,
+    },
+    Closing,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WriterDone(Result<(), String>);
+
+pub struct Session {
+    id: SessionId,
+    peer: SocketAddr,
+    listener: &'static str,
+    shared: Arc<SessionShared>,
+    io: Option<BoxedIo>,
+    outbox: Arc<Outbox>,
+    phase: Phase,
+    errors: u32,
+    cleanup: Cleanup,
+}
+
+fn disconnect(code: &ErrorCode) -> bytes::Bytes {
+    Reply::error("disconnect", code).encode(timenow())
+}
+
+impl Session {
+    /// A session on an accepted connection; `guard` counts it as not logged in.
+    pub fn new(
+        io: BoxedIo,
+        peer: SocketAddr,
+        listener: &'static str,
+        shared: Arc<SessionShared>,
+        guard: Unauthenticated,
+    ) -> Self {
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let outbox = Outbox::new(shared.config.budget);
+        Session {
+            id,
+            peer,
+            listener,
+            io: Some(io),
+            outbox: outbox.clone(),
+            phase: Phase::LoginId,
+            errors: 0,
+            cleanup: Cleanup {
+                id,
+                shared: shared.clone(),
+                outbox,
+                partition: None,
+                token: None,
+                logged_out: false,
+                unauthenticated: Some(guard),
+            },
+            shared,
+        }
+    }
+
+    fn who(&self) -> String {
+        match &self.phase {
+            Phase::Ready { login } => {
+                format!("CTI session {} ({login} from {})", self.id, self.peer)
+            }
+            _ => format!("CTI session {} ({})", self.id, self.peer),
+        }
+    }
+
+    fn send(&mut self, reply: Reply, ctx: &mut Context<Self>) {
+        let notice = || disconnect(&ErrorCode::SlowConsumer);
+        if self
+            .outbox
+            .push(reply.encode(timenow()), notice, true)
+            .is_err()
+        {
+            self.slow_consumer(ctx);
+        }
+    }
+
+    fn slow_consumer(&mut self, ctx: &mut Context<Self>) {
+        if !matches!(self.phase, Phase::Closing) {
+            warn!(
+                "{} dropped: slow consumer (it read too little of what it was sent)",
+                self.who()
+            );
+            self.phase = Phase::Closing;
+        }
+        ctx.stop();
+    }
+
+    /// Answers a bad message; too many in a row close the session.
+    fn error(
+        &mut self,
+        class: &str,
+        code: ErrorCode,
+        commandid: Option<&Value>,
+        ctx: &mut Context<Self>,
+    ) {
+        debug!("{}: {class}: {code}", self.who());
+        self.send(Reply::error(class, &code).reply_to(commandid), ctx);
+        self.errors += 1;
+        if self.errors >= MAX_ERRORS {
+            self.close(Some(ErrorCode::TooManyErrors), "too many bad messages", ctx);
+        }
+    }
+
+    /// Sends the final line (if any), lets the writer flush, and stops.
+    fn close(&mut self, code: Option<ErrorCode>, why: &str, ctx: &mut Context<Self>) {
+        if matches!(self.phase, Phase::Closing) {
+            return;
+        }
+        info!("{} closed: {why}", self.who());
+        self.phase = Phase::Closing;
+        self.outbox.close(code.as_ref().map(disconnect));
+        ctx.stop();
+    }
+
+    fn on_line(&mut self, line: &[u8], ctx: &mut Context<Self>) {
+        let req = match Request::parse(line) {
+            Ok(req) => req,
+            Err((code, id)) => return self.error("error", code, id.as_ref(), ctx),
+        };
+        self.errors = 0;
+        debug!("{}: {}", self.who(), req.class);
+        match (&self.phase, req.class.as_str()) {
+            (Phase::Closing, _) => {}
+            (_, "keepalive") => self.send(
+                Reply::new("keepalive").reply_to(req.commandid.as_ref()),
+                ctx,
+            ),
+            (Phase::LoginId, "login_id") => self.login_id(req, ctx),
+            (Phase::LoginId, "resume") => self.resume(req, ctx),
+            (Phase::LoginPass { .. }, "login_pass") => self.login_pass(req, ctx),
+            (Phase::LoginCapas { .. }, "login_capas") => self.login_capas(req, ctx),
+            (Phase::Ready { .. }, _) => self.command(req, ctx),
+            (_, class) => {
+                let class = class.to_owned();
+                self.error(&class, ErrorCode::NotLoggedYet, req.commandid.as_ref(), ctx)
+            }
+        }
+    }
+
+    fn login_id(&mut self, req: Request, ctx: &mut Context<Self>) {
+        if let Err(code) = req.require(&["userlogin"]) {
+            return self.error("login_id", code, req.commandid.as_ref(), ctx);
+        }
+        let login = req.str("userlogin").unwrap_or_default().to_owned();
+        // Unknown logins get a session id too: this step must not reveal which logins exist.
+        let sessionid: String = (0..10).map(|_| fastrand::alphanumeric()).collect();
+        self.phase = Phase::LoginPass { login };
+        let reply = Reply::new("login_id")
+            .with("sessionid", sessionid)
+            .with("xivoversion", PROTOCOL_VERSION)
+            .reply_to(req.commandid.as_ref());
+        self.send(reply, ctx);
+    }
+
+    fn login_pass(&mut self, req: Request, ctx: &mut Context<Self>) {
+        if let Err(code) = req.require(&["password"]) {
+            return self.error("login_pass", code, req.commandid.as_ref(), ctx);
+        }
+        let Phase::LoginPass { login } = std::mem::replace(&mut self.phase, Phase::Busy) else {
+            return;
+        };
+        let password = req.str("password").unwrap_or_default().to_owned();
+        let user = self.shared.directory.get().user_by_login(&login).cloned();
+        let phc = user
+            .as_ref()
+            .map_or_else(|| DUMMY_HASH.to_owned(), |u| u.password.clone());
+        let ip = self.peer.ip();
+        let delay = self.shared.throttle.delay(ip);
+        let checker = self.shared.checker.clone();
+        let check = async move {
+            tokio::time::sleep(delay).await;
+            checker
+                .send(Verify { phc, password })
+                .await
+                .unwrap_or(false)
+        };
+        let commandid = req.commandid;
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(check).map(move |ok, act, ctx| {
+                match user.filter(|_| ok) {
+                    Some(user) => {
+                        act.shared.throttle.succeeded(ip);
+                        act.phase = Phase::LoginCapas { user_id: user.id };
+                        let reply = Reply::new("login_pass")
+                            .with("capalist", json!([1]))
+                            .reply_to(commandid.as_ref());
+                        act.send(reply, ctx);
+                    }
+                    None => {
+                        act.shared.throttle.failed(ip);
+                        warn!(
+                            "{}: login {login:?} refused (wrong login or password)",
+                            act.who()
+                        );
+                        let reply = Reply::error("login_pass", &ErrorCode::LoginPassword)
+                            .reply_to(commandid.as_ref());
+                        act.send(reply, ctx);
+                        act.close(None, "login refused", ctx);
+                    }
+                }
+            }),
+        );
+    }
+
+    /// The partition a user's session belongs to: their context's, or `*` without context
+    /// separation; none for a user with no line under separation.
+    fn partition_of(&self, user: &User) -> Option<String> {
+        if self.shared.partitions.separated() {
+            user.context().map(str::to_owned)
+        } else {
+            Some(ALL.to_owned())
+        }
+    }
+
+    fn identity(user: &User, key: Option<&str>) -> Reply {
+        let sees = key.is_some();
+        Reply::new("")
+            .with("userid", user.id.to_string())
+            .with("login", user.login.clone())
+            .with("fullname", user.fullname())
+            .with("context", user.context())
+            .with("ipbxid", "xivo")
+            .with(
+                "capas",
+                json!({
+                    "regcommands": if sees { REGCOMMANDS.to_vec() } else { vec!["keepalive", "logout"] },
+                    "ipbxcommands": Vec::<&str>::new(),
+                }),
+            )
+    }
+
+    fn login_capas(&mut self, req: Request, ctx: &mut Context<Self>) {
+        let Phase::LoginCapas { user_id } = std::mem::replace(&mut self.phase, Phase::Busy) else {
+            return;
+        };
+        let Some(user) = self.shared.directory.get().user(user_id).cloned() else {
+            return self.close(
+                Some(ErrorCode::UserChanged),
+                "user deleted during login",
+                ctx,
+            );
+        };
+        let presence = req.str("state").unwrap_or("available").to_owned();
+        let key = self.partition_of(&user);
+        let Ok(token) = self.shared.tokens.issue(Resumable {
+            user_id,
+            partition: key.clone(),
+        }) else {
+            return self.close(
+                Some(ErrorCode::Shutdown),
+                "no random numbers for a resume token",
+                ctx,
+            );
+        };
+        self.cleanup.token = Some(token.clone());
+        let identity = Self::identity(&user, key.as_deref());
+        let commandid = req.commandid;
+        let p = presence.clone();
+        let ack = Box::new(move |seq: u64| {
+            identity
+                .with("class", "login_capas")
+                .with("appliname", "Client")
+                .with("presence", p)
+                .with("resume_token", token)
+                .with("seq", seq)
+                .reply_to(commandid.as_ref())
+                .encode(timenow())
+        });
+        self.join(user, key, presence, None, ack, ctx);
+    }
+
+    /// Joins the user's partition (queueing `ack`, then missed events for a resume) and
+    /// becomes ready.
+    fn join(
+        &mut self,
+        user: User,
+        key: Option<String>,
+        availstate: String,
+        resume_after: Option<u64>,
+        ack: crate::partition::Ack,
+        ctx: &mut Context<Self>,
+    ) {
+        let partition = key
+            .as_deref()
+            .and_then(|k| self.shared.partitions.slot(k))
+            .and_then(|s| s.get());
+        let Some(partition) = partition else {
+            if key.is_some() {
+                warn!(
+                    "{}: no partition for context {key:?} yet; the user sees nothing",
+                    self.who()
+                );
+            }
+            let _ = self
+                .outbox
+                .push(ack(0), || disconnect(&ErrorCode::SlowConsumer), true);
+            return self.ready(user, None, key);
+        };
+        let member = Member {
+            user_id: user.id,
+            availstate,
+            outbox: self.outbox.clone(),
+            session: ctx.address().recipient(),
+        };
+        let subscribe = partition.send(Subscribe {
+            session: self.id,
+            member,
+            resume_after,
+            ack,
+        });
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(subscribe).map(
+            move |res, act, ctx| match res {
+                Ok(Ok(_seq)) => act.ready(user, Some(partition), key),
+                Ok(Err(code)) if resume_after.is_some() => {
+                    act.phase = Phase::LoginId;
+                    act.error("resume", code, None, ctx);
+                }
+                Ok(Err(code)) => act.close(Some(code), "could not join its context", ctx),
+                Err(_) => act.close(
+                    Some(ErrorCode::Shutdown),
+                    "its context partition is gone",
+                    ctx,
+                ),
+            },
+        ));
+    }
+
+    fn ready(&mut self, user: User, partition: Option<Addr<Partition>>, key: Option<String>) {
+        self.cleanup.unauthenticated = None;
+        self.cleanup.partition = partition;
+        self.phase = Phase::Ready {
+            login: user.login.clone(),
+        };
+        let login = user.login.clone();
+        let k = key.clone();
+        self.shared.registry.update(self.id, |info| {
+            info.login = Some(login);
+            info.partition = k;
+        });
+        info!(
+            "{} logged in as {} (context {})",
+            self.who(),
+            user.login,
+            key.as_deref().unwrap_or("none")
+        );
+    }
+
+    fn resume(&mut self, req: Request, ctx: &mut Context<Self>) {
+        if let Err(code) = req.require(&["token", "last_seq"]) {
+            return self.error("resume", code, req.commandid.as_ref(), ctx);
+        }
+        let ip = self.peer.ip();
+        let last_seq = req.u64("last_seq").unwrap_or(0);
+        let Some(was) = req.str("token").and_then(|t| self.shared.tokens.take(t)) else {
+            self.shared.throttle.failed(ip);
+            return self.error(
+                "resume",
+                ErrorCode::ResyncRequired,
+                req.commandid.as_ref(),
+                ctx,
+            );
+        };
+        let user = self.shared.directory.get().user(was.user_id).cloned();
+        let Some(user) = user.filter(|u| self.partition_of(u) == was.partition) else {
+            return self.error(
+                "resume",
+                ErrorCode::UserChanged,
+                req.commandid.as_ref(),
+                ctx,
+            );
+        };
+        let Ok(token) = self.shared.tokens.issue(was.clone()) else {
+            return self.close(
+                Some(ErrorCode::Shutdown),
+                "no random numbers for a resume token",
+                ctx,
+            );
+        };
+        self.cleanup.token = Some(token.clone());
+        self.phase = Phase::Busy;
+        let identity = Self::identity(&user, was.partition.as_deref());
+        let commandid = req.commandid;
+        let ack = Box::new(move |seq: u64| {
+            identity
+                .with("class", "resume")
+                .with("status", "ok")
+                .with("resume_token", token)
+                .with("seq", seq)
+                .reply_to(commandid.as_ref())
+                .encode(timenow())
+        });
+        self.join(
+            user,
+            was.partition,
+            "available".into(),
+            Some(last_seq),
+            ack,
+            ctx,
+        );
+    }
+
+    fn command(&mut self, req: Request, ctx: &mut Context<Self>) {
+        let commandid = req.commandid.clone();
+        match req.class.as_str() {
+            "logout" => {
+                self.cleanup.logged_out = true;
+                self.send(Reply::new("logout").reply_to(commandid.as_ref()), ctx);
+                self.close(None, "logged out", ctx);
+            }
+            "getlist" => {
+                let Some(partition) = self.cleanup.partition.clone() else {
+                    return self.error("getlist", ErrorCode::Unallowed, commandid.as_ref(), ctx);
+                };
+                if let Err(code) = req.require(&["function", "listname"]) {
+                    return self.error("getlist", code, commandid.as_ref(), ctx);
+                }
+                let tid = match req.fields.get("tid") {
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(Value::Number(n)) => Some(n.to_string()),
+                    _ => None,
+                };
+                let get = partition.send(GetList {
+                    function: req.str("function").unwrap_or_default().to_owned(),
+                    listname: req.str("listname").unwrap_or_default().to_owned(),
+                    tid,
+                });
+                ctx.spawn(actix::fut::wrap_future::<_, Self>(get).map(
+                    move |res, act, ctx| match res {
+                        Ok(Ok(reply)) => act.send(reply.reply_to(commandid.as_ref()), ctx),
+                        Ok(Err(code)) => act.error("getlist", code, commandid.as_ref(), ctx),
+                        Err(_) => {
+                            act.error("getlist", ErrorCode::Shutdown, commandid.as_ref(), ctx)
+                        }
+                    },
+                ));
+            }
+            "login_id" | "login_pass" | "login_capas" | "resume" => {
+                let class = req.class.clone();
+                self.error(&class, ErrorCode::Unallowed, commandid.as_ref(), ctx)
+            }
+            _ => {
+                let class = req.class.clone();
+                self.error(&class, ErrorCode::UnknownClass, commandid.as_ref(), ctx)
+            }
+        }
+    }
+}
+
+impl Actor for Session {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let Some(io) = self.io.take() else {
+            return ctx.stop();
+        };
+        let (read, write) = tokio::io::split(io);
+        let me = ctx.address();
+        let outbox = self.outbox.clone();
+        let stall = self.shared.config.stall;
+        actix_rt::spawn(async move {
+            let result = write_outbox(outbox, write, stall).await;
+            me.do_send(WriterDone(result));
+        });
+        ctx.add_stream(FramedRead::new(
+            read,
+            CtiCodec::new(self.shared.config.max_line),
+        ));
+        self.shared.registry.lock().insert(
+            self.id,
+            SessionInfo {
+                peer: self.peer,
+                listener: self.listener,
+                login: None,
+                partition: None,
+                since: SystemTime::now(),
+                outbox: self.outbox.clone(),
+                kick: ctx.address().recipient(),
+            },
+        );
+        let timeout = self.shared.config.login_timeout;
+        ctx.run_later(timeout, move |act, ctx| {
+            if !matches!(act.phase, Phase::Ready { .. } | Phase::Closing) {
+                let why = format!("not logged in within {}", human_duration(timeout));
+                act.close(Some(ErrorCode::LoginTimeout), &why, ctx);
+            }
+        });
+        debug!("{} connected", self.who());
+    }
+}
+
+impl StreamHandler<Result<CtiFrame, std::io::Error>> for Session {
+    fn handle(&mut self, frame: Result<CtiFrame, std::io::Error>, ctx: &mut Context<Self>) {
+        match frame {
+            Ok(CtiFrame::Line(line)) => self.on_line(&line, ctx),
+            Ok(CtiFrame::TooLong { bytes }) => {
+                let limit = self.shared.config.max_line;
+                debug!(
+                    "{}: skipped a {bytes} byte line (limit {limit})",
+                    self.who()
+                );
+                self.error("error", ErrorCode::FrameTooLarge, None, ctx);
+            }
+            Err(e) => {
+                let why = format!("read failed ({})", crate::net::io_reason(&e));
+                self.close(None, &why, ctx);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.close(None, "client closed the connection", ctx);
+    }
+}
+
+impl Handler<Kick> for Session {
+    type Result = ();
+
+    fn handle(&mut self, Kick(code): Kick, ctx: &mut Context<Self>) {
+        if code == ErrorCode::SlowConsumer {
+            self.cleanup.partition = None;
+            return self.slow_consumer(ctx);
+        }
+        let why = format!("closed by the server ({code})");
+        self.close(Some(code), &why, ctx);
+    }
+}
+
+impl Handler<WriterDone> for Session {
+    type Result = ();
+
+    fn handle(&mut self, WriterDone(result): WriterDone, ctx: &mut Context<Self>) {
+        if let Err(why) = result {
+            self.close(None, &why, ctx);
+        }
+        ctx.stop();
+    }
+}
