@@ -1,18 +1,13 @@
 //! `ctid`: the contact-center CTI server.
 
-mod run;
-mod settings;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ctid::{client, demo, run, settings, EXIT_CONFIG};
 
 /// Where `ctid run` looks for its settings unless told otherwise.
 const DEFAULT_CONFIG: &str = "/etc/ctid/ctid.toml";
-
-/// sysexits' EX_CONFIG: the settings are wrong, restarting will not help.
-const EXIT_CONFIG: u8 = 78;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,38 +38,83 @@ struct RunArgs {
 enum Command {
     /// Run the server until SIGINT or SIGTERM.
     Run(RunArgs),
-    /// Check a settings file: print every problem with its key, exit 78 if there is any.
+    /// Check a settings file and the directory it names: print every problem with its key,
+    /// exit 78 if there is any.
     CheckConfig {
         /// The settings file to check.
         path: PathBuf,
     },
+    /// Read a password on standard input and print its argon2id hash, for directory.toml.
+    HashPassword,
+    /// Log in to a CTI server and print every message as a JSON line; lines typed on
+    /// standard input are sent as they are.
+    Client(client::ClientArgs),
+    /// Run ctid against a built-in simulated PBX with the example directory, with two
+    /// desktops printing the calls they see.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let quiet = matches!(cli.command, Some(Command::Client(_) | Command::Demo(_)));
+    let default_level = if quiet { "warn" } else { "info" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .init();
     install_panic_hook();
     match cli.command {
         None => run::run(&cli.run.config),
         Some(Command::Run(args)) => run::run(&args.config),
         Some(Command::CheckConfig { path }) => check_config(&path),
+        Some(Command::HashPassword) => hash_password(),
+        Some(Command::Client(args)) => client::run(args),
+        Some(Command::Demo(args)) => demo::run(args),
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("cannot read the password: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("no password on standard input");
+        return ExitCode::FAILURE;
+    }
+    let salt = match ctid_actors::auth::random_bytes::<16>() {
+        Ok(salt) => salt,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match ctid_proto::directory::hash_password(password, &salt) {
+        Ok(phc) => {
+            println!("{phc}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot hash the password: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
 fn check_config(path: &std::path::Path) -> ExitCode {
-    match settings::load(path) {
-        Ok(_) => {
-            println!("{}: ok", path.display());
-            ExitCode::SUCCESS
-        }
-        Err(problems) => {
-            for p in &problems {
-                println!("{p}");
-            }
-            println!("{}: {} problem(s)", path.display(), problems.len());
-            ExitCode::from(EXIT_CONFIG)
-        }
+    let problems = match settings::load(path) {
+        Ok(s) => run::check(&s).err().into_iter().collect(),
+        Err(problems) => problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    };
+    if problems.is_empty() {
+        println!("{}: ok", path.display());
+        return ExitCode::SUCCESS;
     }
+    for p in &problems {
+        println!("{p}");
+    }
+    println!("{}: {} problem(s)", path.display(), problems.len());
+    ExitCode::from(EXIT_CONFIG)
 }
 
 /// Panics are reported as one log line with their place; the supervisor does the rest.

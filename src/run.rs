@@ -1,17 +1,102 @@
-//! `ctid run`: the actix system, the supervision tree, and a clean stop on SIGINT/SIGTERM.
+//! `ctid run`: checks everything that can be wrong before starting (settings, directory,
+//! TLS files, listening ports), then runs the actix system and the supervision tree until
+//! SIGINT/SIGTERM, and stops cleanly.
 
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
 
+use actix::prelude::*;
 use ctid_actors::ami::{AmiLink, LinkConfig, LinkStats};
-use ctid_actors::settings::Settings;
+use ctid_actors::auth::{start_password_checker, LoginThrottle, ResumeTokens};
+use ctid_actors::directory::{load_file, DirectoryHandle, DirectoryWatcher};
+use ctid_actors::listener::CtiListener;
+use ctid_actors::outbox::Budget;
+use ctid_actors::partition::{Partitions, ReplayLimits};
+use ctid_actors::router::Router;
+use ctid_actors::session::{SessionConfig, SessionRegistry, SessionShared};
+use ctid_actors::settings::{Listener, Settings};
 use ctid_actors::supervisor::{
-    ChildSpec, Exit, Intensity, Outlet, Report, Restart, Root, Shutdown, Slot,
+    ChildSpec, Exit, Intensity, Report, Restart, Root, Shutdown, Slot, StartChild,
 };
+use ctid_actors::tls;
+use ctid_proto::directory::Directory;
+use futures_util::StreamExt;
 use log::{error, info, warn};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio_rustls::TlsAcceptor;
 
 use crate::{settings, EXIT_CONFIG};
+
+/// What start-up prepared: checked settings, the directory, bound sockets, TLS.
+pub struct Prepared {
+    pub settings: Settings,
+    pub directory: Directory,
+    pub link: LinkConfig,
+    pub cti: Option<Arc<TcpListener>>,
+    pub ctis: Option<(Arc<TcpListener>, TlsAcceptor)>,
+}
+
+/// A start-up failure: what to log, and the exit code.
+pub struct Refusal(pub String, pub ExitCode);
+
+fn bind(name: &str, l: &Listener) -> Result<Option<Arc<TcpListener>>, Refusal> {
+    if !l.enabled {
+        return Ok(None);
+    }
+    TcpListener::bind(l.socket_addr())
+        .map(|s| Some(Arc::new(s)))
+        .map_err(|e| {
+            let why = ctid_actors::net::io_reason(&e);
+            Refusal(
+                format!("listen.{name}: cannot listen on {}: {why}", l.socket_addr()),
+                ExitCode::FAILURE,
+            )
+        })
+}
+
+/// What the settings name, loaded and checked: the directory, TLS material.
+type Loaded = (Directory, LinkConfig, Option<Arc<rustls::ServerConfig>>);
+
+fn load(settings: &Settings) -> Result<Loaded, String> {
+    let directory =
+        load_file(&settings.directory.path).map_err(|e| format!("directory.path: {e}"))?;
+    let link = LinkConfig::new(settings.ami.clone(), settings.timeouts.socket)
+        .map_err(|e| format!("ami.tls_ca: {e}"))?;
+    let ctis = &settings.listen.ctis;
+    let ctis_tls = match (&ctis.cert, &ctis.key) {
+        (Some(cert), Some(key)) if ctis.listener.enabled => {
+            Some(tls::server_config(cert, key).map_err(|e| format!("listen.ctis: {e}"))?)
+        }
+        _ => None,
+    };
+    Ok((directory, link, ctis_tls))
+}
+
+/// Checks what the settings name (the directory, TLS files) without starting anything.
+pub fn check(settings: &Settings) -> Result<(), String> {
+    load(settings).map(|_| ())
+}
+
+/// Checks and prepares everything; nothing runs yet.
+pub fn prepare(settings: Settings) -> Result<Prepared, Refusal> {
+    let (directory, link, ctis_tls) =
+        load(&settings).map_err(|m| Refusal(m, ExitCode::from(EXIT_CONFIG)))?;
+    let cti = bind("cti", &settings.listen.cti)?;
+    let ctis = match (bind("ctis", &settings.listen.ctis.listener)?, ctis_tls) {
+        (Some(socket), Some(tls)) => Some((socket, TlsAcceptor::from(tls))),
+        _ => None,
+    };
+    Ok(Prepared {
+        settings,
+        directory,
+        link,
+        cti,
+        ctis,
+    })
+}
 
 pub fn run(path: &Path) -> ExitCode {
     let settings = match settings::load(path) {
@@ -28,38 +113,210 @@ pub fn run(path: &Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let link = match LinkConfig::new(settings.ami.clone(), settings.timeouts.socket) {
-        Ok(link) => link,
-        Err(e) => {
-            error!("ami.tls_ca: {e}; not starting");
-            return ExitCode::from(EXIT_CONFIG);
+    let prepared = match prepare(settings) {
+        Ok(p) => p,
+        Err(Refusal(why, code)) => {
+            error!("{why}; not starting");
+            return code;
         }
     };
     info!(
-        "ctid {} starting with {}",
+        "ctid {} starting with {}: {} users in {} contexts, context separation {}",
         env!("CARGO_PKG_VERSION"),
-        path.display()
+        path.display(),
+        prepared.directory.users().count(),
+        prepared.directory.contexts().count(),
+        if prepared.settings.parting.context_separation {
+            "on"
+        } else {
+            "off"
+        }
     );
     let system = actix_rt::System::new();
-    let code = system.block_on(serve(settings, link));
+    let code = system.block_on(serve(prepared));
     actix_rt::System::current().stop();
     code
 }
 
-/// The children of the root supervisor, in start order (they stop in reverse).
-fn tree(link: LinkConfig) -> Vec<ChildSpec> {
-    let stats = LinkStats::default();
-    vec![ChildSpec::new(
-        "ami",
-        Restart::Permanent,
-        Slot::<AmiLink>::new(),
-        move |_| AmiLink::new(link.clone(), Outlet::none(), Outlet::none(), stats.clone()),
-    )]
+/// The running server.
+pub struct Server {
+    pub root: Root,
+    /// Worker arbiters for sessions.
+    pub workers: Vec<Arbiter>,
 }
 
-async fn serve(_settings: Settings, link: LinkConfig) -> ExitCode {
+/// Starts the supervision tree on the current actix system.
+pub fn start(p: Prepared) -> Server {
+    let Prepared {
+        settings,
+        directory,
+        link,
+        cti,
+        ctis,
+    } = p;
     let report = Report::default();
-    let root = Root::start("ctid", Intensity::default(), tree(link), report);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
+    let handle = DirectoryHandle::new(directory);
+    let s = &settings.sessions;
+    let partitions = Partitions::new(
+        settings.parting.context_separation,
+        ReplayLimits {
+            events: s.replay_events,
+            bytes: s.replay_bytes,
+        },
+        handle.clone(),
+    );
+    let sessions = SessionRegistry::default();
+    let shared = Arc::new(SessionShared {
+        config: SessionConfig {
+            login_timeout: settings.timeouts.login,
+            stall: settings.timeouts.socket,
+            budget: Budget {
+                max_bytes: s.outbound_max_bytes,
+                max_messages: s.outbound_max_messages,
+            },
+            max_line: s.max_line_bytes,
+        },
+        directory: handle.clone(),
+        partitions: partitions.clone(),
+        checker: start_password_checker(cores.min(2)),
+        throttle: LoginThrottle::default(),
+        tokens: ResumeTokens::new(s.resume_window),
+        registry: sessions.clone(),
+        unauthenticated: Arc::new(AtomicUsize::new(0)),
+        max_unauthenticated: s.max_unauthenticated,
+        next_id: AtomicU64::new(1),
+    });
+    let link_stats = LinkStats::default();
+    let link_slot = Slot::<AmiLink>::new();
+    let router_slot = Slot::<Router>::new();
+    let partitions_slot = Slot::new();
+
+    let watcher = {
+        let (path, every, handle) = (
+            settings.directory.path.clone(),
+            settings.directory.check_interval,
+            handle.clone(),
+        );
+        ChildSpec::new("directory", Restart::Permanent, Slot::new(), move |_| {
+            DirectoryWatcher::new(path.clone(), every, handle.clone())
+        })
+    };
+    let partition_specs = partitions
+        .wanted(&handle.get())
+        .iter()
+        .map(|k| partitions.spec(k))
+        .collect();
+    let partition_sup = ChildSpec::supervisor(
+        "partitions",
+        Intensity::default(),
+        partition_specs,
+        report.clone(),
+        partitions_slot.clone(),
+    );
+    let router = {
+        let (handle, partitions, link_slot, stats) = (
+            handle.clone(),
+            partitions.clone(),
+            link_slot.clone(),
+            link_stats.clone(),
+        );
+        let every = settings.ami.resync_interval;
+        ChildSpec::new(
+            "router",
+            Restart::Permanent,
+            router_slot.clone(),
+            move |_| {
+                Router::new(
+                    handle.clone(),
+                    partitions.clone(),
+                    link_slot.clone(),
+                    stats.clone(),
+                    every,
+                )
+            },
+        )
+    };
+    let ami = {
+        let (stats, router_slot) = (link_stats.clone(), router_slot.clone());
+        ChildSpec::new("ami", Restart::Permanent, link_slot, move |_| {
+            AmiLink::new(
+                link.clone(),
+                router_slot.outlet(),
+                router_slot.outlet(),
+                stats.clone(),
+            )
+        })
+    };
+    let handles: Vec<_> = workers.iter().map(Arbiter::handle).collect();
+    let mut listeners = Vec::new();
+    let sockets = [
+        ("cti", cti.map(|s| (s, None))),
+        ("ctis", ctis.map(|(s, t)| (s, Some(t)))),
+    ];
+    for (name, (socket, tls)) in sockets.into_iter().filter_map(|(n, l)| Some((n, l?))) {
+        let (shared, handles) = (shared.clone(), handles.clone());
+        listeners.push(ChildSpec::new(
+            name,
+            Restart::Permanent,
+            Slot::new(),
+            move |_| {
+                CtiListener::new(
+                    name,
+                    socket.clone(),
+                    tls.clone(),
+                    shared.clone(),
+                    handles.clone(),
+                )
+            },
+        ));
+    }
+    let listeners = ChildSpec::supervisor(
+        "listeners",
+        Intensity::default(),
+        listeners,
+        report.clone(),
+        Slot::new(),
+    );
+    let root = Root::start(
+        "ctid",
+        Intensity::default(),
+        vec![watcher, partition_sup, router, ami, listeners],
+        report.clone(),
+    );
+
+    // A context added to the directory gets its partition.
+    let (added, changes) = (partitions.clone(), handle.changes());
+    actix_rt::spawn(changes.for_each(move |dir| {
+        let (partitions, slot) = (added.clone(), partitions_slot.clone());
+        async move {
+            for key in partitions.wanted(&dir) {
+                if partitions.slot(&key).is_none() {
+                    match slot.get() {
+                        Some(sup) => sup.do_send(StartChild(partitions.spec(&key))),
+                        None => warn!(
+                            "context {key} added, but the partitions supervisor is not running"
+                        ),
+                    }
+                }
+            }
+        }
+    }));
+    Server { root, workers }
+}
+
+async fn serve(prepared: Prepared) -> ExitCode {
+    let Server { root, workers } = start(prepared);
+    let code = until_stopped(root).await;
+    for worker in workers {
+        worker.stop();
+    }
+    code
+}
+
+/// Runs until the tree stops on its own or a signal stops it.
+async fn until_stopped(root: Root) -> ExitCode {
     let stopper = root.stopper();
     let stopped = root.stopped();
     tokio::pin!(stopped);

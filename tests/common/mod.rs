@@ -20,15 +20,65 @@ pub fn fixture(path: &str) -> Vec<u8> {
 
 /// Settings with every listener off, pointed at an AMI on `port`.
 pub fn ami_config(port: u16, extra_ami: &str) -> String {
+    ami_config_with(port, extra_ami, &[])
+}
+
+/// Settings pointed at an AMI on `port`, with the listeners of `on` enabled on free ports.
+pub fn ami_config_with(port: u16, extra_ami: &str, on: &[&str]) -> String {
     let mut s = format!(
         "[ami]\nhost = \"127.0.0.1\"\nport = {port}\nusername = \"cti\"\n\
          reconnect_min = 0.2\nreconnect_max = 1\n{extra_ami}\n\
-         [timeouts]\nsocket = 2\n"
+         [timeouts]\nsocket = 2\n[directory]\npath = \"directory.toml\"\ncheck_interval = 0.2\n"
     );
     for l in ["fagi", "cti", "ctis", "webi", "info", "announce"] {
-        s.push_str(&format!("[listen.{l}]\nenabled = false\n"));
+        if on.contains(&l) {
+            s.push_str(&format!(
+                "[listen.{l}]\naddress = \"127.0.0.1\"\nport = 0\nenabled = true\n"
+            ));
+        } else {
+            s.push_str(&format!("[listen.{l}]\nenabled = false\n"));
+        }
     }
     s
+}
+
+/// argon2id hashes (small parameters, fast in tests) of each test user's password, which
+/// is their login.
+pub fn test_hash(login: &str) -> &'static str {
+    match login {
+        "alice" => "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$lJcXKst4CSPCQfikGC3jLHHgOfGW5aFIE1LMAzKPQwI",
+        "bob" => "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$j7Fi6MNcV+45Q8xzHS8lq765kbWfoU08mh28TMsgJ+o",
+        "carol" => "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$BZFqsEa6zeUSIiWXztxml+rDKdKodh0lT8G6PCGuAyo",
+        "dave" => "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$moJ+fEiOm3u4PD6EGEW/t+xFG3OL1Y17WevQpOxwh1E",
+        _ => "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$cRmuvYY2WoHXpYkYeoTCtn8Us6Z0uvsW/ai7mnjcmfk",
+    }
+}
+
+/// Two tenants: alice and bob (PJSIP/1001, 1002) in `default`, dave (PJSIP/2001) in
+/// `tenant-b`, erin with no line; queue `support` in `default`.
+pub fn two_tenants() -> String {
+    let mut d = String::from(
+        "[[contexts]]\nname = \"default\"\ndialplan = [\"default\", \"internal\"]\n\
+         [[contexts]]\nname = \"tenant-b\"\ndialplan = [\"tenant-b\", \"tenant-b-internal\"]\n\
+         [[queues]]\nname = \"support\"\ncontext = \"default\"\n",
+    );
+    for (id, login, line) in [
+        (1, "alice", Some(("1001", "default", "internal"))),
+        (2, "bob", Some(("1002", "default", "internal"))),
+        (4, "dave", Some(("2001", "tenant-b", "tenant-b-internal"))),
+        (5, "erin", None),
+    ] {
+        d.push_str(&format!(
+            "[[users]]\nid = {id}\nlogin = \"{login}\"\npassword = \"{}\"\nfirstname = \"{login}\"\n",
+            test_hash(login)
+        ));
+        if let Some((number, context, dialplan)) = line {
+            d.push_str(&format!(
+                "line = {{ interface = \"PJSIP/{number}\", number = \"{number}\", context = \"{context}\", dialplan = \"{dialplan}\" }}\n"
+            ));
+        }
+    }
+    d
 }
 
 pub struct Ctid {
@@ -43,9 +93,15 @@ impl Ctid {
     }
 
     pub fn start_with(config: &str, rust_log: &str, env: &[(&str, &str)]) -> Ctid {
+        Self::start_full(config, &two_tenants(), rust_log, env)
+    }
+
+    /// Starts ctid with `config`, and `directory` as its directory.toml.
+    pub fn start_full(config: &str, directory: &str, rust_log: &str, env: &[(&str, &str)]) -> Ctid {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ctid.toml");
         std::fs::write(&path, config).unwrap();
+        std::fs::write(dir.path().join("directory.toml"), directory).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_ctid"))
             .args(["run", "--config"])
             .arg(&path)
@@ -73,6 +129,23 @@ impl Ctid {
             lines,
             _dir: dir,
         }
+    }
+
+    /// The directory of the settings file (where directory.toml is).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
+    /// The port listener `name` bound, read from the log.
+    pub async fn port(&self, name: &str) -> u16 {
+        let needle = format!("{name}: listening on 127.0.0.1:");
+        let line = self.wait_line(&needle).await;
+        let tail = &line[line.find(&needle).unwrap() + needle.len()..];
+        tail.split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 
     pub fn lines(&self) -> Vec<String> {
@@ -148,5 +221,97 @@ impl Drop for Ctid {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A CTI client for tests: every read has a deadline.
+pub struct Cti {
+    pub conn: ctid::client::Connection,
+}
+
+impl Cti {
+    pub async fn connect(port: u16) -> Cti {
+        Cti {
+            conn: ctid::client::Connection::connect("127.0.0.1", port, None)
+                .await
+                .unwrap(),
+        }
+    }
+
+    pub async fn connect_tls(port: u16, ca: &std::path::Path) -> Result<Cti, String> {
+        let ca = ca.to_path_buf();
+        Ok(Cti {
+            conn: ctid::client::Connection::connect("localhost", port, Some(&ca)).await?,
+        })
+    }
+
+    pub async fn send(&mut self, v: serde_json::Value) {
+        self.conn.send(&v).await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, bytes: &str) {
+        self.conn.send_raw(bytes).await.unwrap();
+    }
+
+    /// The next message, or None if the server closed the connection.
+    pub async fn recv(&mut self) -> Option<serde_json::Value> {
+        tokio::time::timeout(PATIENCE, self.conn.recv())
+            .await
+            .expect("no message from ctid")
+            .ok()
+            .flatten()
+    }
+
+    /// The next message that is not a call event.
+    pub async fn reply(&mut self) -> serde_json::Value {
+        loop {
+            let m = self.recv().await.expect("connection closed");
+            if m["class"] != "call_event" {
+                return m;
+            }
+        }
+    }
+
+    /// The next `n` call events.
+    pub async fn events(&mut self, n: usize) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let m = self.recv().await.expect("connection closed");
+            if m["class"] == "call_event" {
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    pub async fn login(&mut self, user: &str) -> serde_json::Value {
+        tokio::time::timeout(PATIENCE, self.conn.login(user, user))
+            .await
+            .expect("login took too long")
+            .unwrap()
+    }
+
+    /// Reads until the server closes the connection; returns what came before.
+    pub async fn until_closed(&mut self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        while let Some(m) = self.recv().await {
+            out.push(m);
+        }
+        out
+    }
+}
+
+/// Calls between 1001-1003 (tenant `default`) and 2001-2003 (`tenant-b`).
+pub fn two_tenant_calls(rate: f64) -> ctid_pbxsim::calls::CallPlan {
+    use ctid_pbxsim::calls::Tenant;
+    ctid_pbxsim::calls::CallPlan {
+        rate,
+        ring: Duration::from_millis(50),
+        talk: Duration::from_millis(100),
+        tenants: vec![
+            Tenant::parse("internal:1001-1003").unwrap(),
+            Tenant::parse("tenant-b-internal:2001-2003").unwrap(),
+        ],
+        limit: None,
     }
 }
