@@ -111,6 +111,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
             tenant("tenant-b-internal", 2001, 2002),
         ],
         limit: None,
+        trace: false,
     });
     let prepared = prepare(settings(&args, sim.addr().port())).map_err(|Refusal(why, _)| why)?;
     let Server { root, workers } = start(prepared);

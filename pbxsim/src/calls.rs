@@ -49,6 +49,8 @@ pub struct CallPlan {
     pub tenants: Vec<Tenant>,
     /// Stop after this many calls.
     pub limit: Option<u64>,
+    /// Record when each call's first events were sent (for latency measurements).
+    pub trace: bool,
 }
 
 /// One channel as the simulator tracks it (for CoreShowChannels).

@@ -214,22 +214,36 @@ impl PbxSim {
     pub fn run_calls(&self, plan: CallPlan) -> CallsHandle {
         let shared = self.shared.clone();
         let started = Arc::new(AtomicU64::new(0));
-        let counter = started.clone();
-        let task = tokio::spawn(async move { generate(shared, plan, counter).await });
-        CallsHandle { task, started }
+        let trace = Trace::default();
+        let (counter, tracer) = (started.clone(), plan.trace.then(|| trace.clone()));
+        let task = tokio::spawn(async move { generate(shared, plan, counter, tracer).await });
+        CallsHandle {
+            task,
+            started,
+            trace,
+        }
     }
 }
+
+/// When each call's first events were sent, by call id (its first channel's Uniqueid).
+pub type Trace = Arc<Mutex<std::collections::HashMap<String, Instant>>>;
 
 /// A running call generator; dropping it stops it.
 pub struct CallsHandle {
     task: JoinHandle<()>,
     started: Arc<AtomicU64>,
+    trace: Trace,
 }
 
 impl CallsHandle {
     /// Calls started so far.
     pub fn started(&self) -> u64 {
         self.started.load(Ordering::Relaxed)
+    }
+
+    /// When each call started (filled only if the plan traces).
+    pub fn trace(&self) -> Trace {
+        self.trace.clone()
     }
 
     /// Waits until every call of a limited plan has ended.
@@ -244,7 +258,12 @@ impl Drop for CallsHandle {
     }
 }
 
-async fn generate(shared: Arc<Shared>, plan: CallPlan, started: Arc<AtomicU64>) {
+async fn generate(
+    shared: Arc<Shared>,
+    plan: CallPlan,
+    started: Arc<AtomicU64>,
+    trace: Option<Trace>,
+) {
     if plan.tenants.is_empty() || plan.rate <= 0.0 {
         return;
     }
@@ -269,10 +288,12 @@ async fn generate(shared: Arc<Shared>, plan: CallPlan, started: Arc<AtomicU64>) 
         tokio::time::sleep_until(wake).await;
         let now = tokio::time::Instant::now();
         let mut packets = Vec::new();
+        let mut new_calls = Vec::new();
         while plan.limit.is_none_or(|l| seq < l) && begin + interval.mul_f64(seq as f64) <= now {
             let tenant = &plan.tenants[(seq as usize) % plan.tenants.len()];
             let mut call = Call::new(tenant, seq, &mut || shared.uniqueid());
             packets.extend(call.start_events());
+            new_calls.push(call.caller.uniqueid.clone());
             lock(&shared.channels).update(&call, false);
             due.push(Reverse((now + plan.ring, seq, Stage::Answer)));
             calls.insert(seq, call);
@@ -301,6 +322,10 @@ async fn generate(shared: Arc<Shared>, plan: CallPlan, started: Arc<AtomicU64>) 
         }
         if !packets.is_empty() {
             shared.broadcast(&packets);
+        }
+        if let Some(trace) = &trace {
+            let sent = Instant::now();
+            lock(trace).extend(new_calls.into_iter().map(|id| (id, sent)));
         }
     }
 }

@@ -84,6 +84,7 @@ async fn run(args: Args) -> Result<(), String> {
         talk: seconds(args.talk, "talk")?,
         tenants: args.tenant,
         limit: args.calls,
+        trace: false,
     };
     let _calls = (plan.rate > 0.0).then(|| sim.run_calls(plan));
     let mut lines = BufReader::new(tokio::io::stdin()).lines();

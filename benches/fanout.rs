@@ -1,0 +1,639 @@
+//! Fan-out: N CTI sessions over C contexts, fed by the simulated PBX at a fixed call rate.
+//!
+//! For each (N, C) it runs ctid (the release binary, in its own process) and then a
+//! baseline: a bare tokio relay (this program, in its own process) that sends the same
+//! bytes ctid delivered to each context, on the same schedule, to the same number of
+//! sockets. Reported: delivered events/s (median of 1 s samples), lag p50/p99/p999 of
+//! `offered` events (ctid: from the PBX writing the call's first events to the client
+//! reading the event, so the AMI hop is included; baseline: from the scheduled send to the
+//! read), RSS per session and CPU of the server process.
+//!
+//! `cargo bench --bench fanout [-- --sessions 1000,10000 --contexts 10,100 --rate 50 --seconds 10]`
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ctid_pbxsim::calls::{CallPlan, Tenant};
+use ctid_pbxsim::{PbxSim, SimConfig};
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as TokioBufReader};
+use tokio::net::TcpStream;
+
+const WARMUP: Duration = Duration::from_secs(2);
+const USERS_PER_CONTEXT: usize = 10;
+/// An argon2id hash of "pw" with small parameters: 10,000 logins must not take minutes.
+const HASH: &str =
+    "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$Ppmdan2yDv6l5sdaRM52bjjoXuSF2+ZrIcKRt4sHWoc";
+
+struct Options {
+    sessions: Vec<usize>,
+    contexts: Vec<usize>,
+    rate: f64,
+    seconds: u64,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        sessions: vec![1000, 10000],
+        contexts: vec![10, 100],
+        rate: 50.0,
+        seconds: 10,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let list = |v: &str| {
+        v.split(',')
+            .filter_map(|x| x.parse().ok())
+            .collect::<Vec<usize>>()
+    };
+    for pair in args.windows(2) {
+        match pair[0].as_str() {
+            "--sessions" => o.sessions = list(&pair[1]),
+            "--contexts" => o.contexts = list(&pair[1]),
+            "--rate" => o.rate = pair[1].parse().unwrap_or(o.rate),
+            "--seconds" => o.seconds = pair[1].parse().unwrap_or(o.seconds),
+            _ => {}
+        }
+    }
+    o
+}
+
+/// What one run measured.
+#[derive(Default)]
+struct Row {
+    events_per_s: f64,
+    lag_us: [u64; 3],
+    lag_samples: u64,
+    rss_per_session: f64,
+    cpu_share: f64,
+    slow_consumers: usize,
+}
+
+/// Lines received per context by one recording client, with when (since the calls began).
+type Recording = Vec<Vec<(Duration, Vec<u8>)>>;
+
+/// When the source sent the first events of a call, by call id.
+type SentAt = Rc<dyn Fn(&str) -> Option<Instant>>;
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU seconds (user + system) the process used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|u| u.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// The calls of an `offered` line: `"event":"offered","call":{"id":"<id>"`.
+fn offered_id(line: &[u8]) -> Option<&str> {
+    const NEEDLE: &[u8] = br#""event":"offered","call":{"id":""#;
+    let at = memchr::memmem::find(line, NEEDLE)? + NEEDLE.len();
+    let end = memchr::memchr(b'"', &line[at..])? + at;
+    std::str::from_utf8(&line[at..end]).ok()
+}
+
+/// Counters shared by every client of a run (one thread: Rc and Cell).
+#[derive(Default)]
+struct Tally {
+    measuring: Cell<bool>,
+    lines: Cell<u64>,
+    lag: RefCell<Option<Histogram<u64>>>,
+    /// Lines of the recording clients, per context.
+    recording: RefCell<Option<Recording>>,
+}
+
+impl Tally {
+    fn new(contexts: usize, record: bool) -> Rc<Tally> {
+        let t = Tally::default();
+        *t.lag.borrow_mut() = Histogram::new_with_bounds(1, 60_000_000, 3).ok();
+        if record {
+            *t.recording.borrow_mut() = Some(vec![Vec::new(); contexts]);
+        }
+        Rc::new(t)
+    }
+}
+
+/// Reads lines until the connection closes: counts them, times `offered` events against
+/// `sent_at`, and records them if this client records its context.
+async fn read_events<R: tokio::io::AsyncRead + Unpin>(
+    read: R,
+    tally: Rc<Tally>,
+    sent_at: SentAt,
+    record: Option<(usize, Instant)>,
+) {
+    let mut lines = TokioBufReader::with_capacity(16 << 10, read);
+    let mut line = Vec::with_capacity(1024);
+    loop {
+        line.clear();
+        match lines.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let now = Instant::now();
+        if let Some((context, began)) = record {
+            if let Some(rec) = tally.recording.borrow_mut().as_mut() {
+                rec[context].push((now - began, line.clone()));
+            }
+        }
+        if !tally.measuring.get() {
+            continue;
+        }
+        tally.lines.set(tally.lines.get() + 1);
+        if let Some(at) = offered_id(&line).and_then(|id| sent_at(id)) {
+            if let Some(h) = tally.lag.borrow_mut().as_mut() {
+                let _ = h.record((now - at).as_micros().max(1) as u64);
+            }
+        }
+    }
+}
+
+/// Samples the delivered events and the server's CPU each second for `seconds`.
+async fn measure(tally: &Tally, pid: u32, seconds: u64) -> Row {
+    tally.measuring.set(true);
+    let (mut rates, mut cpus) = (Vec::new(), Vec::new());
+    let (mut lines, mut cpu, mut at) = (tally.lines.get(), cpu_seconds(pid), Instant::now());
+    for _ in 0..seconds {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (l, c, now) = (tally.lines.get(), cpu_seconds(pid), Instant::now());
+        let dt = (now - at).as_secs_f64();
+        rates.push((l - lines) as f64 / dt);
+        cpus.push((c - cpu) / dt);
+        (lines, cpu, at) = (l, c, now);
+    }
+    tally.measuring.set(false);
+    let lag = tally.lag.borrow();
+    let q = |p: f64| lag.as_ref().map_or(0, |h| h.value_at_quantile(p));
+    Row {
+        events_per_s: median(rates),
+        lag_us: [q(0.5), q(0.99), q(0.999)],
+        lag_samples: lag.as_ref().map_or(0, |h| h.len()),
+        cpu_share: median(cpus),
+        ..Row::default()
+    }
+}
+
+fn directory(contexts: usize) -> String {
+    let mut d = String::new();
+    for c in 0..contexts {
+        d.push_str(&format!(
+            "[[contexts]]\nname = \"ctx{c}\"\ndialplan = [\"dp{c}\"]\n"
+        ));
+        for u in 0..USERS_PER_CONTEXT {
+            let number = 100_000 + c * 100 + u;
+            d.push_str(&format!(
+                "[[users]]\nid = {number}\nlogin = \"u{number}\"\npassword = \"{HASH}\"\n\
+                 line = {{ interface = \"PJSIP/{number}\", number = \"{number}\", context = \"ctx{c}\", dialplan = \"dp{c}\" }}\n"
+            ));
+        }
+    }
+    d
+}
+
+fn tenants(contexts: usize) -> Vec<Tenant> {
+    (0..contexts)
+        .map(|c| {
+            let first = (100_000 + c * 100) as u32;
+            Tenant {
+                context: format!("dp{c}"),
+                tech: "PJSIP".into(),
+                first,
+                last: first + USERS_PER_CONTEXT as u32 - 1,
+            }
+        })
+        .collect()
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    /// Sessions ctid dropped as slow consumers so far.
+    slow: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts ctid on a temporary configuration; returns once it is logged in to the PBX. Its
+/// log is read on a thread, so that the simulated PBX on this runtime can answer it.
+async fn start_ctid(dir: &std::path::Path, ami_port: u16, contexts: usize) -> Server {
+    std::fs::write(dir.join("directory.toml"), directory(contexts)).unwrap();
+    let mut config = format!(
+        "[ami]\nport = {ami_port}\nusername = \"cti\"\nsecret = \"ctipass\"\n\
+         [directory]\npath = \"directory.toml\"\n[sessions]\nmax_unauthenticated = 100000\n\
+         [listen.cti]\naddress = \"127.0.0.1\"\nport = 0\n"
+    );
+    for l in ["fagi", "ctis", "webi", "info", "announce"] {
+        config.push_str(&format!("[listen.{l}]\nenabled = false\n"));
+    }
+    std::fs::write(dir.join("ctid.toml"), config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ctid"))
+        .args(["run", "--config"])
+        .arg(dir.join("ctid.toml"))
+        .env(
+            "RUST_LOG",
+            "warn,ctid_actors::listener=info,ctid_actors::ami=info",
+        )
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ctid");
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let slow = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = slow.clone();
+    let (ready, mut started) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        let mut port = 0u16;
+        for l in stderr.lines().map_while(Result::ok) {
+            if let Some(at) = l.find("cti: listening on 127.0.0.1:") {
+                port = l[at + 28..].trim().parse().unwrap_or(0);
+            } else if l.contains("logged in as 'cti'") {
+                let _ = ready.send(port);
+            } else if l.contains("dropped: slow consumer") {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            } else if l.contains("WARN") || l.contains("ERROR") {
+                eprintln!("  ctid: {l}");
+            }
+        }
+    });
+    let port = tokio::time::timeout(Duration::from_secs(30), started.recv())
+        .await
+        .ok()
+        .flatten()
+        .expect("ctid did not start");
+    Server { child, port, slow }
+}
+
+async fn login(port: u16, user: String) -> std::io::Result<TcpStream> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+    s.set_nodelay(true)?;
+    let first = format!(
+        "{{\"class\":\"login_id\",\"userlogin\":\"{user}\"}}\n{{\"class\":\"login_pass\",\"password\":\"pw\"}}\n"
+    );
+    s.write_all(first.as_bytes()).await?;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while memchr::memmem::find(&seen, b"capalist").is_none() {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    s.write_all(b"{\"class\":\"login_capas\",\"capaid\":1}\n")
+        .await?;
+    seen.clear();
+    while memchr::memmem::find(&seen, b"\"login_capas\"").is_none() {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    Ok(s)
+}
+
+/// Connects `n` clients with `connect(i)`, 256 at a time.
+async fn connect_all<F, Fut>(n: usize, connect: F) -> Vec<TcpStream>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<TcpStream>>,
+{
+    let mut out = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(256) {
+        let batch = futures_util::future::join_all(chunk.iter().map(|i| connect(*i))).await;
+        for s in batch {
+            out.push(s.expect("a client could not connect"));
+        }
+    }
+    out
+}
+
+/// Runs ctid with `n` sessions over `contexts` contexts; returns its row and what one
+/// client per context received (the baseline's schedule).
+async fn run_ctid(n: usize, contexts: usize, opts: &Options) -> (Row, Recording, Duration) {
+    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_ctid(dir.path(), sim.addr().port(), contexts).await;
+    let pid = server.child.id();
+    let rss0 = rss_kib(pid);
+    let port = server.port;
+    let streams = connect_all(n, |i| {
+        let user = format!(
+            "u{}",
+            100_000 + (i % contexts) * 100 + (i / contexts) % USERS_PER_CONTEXT
+        );
+        login(port, user)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss1 = rss_kib(pid);
+    let tally = Tally::new(contexts, true);
+    let calls = sim.run_calls(CallPlan {
+        rate: opts.rate,
+        ring: Duration::from_millis(500),
+        talk: Duration::from_secs(2),
+        tenants: tenants(contexts),
+        limit: None,
+        trace: true,
+    });
+    let began = Instant::now();
+    let trace = calls.trace();
+    let sent_at: SentAt = Rc::new(move |id| trace.lock().ok()?.get(id).copied());
+    for (i, s) in streams.into_iter().enumerate() {
+        let record = (i < contexts).then_some((i % contexts, began));
+        tokio::task::spawn_local(read_events(s, tally.clone(), sent_at.clone(), record));
+    }
+    tokio::time::sleep(WARMUP).await;
+    let mut row = measure(&tally, pid, opts.seconds).await;
+    drop(calls);
+    let recorded_for = began.elapsed();
+    row.rss_per_session = (rss1.saturating_sub(rss0)) as f64 / n as f64;
+    row.slow_consumers = server.slow.load(std::sync::atomic::Ordering::Relaxed);
+    let recording = tally.recording.borrow_mut().take().unwrap_or_default();
+    drop(server);
+    (row, recording, recorded_for)
+}
+
+/// The baseline: the relay process replays `recording` to `n` sockets.
+async fn run_baseline(
+    n: usize,
+    contexts: usize,
+    recording: &Recording,
+    length: Duration,
+    opts: &Options,
+) -> Row {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&plan).unwrap());
+    for (c, lines) in recording.iter().enumerate() {
+        for (at, line) in lines {
+            writeln!(file, "{c} {} {}", at.as_micros(), line.len()).unwrap();
+            file.write_all(line).unwrap();
+        }
+    }
+    drop(file);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .arg("relay")
+        .arg(&plan)
+        .arg(contexts.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("relay");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let port: u16 = first
+        .trim()
+        .strip_prefix("port ")
+        .and_then(|p| p.parse().ok())
+        .expect("relay port");
+    let pid = child.id();
+    let rss0 = rss_kib(pid);
+    let streams = connect_all(n, |i| async move {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+        s.set_nodelay(true)?;
+        s.write_all(format!("{}\n", i % contexts).as_bytes())
+            .await?;
+        Ok(s)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss1 = rss_kib(pid);
+    // Where each offered event is in the schedule.
+    let mut offsets: HashMap<String, Duration> = HashMap::new();
+    for lines in recording {
+        for (at, line) in lines {
+            if let Some(id) = offered_id(line) {
+                offsets.insert(id.to_owned(), *at);
+            }
+        }
+    }
+    let start = Instant::now() + Duration::from_millis(500);
+    let start_wall = SystemTime::now() + Duration::from_millis(500);
+    let micros = start_wall.duration_since(UNIX_EPOCH).unwrap().as_micros();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{micros}").unwrap();
+    let tally = Tally::new(contexts, false);
+    let sent_at: SentAt = Rc::new(move |id| offsets.get(id).map(|o| start + *o));
+    for s in streams {
+        tokio::task::spawn_local(read_events(s, tally.clone(), sent_at.clone(), None));
+    }
+    tokio::time::sleep_until((start + WARMUP).into()).await;
+    let mut row = measure(
+        &tally,
+        pid,
+        opts.seconds
+            .min(length.as_secs().saturating_sub(WARMUP.as_secs())),
+    )
+    .await;
+    row.rss_per_session = (rss1.saturating_sub(rss0)) as f64 / n as f64;
+    drop(stdin);
+    let _ = child.kill();
+    let _ = child.wait();
+    row
+}
+
+/// The bare tokio relay: `relay PLAN CONTEXTS`. Prints its port, reads the start time
+/// (epoch microseconds) on stdin, then sends each planned line to every socket of its
+/// context at its time, whatever has queued in one write.
+fn relay(plan: &str, contexts: usize) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let bytes = std::fs::read(plan).unwrap();
+        let mut schedule: Vec<Vec<(Duration, bytes::Bytes)>> = vec![Vec::new(); contexts];
+        let mut at = 0;
+        while at < bytes.len() {
+            let nl = memchr::memchr(b'\n', &bytes[at..]).unwrap() + at;
+            let header = std::str::from_utf8(&bytes[at..nl]).unwrap();
+            let mut parts = header.split(' ').map(|p| p.parse::<u128>().unwrap());
+            let (c, micros, len) = (
+                parts.next().unwrap() as usize,
+                parts.next().unwrap(),
+                parts.next().unwrap() as usize,
+            );
+            schedule[c].push((
+                Duration::from_micros(micros as u64),
+                bytes::Bytes::copy_from_slice(&bytes[nl + 1..nl + 1 + len]),
+            ));
+            at = nl + 1 + len;
+        }
+        let senders: Vec<tokio::sync::broadcast::Sender<bytes::Bytes>> = (0..contexts)
+            .map(|_| tokio::sync::broadcast::channel(1 << 16).0)
+            .collect();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("port {}", listener.local_addr().unwrap().port());
+        let groups = senders.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let groups = groups.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut first = String::new();
+                    if TokioBufReader::new(read)
+                        .read_line(&mut first)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let Some(group) = first
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|g| groups.get(g))
+                    else {
+                        return;
+                    };
+                    let mut rx = group.subscribe();
+                    let mut buf = Vec::new();
+                    while let Ok(line) = rx.recv().await {
+                        buf.clear();
+                        buf.extend_from_slice(&line);
+                        while let Ok(more) = rx.try_recv() {
+                            buf.extend_from_slice(&more);
+                        }
+                        if write.write_all(&buf).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let mut start = String::new();
+        TokioBufReader::new(tokio::io::stdin())
+            .read_line(&mut start)
+            .await
+            .unwrap();
+        let wall: u128 = start.trim().parse().unwrap();
+        let now_wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_micros();
+        let begin = Instant::now() + Duration::from_micros(wall.saturating_sub(now_wall) as u64);
+        // One schedule, sent from a plain thread: tokio's timer is only millisecond-exact.
+        let mut all: Vec<(Duration, usize, bytes::Bytes)> = schedule
+            .into_iter()
+            .enumerate()
+            .flat_map(|(c, lines)| lines.into_iter().map(move |(at, line)| (at, c, line)))
+            .collect();
+        all.sort_by_key(|(at, _, _)| *at);
+        let sender = std::thread::spawn(move || {
+            for (at, c, line) in all {
+                if let Some(wait) = (begin + at).checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let _ = senders[c].send(line);
+            }
+        });
+        while !sender.is_finished() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    });
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2}ms", us as f64 / 1000.0)
+}
+
+fn print_row(who: &str, r: &Row) {
+    println!(
+        "    {who:<9} {:>10.0} {:>9} {:>9} {:>9} {:>9.1} KiB {:>6.0}%   ({} lag samples, {} slow consumers dropped)",
+        r.events_per_s,
+        ms(r.lag_us[0]),
+        ms(r.lag_us[1]),
+        ms(r.lag_us[2]),
+        r.rss_per_session,
+        r.cpu_share * 100.0,
+        r.lag_samples,
+        r.slow_consumers
+    );
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("relay") {
+        return relay(&args[2], args[3].parse().unwrap());
+    }
+    let opts = options();
+    println!(
+        "fan-out: {} calls/s from the simulated PBX (~5 events per call after coalescing), {} s warm-up, {} s measured",
+        opts.rate,
+        WARMUP.as_secs(),
+        opts.seconds
+    );
+    println!(
+        "    {:<9} {:>10} {:>9} {:>9} {:>9} {:>13} {:>7}",
+        "server", "events/s", "lag p50", "p99", "p999", "RSS/session", "CPU"
+    );
+    for &n in &opts.sessions {
+        for &contexts in &opts.contexts {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let local = tokio::task::LocalSet::new();
+            let (ctid, base) = local.block_on(&runtime, async {
+                let (ctid, recording, length) = run_ctid(n, contexts, &opts).await;
+                let base = run_baseline(n, contexts, &recording, length, &opts).await;
+                (ctid, base)
+            });
+            println!("  {n} sessions, {contexts} contexts:");
+            print_row("ctid", &ctid);
+            print_row("baseline", &base);
+            println!(
+                "    ctid / baseline: events/s {}, lag p50 {}, p99 {}, RSS/session {}, CPU {}",
+                ratio(ctid.events_per_s, base.events_per_s),
+                ratio(ctid.lag_us[0] as f64, base.lag_us[0] as f64),
+                ratio(ctid.lag_us[1] as f64, base.lag_us[1] as f64),
+                ratio(ctid.rss_per_session, base.rss_per_session),
+                ratio(ctid.cpu_share, base.cpu_share)
+            );
+        }
+    }
+}
