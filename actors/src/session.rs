@@ -494,7 +494,9 @@ impl Session {
             resume_after,
             ack,
         });
-        ctx.spawn(actix::fut::wrap_future::<_, Self>(subscribe).map(
+        // The partition queues the ack to the client itself: no client line may be handled
+        // before this session knows the subscription succeeded.
+        ctx.wait(actix::fut::wrap_future::<_, Self>(subscribe).map(
             move |res, act, ctx| match res {
                 Ok(Ok(_seq)) => act.ready(user, Some(partition), key),
                 Ok(Err(code)) if resume_after.is_some() => {
@@ -512,6 +514,12 @@ impl Session {
     }
 
     fn ready(&mut self, user: User, partition: Option<Addr<Partition>>, key: Option<String>) {
+        let context = key.as_deref().unwrap_or("none");
+        info!(
+            "{} logged in as {} (context {context})",
+            self.who(),
+            user.login
+        );
         self.cleanup.unauthenticated = None;
         self.cleanup.partition = partition;
         self.phase = Phase::Ready {
