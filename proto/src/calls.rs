@@ -88,6 +88,15 @@ pub struct Agent {
     pub login: Option<String>,
 }
 
+/// The outcome an agent gives a call (a sale, a callback, ...), with who and when.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Disposition {
+    pub code: String,
+    pub note: Option<String>,
+    pub by: String,
+    pub at: f64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HangupCause {
     pub code: Option<u32>,
@@ -113,6 +122,9 @@ pub struct Call {
     pub answered: Option<f64>,
     pub ended: Option<f64>,
     pub hangup_cause: Option<HangupCause>,
+    pub disposition: Option<Disposition>,
+    /// The call's row in the call records, once it ended and was stored.
+    pub record_id: Option<i64>,
     /// Interfaces of the directory lines the call touched.
     #[serde(skip)]
     pub lines: BTreeSet<String>,
@@ -147,6 +159,8 @@ impl Call {
             answered: None,
             ended: None,
             hangup_cause: None,
+            disposition: None,
+            record_id: None,
             lines: BTreeSet::new(),
             channels: BTreeSet::new(),
             line_contexts: BTreeSet::new(),
@@ -269,6 +283,18 @@ impl CallModel {
         self.channels.len()
     }
 
+    /// Sets a live call's disposition; None if there is no such live call.
+    pub fn set_disposition(
+        &mut self,
+        call_id: &str,
+        disposition: Disposition,
+    ) -> Option<Vec<CallEvent>> {
+        let call = self.calls.get_mut(call_id)?;
+        call.disposition = Some(disposition);
+        self.changed.insert(call_id.to_owned());
+        Some(self.finish())
+    }
+
     /// Applies one AMI event; returns the call events it causes, in order.
     pub fn apply(&mut self, ev: &AmiMessage, now: f64, dir: &Directory) -> Vec<CallEvent> {
         let Some(name) = ev.event() else {
@@ -324,6 +350,20 @@ impl CallModel {
             "Hold" | "Unhold" => {
                 if let Some(call) = self.touch(ev, "", now, dir).and_then(|u| self.call_of(&u)) {
                     self.hold(&call, name == "Hold");
+                }
+            }
+            // Music on hold in a connected call is a hold too (one made by Redirect, say);
+            // a caller waiting in a queue hears it without being held.
+            "MusicOnHoldStart" | "MusicOnHoldStop" => {
+                if let Some(call) = self.touch(ev, "", now, dir).and_then(|u| self.call_of(&u)) {
+                    let state = self.calls.get(&call).map(|c| c.state);
+                    match (name, state) {
+                        ("MusicOnHoldStart", Some(CallState::Answered | CallState::Bridged)) => {
+                            self.hold(&call, true)
+                        }
+                        ("MusicOnHoldStop", Some(CallState::Held)) => self.hold(&call, false),
+                        _ => {}
+                    }
                 }
             }
             "BlindTransfer" => self.on_transfer(ev, &["Transferer", "Transferee"], now, dir),

@@ -28,6 +28,8 @@ pub enum ErrorCode {
     UnknownClass,
     /// A known class with an unknown `function`/`command`/`listname`.
     UnknownFunction,
+    /// A field holds a value that cannot be used: `invalid:<field>`.
+    Invalid(String),
     /// The line is not a JSON object.
     BadJson,
     /// The line is longer than the limit.
@@ -46,6 +48,8 @@ pub enum ErrorCode {
     UserChanged,
     /// ctid is stopping.
     Shutdown,
+    /// Call records are off, or the database failed.
+    StoreUnavailable,
 }
 
 impl fmt::Display for ErrorCode {
@@ -53,6 +57,7 @@ impl fmt::Display for ErrorCode {
         let s = match self {
             ErrorCode::LoginPassword => "login_password",
             ErrorCode::Missing(fields) => return write!(f, "missing:{}", fields.join(",")),
+            ErrorCode::Invalid(field) => return write!(f, "invalid:{field}"),
             ErrorCode::NotLoggedYet => "notloggedyet",
             ErrorCode::Unallowed => "unallowed",
             ErrorCode::UnknownClass => "unknown_class",
@@ -66,6 +71,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::TooManyErrors => "too_many_errors",
             ErrorCode::UserChanged => "user_changed",
             ErrorCode::Shutdown => "shutdown",
+            ErrorCode::StoreUnavailable => "store_unavailable",
         };
         f.write_str(s)
     }

@@ -60,6 +60,9 @@ pub struct User {
     pub lastname: String,
     #[serde(default)]
     pub line: Option<Line>,
+    /// May set the disposition of any call of their context.
+    #[serde(default)]
+    pub supervisor: bool,
 }
 
 impl std::fmt::Debug for User {

@@ -3,5 +3,6 @@
 
 pub mod ami;
 pub mod calls;
+pub mod commands;
 pub mod cti;
 pub mod directory;
