@@ -253,6 +253,7 @@ async fn start_ctid(dir: &std::path::Path, ami_port: u16, contexts: usize) -> Se
     let mut config = format!(
         "[ami]\nport = {ami_port}\nusername = \"cti\"\nsecret = \"ctipass\"\n\
          [directory]\npath = \"directory.toml\"\n[sessions]\nmax_unauthenticated = 100000\n\
+         [store]\npath = \"ctid.sqlite\"\n\
          [listen.cti]\naddress = \"127.0.0.1\"\nport = 0\n"
     );
     for l in ["fagi", "ctis", "webi", "info", "announce"] {
@@ -344,7 +345,12 @@ where
 /// Runs ctid with `n` sessions over `contexts` contexts; returns its row and what one
 /// client per context received (the baseline's schedule).
 async fn run_ctid(n: usize, contexts: usize, opts: &Options) -> (Row, Recording, Duration) {
-    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let sim = PbxSim::start(SimConfig {
+        trace: true,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let server = start_ctid(dir.path(), sim.addr().port(), contexts).await;
     let pid = server.child.id();
@@ -367,11 +373,10 @@ async fn run_ctid(n: usize, contexts: usize, opts: &Options) -> (Row, Recording,
         talk: Duration::from_secs(2),
         tenants: tenants(contexts),
         limit: None,
-        trace: true,
     });
     let began = Instant::now();
-    let trace = calls.trace();
-    let sent_at: SentAt = Rc::new(move |id| trace.lock().ok()?.get(id).copied());
+    let trace = sim.trace();
+    let sent_at: SentAt = Rc::new(move |id| trace.lock().ok()?.get(id)?[0]);
     for (i, s) in streams.into_iter().enumerate() {
         let record = (i < contexts).then_some((i % contexts, began));
         tokio::task::spawn_local(read_events(s, tally.clone(), sent_at.clone(), record));

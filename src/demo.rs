@@ -43,6 +43,7 @@ fn settings(args: &DemoArgs, ami_port: u16) -> Settings {
     s.ami.username = "cti".into();
     s.ami.secret = ctid_actors::settings::Secret::new("ctipass");
     s.directory.path = args.directory.clone();
+    s.store.path = std::env::temp_dir().join(format!("ctid-demo-{}.sqlite", std::process::id()));
     s.listen.cti.address = [127, 0, 0, 1].into();
     s.listen.cti.port = args.cti_port;
     for l in [
@@ -111,7 +112,6 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
             tenant("tenant-b-internal", 2001, 2002),
         ],
         limit: None,
-        trace: false,
     });
     let prepared = prepare(settings(&args, sim.addr().port())).map_err(|Refusal(why, _)| why)?;
     let Server { root, workers } = start(prepared);

@@ -15,7 +15,7 @@ use ctid_actors::directory::{load_file, DirectoryHandle, DirectoryWatcher};
 use ctid_actors::listener::CtiListener;
 use ctid_actors::outbox::Budget;
 use ctid_actors::partition::{Partitions, ReplayLimits};
-use ctid_actors::router::Router;
+use ctid_actors::router::{Router, RouterConfig};
 use ctid_actors::session::{SessionConfig, SessionRegistry, SessionShared};
 use ctid_actors::settings::{Listener, Settings};
 use ctid_actors::supervisor::{
@@ -84,6 +84,10 @@ pub fn check(settings: &Settings) -> Result<(), String> {
 pub fn prepare(settings: Settings) -> Result<Prepared, Refusal> {
     let (directory, link, ctis_tls) =
         load(&settings).map_err(|m| Refusal(m, ExitCode::from(EXIT_CONFIG)))?;
+    if settings.store.enabled {
+        ctid_actors::store::open(&settings.store.path)
+            .map_err(|e| Refusal(format!("store.path: {e}"), ExitCode::FAILURE))?;
+    }
     let cti = bind("cti", &settings.listen.cti)?;
     let ctis = match (bind("ctis", &settings.listen.ctis.listener)?, ctis_tls) {
         (Some(socket), Some(tls)) => Some((socket, TlsAcceptor::from(tls))),
@@ -168,6 +172,14 @@ pub fn start(p: Prepared) -> Server {
         handle.clone(),
     );
     let sessions = SessionRegistry::default();
+    let store = settings
+        .store
+        .enabled
+        .then(|| ctid_actors::store::start(settings.store.path.clone(), 2));
+    let link_stats = LinkStats::default();
+    let link_slot = Slot::<AmiLink>::new();
+    let router_slot = Slot::<Router>::new();
+    let partitions_slot = Slot::new();
     let shared = Arc::new(SessionShared {
         config: SessionConfig {
             login_timeout: settings.timeouts.login,
@@ -187,11 +199,11 @@ pub fn start(p: Prepared) -> Server {
         unauthenticated: Arc::new(AtomicUsize::new(0)),
         max_unauthenticated: s.max_unauthenticated,
         next_id: AtomicU64::new(1),
+        router: router_slot.clone(),
+        link: link_slot.clone(),
+        store: store.clone(),
+        commands: settings.commands.clone(),
     });
-    let link_stats = LinkStats::default();
-    let link_slot = Slot::<AmiLink>::new();
-    let router_slot = Slot::<Router>::new();
-    let partitions_slot = Slot::new();
 
     let watcher = {
         let (path, every, handle) = (
@@ -216,26 +228,19 @@ pub fn start(p: Prepared) -> Server {
         partitions_slot.clone(),
     );
     let router = {
-        let (handle, partitions, link_slot, stats) = (
-            handle.clone(),
-            partitions.clone(),
-            link_slot.clone(),
-            link_stats.clone(),
-        );
-        let every = settings.ami.resync_interval;
+        let (handle, partitions) = (handle.clone(), partitions.clone());
+        let config = RouterConfig {
+            link: link_slot.clone(),
+            link_stats: link_stats.clone(),
+            resync_every: settings.ami.resync_interval,
+            store,
+            commands: settings.commands.clone(),
+        };
         ChildSpec::new(
             "router",
             Restart::Permanent,
             router_slot.clone(),
-            move |_| {
-                Router::new(
-                    handle.clone(),
-                    partitions.clone(),
-                    link_slot.clone(),
-                    stats.clone(),
-                    every,
-                )
-            },
+            move |_| Router::new(handle.clone(), partitions.clone(), config.clone()),
         )
     };
     let ami = {

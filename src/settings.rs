@@ -13,8 +13,9 @@ use std::time::Duration;
 use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
 use ctid_actors::settings::{
     AmiAuth, AmiSettings, AmiTls, DirectorySettings, ListenSettings, Listener, Parting, Secret,
-    SessionSettings, Settings, Timeouts, TlsListener,
+    SessionSettings, Settings, StoreSettings, Timeouts, TlsListener,
 };
+use ctid_proto::commands::CommandSettings;
 
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "CTID";
@@ -161,6 +162,25 @@ fn read(r: &mut Reader) -> Settings {
         replay_events: r.integer("sessions.replay_events", s.replay_events, 0, 1 << 24),
         replay_bytes: r.integer("sessions.replay_bytes", s.replay_bytes, 0, 1 << 32),
     };
+    let store = StoreSettings {
+        enabled: r.boolean("store.enabled", d.store.enabled),
+        path: r.path("store.path").unwrap_or(d.store.path.clone()),
+    };
+    let c = &d.commands;
+    let commands = CommandSettings {
+        hold_context: r.string("commands.hold_context", &c.hold_context),
+        originate_timeout_ms: r
+            .seconds(
+                "commands.originate_timeout",
+                Duration::from_millis(c.originate_timeout_ms),
+                1.0,
+                600.0,
+            )
+            .as_millis() as u64,
+    };
+    if commands.hold_context.is_empty() {
+        r.problem("commands.hold_context", "must not be empty");
+    }
     Settings {
         ami,
         listen,
@@ -168,6 +188,8 @@ fn read(r: &mut Reader) -> Settings {
         parting,
         directory,
         sessions,
+        store,
+        commands,
     }
 }
 

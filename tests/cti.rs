@@ -171,7 +171,7 @@ async fn each_context_sees_exactly_its_own_calls_lists_and_users() {
             json!({"class": "getlist", "function": "listid", "listname": "users", "commandid": 5}),
         )
         .await;
-    assert_eq!(alice.reply().await["list"], json!(["1", "2"]));
+    assert_eq!(alice.reply().await["list"], json!(["1", "2", "3"]));
     dave.send(
         json!({"class": "getlist", "function": "updateconfig", "listname": "users", "tid": "1"}),
     )

@@ -17,25 +17,24 @@ async fn a_changed_directory_is_reloaded_and_a_broken_one_refused() {
     // A new context with a new user.
     let grown = format!(
         "{}[[contexts]]\nname = \"tenant-c\"\ndialplan = [\"tenant-c\"]\n\
-         [[users]]\nid = 9\nlogin = \"carol\"\npassword = \"{}\"\n\
+         [[users]]\nid = 9\nlogin = \"zoe\"\npassword = \"{}\"\n\
          line = {{ interface = \"PJSIP/3001\", number = \"3001\", context = \"tenant-c\", dialplan = \"tenant-c\" }}\n",
         two_tenants(),
-        test_hash("carol")
+        test_hash("zoe")
     );
     std::fs::write(&path, grown).unwrap();
-    ctid.wait_line("3 contexts, 5 users").await;
+    ctid.wait_line("3 contexts, 6 users").await;
     ctid.wait_line("ctid/partitions/tenant-c added").await;
-    let mut carol = Cti::connect(port).await;
-    assert_eq!(carol.login("carol").await["context"], "tenant-c");
-    carol
-        .send(json!({"class": "getlist", "function": "listid", "listname": "users"}))
+    let mut zoe = Cti::connect(port).await;
+    assert_eq!(zoe.login("zoe").await["context"], "tenant-c");
+    zoe.send(json!({"class": "getlist", "function": "listid", "listname": "users"}))
         .await;
-    assert_eq!(carol.reply().await["list"], json!(["9"]));
+    assert_eq!(zoe.reply().await["list"], json!(["9"]));
 
     // A broken file is refused whole; the previous directory stays.
     std::fs::write(&path, "[[users]]\nid = \"nine\"\n").unwrap();
     ctid.wait_line("directory not reloaded, keeping the previous one")
         .await;
     let mut again = Cti::connect(port).await;
-    assert_eq!(again.login("carol").await["context"], "tenant-c");
+    assert_eq!(again.login("zoe").await["context"], "tenant-c");
 }

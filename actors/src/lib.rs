@@ -12,5 +12,6 @@ pub mod partition;
 pub mod router;
 pub mod session;
 pub mod settings;
+pub mod store;
 pub mod supervisor;
 pub mod tls;

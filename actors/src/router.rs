@@ -12,15 +12,17 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use ctid_proto::ami::AmiPacket;
-use ctid_proto::calls::{coalesce, CallEvent, CallModel, EventKind};
-use ctid_proto::cti::timenow;
-use ctid_proto::directory::Directory;
+use ctid_proto::calls::{coalesce, CallEvent, CallModel, Disposition, EventKind};
+use ctid_proto::commands::{plan, CommandSettings, Plan, Sender};
+use ctid_proto::cti::{timenow, ErrorCode, Request};
+use ctid_proto::directory::{Directory, User};
 use futures_util::StreamExt;
 use log::{error, info, warn};
 
 use crate::ami::{AmiEvents, AmiLink, AmiRequest, LinkChanged, LinkState, LinkStats};
 use crate::directory::DirectoryHandle;
 use crate::partition::{Change, PartitionEvents, Partitions, Reconcile, ALL};
+use crate::store::{Dispose, Disposer, Record, Store};
 use crate::supervisor::{Outlet, Shutdown, Slot};
 
 /// Batches of AMI events the router may have queued before the link counts it overloaded.
@@ -41,26 +43,35 @@ pub struct Router {
     link_stats: LinkStats,
     resync_every: Duration,
     resyncing: bool,
+    store: Option<Addr<Store>>,
+    commands: CommandSettings,
+}
+
+/// What the router needs besides the directory and the partitions.
+#[derive(Clone)]
+pub struct RouterConfig {
+    pub link: Slot<AmiLink>,
+    pub link_stats: LinkStats,
+    pub resync_every: Duration,
+    /// Where ended calls are recorded; None if call records are off.
+    pub store: Option<Addr<Store>>,
+    pub commands: CommandSettings,
 }
 
 impl Router {
-    pub fn new(
-        directory: DirectoryHandle,
-        partitions: Partitions,
-        link: Slot<AmiLink>,
-        link_stats: LinkStats,
-        resync_every: Duration,
-    ) -> Self {
+    pub fn new(directory: DirectoryHandle, partitions: Partitions, config: RouterConfig) -> Self {
         Router {
             model: CallModel::new(),
             directory,
             partitions,
             outlets: HashMap::new(),
             gaps: BTreeSet::new(),
-            link,
-            link_stats,
-            resync_every,
+            link: config.link,
+            link_stats: config.link_stats,
+            resync_every: config.resync_every,
             resyncing: false,
+            store: config.store,
+            commands: config.commands,
         }
     }
 
@@ -82,6 +93,47 @@ impl Router {
         } else {
             vec![ALL.to_owned()]
         }
+    }
+
+    /// Dispatches call events; ended calls are recorded first, and their `hungup` goes
+    /// out, with the record id, once the record is on disk.
+    fn record_then_dispatch(
+        &mut self,
+        events: Vec<CallEvent>,
+        received: Instant,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(store) = self.store.clone() else {
+            return self.dispatch(events, received);
+        };
+        let (ended, now): (Vec<CallEvent>, Vec<CallEvent>) = events
+            .into_iter()
+            .partition(|e| e.kind == EventKind::Hungup);
+        self.dispatch(now, received);
+        if ended.is_empty() {
+            return;
+        }
+        let calls = ended.iter().map(|e| e.call.clone()).collect();
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(store.send(Record(calls))).map(
+                move |res, act, _| {
+                    let mut ended = ended;
+                    match res {
+                        Ok(Ok(ids)) => {
+                            for (event, id) in ended.iter_mut().zip(ids) {
+                                event.call.record_id = Some(id);
+                            }
+                        }
+                        Ok(Err(e)) => error!("{} call record(s) not written: {e}", ended.len()),
+                        Err(_) => error!(
+                            "{} call record(s) not written: the store stopped",
+                            ended.len()
+                        ),
+                    }
+                    act.dispatch(ended, received);
+                },
+            ),
+        );
     }
 
     fn dispatch(&mut self, events: Vec<CallEvent>, received: Instant) {
@@ -217,15 +269,16 @@ impl Actor for Router {
 impl Handler<AmiEvents> for Router {
     type Result = ();
 
-    fn handle(&mut self, batch: AmiEvents, _: &mut Context<Self>) {
+    fn handle(&mut self, batch: AmiEvents, ctx: &mut Context<Self>) {
         let dir = self.directory.get();
-        let now = timenow() - batch.received.elapsed().as_secs_f64();
+        let read_at = timenow() - batch.received.elapsed().as_secs_f64();
+        let now = (read_at * 1000.0).round() / 1000.0;
         let mut out = Vec::new();
         for event in &batch.events {
             out.extend(self.model.apply(event, now, &dir));
         }
         if !out.is_empty() {
-            self.dispatch(coalesce(out), batch.received);
+            self.record_then_dispatch(coalesce(out), batch.received, ctx);
         }
     }
 }
@@ -241,12 +294,90 @@ impl Handler<LinkChanged> for Router {
 }
 
 impl StreamHandler<DirectoryChanged> for Router {
-    fn handle(&mut self, DirectoryChanged(dir): DirectoryChanged, _: &mut Context<Self>) {
+    fn handle(&mut self, DirectoryChanged(dir): DirectoryChanged, ctx: &mut Context<Self>) {
         let events = self.model.refresh(&dir);
-        self.dispatch(events, Instant::now());
+        self.record_then_dispatch(events, Instant::now(), ctx);
     }
 
     fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+/// Checks a client's `ipbxcommand` against the call model and plans its AMI actions.
+#[derive(Message)]
+#[rtype(result = "Result<Plan, ErrorCode>")]
+pub struct PlanCommand {
+    pub request: Request,
+    pub user: User,
+    /// The user's partition key; None for a user who sees nothing.
+    pub partition: Option<String>,
+}
+
+impl Handler<PlanCommand> for Router {
+    type Result = Result<Plan, ErrorCode>;
+
+    fn handle(&mut self, msg: PlanCommand, _: &mut Context<Self>) -> Self::Result {
+        let sender = Sender {
+            user: &msg.user,
+            partition: msg.partition.as_deref(),
+            separated: self.partitions.separated(),
+        };
+        plan(
+            &msg.request,
+            &sender,
+            &self.directory.get(),
+            &self.model,
+            &self.commands,
+        )
+    }
+}
+
+/// Sets a call's disposition: a live call's here (its clients see it), an ended one's in
+/// the call records.
+#[derive(Message)]
+#[rtype(result = "Result<(), ErrorCode>")]
+pub struct SetDisposition {
+    pub call_id: String,
+    pub disposition: Disposition,
+    pub by: Disposer,
+}
+
+impl Handler<SetDisposition> for Router {
+    type Result = ResponseFuture<Result<(), ErrorCode>>;
+
+    fn handle(&mut self, msg: SetDisposition, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(call) = self.model.call(&msg.call_id) {
+            let agent = call.agent.as_ref().and_then(|a| a.login.as_deref());
+            let lines: Vec<String> = call.lines.iter().cloned().collect();
+            if !msg.by.may_dispose(&call.contexts, agent, &lines) {
+                return Box::pin(std::future::ready(Err(ErrorCode::Unallowed)));
+            }
+            let events = self
+                .model
+                .set_disposition(&msg.call_id, msg.disposition)
+                .unwrap_or_default();
+            self.record_then_dispatch(events, Instant::now(), ctx);
+            return Box::pin(std::future::ready(Ok(())));
+        }
+        let Some(store) = self.store.clone() else {
+            return Box::pin(std::future::ready(Err(ErrorCode::StoreUnavailable)));
+        };
+        let dispose = Dispose {
+            call_id: msg.call_id,
+            disposition: msg.disposition,
+            by: msg.by,
+        };
+        Box::pin(async move {
+            match store.send(dispose).await {
+                Ok(Ok(true)) => Ok(()),
+                Ok(Ok(false)) => Err(ErrorCode::Unallowed),
+                Ok(Err(e)) => {
+                    error!("disposition not written: {e}");
+                    Err(ErrorCode::StoreUnavailable)
+                }
+                Err(_) => Err(ErrorCode::StoreUnavailable),
+            }
+        })
+    }
 }
 
 impl Handler<Shutdown> for Router {

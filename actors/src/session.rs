@@ -13,12 +13,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
+use ctid_proto::calls::Disposition;
+use ctid_proto::commands::{originate_reason, CommandSettings, Plan, Wait};
 use ctid_proto::cti::{timenow, CtiCodec, CtiFrame, ErrorCode, Reply, Request};
 use ctid_proto::directory::User;
 use log::{debug, info, warn};
 use serde_json::{json, Value};
 use tokio_util::codec::FramedRead;
 
+use crate::ami::{AmiLink, AmiRequest, Completion};
 use crate::auth::{LoginThrottle, PasswordChecker, Resumable, ResumeTokens, Verify, DUMMY_HASH};
 use crate::directory::DirectoryHandle;
 use crate::net::BoxedIo;
@@ -26,7 +29,10 @@ use crate::outbox::{write_outbox, Budget, Outbox};
 use crate::partition::{
     GetList, Kick, Member, Partition, Partitions, SessionId, Subscribe, Unsubscribe, ALL,
 };
+use crate::router::{PlanCommand, Router, SetDisposition};
 use crate::settings::human_duration;
+use crate::store::{Disposer, History, HistoryFilter, Store};
+use crate::supervisor::Slot;
 
 /// Consecutive bad messages after which a session is closed.
 const MAX_ERRORS: u32 = 10;
@@ -35,7 +41,42 @@ const MAX_ERRORS: u32 = 10;
 pub const PROTOCOL_VERSION: &str = "2.0";
 
 /// What ctid allows a logged-in user to send, as listed in `login_capas`.
-const REGCOMMANDS: [&str; 3] = ["getlist", "keepalive", "logout"];
+const REGCOMMANDS: [&str; 6] = [
+    "getlist",
+    "keepalive",
+    "logout",
+    "ipbxcommand",
+    "disposition",
+    "history",
+];
+
+/// The commands of `ipbxcommand`.
+const IPBXCOMMANDS: [&str; 21] = [
+    "dial",
+    "originate",
+    "hangup",
+    "transfer",
+    "atxfer",
+    "atxfer_complete",
+    "atxfer_cancel",
+    "hold",
+    "resume",
+    "pickup",
+    "intercept",
+    "park",
+    "record",
+    "agentlogin",
+    "agentlogout",
+    "agentpause",
+    "agentunpause",
+    "queueadd",
+    "queueremove",
+    "queuepause",
+    "queueunpause",
+];
+
+/// Most history rows a client may ask for at once.
+const MAX_HISTORY: u64 = 1000;
 
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
@@ -120,6 +161,11 @@ pub struct SessionShared {
     pub unauthenticated: Arc<AtomicUsize>,
     pub max_unauthenticated: usize,
     pub next_id: AtomicU64,
+    pub router: Slot<Router>,
+    pub link: Slot<AmiLink>,
+    /// None if call records are off.
+    pub store: Option<Addr<Store>>,
+    pub commands: CommandSettings,
 }
 
 /// Counts a connection as not logged in for as long as it lives.
@@ -183,7 +229,8 @@ enum Phase {
         user_id: u64,
     },
     Ready {
-        login: String,
+        user: Box<User>,
+        partition: Option<String>,
     },
     Closing,
 }
@@ -202,6 +249,16 @@ pub struct Session {
     phase: Phase,
     errors: u32,
     cleanup: Cleanup,
+}
+
+fn disposition_reply(call_id: String, outcome: Result<(), ErrorCode>) -> Reply {
+    let reply = Reply::new("disposition").with("call_id", call_id);
+    match outcome {
+        Ok(()) => reply.with("response", "ok"),
+        Err(code) => reply
+            .with("response", "ko")
+            .with("error_string", code.to_string()),
+    }
 }
 
 fn disconnect(code: &ErrorCode) -> bytes::Bytes {
@@ -242,8 +299,11 @@ impl Session {
 
     fn who(&self) -> String {
         match &self.phase {
-            Phase::Ready { login } => {
-                format!("CTI session {} ({login} from {})", self.id, self.peer)
+            Phase::Ready { user, .. } => {
+                format!(
+                    "CTI session {} ({} from {})",
+                    self.id, user.login, self.peer
+                )
             }
             _ => format!("CTI session {} ({})", self.id, self.peer),
         }
@@ -410,7 +470,7 @@ impl Session {
                 "capas",
                 json!({
                     "regcommands": if sees { REGCOMMANDS.to_vec() } else { vec!["keepalive", "logout"] },
-                    "ipbxcommands": Vec::<&str>::new(),
+                    "ipbxcommands": if sees { IPBXCOMMANDS.to_vec() } else { Vec::new() },
                 }),
             )
     }
@@ -522,21 +582,15 @@ impl Session {
         );
         self.cleanup.unauthenticated = None;
         self.cleanup.partition = partition;
-        self.phase = Phase::Ready {
-            login: user.login.clone(),
-        };
-        let login = user.login.clone();
-        let k = key.clone();
+        let (login, k) = (user.login.clone(), key.clone());
         self.shared.registry.update(self.id, |info| {
             info.login = Some(login);
             info.partition = k;
         });
-        info!(
-            "{} logged in as {} (context {})",
-            self.who(),
-            user.login,
-            key.as_deref().unwrap_or("none")
-        );
+        self.phase = Phase::Ready {
+            user: Box::new(user),
+            partition: key,
+        };
     }
 
     fn resume(&mut self, req: Request, ctx: &mut Context<Self>) {
@@ -628,6 +682,9 @@ impl Session {
                     },
                 ));
             }
+            "ipbxcommand" => self.ipbxcommand(req, ctx),
+            "disposition" => self.disposition(req, ctx),
+            "history" => self.history(req, ctx),
             "login_id" | "login_pass" | "login_capas" | "resume" => {
                 let class = req.class.clone();
                 self.error(&class, ErrorCode::Unallowed, commandid.as_ref(), ctx)
@@ -637,6 +694,196 @@ impl Session {
                 self.error(&class, ErrorCode::UnknownClass, commandid.as_ref(), ctx)
             }
         }
+    }
+}
+
+impl Session {
+    /// The logged-in user and their partition key.
+    fn me(&self) -> Option<(&User, Option<&str>)> {
+        match &self.phase {
+            Phase::Ready { user, partition } => Some((user, partition.as_deref())),
+            _ => None,
+        }
+    }
+
+    fn ipbxcommand(&mut self, req: Request, ctx: &mut Context<Self>) {
+        let commandid = req.commandid.clone();
+        let command = req.str("command").unwrap_or_default().to_owned();
+        let (Some((user, partition)), Some(router)) = (self.me(), self.shared.router.get()) else {
+            return self.error("ipbxcommand", ErrorCode::Shutdown, commandid.as_ref(), ctx);
+        };
+        let planning = router.send(PlanCommand {
+            request: req,
+            user: user.clone(),
+            partition: partition.map(str::to_owned),
+        });
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(planning).map(
+            move |res, act, ctx| match res {
+                Ok(Ok(plan)) => {
+                    let ack = Reply::new("ipbxcommand")
+                        .with("command", command)
+                        .with("ipbxreply", "sent")
+                        .reply_to(commandid.as_ref());
+                    act.send(ack, ctx);
+                    act.execute(plan, commandid, ctx);
+                }
+                Ok(Err(code)) => {
+                    if code == ErrorCode::Unallowed {
+                        warn!("{}: {command} refused: unallowed", act.who());
+                    }
+                    let reply = Reply::error("ipbxcommand", &code)
+                        .with("command", command)
+                        .reply_to(commandid.as_ref());
+                    act.send(reply, ctx);
+                }
+                Err(_) => act.error("ipbxcommand", ErrorCode::Shutdown, commandid.as_ref(), ctx),
+            },
+        ));
+    }
+
+    /// Runs a plan's actions in order on the AMI link; the first failure is the outcome.
+    fn execute(&mut self, plan: Plan, commandid: Option<Value>, ctx: &mut Context<Self>) {
+        let link = self.shared.link.clone();
+        let socket = self.shared.config.stall;
+        let ring = Duration::from_millis(self.shared.commands.originate_timeout_ms);
+        let run = async move {
+            for step in plan.steps {
+                let Some(link) = link.get() else {
+                    return Err("AMI link is down (not running)".to_owned());
+                };
+                let (completion, timeout) = match step.wait {
+                    Wait::Response => (Completion::Response, socket),
+                    Wait::Event(name) => (Completion::Event(name), ring + socket),
+                };
+                let request = AmiRequest {
+                    packet: step.packet,
+                    completion,
+                    timeout: Some(timeout),
+                };
+                let reply = match link.send(request).await {
+                    Ok(Ok(reply)) => reply,
+                    Ok(Err(e)) => return Err(e.to_string()),
+                    Err(_) => return Err("AMI link stopped".to_owned()),
+                };
+                match reply.outcome() {
+                    Ok(()) => {}
+                    Err(m) if step.tolerate == Some(m.as_str()) => {}
+                    Err(_) if matches!(step.wait, Wait::Event(_)) && !reply.events.is_empty() => {
+                        return Err(originate_reason(reply.events[0].get("Reason")));
+                    }
+                    Err(m) => return Err(m),
+                }
+            }
+            Ok(())
+        };
+        let command = plan.command;
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(run).map(move |outcome, act, ctx| {
+                let reply = Reply::new("ipbxcommand").with("command", command.clone());
+                let reply = match outcome {
+                    Ok(()) => reply.with("response", "ok"),
+                    Err(message) => {
+                        info!("{}: {command} failed: {message}", act.who());
+                        reply.with("response", "ko").with("message", message)
+                    }
+                };
+                act.send(reply.reply_to(commandid.as_ref()), ctx);
+            }),
+        );
+    }
+
+    fn disposition(&mut self, req: Request, ctx: &mut Context<Self>) {
+        let commandid = req.commandid.clone();
+        if let Err(code) = req.require(&["call_id", "code"]) {
+            return self.error("disposition", code, commandid.as_ref(), ctx);
+        }
+        let (Some((user, partition)), Some(router)) = (self.me(), self.shared.router.get()) else {
+            return self.error("disposition", ErrorCode::Shutdown, commandid.as_ref(), ctx);
+        };
+        let call_id = req.str("call_id").unwrap_or_default().to_owned();
+        if partition.is_none() {
+            let reply = disposition_reply(call_id, Err(ErrorCode::Unallowed));
+            return self.send(reply.reply_to(commandid.as_ref()), ctx);
+        }
+        let set = router.send(SetDisposition {
+            call_id: call_id.clone(),
+            disposition: Disposition {
+                code: req.str("code").unwrap_or_default().to_owned(),
+                note: req.str("note").map(str::to_owned),
+                by: user.login.clone(),
+                at: timenow(),
+            },
+            by: Disposer {
+                login: user.login.clone(),
+                line: user.line.as_ref().map(|l| l.interface.clone()),
+                context: partition.filter(|p| *p != ALL).map(str::to_owned),
+                supervisor: user.supervisor,
+            },
+        });
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(set).map(move |res, act, ctx| {
+                let outcome = res.unwrap_or(Err(ErrorCode::Shutdown));
+                act.send(
+                    disposition_reply(call_id, outcome).reply_to(commandid.as_ref()),
+                    ctx,
+                );
+            }),
+        );
+    }
+
+    fn history(&mut self, req: Request, ctx: &mut Context<Self>) {
+        let commandid = req.commandid.clone();
+        let Some((_, partition)) = self.me() else {
+            return self.error("history", ErrorCode::Shutdown, commandid.as_ref(), ctx);
+        };
+        let Some(partition) = partition.map(str::to_owned) else {
+            return self.error("history", ErrorCode::Unallowed, commandid.as_ref(), ctx);
+        };
+        let Some(store) = self.shared.store.clone() else {
+            return self.error(
+                "history",
+                ErrorCode::StoreUnavailable,
+                commandid.as_ref(),
+                ctx,
+            );
+        };
+        let number = |k: &str| req.fields.get(k).and_then(Value::as_f64);
+        let filter = HistoryFilter {
+            context: (partition != ALL).then_some(partition),
+            number: req.str("number").map(str::to_owned),
+            from: number("from"),
+            to: number("to"),
+            queue: req.str("queue").map(str::to_owned),
+            agent: req.str("agent").map(str::to_owned),
+            limit: req.u64("limit").unwrap_or(50).clamp(1, MAX_HISTORY) as usize,
+        };
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(store.send(History(filter))).map(
+                move |res, act, ctx| match res {
+                    Ok(Ok(calls)) => {
+                        let reply = Reply::new("history")
+                            .with("calls", calls)
+                            .reply_to(commandid.as_ref());
+                        act.send(reply, ctx);
+                    }
+                    Ok(Err(e)) => {
+                        warn!("{}: history failed: {e}", act.who());
+                        act.error(
+                            "history",
+                            ErrorCode::StoreUnavailable,
+                            commandid.as_ref(),
+                            ctx,
+                        );
+                    }
+                    Err(_) => act.error(
+                        "history",
+                        ErrorCode::StoreUnavailable,
+                        commandid.as_ref(),
+                        ctx,
+                    ),
+                },
+            ),
+        );
     }
 }
 

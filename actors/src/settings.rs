@@ -38,6 +38,24 @@ pub struct Settings {
     pub parting: Parting,
     pub directory: DirectorySettings,
     pub sessions: SessionSettings,
+    pub store: StoreSettings,
+    pub commands: ctid_proto::commands::CommandSettings,
+}
+
+#[derive(Clone, Debug)]
+pub struct StoreSettings {
+    pub enabled: bool,
+    /// The SQLite database; its directory is created if missing.
+    pub path: PathBuf,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            enabled: true,
+            path: PathBuf::from("/var/lib/ctid/ctid.sqlite"),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

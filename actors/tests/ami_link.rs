@@ -138,9 +138,8 @@ async fn a_list_action_gathers_its_items_up_to_the_complete_event() {
         talk: Duration::from_secs(30),
         tenants: vec![Tenant::parse("internal:1001-1099").unwrap()],
         limit: Some(5),
-        trace: false,
     };
-    let mut calls = sim.run_calls(plan);
+    let calls = sim.run_calls(plan);
     let (addr, stats) = link(&sim, Duration::from_secs(5), Outlet::none(), Outlet::none());
     up(&stats).await;
     eventually("5 calls", || calls.started() == 5).await;
@@ -156,7 +155,6 @@ async fn a_list_action_gathers_its_items_up_to_the_complete_event() {
         .events
         .iter()
         .all(|e| e.event() == Some("CoreShowChannel")));
-    drop(calls.finished());
 }
 
 #[actix_rt::test]

@@ -49,8 +49,6 @@ pub struct CallPlan {
     pub tenants: Vec<Tenant>,
     /// Stop after this many calls.
     pub limit: Option<u64>,
-    /// Record when each call's first events were sent (for latency measurements).
-    pub trace: bool,
 }
 
 /// One channel as the simulator tracks it (for CoreShowChannels).
@@ -123,6 +121,7 @@ pub enum Stage {
 }
 
 /// One synthetic call and the events of each of its stages.
+#[derive(Clone)]
 pub struct Call {
     pub caller: Chan,
     pub callee: Chan,
@@ -131,7 +130,7 @@ pub struct Call {
 
 impl Call {
     /// Call `seq`, with ids from `ids` (`<epoch>.<n>`, as Asterisk numbers them).
-    pub fn new(tenant: &Tenant, seq: u64, ids: &mut impl FnMut() -> String) -> Call {
+    pub fn new(tenant: &Tenant, seq: u64, ids: &mut dyn FnMut() -> String) -> Call {
         let span = u64::from(tenant.last - tenant.first + 1);
         let from = u64::from(tenant.first) + seq % span;
         let to = u64::from(tenant.first) + (seq + 1 + seq / span) % span;
@@ -140,10 +139,29 @@ impl Call {
         } else {
             to
         };
+        Call::between(
+            &tenant.context,
+            &tenant.tech,
+            &from.to_string(),
+            &to.to_string(),
+            seq,
+            ids,
+        )
+    }
+
+    /// Call `seq` from phone `tech/from` to number `to`, dialed in dialplan `context`.
+    pub fn between(
+        context: &str,
+        tech: &str,
+        from: &str,
+        to: &str,
+        seq: u64,
+        ids: &mut dyn FnMut() -> String,
+    ) -> Call {
         let caller_id = ids();
         let callee_id = ids();
-        let chan = |number: u64, uniqueid: String, state: u8| Chan {
-            name: format!("{}/{number}-{:08x}", tenant.tech, seq),
+        let chan = |number: &str, uniqueid: String, state: u8| Chan {
+            name: format!("{tech}/{number}-{seq:08x}"),
             linkedid: caller_id.clone(),
             uniqueid,
             state,
@@ -151,15 +169,15 @@ impl Call {
             name_display: format!("Phone {number}"),
             connected_num: String::new(),
             connected_name: String::new(),
-            context: tenant.context.clone(),
-            exten: to.to_string(),
+            context: context.to_owned(),
+            exten: to.to_owned(),
             application: "Dial".into(),
             bridge: String::new(),
         };
         let mut caller = chan(from, caller_id.clone(), 4);
         caller.connected_num = to.to_string();
         let mut callee = chan(to, callee_id, 0);
-        callee.name = format!("{}/{to}-{:08x}", tenant.tech, seq + (1 << 31));
+        callee.name = format!("{tech}/{to}-{:08x}", seq + (1 << 31));
         callee.connected_num = from.to_string();
         callee.connected_name = caller.name_display.clone();
         callee.application = "AppDial".into();

@@ -1,12 +1,13 @@
 //! A simulated Asterisk for ctid's tests, benchmarks and demos: an AMI server that accepts
-//! logins (plain and MD5, right and wrong secrets), answers the actions ctid sends, replays
-//! recorded fixture streams, generates synthetic calls at a given rate, and drops its
-//! connections on demand. It reuses ctid's own AMI codec.
+//! logins (plain and MD5, right and wrong secrets), answers the actions ctid sends (call
+//! control included: an Originate places a call, a Hangup ends one), replays recorded
+//! fixture streams, generates synthetic calls at a given rate, and drops its connections on
+//! demand. It reuses ctid's own AMI codec.
 
 pub mod calls;
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -18,7 +19,7 @@ use ctid_proto::ami::{md5_key, AmiCodec, AmiFrame, AmiMessage, AmiPacket, Messag
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::codec::FramedRead;
 
@@ -37,6 +38,11 @@ pub struct SimConfig {
     pub secret: String,
     /// Events sent to each client right after its login (see [`recorded_events`]).
     pub on_login: Vec<Bytes>,
+    /// How long an originated call rings, then lasts once answered.
+    pub originate_ring: Duration,
+    pub originate_talk: Duration,
+    /// Record when each call's stages were sent (for latency measurements).
+    pub trace: bool,
 }
 
 impl Default for SimConfig {
@@ -46,6 +52,9 @@ impl Default for SimConfig {
             username: "cti".into(),
             secret: "ctipass".into(),
             on_login: Vec::new(),
+            originate_ring: Duration::from_millis(200),
+            originate_talk: Duration::from_secs(5),
+            trace: false,
         }
     }
 }
@@ -79,6 +88,20 @@ pub struct LoginAttempt {
     pub accepted: bool,
 }
 
+/// When a call's start, answer and hangup events were sent.
+pub type Stamps = [Option<Instant>; 3];
+
+/// Stamps of every call, by call id (its first channel's Uniqueid).
+pub type Trace = Arc<Mutex<HashMap<String, Stamps>>>;
+
+/// Live synthetic calls and when their next stage is due.
+#[derive(Default)]
+struct Schedule {
+    calls: HashMap<u64, (Call, Duration)>,
+    due: BinaryHeap<Reverse<(tokio::time::Instant, u64, Stage)>>,
+    next_seq: u64,
+}
+
 struct Shared {
     cfg: SimConfig,
     events: broadcast::Sender<Bytes>,
@@ -86,6 +109,11 @@ struct Shared {
     logins: Mutex<Vec<LoginAttempt>>,
     actions: Mutex<Vec<AmiMessage>>,
     channels: Mutex<ChannelTable>,
+    schedule: Mutex<Schedule>,
+    wake: Notify,
+    trace: Trace,
+    /// Actions answered with an error, by lowercase name, with its message.
+    failures: Mutex<HashMap<String, String>>,
     connections: AtomicUsize,
     muted: AtomicBool,
     next_id: AtomicU64,
@@ -112,18 +140,133 @@ impl Shared {
         }
         let _ = self.events.send(buf.freeze());
     }
+
+    fn stamp(&self, call: &Call, stage: usize) {
+        if self.cfg.trace {
+            lock(&self.trace)
+                .entry(call.caller.uniqueid.clone())
+                .or_default()[stage] = Some(Instant::now());
+        }
+    }
+
+    /// Sends a new call's first events and schedules its answer.
+    fn start_call(
+        &self,
+        make: impl FnOnce(u64, &mut dyn FnMut() -> String) -> Call,
+        ring: Duration,
+        talk: Duration,
+    ) -> Call {
+        let mut schedule = lock(&self.schedule);
+        let seq = schedule.next_seq;
+        schedule.next_seq += 1;
+        let mut call = make(seq, &mut || self.uniqueid());
+        let events = call.start_events();
+        lock(&self.channels).update(&call, false);
+        self.broadcast(&events);
+        self.stamp(&call, 0);
+        schedule.due.push(Reverse((
+            tokio::time::Instant::now() + ring,
+            seq,
+            Stage::Answer,
+        )));
+        schedule.calls.insert(seq, (call.clone(), talk));
+        drop(schedule);
+        self.wake.notify_one();
+        call
+    }
+
+    /// Sends the events of every stage due by `now`.
+    fn run_due(&self, now: tokio::time::Instant) {
+        let mut schedule = lock(&self.schedule);
+        let mut packets = Vec::new();
+        while let Some(Reverse((at, seq, stage))) = schedule.due.peek().copied() {
+            if at > now {
+                break;
+            }
+            schedule.due.pop();
+            let Some((call, talk)) = schedule.calls.get_mut(&seq) else {
+                continue;
+            };
+            packets.extend(call.events(stage));
+            let talk = *talk;
+            match stage {
+                Stage::Answer => {
+                    lock(&self.channels).update(call, false);
+                    self.stamp(call, 1);
+                    schedule.due.push(Reverse((now + talk, seq, Stage::Hangup)));
+                }
+                Stage::Hangup => {
+                    lock(&self.channels).update(call, true);
+                    self.stamp(call, 2);
+                    schedule.calls.remove(&seq);
+                }
+            }
+        }
+        if !packets.is_empty() {
+            self.broadcast(&packets);
+        }
+    }
+
+    /// Ends the call that has a channel named `channel`; false if there is none.
+    fn hang_up(&self, channel: &str) -> bool {
+        let mut schedule = lock(&self.schedule);
+        let Some(seq) = schedule
+            .calls
+            .iter()
+            .find(|(_, (c, _))| c.caller.name == channel || c.callee.name == channel)
+            .map(|(seq, _)| *seq)
+        else {
+            return false;
+        };
+        if let Some((mut call, _)) = schedule.calls.remove(&seq) {
+            let events = call.events(Stage::Hangup);
+            lock(&self.channels).update(&call, true);
+            self.stamp(&call, 2);
+            self.broadcast(&events);
+        }
+        true
+    }
+
+    fn has_channel(&self, name: &str) -> bool {
+        lock(&self.channels)
+            .channels()
+            .iter()
+            .any(|c| c.name == name)
+    }
+}
+
+/// Fires the stages of synthetic calls when they are due.
+async fn schedule(shared: Arc<Shared>) {
+    loop {
+        let next = lock(&shared.schedule)
+            .due
+            .peek()
+            .map(|Reverse((at, _, _))| *at);
+        let woken = shared.wake.notified();
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => shared.run_due(tokio::time::Instant::now()),
+                    _ = woken => {}
+                }
+            }
+            None => woken.await,
+        }
+    }
 }
 
 /// A running simulator; it stops when dropped.
 pub struct PbxSim {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    accept: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Drop for PbxSim {
     fn drop(&mut self) {
-        self.accept.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
         self.drop_connections();
     }
 }
@@ -143,6 +286,10 @@ impl PbxSim {
             logins: Mutex::default(),
             actions: Mutex::default(),
             channels: Mutex::default(),
+            schedule: Mutex::default(),
+            wake: Notify::new(),
+            trace: Trace::default(),
+            failures: Mutex::default(),
             connections: AtomicUsize::new(0),
             muted: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
@@ -161,10 +308,11 @@ impl PbxSim {
                 });
             }
         });
+        let scheduler = tokio::spawn(schedule(shared.clone()));
         Ok(PbxSim {
             addr,
             shared,
-            accept,
+            tasks: vec![accept, scheduler],
         })
     }
 
@@ -197,6 +345,16 @@ impl PbxSim {
         self.shared.muted.store(muted, Ordering::SeqCst);
     }
 
+    /// Answers every action named `action` with `Response: Error` and `message` from now
+    /// on (None: answers it normally again).
+    pub fn fail(&self, action: &str, message: Option<&str>) {
+        let mut failures = lock(&self.shared.failures);
+        match message {
+            Some(m) => failures.insert(action.to_ascii_lowercase(), m.to_owned()),
+            None => failures.remove(&action.to_ascii_lowercase()),
+        };
+    }
+
     /// Sends events to every logged-in client that has events on.
     pub fn emit(&self, packets: &[AmiPacket]) {
         self.shared.broadcast(packets);
@@ -210,45 +368,50 @@ impl PbxSim {
         count
     }
 
+    /// Places one call from phone `tech/from` to `to` in dialplan context `context`; returns
+    /// its id (the caller channel's Uniqueid) and the caller and callee channel names.
+    pub fn place_call(
+        &self,
+        context: &str,
+        tech: &str,
+        from: &str,
+        to: &str,
+        ring: Duration,
+        talk: Duration,
+    ) -> (String, String, String) {
+        let call = self.shared.start_call(
+            |seq, ids| Call::between(context, tech, from, to, seq, ids),
+            ring,
+            talk,
+        );
+        (call.caller.uniqueid, call.caller.name, call.callee.name)
+    }
+
+    /// When each call's stages were sent (filled only with `SimConfig::trace`).
+    pub fn trace(&self) -> Trace {
+        self.shared.trace.clone()
+    }
+
     /// Generates calls by `plan` until the plan's limit or until the handle is dropped.
     pub fn run_calls(&self, plan: CallPlan) -> CallsHandle {
         let shared = self.shared.clone();
         let started = Arc::new(AtomicU64::new(0));
-        let trace = Trace::default();
-        let (counter, tracer) = (started.clone(), plan.trace.then(|| trace.clone()));
-        let task = tokio::spawn(async move { generate(shared, plan, counter, tracer).await });
-        CallsHandle {
-            task,
-            started,
-            trace,
-        }
+        let counter = started.clone();
+        let task = tokio::spawn(async move { generate(shared, plan, counter).await });
+        CallsHandle { task, started }
     }
 }
 
-/// When each call's first events were sent, by call id (its first channel's Uniqueid).
-pub type Trace = Arc<Mutex<std::collections::HashMap<String, Instant>>>;
-
-/// A running call generator; dropping it stops it.
+/// A running call generator; dropping it stops it (calls under way still end).
 pub struct CallsHandle {
     task: JoinHandle<()>,
     started: Arc<AtomicU64>,
-    trace: Trace,
 }
 
 impl CallsHandle {
     /// Calls started so far.
     pub fn started(&self) -> u64 {
         self.started.load(Ordering::Relaxed)
-    }
-
-    /// When each call started (filled only if the plan traces).
-    pub fn trace(&self) -> Trace {
-        self.trace.clone()
-    }
-
-    /// Waits until every call of a limited plan has ended.
-    pub async fn finished(&mut self) {
-        let _ = (&mut self.task).await;
     }
 }
 
@@ -258,74 +421,21 @@ impl Drop for CallsHandle {
     }
 }
 
-async fn generate(
-    shared: Arc<Shared>,
-    plan: CallPlan,
-    started: Arc<AtomicU64>,
-    trace: Option<Trace>,
-) {
+async fn generate(shared: Arc<Shared>, plan: CallPlan, started: Arc<AtomicU64>) {
     if plan.tenants.is_empty() || plan.rate <= 0.0 {
         return;
     }
     let begin = tokio::time::Instant::now();
-    let mut due: BinaryHeap<Reverse<(tokio::time::Instant, u64, Stage)>> = BinaryHeap::new();
-    let mut calls: std::collections::HashMap<u64, Call> = std::collections::HashMap::new();
-    let mut seq = 0u64;
     let interval = Duration::from_secs_f64(1.0 / plan.rate);
-    loop {
-        let limit_reached = plan.limit.is_some_and(|l| seq >= l);
-        if limit_reached && due.is_empty() {
-            return;
-        }
-        let next_start = (!limit_reached).then(|| begin + interval.mul_f64(seq as f64));
-        let next_stage = due.peek().map(|Reverse((t, _, _))| *t);
-        let wake = match (next_start, next_stage) {
-            (Some(a), Some(b)) => a.min(b),
-            (Some(a), None) => a,
-            (None, Some(b)) => b,
-            (None, None) => return,
-        };
-        tokio::time::sleep_until(wake).await;
+    let mut n = 0u64;
+    while plan.limit.is_none_or(|l| n < l) {
+        tokio::time::sleep_until(begin + interval.mul_f64(n as f64)).await;
         let now = tokio::time::Instant::now();
-        let mut packets = Vec::new();
-        let mut new_calls = Vec::new();
-        while plan.limit.is_none_or(|l| seq < l) && begin + interval.mul_f64(seq as f64) <= now {
-            let tenant = &plan.tenants[(seq as usize) % plan.tenants.len()];
-            let mut call = Call::new(tenant, seq, &mut || shared.uniqueid());
-            packets.extend(call.start_events());
-            new_calls.push(call.caller.uniqueid.clone());
-            lock(&shared.channels).update(&call, false);
-            due.push(Reverse((now + plan.ring, seq, Stage::Answer)));
-            calls.insert(seq, call);
-            seq += 1;
-            started.store(seq, Ordering::Relaxed);
-        }
-        while let Some(Reverse((t, id, stage))) = due.peek().copied() {
-            if t > now {
-                break;
-            }
-            due.pop();
-            let Some(call) = calls.get_mut(&id) else {
-                continue;
-            };
-            packets.extend(call.events(stage));
-            match stage {
-                Stage::Answer => {
-                    lock(&shared.channels).update(call, false);
-                    due.push(Reverse((now + plan.talk, id, Stage::Hangup)));
-                }
-                Stage::Hangup => {
-                    lock(&shared.channels).update(call, true);
-                    calls.remove(&id);
-                }
-            }
-        }
-        if !packets.is_empty() {
-            shared.broadcast(&packets);
-        }
-        if let Some(trace) = &trace {
-            let sent = Instant::now();
-            lock(trace).extend(new_calls.into_iter().map(|id| (id, sent)));
+        while plan.limit.is_none_or(|l| n < l) && begin + interval.mul_f64(n as f64) <= now {
+            let tenant = &plan.tenants[(n as usize) % plan.tenants.len()];
+            shared.start_call(|seq, ids| Call::new(tenant, seq, ids), plan.ring, plan.talk);
+            n += 1;
+            started.store(n, Ordering::Relaxed);
         }
     }
 }
@@ -412,9 +522,78 @@ async fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
     }
 }
 
+/// The answer to a call-control action: success if the channels it names exist.
+fn control(m: &AmiMessage, shared: &Shared, action: &str) -> AmiPacket {
+    let named = ["Channel", "Channel1", "Channel2", "ExtraChannel"];
+    if named
+        .iter()
+        .filter_map(|k| m.get(k))
+        .any(|c| !shared.has_channel(c))
+    {
+        return response(m, "Error").field("Message", "No such channel");
+    }
+    let message = match action {
+        "blindtransfer" => "Transfer succeeded",
+        "atxfer" => "Atxfer successfully queued",
+        "canceltransfer" | "cancelatxfer" => "CancelAtxfer successfully queued",
+        "redirect" => "Redirect successful",
+        "bridge" => "Channels have been bridged",
+        "park" => "Park successful",
+        "mixmonitor" => "Started MixMonitor",
+        "stopmixmonitor" => "Stopped monitoring channel",
+        "queueadd" => "Added interface to queue",
+        "queueremove" => "Removed interface from queue",
+        _ => "Interface paused successfully",
+    };
+    response(m, "Success").field("Message", message)
+}
+
+/// Places the call an Originate asks for: from the phone of `Channel` (`tech/number`) to
+/// `Exten` in `Context`.
+fn originate(m: &AmiMessage, shared: &Shared, put: &mut dyn FnMut(AmiPacket)) {
+    let target = m.get("Channel").and_then(|c| c.split_once('/'));
+    let exten = m.get("Exten").or(m.get("Data")).unwrap_or("s");
+    let context = m.get("Context").unwrap_or("default");
+    let asynchronous = m
+        .get("Async")
+        .is_some_and(|a| a.eq_ignore_ascii_case("true"));
+    let Some((tech, number)) = target.filter(|(t, n)| !t.is_empty() && !n.is_empty()) else {
+        put(response(m, "Error").field("Message", "Originate failed"));
+        return;
+    };
+    let (ring, talk) = (shared.cfg.originate_ring, shared.cfg.originate_talk);
+    let call = shared.start_call(
+        |seq, ids| Call::between(context, tech, number, exten, seq, ids),
+        ring,
+        talk,
+    );
+    if !asynchronous {
+        put(response(m, "Success").field("Message", "Originate successfully queued"));
+        return;
+    }
+    put(response(m, "Success").field("Message", "Originate successfully queued"));
+    let mut done = AmiPacket::event("OriginateResponse").field("Privilege", "call,all");
+    if let Some(id) = m.action_id() {
+        done.push("ActionID", id.to_owned());
+    }
+    put(done
+        .field("Response", "Success")
+        .field("Channel", call.caller.name.clone())
+        .field("Context", context.to_owned())
+        .field("Exten", exten.to_owned())
+        .field("Reason", "4")
+        .field("Uniqueid", call.caller.uniqueid.clone()));
+}
+
 fn answer(m: &AmiMessage, auth: &mut Auth, shared: &Shared, out: &mut BytesMut) -> Next {
     let action = m.get("Action").unwrap_or("").to_ascii_lowercase();
     let mut put = |p: AmiPacket| out.extend_from_slice(&p.to_bytes());
+    if matches!(auth, Auth::Done { .. }) {
+        if let Some(message) = lock(&shared.failures).get(&action) {
+            put(response(m, "Error").field("Message", message.clone()));
+            return Next::Continue;
+        }
+    }
     match action.as_str() {
         "challenge" => {
             let challenge = format!("{}", fastrand::u32(100_000_000..999_999_999));
@@ -494,6 +673,25 @@ fn answer(m: &AmiMessage, auth: &mut Auth, shared: &Shared, out: &mut BytesMut) 
                 .field("ActionID", id.to_owned())
                 .field("EventList", "Complete")
                 .field("ListItems", channels.len().to_string()));
+            Next::Continue
+        }
+        "originate" => {
+            originate(m, shared, &mut put);
+            Next::Continue
+        }
+        "hangup" => {
+            let found = m.get("Channel").is_some_and(|c| shared.hang_up(c));
+            let answer = if found {
+                response(m, "Success").field("Message", "Channel Hungup")
+            } else {
+                response(m, "Error").field("Message", "No such channel")
+            };
+            put(answer);
+            Next::Continue
+        }
+        "blindtransfer" | "atxfer" | "cancelatxfer" | "redirect" | "bridge" | "park"
+        | "mixmonitor" | "stopmixmonitor" | "queueadd" | "queueremove" | "queuepause" => {
+            put(control(m, shared, &action));
             Next::Continue
         }
         _ => {

@@ -74,6 +74,7 @@ async fn run(args: Args) -> Result<(), String> {
         username: args.username,
         secret: args.secret,
         on_login,
+        ..SimConfig::default()
     })
     .await
     .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -84,7 +85,6 @@ async fn run(args: Args) -> Result<(), String> {
         talk: seconds(args.talk, "talk")?,
         tenants: args.tenant,
         limit: args.calls,
-        trace: false,
     };
     let _calls = (plan.rate > 0.0).then(|| sim.run_calls(plan));
     let mut lines = BufReader::new(tokio::io::stdin()).lines();

@@ -28,7 +28,8 @@ pub fn ami_config_with(port: u16, extra_ami: &str, on: &[&str]) -> String {
     let mut s = format!(
         "[ami]\nhost = \"127.0.0.1\"\nport = {port}\nusername = \"cti\"\n\
          reconnect_min = 0.2\nreconnect_max = 1\n{extra_ami}\n\
-         [timeouts]\nsocket = 2\n[directory]\npath = \"directory.toml\"\ncheck_interval = 0.2\n"
+         [timeouts]\nsocket = 2\n[directory]\npath = \"directory.toml\"\ncheck_interval = 0.2\n\
+         [store]\npath = \"data/ctid.sqlite\"\n"
     );
     for l in ["fagi", "cti", "ctis", "webi", "info", "announce"] {
         if on.contains(&l) {
@@ -50,12 +51,14 @@ pub fn test_hash(login: &str) -> &'static str {
         "bob" => "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$j7Fi6MNcV+45Q8xzHS8lq765kbWfoU08mh28TMsgJ+o",
         "carol" => "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$BZFqsEa6zeUSIiWXztxml+rDKdKodh0lT8G6PCGuAyo",
         "dave" => "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$moJ+fEiOm3u4PD6EGEW/t+xFG3OL1Y17WevQpOxwh1E",
+        "zoe" => "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$tToJYqmEsg4MNAR1X+rFD/N37qi5rSsSq8uH2GvPlJo",
         _ => "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$cRmuvYY2WoHXpYkYeoTCtn8Us6Z0uvsW/ai7mnjcmfk",
     }
 }
 
-/// Two tenants: alice and bob (PJSIP/1001, 1002) in `default`, dave (PJSIP/2001) in
-/// `tenant-b`, erin with no line; queue `support` in `default`.
+/// Two tenants: alice, bob and carol (PJSIP/1001-1003; carol is a supervisor) in
+/// `default`, dave (PJSIP/2001) in `tenant-b`, erin with no line; queue `support` in
+/// `default`.
 pub fn two_tenants() -> String {
     let mut d = String::from(
         "[[contexts]]\nname = \"default\"\ndialplan = [\"default\", \"internal\"]\n\
@@ -65,12 +68,14 @@ pub fn two_tenants() -> String {
     for (id, login, line) in [
         (1, "alice", Some(("1001", "default", "internal"))),
         (2, "bob", Some(("1002", "default", "internal"))),
+        (3, "carol", Some(("1003", "default", "internal"))),
         (4, "dave", Some(("2001", "tenant-b", "tenant-b-internal"))),
         (5, "erin", None),
     ] {
         d.push_str(&format!(
-            "[[users]]\nid = {id}\nlogin = \"{login}\"\npassword = \"{}\"\nfirstname = \"{login}\"\n",
-            test_hash(login)
+            "[[users]]\nid = {id}\nlogin = \"{login}\"\npassword = \"{}\"\nfirstname = \"{login}\"\nsupervisor = {}\n",
+            test_hash(login),
+            login == "carol"
         ));
         if let Some((number, context, dialplan)) = line {
             d.push_str(&format!(
@@ -194,6 +199,13 @@ impl Ctid {
         }
     }
 
+    /// Kills ctid at once (SIGKILL), as a crash would.
+    pub async fn kill9(&mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+        self.wait_exit().await;
+    }
+
     /// Sends SIGTERM and waits for ctid to exit.
     pub async fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
@@ -224,9 +236,11 @@ impl Drop for Ctid {
     }
 }
 
-/// A CTI client for tests: every read has a deadline.
+/// A CTI client for tests: every read has a deadline. Call events that arrive while a
+/// reply is awaited are kept for `events`.
 pub struct Cti {
     pub conn: ctid::client::Connection,
+    pending: std::collections::VecDeque<serde_json::Value>,
 }
 
 impl Cti {
@@ -235,6 +249,7 @@ impl Cti {
             conn: ctid::client::Connection::connect("127.0.0.1", port, None)
                 .await
                 .unwrap(),
+            pending: Default::default(),
         }
     }
 
@@ -242,6 +257,7 @@ impl Cti {
         let ca = ca.to_path_buf();
         Ok(Cti {
             conn: ctid::client::Connection::connect("localhost", port, Some(&ca)).await?,
+            pending: Default::default(),
         })
     }
 
@@ -269,6 +285,7 @@ impl Cti {
             if m["class"] != "call_event" {
                 return m;
             }
+            self.pending.push_back(m);
         }
     }
 
@@ -276,6 +293,10 @@ impl Cti {
     pub async fn events(&mut self, n: usize) -> Vec<serde_json::Value> {
         let mut out = Vec::new();
         while out.len() < n {
+            if let Some(m) = self.pending.pop_front() {
+                out.push(m);
+                continue;
+            }
             let m = self.recv().await.expect("connection closed");
             if m["class"] == "call_event" {
                 out.push(m);
@@ -313,6 +334,5 @@ pub fn two_tenant_calls(rate: f64) -> ctid_pbxsim::calls::CallPlan {
             Tenant::parse("tenant-b-internal:2001-2003").unwrap(),
         ],
         limit: None,
-        trace: false,
     }
 }

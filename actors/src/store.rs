@@ -1,0 +1,570 @@
+//! Call records in SQLite: one row per ended call, its dispositions, and history queries.
+//!
+//! The store runs on a SyncArbiter (SQLite blocks). The database is in WAL mode with full
+//! synchronisation: a record is on disk when its commit returns, and only then are clients
+//! told that the call ended. The schema is versioned by `PRAGMA user_version`; each
+//! migration runs once, in a transaction.
+
+use std::path::{Path, PathBuf};
+
+use actix::prelude::*;
+use ctid_proto::calls::{Call, Disposition};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use serde_json::{json, Value};
+
+/// Schema migrations, in order; `user_version` says how many have run.
+const MIGRATIONS: [&str; 1] = ["
+    CREATE TABLE calls (
+        record_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        call_id TEXT NOT NULL UNIQUE,
+        direction TEXT NOT NULL,
+        caller_number TEXT, caller_name TEXT,
+        callee_number TEXT, callee_name TEXT,
+        ani TEXT, dnis TEXT, queue TEXT,
+        agent_login TEXT, agent_name TEXT,
+        ivr_path TEXT NOT NULL DEFAULT '[]',
+        attached TEXT NOT NULL DEFAULT '{}',
+        lines TEXT NOT NULL DEFAULT '[]',
+        created REAL NOT NULL, answered REAL, ended REAL, duration REAL,
+        hangup_cause_code INTEGER, hangup_cause_text TEXT,
+        disposition_code TEXT, disposition_note TEXT, disposition_by TEXT, disposition_at REAL
+    );
+    CREATE TABLE call_contexts (
+        context TEXT NOT NULL,
+        record_id INTEGER NOT NULL REFERENCES calls(record_id) ON DELETE CASCADE,
+        PRIMARY KEY (context, record_id)
+    );
+    CREATE INDEX calls_created ON calls(created);
+"];
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct StoreError {
+    pub path: String,
+    pub reason: String,
+}
+
+fn failed(path: &Path, e: impl ToString) -> StoreError {
+    StoreError {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Opens (creating it and its directory if needed) and migrates the database.
+pub fn open(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| failed(path, crate::net::io_reason(&e)))?;
+    }
+    let mut conn = Connection::open(path).map_err(|e| failed(path, e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(|e| failed(path, e))?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(|e| failed(path, e))?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(|e| failed(path, e))?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(|e| failed(path, e))?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| failed(path, e))?;
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > MIGRATIONS.len() {
+        return Err(failed(
+            path,
+            format!(
+                "schema version {version} is newer than this ctid knows ({})",
+                MIGRATIONS.len()
+            ),
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction().map_err(|e| failed(path, e))?;
+        tx.execute_batch(sql).map_err(|e| failed(path, e))?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(|e| failed(path, e))?;
+        tx.commit().map_err(|e| failed(path, e))?;
+    }
+    Ok(conn)
+}
+
+pub struct Store {
+    path: PathBuf,
+    conn: Option<Connection>,
+}
+
+impl Store {
+    pub fn new(path: PathBuf) -> Store {
+        Store { path, conn: None }
+    }
+
+    fn conn(&mut self) -> Result<&mut Connection, String> {
+        if self.conn.is_none() {
+            self.conn = Some(open(&self.path).map_err(|e| e.to_string())?);
+        }
+        self.conn.as_mut().ok_or_else(|| "no database".into())
+    }
+}
+
+impl Actor for Store {
+    type Context = SyncContext<Self>;
+}
+
+/// Records ended calls, in one transaction; returns their record ids, in order.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<i64>, String>")]
+pub struct Record(pub Vec<Call>);
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+impl Handler<Record> for Store {
+    type Result = Result<Vec<i64>, String>;
+
+    fn handle(&mut self, Record(calls): Record, _: &mut SyncContext<Self>) -> Self::Result {
+        record(self.conn()?, &calls)
+    }
+}
+
+/// Writes ended calls in one transaction; returns their record ids, in order.
+pub fn record(conn: &mut Connection, calls: &[Call]) -> Result<Vec<i64>, String> {
+    {
+        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        let mut ids = Vec::with_capacity(calls.len());
+        for c in calls {
+            let duration = c.ended.map(|e| e - c.created);
+            let agent = c.agent.as_ref();
+            let d = c.disposition.as_ref();
+            let id: i64 = tx
+                .query_row(
+                    "INSERT INTO calls (call_id, direction, caller_number, caller_name, callee_number, callee_name,
+                        ani, dnis, queue, agent_login, agent_name, ivr_path, attached, lines, created, answered, ended,
+                        duration, hangup_cause_code, hangup_cause_text, disposition_code, disposition_note,
+                        disposition_by, disposition_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
+                        ?21, ?22, ?23, ?24)
+                     ON CONFLICT(call_id) DO UPDATE SET ended = excluded.ended, duration = excluded.duration
+                     RETURNING record_id",
+                    params![
+                        c.id,
+                        to_json(&c.direction).trim_matches('"'),
+                        c.caller.number,
+                        c.caller.name,
+                        c.callee.number,
+                        c.callee.name,
+                        c.ani,
+                        c.dnis,
+                        c.queue,
+                        agent.and_then(|a| a.login.clone()),
+                        agent.and_then(|a| a.name.clone()),
+                        to_json(&c.ivr_path),
+                        to_json(&c.attached),
+                        to_json(&c.lines),
+                        c.created,
+                        c.answered,
+                        c.ended,
+                        duration,
+                        c.hangup_cause.as_ref().and_then(|h| h.code),
+                        c.hangup_cause.as_ref().and_then(|h| h.text.clone()),
+                        d.map(|d| d.code.clone()),
+                        d.and_then(|d| d.note.clone()),
+                        d.map(|d| d.by.clone()),
+                        d.map(|d| d.at),
+                    ],
+                    |r| r.get(0),
+                )
+                .map_err(|e| e.to_string())?;
+            for context in &c.contexts {
+                tx.execute(
+                    "INSERT OR IGNORE INTO call_contexts (context, record_id) VALUES (?1, ?2)",
+                    params![context, id],
+                )
+                .map_err(|e| e.to_string())?;
+            }
+            ids.push(id);
+        }
+        tx.commit().map_err(|e| e.to_string())?;
+        Ok(ids)
+    }
+}
+
+/// Who may set a disposition on a recorded call.
+#[derive(Clone, Debug)]
+pub struct Disposer {
+    pub login: String,
+    /// The user's line interface, if any.
+    pub line: Option<String>,
+    /// The context whose calls the user may touch; None: any (no context separation).
+    pub context: Option<String>,
+    pub supervisor: bool,
+}
+
+impl Disposer {
+    /// The agent who handled a call (answered as its agent, or on its line), or a
+    /// supervisor of one of its contexts.
+    pub fn may_dispose(
+        &self,
+        contexts: &[String],
+        agent_login: Option<&str>,
+        lines: &[String],
+    ) -> bool {
+        let in_context = self
+            .context
+            .as_ref()
+            .is_none_or(|own| contexts.contains(own));
+        let handled = agent_login == Some(self.login.as_str())
+            || self.line.as_ref().is_some_and(|l| lines.contains(l));
+        in_context && (handled || self.supervisor)
+    }
+}
+
+/// Sets the disposition of a recorded call; false if it is not there or not the user's.
+#[derive(Message)]
+#[rtype(result = "Result<bool, String>")]
+pub struct Dispose {
+    pub call_id: String,
+    pub disposition: Disposition,
+    pub by: Disposer,
+}
+
+impl Handler<Dispose> for Store {
+    type Result = Result<bool, String>;
+
+    fn handle(&mut self, msg: Dispose, _: &mut SyncContext<Self>) -> Self::Result {
+        dispose(self.conn()?, &msg)
+    }
+}
+
+/// Sets a recorded call's disposition if the user may; false if not (or no such call).
+pub fn dispose(conn: &mut Connection, msg: &Dispose) -> Result<bool, String> {
+    {
+        let row: Option<(i64, Option<String>, String)> = conn
+            .query_row(
+                "SELECT record_id, agent_login, lines FROM calls WHERE call_id = ?1",
+                params![msg.call_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| e.to_string())?;
+        let Some((id, agent, lines)) = row else {
+            return Ok(false);
+        };
+        let lines: Vec<String> = serde_json::from_str(&lines).unwrap_or_default();
+        let mut stmt = conn
+            .prepare("SELECT context FROM call_contexts WHERE record_id = ?1")
+            .map_err(|e| e.to_string())?;
+        let contexts: Vec<String> = stmt
+            .query_map(params![id], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| e.to_string())?;
+        if !msg.by.may_dispose(&contexts, agent.as_deref(), &lines) {
+            return Ok(false);
+        }
+        let d = &msg.disposition;
+        conn.execute(
+            "UPDATE calls SET disposition_code = ?1, disposition_note = ?2, disposition_by = ?3, disposition_at = ?4
+             WHERE record_id = ?5",
+            params![d.code, d.note, d.by, d.at, id],
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(true)
+    }
+}
+
+/// Filters of a history query.
+#[derive(Clone, Debug, Default)]
+pub struct HistoryFilter {
+    /// Only calls of this context; None: every context (no context separation).
+    pub context: Option<String>,
+    /// Matches the caller, callee, ANI or DNIS number.
+    pub number: Option<String>,
+    pub from: Option<f64>,
+    pub to: Option<f64>,
+    pub queue: Option<String>,
+    /// Matches the agent's login or name.
+    pub agent: Option<String>,
+    pub limit: usize,
+}
+
+/// The most recent recorded calls matching a filter, newest first.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Value>, String>")]
+pub struct History(pub HistoryFilter);
+
+fn row_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
+    let json_of = |i: usize| -> rusqlite::Result<Value> {
+        let text: String = r.get(i)?;
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    };
+    let disposition = match r.get::<_, Option<String>>(20)? {
+        Some(code) => {
+            json!({"code": code, "note": r.get::<_, Option<String>>(21)?, "by": r.get::<_, Option<String>>(22)?, "at": r.get::<_, Option<f64>>(23)?})
+        }
+        None => Value::Null,
+    };
+    Ok(json!({
+        "record_id": r.get::<_, i64>(0)?,
+        "id": r.get::<_, String>(1)?,
+        "direction": r.get::<_, String>(2)?,
+        "caller": {"number": r.get::<_, Option<String>>(3)?, "name": r.get::<_, Option<String>>(4)?},
+        "callee": {"number": r.get::<_, Option<String>>(5)?, "name": r.get::<_, Option<String>>(6)?},
+        "ani": r.get::<_, Option<String>>(7)?,
+        "dnis": r.get::<_, Option<String>>(8)?,
+        "queue": r.get::<_, Option<String>>(9)?,
+        "agent": {"login": r.get::<_, Option<String>>(10)?, "name": r.get::<_, Option<String>>(11)?},
+        "ivr_path": json_of(12)?,
+        "attached": json_of(13)?,
+        "created": r.get::<_, f64>(14)?,
+        "answered": r.get::<_, Option<f64>>(15)?,
+        "ended": r.get::<_, Option<f64>>(16)?,
+        "duration": r.get::<_, Option<f64>>(17)?,
+        "hangup_cause": {"code": r.get::<_, Option<i64>>(18)?, "text": r.get::<_, Option<String>>(19)?},
+        "disposition": disposition,
+    }))
+}
+
+impl Handler<History> for Store {
+    type Result = Result<Vec<Value>, String>;
+
+    fn handle(&mut self, History(f): History, _: &mut SyncContext<Self>) -> Self::Result {
+        history(self.conn()?, f)
+    }
+}
+
+/// The most recent recorded calls matching `f`, newest first.
+pub fn history(conn: &mut Connection, f: HistoryFilter) -> Result<Vec<Value>, String> {
+    {
+        let mut sql = String::from(
+            "SELECT c.record_id, c.call_id, c.direction, c.caller_number, c.caller_name, c.callee_number,
+                c.callee_name, c.ani, c.dnis, c.queue, c.agent_login, c.agent_name, c.ivr_path, c.attached,
+                c.created, c.answered, c.ended, c.duration, c.hangup_cause_code, c.hangup_cause_text,
+                c.disposition_code, c.disposition_note, c.disposition_by, c.disposition_at
+             FROM calls c WHERE 1 = 1",
+        );
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut arg = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
+            args.push(v);
+            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+        };
+        if let Some(ctx) = f.context {
+            arg(
+                &mut sql,
+                " AND c.record_id IN (SELECT record_id FROM call_contexts WHERE context = ?)",
+                ctx.into(),
+            );
+        }
+        if let Some(n) = f.number {
+            arg(
+                &mut sql,
+                " AND ? IN (c.caller_number, c.callee_number, c.ani, c.dnis)",
+                n.into(),
+            );
+        }
+        if let Some(from) = f.from {
+            arg(&mut sql, " AND c.created >= ?", from.into());
+        }
+        if let Some(to) = f.to {
+            arg(&mut sql, " AND c.created <= ?", to.into());
+        }
+        if let Some(q) = f.queue {
+            arg(&mut sql, " AND c.queue = ?", q.into());
+        }
+        if let Some(a) = f.agent {
+            arg(
+                &mut sql,
+                " AND ? IN (c.agent_login, c.agent_name)",
+                a.into(),
+            );
+        }
+        sql.push_str(&format!(
+            " ORDER BY c.created DESC, c.record_id DESC LIMIT {}",
+            f.limit
+        ));
+        let mut stmt = conn.prepare(&sql).map_err(|e| e.to_string())?;
+        let rows = stmt
+            .query_map(params_from_iter(args), row_json)
+            .map_err(|e| e.to_string())?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Starts `threads` store workers on `path` (checked and migrated already by [`open`]).
+pub fn start(path: PathBuf, threads: usize) -> Addr<Store> {
+    SyncArbiter::start(threads.max(1), move || Store::new(path.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ctid_proto::ami::AmiMessage;
+    use ctid_proto::calls::CallModel;
+    use ctid_proto::directory::Directory;
+
+    /// A call from `number` in `context` that lasted 5 s and was answered by agent `alice`.
+    fn ended_call(id: &str, context: &str, number: &str, created: f64) -> Call {
+        let dir = Directory::parse(&format!(
+            "[[contexts]]\nname = \"{context}\"\ndialplan = [\"{context}\"]\n"
+        ))
+        .unwrap();
+        let mut m = CallModel::new();
+        let chan = format!(
+            "Channel: PJSIP/trunk-1\r\nUniqueid: {id}\r\nLinkedid: {id}\r\nContext: {context}\r\nExten: 555\r\nCallerIDNum: {number}\r\n"
+        );
+        m.apply(
+            &AmiMessage::parse(&format!("Event: Newchannel\r\n{chan}")),
+            created,
+            &dir,
+        );
+        m.apply(
+            &AmiMessage::parse(&format!("Event: AgentConnect\r\n{chan}Queue: q\r\nMemberName: Alice\r\nInterface: PJSIP/1001\r\n")),
+            created + 1.0,
+            &dir,
+        );
+        let out = m.apply(
+            &AmiMessage::parse(&format!("Event: Hangup\r\n{chan}Cause: 16\r\n")),
+            created + 5.0,
+            &dir,
+        );
+        out.into_iter()
+            .find(|e| e.call.ended.is_some())
+            .unwrap()
+            .call
+    }
+
+    fn db() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join("sub/ctid.sqlite")).unwrap();
+        (dir, conn)
+    }
+
+    fn filter(context: Option<&str>) -> HistoryFilter {
+        HistoryFilter {
+            context: context.map(str::to_owned),
+            limit: 50,
+            ..HistoryFilter::default()
+        }
+    }
+
+    #[test]
+    fn the_schema_is_created_once_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/ctid.sqlite");
+        open(&path).unwrap();
+        let conn = open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version as usize, MIGRATIONS.len());
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let (_dir, conn) = db();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        let path = conn.path().unwrap().to_owned();
+        drop(conn);
+        let err = open(Path::new(&path)).unwrap_err();
+        assert!(err.reason.contains("schema version 99 is newer"), "{err}");
+    }
+
+    #[test]
+    fn records_keep_their_fields_and_history_filters_by_context() {
+        let (_dir, mut conn) = db();
+        let calls = [
+            ended_call("1.1", "a", "555111", 100.0),
+            ended_call("1.2", "b", "555222", 200.0),
+            ended_call("1.3", "a", "555333", 300.0),
+        ];
+        let ids = record(&mut conn, &calls).unwrap();
+        assert_eq!(ids.len(), 3);
+        assert_eq!(
+            record(&mut conn, &calls[..1]).unwrap(),
+            ids[..1],
+            "recording twice keeps one row"
+        );
+
+        let a = history(&mut conn, filter(Some("a"))).unwrap();
+        let seen: Vec<&str> = a.iter().map(|r| r["id"].as_str().unwrap()).collect();
+        assert_eq!(seen, ["1.3", "1.1"], "newest first, context a only");
+        let row = &a[1];
+        assert_eq!(row["caller"]["number"], "555111");
+        assert_eq!(row["dnis"], "555");
+        assert_eq!(row["direction"], "inbound");
+        assert_eq!(row["agent"]["name"], "Alice");
+        assert_eq!(row["duration"], 5.0);
+        assert_eq!(row["hangup_cause"]["code"], 16);
+        assert_eq!(row["record_id"], ids[0]);
+
+        assert_eq!(history(&mut conn, filter(None)).unwrap().len(), 3);
+        let by_number = HistoryFilter {
+            number: Some("555222".into()),
+            ..filter(Some("a"))
+        };
+        assert!(
+            history(&mut conn, by_number).unwrap().is_empty(),
+            "never another context's row"
+        );
+        let by_time = HistoryFilter {
+            from: Some(150.0),
+            to: Some(350.0),
+            ..filter(None)
+        };
+        assert_eq!(history(&mut conn, by_time).unwrap().len(), 2);
+        let by_agent = HistoryFilter {
+            agent: Some("Alice".into()),
+            limit: 1,
+            ..filter(None)
+        };
+        assert_eq!(history(&mut conn, by_agent).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn dispositions_are_for_the_agent_or_a_supervisor_of_the_context() {
+        let (_dir, mut conn) = db();
+        record(&mut conn, &[ended_call("2.1", "a", "555", 1.0)]).unwrap();
+        let who = |login: &str, context: &str, supervisor: bool| Disposer {
+            login: login.into(),
+            line: None,
+            context: Some(context.into()),
+            supervisor,
+        };
+        let set = |conn: &mut Connection, by: Disposer, id: &str| {
+            dispose(
+                conn,
+                &Dispose {
+                    call_id: id.into(),
+                    disposition: Disposition {
+                        code: "sale".into(),
+                        note: Some("ok".into()),
+                        by: by.login.clone(),
+                        at: 9.0,
+                    },
+                    by,
+                },
+            )
+            .unwrap()
+        };
+        assert!(
+            !set(&mut conn, who("bob", "a", false), "2.1"),
+            "bob did not handle it"
+        );
+        assert!(
+            !set(&mut conn, who("boss", "b", true), "2.1"),
+            "a supervisor of another context"
+        );
+        assert!(
+            !set(&mut conn, who("boss", "a", true), "9.9"),
+            "no such call"
+        );
+        assert!(set(&mut conn, who("boss", "a", true), "2.1"));
+        let row = &history(&mut conn, filter(Some("a"))).unwrap()[0];
+        assert_eq!(row["disposition"]["code"], "sale");
+        assert_eq!(row["disposition"]["by"], "boss");
+    }
+}

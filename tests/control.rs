@@ -1,0 +1,384 @@
+//! Call control through real sockets: each command becomes the right AMI action on the
+//! simulated Asterisk and gets an acknowledgement then its outcome; refused commands send
+//! nothing to Asterisk; failures, silence and a dead link are a clear ko.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ami_config_with, Cti, Ctid};
+use ctid_pbxsim::{PbxSim, SimConfig};
+use ctid_proto::ami::AmiMessage;
+use serde_json::{json, Value};
+
+async fn server() -> (PbxSim, Ctid, u16) {
+    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let config = ami_config_with(
+        sim.addr().port(),
+        "secret = \"ctipass\"\nping_interval = 0",
+        &["cti"],
+    );
+    let ctid = Ctid::start(&config, "info");
+    let port = ctid.port("cti").await;
+    ctid.wait_line("logged in as 'cti'").await;
+    (sim, ctid, port)
+}
+
+/// Sends a command; returns its acknowledgement and its outcome (or its refusal twice).
+async fn command(c: &mut Cti, mut request: Value, id: u64) -> (Value, Value) {
+    request["class"] = json!("ipbxcommand");
+    request["commandid"] = json!(id);
+    c.send(request).await;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let m = c.reply().await;
+        if m["replyid"] == json!(id) {
+            if m.get("error_string").is_some() {
+                return (m.clone(), m);
+            }
+            got.push(m);
+        }
+    }
+    (got.remove(0), got.remove(0))
+}
+
+/// The actions the simulator got since `from`.
+fn actions_since(sim: &PbxSim, from: usize) -> Vec<AmiMessage> {
+    sim.actions()
+        .into_iter()
+        .skip(from)
+        .filter(|a| a.get("Action") != Some("Ping"))
+        .collect()
+}
+
+/// A command, the AMI action it must become, and fields that action must carry.
+type Case<'a> = (Value, &'a str, Vec<(&'a str, String)>);
+
+fn fields(a: &AmiMessage, keys: &[&str]) -> Vec<String> {
+    keys.iter()
+        .map(|k| a.get(k).unwrap_or("-").to_owned())
+        .collect()
+}
+
+/// A bridged call from 1001 (alice) to 1002 (bob), long enough for the tests.
+async fn live_call(sim: &PbxSim, alice: &mut Cti) -> (String, String, String) {
+    let (id, caller, callee) = sim.place_call(
+        "internal",
+        "PJSIP",
+        "1001",
+        "1002",
+        Duration::from_millis(50),
+        Duration::from_secs(60),
+    );
+    loop {
+        let e = alice.events(1).await.remove(0);
+        if e["call"]["id"] == json!(id) && e["event"] == "bridged" {
+            return (id, caller, callee);
+        }
+    }
+}
+
+#[tokio::test]
+async fn each_command_becomes_the_right_ami_action_then_ok() {
+    let (sim, _ctid, port) = server().await;
+    let mut alice = Cti::connect(port).await;
+    let capas = alice.login("alice").await;
+    assert!(capas["capas"]["ipbxcommands"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("dial")));
+    let (call, mine, theirs) = live_call(&sim, &mut alice).await;
+
+    let cases: Vec<Case> = vec![
+        (
+            json!({"command": "dial", "destination": "1003"}),
+            "Originate",
+            vec![
+                ("Channel", "PJSIP/1001".into()),
+                ("Context", "internal".into()),
+                ("Exten", "1003".into()),
+                ("Async", "true".into()),
+            ],
+        ),
+        (
+            json!({"command": "originate", "source": "1002", "destination": "*97"}),
+            "Originate",
+            vec![("Channel", "PJSIP/1002".into()), ("Exten", "*97".into())],
+        ),
+        (
+            json!({"command": "transfer", "call_id": call, "destination": "1003"}),
+            "BlindTransfer",
+            vec![
+                ("Channel", mine.clone()),
+                ("Context", "internal".into()),
+                ("Exten", "1003".into()),
+            ],
+        ),
+        (
+            json!({"command": "atxfer", "call_id": call, "destination": "1003"}),
+            "Atxfer",
+            vec![("Channel", mine.clone()), ("Exten", "1003".into())],
+        ),
+        (
+            json!({"command": "atxfer_cancel", "call_id": call}),
+            "CancelAtxfer",
+            vec![("Channel", mine.clone())],
+        ),
+        (
+            json!({"command": "hold", "call_id": call}),
+            "Redirect",
+            vec![
+                ("Channel", theirs.clone()),
+                ("Exten", "hold".into()),
+                ("ExtraChannel", mine.clone()),
+                ("ExtraExten", "wait".into()),
+            ],
+        ),
+        (
+            json!({"command": "resume", "call_id": call}),
+            "Bridge",
+            vec![("Channel1", mine.clone()), ("Channel2", theirs.clone())],
+        ),
+        (
+            json!({"command": "park", "call_id": call}),
+            "Park",
+            vec![
+                ("Channel", theirs.clone()),
+                ("TimeoutChannel", mine.clone()),
+            ],
+        ),
+        (
+            json!({"command": "record", "subcommand": "start", "call_id": call}),
+            "MixMonitor",
+            vec![
+                ("Channel", mine.clone()),
+                ("File", format!("ctid-{call}-alice.wav")),
+            ],
+        ),
+        (
+            json!({"command": "record", "subcommand": "stop", "call_id": call}),
+            "StopMixMonitor",
+            vec![("Channel", mine.clone())],
+        ),
+        (
+            json!({"command": "agentlogin"}),
+            "QueueAdd",
+            vec![
+                ("Queue", "support".into()),
+                ("Interface", "PJSIP/1001".into()),
+                ("MemberName", "alice".into()),
+            ],
+        ),
+        (
+            json!({"command": "agentpause", "reason": "lunch"}),
+            "QueuePause",
+            vec![
+                ("Interface", "PJSIP/1001".into()),
+                ("Paused", "true".into()),
+                ("Reason", "lunch".into()),
+            ],
+        ),
+        (
+            json!({"command": "agentunpause"}),
+            "QueuePause",
+            vec![("Paused", "false".into())],
+        ),
+        (
+            json!({"command": "agentlogout"}),
+            "QueueRemove",
+            vec![
+                ("Queue", "support".into()),
+                ("Interface", "PJSIP/1001".into()),
+            ],
+        ),
+        (
+            json!({"command": "queueadd", "queue": "support", "member": "1002"}),
+            "QueueAdd",
+            vec![
+                ("Queue", "support".into()),
+                ("Interface", "PJSIP/1002".into()),
+            ],
+        ),
+        (
+            json!({"command": "queuepause", "queue": "support", "member": "PJSIP/1002", "paused": true, "reason": "break"}),
+            "QueuePause",
+            vec![("Queue", "support".into()), ("Reason", "break".into())],
+        ),
+        (
+            json!({"command": "queueremove", "queue": "support", "member": "1002"}),
+            "QueueRemove",
+            vec![("Interface", "PJSIP/1002".into())],
+        ),
+    ];
+    for (i, (request, action, expected)) in cases.into_iter().enumerate() {
+        let before = sim.actions().len();
+        let name = request["command"].as_str().unwrap().to_owned();
+        let (ack, outcome) = command(&mut alice, request, 100 + i as u64).await;
+        assert_eq!(
+            (ack["command"].as_str(), ack["ipbxreply"].as_str()),
+            (Some(name.as_str()), Some("sent")),
+            "{name}: {ack}"
+        );
+        assert_eq!(outcome["response"], "ok", "{name}: {outcome}");
+        let sent = actions_since(&sim, before);
+        assert_eq!(sent.len(), 1, "{name}: {sent:?}");
+        assert_eq!(sent[0].get("Action"), Some(action), "{name}");
+        let keys: Vec<&str> = expected.iter().map(|(k, _)| *k).collect();
+        let values: Vec<String> = expected.iter().map(|(_, v)| v.clone()).collect();
+        assert_eq!(fields(&sent[0], &keys), values, "{name}");
+    }
+
+    // Hangup ends every channel of the call.
+    let before = sim.actions().len();
+    let (_, outcome) = command(
+        &mut alice,
+        json!({"command": "hangup", "call_id": call}),
+        200,
+    )
+    .await;
+    assert_eq!(outcome["response"], "ok", "{outcome}");
+    let hangups: Vec<String> = actions_since(&sim, before)
+        .iter()
+        .map(|a| fields(a, &["Action", "Channel"]).join(" "))
+        .collect();
+    assert_eq!(
+        hangups,
+        [format!("Hangup {mine}"), format!("Hangup {theirs}")]
+    );
+    loop {
+        let e = alice.events(1).await.remove(0);
+        if e["call"]["id"] == json!(call) && e["event"] == "hungup" {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_ringing_call_can_be_picked_up() {
+    let (sim, _ctid, port) = server().await;
+    let mut alice = Cti::connect(port).await;
+    alice.login("alice").await;
+    let (call, _, callee) = sim.place_call(
+        "internal",
+        "PJSIP",
+        "1002",
+        "1003",
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+    );
+    loop {
+        let e = alice.events(1).await.remove(0);
+        if e["call"]["id"] == json!(call) && e["event"] == "ringing" {
+            break;
+        }
+    }
+    let before = sim.actions().len();
+    let (_, outcome) = command(&mut alice, json!({"command": "pickup", "call_id": call}), 1).await;
+    assert_eq!(outcome["response"], "ok", "{outcome}");
+    let sent = actions_since(&sim, before);
+    assert_eq!(
+        fields(&sent[0], &["Action", "Channel", "Application", "Data"]),
+        ["Originate", "PJSIP/1001", "PickupChan", callee.as_str()]
+    );
+}
+
+#[tokio::test]
+async fn refused_commands_reach_nothing_of_asterisk() {
+    let (sim, ctid, port) = server().await;
+    let mut alice = Cti::connect(port).await;
+    alice.login("alice").await;
+    let (call, _, _) = live_call(&sim, &mut alice).await;
+    let mut dave = Cti::connect(port).await;
+    dave.login("dave").await;
+    let mut erin = Cti::connect(port).await;
+    erin.login("erin").await;
+    let before = sim.actions().len();
+
+    for (who, request) in [
+        ("dave", json!({"command": "hangup", "call_id": call})),
+        (
+            "dave",
+            json!({"command": "transfer", "call_id": call, "destination": "2002"}),
+        ),
+        (
+            "dave",
+            json!({"command": "originate", "source": "1001", "destination": "2002"}),
+        ),
+        (
+            "dave",
+            json!({"command": "queueadd", "queue": "support", "member": "2001"}),
+        ),
+        ("erin", json!({"command": "dial", "destination": "1001"})),
+        (
+            "alice",
+            json!({"command": "hangup", "call_id": "no-such-call"}),
+        ),
+    ] {
+        let client = match who {
+            "dave" => &mut dave,
+            "erin" => &mut erin,
+            _ => &mut alice,
+        };
+        let (refusal, _) = command(client, request.clone(), 1).await;
+        assert_eq!(
+            refusal["error_string"], "unallowed",
+            "{who}: {request}: {refusal}"
+        );
+    }
+    let (refusal, _) = command(
+        &mut alice,
+        json!({"command": "dial", "destination": "1002\r\nAction: Logoff"}),
+        2,
+    )
+    .await;
+    assert_eq!(refusal["error_string"], "invalid:destination");
+    let (refusal, _) = command(&mut alice, json!({"command": "teleport"}), 3).await;
+    assert_eq!(refusal["error_string"], "unknown_function");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        actions_since(&sim, before).is_empty(),
+        "{:?}",
+        actions_since(&sim, before)
+    );
+    ctid.wait_line("hangup refused: unallowed").await;
+}
+
+#[tokio::test]
+async fn failures_silence_and_a_dead_link_are_a_clear_ko() {
+    let (sim, ctid, port) = server().await;
+    let mut alice = Cti::connect(port).await;
+    alice.login("alice").await;
+
+    sim.fail("Originate", Some("Originate failed"));
+    let (ack, outcome) = command(
+        &mut alice,
+        json!({"command": "dial", "destination": "1002"}),
+        1,
+    )
+    .await;
+    assert_eq!(ack["ipbxreply"], "sent");
+    assert_eq!(
+        (outcome["response"].as_str(), outcome["message"].as_str()),
+        (Some("ko"), Some("Originate failed"))
+    );
+    sim.fail("Originate", None);
+
+    sim.set_muted(true);
+    let (_, outcome) = command(&mut alice, json!({"command": "agentpause"}), 2).await;
+    assert_eq!(outcome["response"], "ko");
+    assert_eq!(outcome["message"], "no answer from Asterisk within 2s");
+    sim.set_muted(false);
+
+    drop(sim);
+    ctid.wait_line("lost (closed by Asterisk)").await;
+    let (ack, outcome) = command(&mut alice, json!({"command": "agentpause"}), 3).await;
+    assert_eq!(ack["ipbxreply"], "sent");
+    assert_eq!(outcome["response"], "ko");
+    assert!(
+        outcome["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("AMI link is down"),
+        "{outcome}"
+    );
+}

@@ -1,0 +1,282 @@
+//! Call records: one row per ended call, written before clients hear it ended;
+//! dispositions; history; and nothing reported ended is lost to a kill -9.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{ami_config_with, two_tenant_calls, Cti, Ctid};
+use ctid_pbxsim::calls::CallPlan;
+use ctid_pbxsim::{PbxSim, SimConfig};
+use serde_json::{json, Value};
+
+async fn server_with(env: &[(&str, &str)]) -> (PbxSim, Ctid, u16) {
+    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let config = ami_config_with(
+        sim.addr().port(),
+        "secret = \"ctipass\"\nping_interval = 0",
+        &["cti"],
+    );
+    let ctid = Ctid::start_with(&config, "info", env);
+    let port = ctid.port("cti").await;
+    ctid.wait_line("logged in as 'cti'").await;
+    (sim, ctid, port)
+}
+
+fn plan(n: u64) -> CallPlan {
+    CallPlan {
+        limit: Some(n),
+        ..two_tenant_calls(50.0)
+    }
+}
+
+/// The hungup events a client receives until it has `n` of them.
+async fn hungups(c: &mut Cti, n: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let e = c.events(1).await.remove(0);
+        if e["event"] == "hungup" {
+            out.push(e);
+        }
+    }
+    out
+}
+
+fn db(ctid: &Ctid) -> rusqlite::Connection {
+    rusqlite::Connection::open(ctid.dir().join("data/ctid.sqlite")).unwrap()
+}
+
+async fn request(c: &mut Cti, class: &str, mut body: Value, id: u64) -> Value {
+    body["class"] = json!(class);
+    body["commandid"] = json!(id);
+    c.send(body).await;
+    loop {
+        let m = c.reply().await;
+        if m["replyid"] == json!(id) {
+            return m;
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_ended_call_has_one_record_with_its_fields() {
+    let (sim, ctid, port) = server_with(&[]).await;
+    let mut alice = Cti::connect(port).await;
+    alice.login("alice").await;
+    let _calls = sim.run_calls(plan(20));
+    let ended = hungups(&mut alice, 10).await;
+    let conn = db(&ctid);
+    for _ in 0..100 {
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM calls", [], |r| r.get(0))
+            .unwrap();
+        if rows == 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM calls", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 20, "one row per call of both tenants");
+    for e in &ended {
+        let call = &e["call"];
+        let id = call["record_id"]
+            .as_i64()
+            .expect("hungup carries its record id");
+        let row: (String, String, Option<String>, Option<String>, f64, f64, f64, String) = conn
+            .query_row(
+                "SELECT c.call_id, c.direction, c.caller_number, c.callee_number, c.created, c.ended, c.duration, x.context
+                 FROM calls c JOIN call_contexts x USING (record_id) WHERE record_id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)),
+            )
+            .unwrap();
+        assert_eq!(row.0, call["id"].as_str().unwrap());
+        assert_eq!(row.1, "internal");
+        assert_eq!(row.2.as_deref(), call["caller"]["number"].as_str());
+        assert_eq!(row.3.as_deref(), call["callee"]["number"].as_str());
+        assert!((row.4 - call["created"].as_f64().unwrap()).abs() < 1e-3);
+        assert!((row.5 - call["ended"].as_f64().unwrap()).abs() < 1e-3);
+        assert!((row.6 - (row.5 - row.4)).abs() < 1e-6);
+        assert_eq!(row.7, "default");
+    }
+}
+
+#[tokio::test]
+async fn dispositions_are_for_the_call_s_agents_and_supervisors() {
+    let (sim, _ctid, port) = server_with(&[]).await;
+    let mut clients = HashMap::new();
+    for user in ["alice", "bob", "carol", "dave", "erin"] {
+        let mut c = Cti::connect(port).await;
+        c.login(user).await;
+        clients.insert(user, c);
+    }
+    let (call, _, _) = sim.place_call(
+        "internal",
+        "PJSIP",
+        "1001",
+        "1002",
+        Duration::from_millis(50),
+        Duration::from_millis(500),
+    );
+    let alice = clients.get_mut("alice").unwrap();
+    loop {
+        let e = alice.events(1).await.remove(0);
+        if e["call"]["id"] == json!(call) && e["event"] == "bridged" {
+            break;
+        }
+    }
+    // During the call: its clients see it.
+    let set = json!({"call_id": call, "code": "sale", "note": "2 licences"});
+    let r = request(alice, "disposition", set.clone(), 1).await;
+    assert_eq!(r["response"], "ok", "{r}");
+    let update = loop {
+        let e = alice.events(1).await.remove(0);
+        if e["call"]["disposition"].is_object() {
+            break e;
+        }
+    };
+    assert_eq!(update["call"]["disposition"]["code"], "sale");
+    assert_eq!(update["call"]["disposition"]["by"], "alice");
+    let end = hungups(alice, 1).await.remove(0);
+    assert_eq!(end["call"]["disposition"]["note"], "2 licences");
+
+    // After the call, in the records.
+    for (user, expected) in [
+        ("dave", "ko"),
+        ("erin", "ko"),
+        ("bob", "ok"),
+        ("carol", "ok"),
+    ] {
+        let c = clients.get_mut(user).unwrap();
+        let r = request(
+            c,
+            "disposition",
+            json!({"call_id": call, "code": format!("by-{user}")}),
+            2,
+        )
+        .await;
+        assert_eq!(r["response"], expected, "{user}: {r}");
+        if expected == "ko" {
+            assert_eq!(r["error_string"], "unallowed", "{user}");
+        }
+    }
+    let carol = clients.get_mut("carol").unwrap();
+    let h = request(carol, "history", json!({"number": "1002"}), 3).await;
+    let row = &h["calls"][0];
+    assert_eq!(row["id"], json!(call));
+    assert_eq!(
+        (
+            row["disposition"]["code"].as_str(),
+            row["disposition"]["by"].as_str()
+        ),
+        (Some("by-carol"), Some("carol"))
+    );
+}
+
+#[tokio::test]
+async fn history_filters_and_never_shows_another_context() {
+    let (sim, _ctid, port) = server_with(&[]).await;
+    let mut alice = Cti::connect(port).await;
+    alice.login("alice").await;
+    let mut dave = Cti::connect(port).await;
+    dave.login("dave").await;
+    let _calls = sim.run_calls(plan(12));
+    hungups(&mut alice, 6).await;
+    hungups(&mut dave, 6).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mine = request(&mut alice, "history", json!({}), 1).await;
+    let rows = mine["calls"].as_array().unwrap();
+    assert_eq!(rows.len(), 6);
+    assert!(rows
+        .iter()
+        .all(|r| r["caller"]["number"].as_str().unwrap().starts_with("100")));
+    let created: Vec<f64> = rows
+        .iter()
+        .map(|r| r["created"].as_f64().unwrap())
+        .collect();
+    assert!(created.windows(2).all(|w| w[0] >= w[1]), "newest first");
+
+    let theirs = request(&mut dave, "history", json!({"limit": 100}), 2).await;
+    assert!(theirs["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["caller"]["number"].as_str().unwrap().starts_with("200")));
+    let probe = request(&mut dave, "history", json!({"number": "1001"}), 3).await;
+    assert_eq!(
+        probe["calls"],
+        json!([]),
+        "dave must not find alice's calls"
+    );
+
+    let limited = request(&mut alice, "history", json!({"limit": 2}), 4).await;
+    assert_eq!(limited["calls"].as_array().unwrap().len(), 2);
+    let split = rows[2]["created"].as_f64().unwrap();
+    let older = request(&mut alice, "history", json!({"to": split}), 5).await;
+    assert_eq!(older["calls"].as_array().unwrap().len(), 4);
+    let number = rows[0]["caller"]["number"].as_str().unwrap();
+    let by_number = request(&mut alice, "history", json!({"number": number}), 6).await;
+    assert!(by_number["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["caller"]["number"] == json!(number) || r["callee"]["number"] == json!(number)));
+    let nobody = request(&mut alice, "history", json!({"queue": "support"}), 7).await;
+    assert_eq!(nobody["calls"], json!([]));
+
+    let mut erin = Cti::connect(port).await;
+    erin.login("erin").await;
+    assert_eq!(
+        request(&mut erin, "history", json!({}), 8).await["error_string"],
+        "unallowed"
+    );
+}
+
+#[tokio::test]
+async fn a_kill_9_loses_no_call_reported_ended() {
+    let (sim, mut ctid, port) = server_with(&[]).await;
+    let store = ctid.dir().join("data/ctid.sqlite");
+    let mut alice = Cti::connect(port).await;
+    alice.login("alice").await;
+    let _calls = sim.run_calls(two_tenant_calls(200.0));
+    let reported: Vec<(i64, String)> = hungups(&mut alice, 60)
+        .await
+        .iter()
+        .map(|e| {
+            (
+                e["call"]["record_id"].as_i64().unwrap(),
+                e["call"]["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    ctid.kill9().await;
+
+    // A new ctid on the same database finds every one of them.
+    let store = store.to_str().unwrap().to_owned();
+    let (_sim2, _ctid2, port2) = server_with(&[("CTID__STORE__PATH", &store)]).await;
+    let mut again = Cti::connect(port2).await;
+    again.login("alice").await;
+    let history = request(&mut again, "history", json!({"limit": 1000}), 1).await;
+    let known: HashMap<i64, String> = history["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["record_id"].as_i64().unwrap(),
+                r["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (id, call) in &reported {
+        assert_eq!(
+            known.get(id),
+            Some(call),
+            "record {id} of call {call} was reported ended but is gone"
+        );
+    }
+}
