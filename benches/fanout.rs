@@ -8,6 +8,10 @@
 //! reading the event, so the AMI hop is included; baseline: from the scheduled send to the
 //! read), RSS per session and CPU of the server process.
 //!
+//! Then, for the first (N, C), ctid with its call records on and off: records written per
+//! second and the lag the store adds to `hungup` events (a call's end is reported only once
+//! its record is on disk).
+//!
 //! `cargo bench --bench fanout [-- --sessions 1000,10000 --contexts 10,100 --rate 50 --seconds 10]`
 
 use std::cell::{Cell, RefCell};
@@ -67,6 +71,9 @@ struct Row {
     events_per_s: f64,
     lag_us: [u64; 3],
     lag_samples: u64,
+    /// Lag of `hungup` events: from the PBX sending the hangup to the client reading it.
+    hungup_us: [u64; 3],
+    records_per_s: f64,
     rss_per_session: f64,
     cpu_share: f64,
     slow_consumers: usize,
@@ -75,8 +82,11 @@ struct Row {
 /// Lines received per context by one recording client, with when (since the calls began).
 type Recording = Vec<Vec<(Duration, Vec<u8>)>>;
 
-/// When the source sent the first events of a call, by call id.
-type SentAt = Rc<dyn Fn(&str) -> Option<Instant>>;
+/// The events whose lag is measured, and their stage in the simulator's trace.
+const TIMED: [(&str, usize); 2] = [("offered", 0), ("hungup", 2)];
+
+/// When the source sent the events of a call's stage (0: start, 2: hangup), by call id.
+type SentAt = Rc<dyn Fn(&str, usize) -> Option<Instant>>;
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -111,10 +121,10 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// The calls of an `offered` line: `"event":"offered","call":{"id":"<id>"`.
-fn offered_id(line: &[u8]) -> Option<&str> {
-    const NEEDLE: &[u8] = br#""event":"offered","call":{"id":""#;
-    let at = memchr::memmem::find(line, NEEDLE)? + NEEDLE.len();
+/// The call of a line of `event`: `"event":"<event>","call":{"id":"<id>"`.
+fn event_id<'a>(line: &'a [u8], event: &str) -> Option<&'a str> {
+    let needle = format!(r#""event":"{event}","call":{{"id":""#);
+    let at = memchr::memmem::find(line, needle.as_bytes())? + needle.len();
     let end = memchr::memchr(b'"', &line[at..])? + at;
     std::str::from_utf8(&line[at..end]).ok()
 }
@@ -124,7 +134,8 @@ fn offered_id(line: &[u8]) -> Option<&str> {
 struct Tally {
     measuring: Cell<bool>,
     lines: Cell<u64>,
-    lag: RefCell<Option<Histogram<u64>>>,
+    /// Lag of each event of TIMED.
+    lag: RefCell<Vec<Histogram<u64>>>,
     /// Lines of the recording clients, per context.
     recording: RefCell<Option<Recording>>,
 }
@@ -132,7 +143,10 @@ struct Tally {
 impl Tally {
     fn new(contexts: usize, record: bool) -> Rc<Tally> {
         let t = Tally::default();
-        *t.lag.borrow_mut() = Histogram::new_with_bounds(1, 60_000_000, 3).ok();
+        *t.lag.borrow_mut() = TIMED
+            .iter()
+            .filter_map(|_| Histogram::new_with_bounds(1, 60_000_000, 3).ok())
+            .collect();
         if record {
             *t.recording.borrow_mut() = Some(vec![Vec::new(); contexts]);
         }
@@ -140,8 +154,8 @@ impl Tally {
     }
 }
 
-/// Reads lines until the connection closes: counts them, times `offered` events against
-/// `sent_at`, and records them if this client records its context.
+/// Reads lines until the connection closes: counts them, times `offered` and `hungup`
+/// events against `sent_at`, and records them if this client records its context.
 async fn read_events<R: tokio::io::AsyncRead + Unpin>(
     read: R,
     tally: Rc<Tally>,
@@ -166,9 +180,11 @@ async fn read_events<R: tokio::io::AsyncRead + Unpin>(
             continue;
         }
         tally.lines.set(tally.lines.get() + 1);
-        if let Some(at) = offered_id(&line).and_then(|id| sent_at(id)) {
-            if let Some(h) = tally.lag.borrow_mut().as_mut() {
-                let _ = h.record((now - at).as_micros().max(1) as u64);
+        for (i, (event, stage)) in TIMED.iter().enumerate() {
+            if let Some(at) = event_id(&line, event).and_then(|id| sent_at(id, *stage)) {
+                if let Some(h) = tally.lag.borrow_mut().get_mut(i) {
+                    let _ = h.record((now - at).as_micros().max(1) as u64);
+                }
             }
         }
     }
@@ -189,11 +205,16 @@ async fn measure(tally: &Tally, pid: u32, seconds: u64) -> Row {
     }
     tally.measuring.set(false);
     let lag = tally.lag.borrow();
-    let q = |p: f64| lag.as_ref().map_or(0, |h| h.value_at_quantile(p));
+    let q = |i: usize| -> [u64; 3] {
+        lag.get(i).map_or([0; 3], |h| {
+            [0.5, 0.99, 0.999].map(|p| h.value_at_quantile(p))
+        })
+    };
     Row {
         events_per_s: median(rates),
-        lag_us: [q(0.5), q(0.99), q(0.999)],
-        lag_samples: lag.as_ref().map_or(0, |h| h.len()),
+        lag_us: q(0),
+        lag_samples: lag.first().map_or(0, |h| h.len()),
+        hungup_us: q(1),
         cpu_share: median(cpus),
         ..Row::default()
     }
@@ -248,12 +269,12 @@ impl Drop for Server {
 
 /// Starts ctid on a temporary configuration; returns once it is logged in to the PBX. Its
 /// log is read on a thread, so that the simulated PBX on this runtime can answer it.
-async fn start_ctid(dir: &std::path::Path, ami_port: u16, contexts: usize) -> Server {
+async fn start_ctid(dir: &std::path::Path, ami_port: u16, contexts: usize, store: bool) -> Server {
     std::fs::write(dir.join("directory.toml"), directory(contexts)).unwrap();
     let mut config = format!(
         "[ami]\nport = {ami_port}\nusername = \"cti\"\nsecret = \"ctipass\"\n\
          [directory]\npath = \"directory.toml\"\n[sessions]\nmax_unauthenticated = 100000\n\
-         [store]\npath = \"ctid.sqlite\"\n\
+         [store]\nenabled = {store}\npath = \"ctid.sqlite\"\n\
          [listen.cti]\naddress = \"127.0.0.1\"\nport = 0\n"
     );
     for l in ["fagi", "ctis", "webi", "info", "announce"] {
@@ -342,9 +363,23 @@ where
     out
 }
 
+/// Call records in ctid's database so far.
+fn records(dir: &std::path::Path) -> f64 {
+    let Ok(conn) = rusqlite::Connection::open(dir.join("ctid.sqlite")) else {
+        return 0.0;
+    };
+    conn.query_row("SELECT count(*) FROM calls", [], |r| r.get::<_, i64>(0))
+        .map_or(0.0, |n| n as f64)
+}
+
 /// Runs ctid with `n` sessions over `contexts` contexts; returns its row and what one
 /// client per context received (the baseline's schedule).
-async fn run_ctid(n: usize, contexts: usize, opts: &Options) -> (Row, Recording, Duration) {
+async fn run_ctid(
+    n: usize,
+    contexts: usize,
+    opts: &Options,
+    store: bool,
+) -> (Row, Recording, Duration) {
     let sim = PbxSim::start(SimConfig {
         trace: true,
         ..SimConfig::default()
@@ -352,7 +387,7 @@ async fn run_ctid(n: usize, contexts: usize, opts: &Options) -> (Row, Recording,
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let server = start_ctid(dir.path(), sim.addr().port(), contexts).await;
+    let server = start_ctid(dir.path(), sim.addr().port(), contexts, store).await;
     let pid = server.child.id();
     let rss0 = rss_kib(pid);
     let port = server.port;
@@ -376,13 +411,15 @@ async fn run_ctid(n: usize, contexts: usize, opts: &Options) -> (Row, Recording,
     });
     let began = Instant::now();
     let trace = sim.trace();
-    let sent_at: SentAt = Rc::new(move |id| trace.lock().ok()?.get(id)?[0]);
+    let sent_at: SentAt = Rc::new(move |id, stage| trace.lock().ok()?.get(id)?[stage]);
     for (i, s) in streams.into_iter().enumerate() {
         let record = (i < contexts).then_some((i % contexts, began));
         tokio::task::spawn_local(read_events(s, tally.clone(), sent_at.clone(), record));
     }
     tokio::time::sleep(WARMUP).await;
+    let (stored, window) = (records(dir.path()), Instant::now());
     let mut row = measure(&tally, pid, opts.seconds).await;
+    row.records_per_s = (records(dir.path()) - stored) / window.elapsed().as_secs_f64();
     drop(calls);
     let recorded_for = began.elapsed();
     row.rss_per_session = (rss1.saturating_sub(rss0)) as f64 / n as f64;
@@ -438,12 +475,14 @@ async fn run_baseline(
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss1 = rss_kib(pid);
-    // Where each offered event is in the schedule.
-    let mut offsets: HashMap<String, Duration> = HashMap::new();
+    // Where each timed event is in the schedule.
+    let mut offsets: HashMap<(String, usize), Duration> = HashMap::new();
     for lines in recording {
         for (at, line) in lines {
-            if let Some(id) = offered_id(line) {
-                offsets.insert(id.to_owned(), *at);
+            for (event, stage) in TIMED {
+                if let Some(id) = event_id(line, event) {
+                    offsets.insert((id.to_owned(), stage), *at);
+                }
             }
         }
     }
@@ -453,7 +492,8 @@ async fn run_baseline(
     let mut stdin = child.stdin.take().unwrap();
     writeln!(stdin, "{micros}").unwrap();
     let tally = Tally::new(contexts, false);
-    let sent_at: SentAt = Rc::new(move |id| offsets.get(id).map(|o| start + *o));
+    let sent_at: SentAt =
+        Rc::new(move |id, stage| offsets.get(&(id.to_owned(), stage)).map(|o| start + *o));
     for s in streams {
         tokio::task::spawn_local(read_events(s, tally.clone(), sent_at.clone(), None));
     }
@@ -624,7 +664,7 @@ fn main() {
                 .unwrap();
             let local = tokio::task::LocalSet::new();
             let (ctid, base) = local.block_on(&runtime, async {
-                let (ctid, recording, length) = run_ctid(n, contexts, &opts).await;
+                let (ctid, recording, length) = run_ctid(n, contexts, &opts, true).await;
                 let base = run_baseline(n, contexts, &recording, length, &opts).await;
                 (ctid, base)
             });
@@ -641,4 +681,44 @@ fn main() {
             );
         }
     }
+    records_section(&opts);
+}
+
+/// ctid with call records on and off, at the first (sessions, contexts) of the options.
+fn records_section(opts: &Options) {
+    let (Some(&n), Some(&contexts)) = (opts.sessions.first(), opts.contexts.first()) else {
+        return;
+    };
+    println!("call records: {n} sessions, {contexts} contexts, {} calls/s; hungup lag is from the PBX's hangup to the client", opts.rate);
+    println!(
+        "    {:<10} {:>10} {:>12} {:>10} {:>10} {:>10} {:>10} {:>7}",
+        "store", "records/s", "offered p50", "hungup p50", "p99", "p999", "events/s", "CPU"
+    );
+    let mut rows = Vec::new();
+    for store in [false, true] {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        let (row, _, _) = local.block_on(&runtime, run_ctid(n, contexts, opts, store));
+        println!(
+            "    {:<10} {:>10.1} {:>12} {:>10} {:>10} {:>10} {:>10.0} {:>6.0}%",
+            if store { "on" } else { "off" },
+            row.records_per_s,
+            ms(row.lag_us[0]),
+            ms(row.hungup_us[0]),
+            ms(row.hungup_us[1]),
+            ms(row.hungup_us[2]),
+            row.events_per_s,
+            row.cpu_share * 100.0
+        );
+        rows.push(row);
+    }
+    println!(
+        "    on / off: hungup lag p50 {}, p99 {}, CPU {}",
+        ratio(rows[1].hungup_us[0] as f64, rows[0].hungup_us[0] as f64),
+        ratio(rows[1].hungup_us[1] as f64, rows[0].hungup_us[1] as f64),
+        ratio(rows[1].cpu_share, rows[0].cpu_share)
+    );
 }
