@@ -20,6 +20,17 @@ use crate::directory::{interface_of, Directory};
 /// Hung-up channels remembered, so that late events about them are ignored.
 const TOMBSTONES: usize = 16384;
 
+/// Data for channels not seen yet, at most, and for how long (seconds).
+const PENDING: usize = 4096;
+const PENDING_FOR: f64 = 60.0;
+
+/// What a FastAGI script adds to a call: attached data and IVR steps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallData {
+    pub attached: BTreeMap<String, String>,
+    pub ivr_steps: Vec<String>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Party {
     pub number: Option<String>,
@@ -260,6 +271,10 @@ pub struct CallModel {
     changed: BTreeSet<String>,
     /// Calls ended during the event being applied, as they were at the end.
     ended: Vec<Call>,
+    /// Data for channels the model has not seen yet, by Uniqueid, with when it came.
+    pending: HashMap<String, (CallData, f64)>,
+    /// The Uniqueid of pending data, by the Linkedid of its call.
+    pending_calls: HashMap<String, String>,
 }
 
 impl CallModel {
@@ -281,6 +296,69 @@ impl CallModel {
 
     pub fn channel_count(&self) -> usize {
         self.channels.len()
+    }
+
+    /// Adds `data` to the call of channel `uniqueid` (or, failing that, to call
+    /// `linkedid`); if neither is known yet, the data waits for them (a minute at most).
+    pub fn attach(
+        &mut self,
+        uniqueid: &str,
+        linkedid: Option<&str>,
+        data: CallData,
+        now: f64,
+    ) -> Vec<CallEvent> {
+        let call = self
+            .channels
+            .get(uniqueid)
+            .map(|c| c.linkedid.clone())
+            .or_else(|| {
+                linkedid
+                    .filter(|l| self.calls.contains_key(*l))
+                    .map(str::to_owned)
+            });
+        match call {
+            Some(id) => {
+                self.merge(&id, data);
+                self.finish()
+            }
+            None => {
+                self.pending.retain(|_, (_, at)| now - *at < PENDING_FOR);
+                let live: std::collections::HashSet<&String> = self.pending.keys().collect();
+                self.pending_calls.retain(|_, u| live.contains(u));
+                if self.pending.len() < PENDING {
+                    let entry = self
+                        .pending
+                        .entry(uniqueid.to_owned())
+                        .or_insert((CallData::default(), now));
+                    entry.0.attached.extend(data.attached);
+                    entry.0.ivr_steps.extend(data.ivr_steps);
+                    if let Some(l) = linkedid {
+                        self.pending_calls.insert(l.to_owned(), uniqueid.to_owned());
+                    }
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    fn merge(&mut self, call_id: &str, data: CallData) {
+        if let Some(call) = self.calls.get_mut(call_id) {
+            call.attached.extend(data.attached);
+            call.ivr_path.extend(data.ivr_steps);
+            self.changed.insert(call_id.to_owned());
+        }
+    }
+
+    /// Adds data that was waiting for channel `uid` or for its call.
+    fn adopt_pending(&mut self, uid: &str, linkedid: &str) {
+        let key = if self.pending.contains_key(uid) {
+            Some(uid.to_owned())
+        } else {
+            self.pending_calls.remove(linkedid)
+        };
+        if let Some((data, _)) = key.and_then(|k| self.pending.remove(&k)) {
+            self.merge(linkedid, data);
+        }
     }
 
     /// Sets a live call's disposition; None if there is no such live call.
@@ -506,6 +584,9 @@ impl CallModel {
         }
         if let Some(call) = self.calls.get_mut(&linkedid) {
             call.channels.insert(uid.clone());
+        }
+        if !self.pending.is_empty() {
+            self.adopt_pending(&uid, &linkedid);
         }
         self.recompute(&linkedid, dir);
         Some(uid)

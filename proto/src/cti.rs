@@ -50,6 +50,8 @@ pub enum ErrorCode {
     Shutdown,
     /// Call records are off, or the database failed.
     StoreUnavailable,
+    /// An operator closed the session from the console.
+    Kicked,
 }
 
 impl fmt::Display for ErrorCode {
@@ -72,6 +74,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::UserChanged => "user_changed",
             ErrorCode::Shutdown => "shutdown",
             ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::Kicked => "kicked",
         };
         f.write_str(s)
     }

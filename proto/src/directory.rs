@@ -109,10 +109,21 @@ pub struct Directory {
 }
 
 impl Directory {
-    /// Parses and checks a directory file; on failure returns every problem found.
+    /// Parses and checks a directory file (TOML); on failure returns every problem found.
     pub fn parse(text: &str) -> Result<Directory, Vec<String>> {
         let file: DirectoryFile =
             toml::from_str(text).map_err(|e| vec![one_line(&e.to_string())])?;
+        Self::check(file)
+    }
+
+    /// Parses and checks a directory in JSON, as a directory web service sends it: the same
+    /// shape as the file.
+    pub fn parse_json(text: &str) -> Result<Directory, Vec<String>> {
+        let file: DirectoryFile = serde_json::from_str(text).map_err(|e| vec![e.to_string()])?;
+        Self::check(file)
+    }
+
+    fn check(file: DirectoryFile) -> Result<Directory, Vec<String>> {
         let mut problems = Vec::new();
         let mut dir = Directory::default();
         for (i, c) in file.contexts.into_iter().enumerate() {
@@ -379,6 +390,23 @@ context = "c"
         assert!(problems
             .iter()
             .any(|p| p.contains("queues[0] (q): context \"c\"")));
+    }
+
+    #[test]
+    fn json_has_the_shape_of_the_file() {
+        let json = format!(
+            r#"{{"contexts":[{{"name":"a","dialplan":["a"]}}],"users":[{{"id":1,"login":"x","password":"{SECRET}","line":{{"interface":"PJSIP/1","number":"1","context":"a","dialplan":"a"}}}}]}}"#
+        );
+        assert_eq!(
+            Directory::parse_json(&json)
+                .unwrap()
+                .user(1)
+                .unwrap()
+                .context(),
+            Some("a")
+        );
+        assert!(Directory::parse_json(r#"{"users":[{"id":1,"login":"x","password":"p","line":{"interface":"i","number":"1","context":"nowhere","dialplan":"d"}}]}"#).is_err());
+        assert!(Directory::parse_json("[").is_err());
     }
 
     #[test]

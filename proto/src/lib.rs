@@ -1,8 +1,10 @@
 //! Sans-IO core of ctid: wire codecs and the call model. Nothing here does I/O or knows
 //! about actors, so all of it is unit-tested and fuzzable on its own.
 
+pub mod agi;
 pub mod ami;
 pub mod calls;
 pub mod commands;
 pub mod cti;
 pub mod directory;
+pub mod http;

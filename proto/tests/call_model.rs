@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use bytes::BytesMut;
 use ctid_proto::ami::{AmiCodec, AmiFrame, AmiMessage, MessageKind};
-use ctid_proto::calls::{coalesce, CallEvent, CallModel, CallState, Direction, EventKind};
+use ctid_proto::calls::{
+    coalesce, CallData, CallEvent, CallModel, CallState, Direction, EventKind,
+};
 use ctid_proto::directory::Directory;
 use proptest::prelude::*;
 use tokio_util::codec::Decoder;
@@ -334,4 +336,66 @@ fn coalescing_folds_updates_into_the_previous_event_of_the_call() {
         .unwrap();
     assert_eq!(folded[0].kind, EventKind::Offered);
     assert_eq!(folded[0].call, last_update_before_ringing.call);
+}
+
+#[test]
+fn agi_data_attaches_before_or_after_the_channel_is_seen() {
+    let dir = directory();
+    let data = |k: &str, step: &str| CallData {
+        attached: [(k.to_owned(), "42".to_owned())].into(),
+        ivr_steps: vec![step.to_owned()],
+    };
+    // Before: the AGI request for channel .39 (call .38) comes first and waits.
+    let mut model = CallModel::new();
+    assert!(model
+        .attach(
+            "1795348247.39",
+            Some("1795348247.38"),
+            data("account", "menu-1"),
+            1.0
+        )
+        .is_empty());
+    let (_, out) = {
+        let mut out = Vec::new();
+        for (i, e) in events("agi_call").iter().enumerate() {
+            out.extend(model.apply(e, 2.0 + i as f64, &dir));
+        }
+        (model, out)
+    };
+    let offered = out.iter().find(|e| e.kind == EventKind::Offered).unwrap();
+    assert_eq!(offered.call.id, "1795348247.38");
+    let with_data = out.iter().find(|e| !e.call.attached.is_empty()).unwrap();
+    assert_eq!(with_data.call.attached["account"], "42");
+    assert_eq!(with_data.call.ivr_path, ["menu-1"]);
+    assert_eq!(
+        out.last().unwrap().call.attached["account"],
+        "42",
+        "kept to the end"
+    );
+
+    // After: the call is live, the data lands at once.
+    let all = events("agi_call");
+    let mut model = CallModel::new();
+    for e in &all[..10] {
+        model.apply(e, 1.0, &dir);
+    }
+    let out = model.attach("1795348247.38", None, data("lang", "fr"), 2.0);
+    assert_eq!(out[0].kind, EventKind::Updated);
+    assert_eq!(out[0].call.attached["lang"], "42");
+
+    // Data waits a minute at most: the stale entry is dropped, the fresh one attaches.
+    let mut model = CallModel::new();
+    model.attach("9.9", None, data("stale", "old"), 0.0);
+    model.attach("9.8", None, data("fresh", "new"), 100.0);
+    let mut late = Vec::new();
+    for e in &all {
+        late.extend(model.apply(
+            &AmiMessage::parse(&e.wire_text().replace("1795348247.3", "9.")),
+            100.0,
+            &dir,
+        ));
+    }
+    let last = &late.last().unwrap().call;
+    assert_eq!(last.attached.keys().collect::<Vec<_>>(), ["fresh"]);
+    assert_eq!(last.ivr_path, ["new"]);
 }
