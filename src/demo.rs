@@ -113,7 +113,8 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         ],
         limit: None,
     });
-    let prepared = prepare(settings(&args, sim.addr().port())).map_err(|Refusal(why, _)| why)?;
+    let prepared = prepare(settings(&args, sim.addr().port()), &args.directory)
+        .map_err(|Refusal(why, _)| why)?;
     let Server { root, workers } = start(prepared);
     println!(
         "ctid demo: a simulated Asterisk (AMI on {}) places calls between phones 1001-1003 of\n\

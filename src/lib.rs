@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod demo;
+pub mod logging;
 pub mod run;
 pub mod settings;
 

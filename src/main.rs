@@ -57,9 +57,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(cli.command, Some(Command::Client(_) | Command::Demo(_)));
-    let default_level = if quiet { "warn" } else { "info" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
-        .init();
+    ctid::logging::init(if quiet { "warn" } else { "info" });
     install_panic_hook();
     match cli.command {
         None => run::run(&cli.run.config),

@@ -1,18 +1,23 @@
 //! `ctid run`: checks everything that can be wrong before starting (settings, directory,
-//! TLS files, listening ports), then runs the actix system and the supervision tree until
-//! SIGINT/SIGTERM, and stops cleanly.
+//! TLS files, the store, listening ports), then runs the actix system and the supervision
+//! tree until SIGINT/SIGTERM, and stops cleanly.
 
-use std::net::TcpListener;
-use std::path::Path;
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
-use ctid_actors::ami::{AmiLink, LinkConfig, LinkStats};
+use ctid_actors::ami::{AmiLink, AmiTaps, LinkConfig, LinkStats};
+use ctid_actors::announce::Announce;
 use ctid_actors::auth::{start_password_checker, LoginThrottle, ResumeTokens};
-use ctid_actors::directory::{load_file, DirectoryHandle, DirectoryWatcher};
-use ctid_actors::listener::CtiListener;
+use ctid_actors::directory::{load_file, DirectoryHandle, DirectoryWatcher, Source};
+use ctid_actors::fagi::FagiAccept;
+use ctid_actors::info::{InfoAccept, InfoShared};
+use ctid_actors::listener::{CtiAccept, TcpService};
+use ctid_actors::metrics::Metrics;
 use ctid_actors::outbox::Budget;
 use ctid_actors::partition::{Partitions, ReplayLimits};
 use ctid_actors::router::{Router, RouterConfig};
@@ -22,25 +27,46 @@ use ctid_actors::supervisor::{
     ChildSpec, Exit, Intensity, Report, Restart, Root, Shutdown, Slot, StartChild,
 };
 use ctid_actors::tls;
+use ctid_actors::webi::WebiAccept;
 use ctid_proto::directory::Directory;
 use futures_util::StreamExt;
 use log::{error, info, warn};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_rustls::TlsAcceptor;
 
-use crate::{settings, EXIT_CONFIG};
+use crate::{logging, settings, EXIT_CONFIG};
+
+/// The listening sockets, bound at start-up.
+#[derive(Default)]
+pub struct Sockets {
+    pub fagi: Option<Arc<TcpListener>>,
+    pub cti: Option<Arc<TcpListener>>,
+    pub ctis: Option<(Arc<TcpListener>, TlsAcceptor)>,
+    pub webi: Option<Arc<TcpListener>>,
+    pub info: Option<Arc<TcpListener>>,
+    pub announce: Option<Arc<UdpSocket>>,
+}
 
 /// What start-up prepared: checked settings, the directory, bound sockets, TLS.
 pub struct Prepared {
     pub settings: Settings,
+    /// The settings file, as shown by the console.
+    pub config: PathBuf,
     pub directory: Directory,
     pub link: LinkConfig,
-    pub cti: Option<Arc<TcpListener>>,
-    pub ctis: Option<(Arc<TcpListener>, TlsAcceptor)>,
+    pub sockets: Sockets,
 }
 
 /// A start-up failure: what to log, and the exit code.
 pub struct Refusal(pub String, pub ExitCode);
+
+fn refusal(name: &str, l: &Listener, e: &std::io::Error) -> Refusal {
+    let why = ctid_actors::net::io_reason(e);
+    Refusal(
+        format!("listen.{name}: cannot listen on {}: {why}", l.socket_addr()),
+        ExitCode::FAILURE,
+    )
+}
 
 fn bind(name: &str, l: &Listener) -> Result<Option<Arc<TcpListener>>, Refusal> {
     if !l.enabled {
@@ -48,21 +74,20 @@ fn bind(name: &str, l: &Listener) -> Result<Option<Arc<TcpListener>>, Refusal> {
     }
     TcpListener::bind(l.socket_addr())
         .map(|s| Some(Arc::new(s)))
-        .map_err(|e| {
-            let why = ctid_actors::net::io_reason(&e);
-            Refusal(
-                format!("listen.{name}: cannot listen on {}: {why}", l.socket_addr()),
-                ExitCode::FAILURE,
-            )
-        })
+        .map_err(|e| refusal(name, l, &e))
 }
 
 /// What the settings name, loaded and checked: the directory, TLS material.
 type Loaded = (Directory, LinkConfig, Option<Arc<rustls::ServerConfig>>);
 
 fn load(settings: &Settings) -> Result<Loaded, String> {
-    let directory =
-        load_file(&settings.directory.path).map_err(|e| format!("directory.path: {e}"))?;
+    let directory = match &settings.directory.url {
+        Some(url) => {
+            info!("directory: loading from {url}");
+            Directory::default()
+        }
+        None => load_file(&settings.directory.path).map_err(|e| format!("directory.path: {e}"))?,
+    };
     let link = LinkConfig::new(settings.ami.clone(), settings.timeouts.socket)
         .map_err(|e| format!("ami.tls_ca: {e}"))?;
     let ctis = &settings.listen.ctis;
@@ -81,24 +106,35 @@ pub fn check(settings: &Settings) -> Result<(), String> {
 }
 
 /// Checks and prepares everything; nothing runs yet.
-pub fn prepare(settings: Settings) -> Result<Prepared, Refusal> {
+pub fn prepare(settings: Settings, config: &Path) -> Result<Prepared, Refusal> {
     let (directory, link, ctis_tls) =
         load(&settings).map_err(|m| Refusal(m, ExitCode::from(EXIT_CONFIG)))?;
     if settings.store.enabled {
         ctid_actors::store::open(&settings.store.path)
             .map_err(|e| Refusal(format!("store.path: {e}"), ExitCode::FAILURE))?;
     }
-    let cti = bind("cti", &settings.listen.cti)?;
-    let ctis = match (bind("ctis", &settings.listen.ctis.listener)?, ctis_tls) {
-        (Some(socket), Some(tls)) => Some((socket, TlsAcceptor::from(tls))),
-        _ => None,
+    let l = &settings.listen;
+    let announce = match l.announce.enabled {
+        true => Some(Arc::new(
+            UdpSocket::bind(l.announce.socket_addr())
+                .map_err(|e| refusal("announce", &l.announce, &e))?,
+        )),
+        false => None,
+    };
+    let sockets = Sockets {
+        fagi: bind("fagi", &l.fagi)?,
+        cti: bind("cti", &l.cti)?,
+        ctis: bind("ctis", &l.ctis.listener)?.zip(ctis_tls.map(TlsAcceptor::from)),
+        webi: bind("webi", &l.webi)?,
+        info: bind("info", &l.info)?,
+        announce,
     };
     Ok(Prepared {
         settings,
+        config: config.to_path_buf(),
         directory,
         link,
-        cti,
-        ctis,
+        sockets,
     })
 }
 
@@ -117,7 +153,7 @@ pub fn run(path: &Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let prepared = match prepare(settings) {
+    let prepared = match prepare(settings, path) {
         Ok(p) => p,
         Err(Refusal(why, code)) => {
             error!("{why}; not starting");
@@ -149,16 +185,36 @@ pub struct Server {
     pub workers: Vec<Arbiter>,
 }
 
+/// A listener child: `make` builds the actor from its socket at each (re)start.
+fn listener<T, A>(
+    name: &'static str,
+    socket: Option<T>,
+    make: impl Fn(T) -> A + Send + Sync + 'static,
+) -> Option<ChildSpec>
+where
+    T: Clone + Send + Sync + 'static,
+    A: Actor<Context = Context<A>> + Handler<Shutdown>,
+{
+    let socket = socket?;
+    Some(ChildSpec::new(
+        name,
+        Restart::Permanent,
+        Slot::new(),
+        move |_| make(socket.clone()),
+    ))
+}
+
 /// Starts the supervision tree on the current actix system.
 pub fn start(p: Prepared) -> Server {
     let Prepared {
         settings,
+        config,
         directory,
         link,
-        cti,
-        ctis,
+        sockets,
     } = p;
     let report = Report::default();
+    let metrics = Metrics::default();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
     let handle = DirectoryHandle::new(directory);
@@ -170,15 +226,17 @@ pub fn start(p: Prepared) -> Server {
             bytes: s.replay_bytes,
         },
         handle.clone(),
+        metrics.clone(),
     );
     let sessions = SessionRegistry::default();
     let store = settings
         .store
         .enabled
         .then(|| ctid_actors::store::start(settings.store.path.clone(), 2));
-    let link_stats = LinkStats::default();
+    let (link_stats, taps) = (LinkStats::default(), AmiTaps::default());
     let link_slot = Slot::<AmiLink>::new();
     let router_slot = Slot::<Router>::new();
+    let directory_slot = Slot::<DirectoryWatcher>::new();
     let partitions_slot = Slot::new();
     let shared = Arc::new(SessionShared {
         config: SessionConfig {
@@ -206,14 +264,18 @@ pub fn start(p: Prepared) -> Server {
     });
 
     let watcher = {
-        let (path, every, handle) = (
-            settings.directory.path.clone(),
-            settings.directory.check_interval,
-            handle.clone(),
-        );
-        ChildSpec::new("directory", Restart::Permanent, Slot::new(), move |_| {
-            DirectoryWatcher::new(path.clone(), every, handle.clone())
-        })
+        let d = &settings.directory;
+        let (source, every) = match &d.url {
+            Some(url) => (Source::Url(url.clone()), settings.timeouts.update_period),
+            None => (Source::File(d.path.clone()), d.check_interval),
+        };
+        let (timeout, handle) = (settings.timeouts.socket, handle.clone());
+        ChildSpec::new(
+            "directory",
+            Restart::Permanent,
+            directory_slot.clone(),
+            move |_| DirectoryWatcher::new(source.clone(), every, timeout, handle.clone()),
+        )
     };
     let partition_specs = partitions
         .wanted(&handle.get())
@@ -235,6 +297,7 @@ pub fn start(p: Prepared) -> Server {
             resync_every: settings.ami.resync_interval,
             store,
             commands: settings.commands.clone(),
+            metrics: metrics.clone(),
         };
         ChildSpec::new(
             "router",
@@ -244,43 +307,76 @@ pub fn start(p: Prepared) -> Server {
         )
     };
     let ami = {
-        let (stats, router_slot) = (link_stats.clone(), router_slot.clone());
+        let (stats, taps, router_slot) = (link_stats.clone(), taps.clone(), router_slot.clone());
         ChildSpec::new("ami", Restart::Permanent, link_slot, move |_| {
             AmiLink::new(
                 link.clone(),
                 router_slot.outlet(),
                 router_slot.outlet(),
                 stats.clone(),
+                taps.clone(),
             )
         })
     };
+    let info = Arc::new(InfoShared {
+        started: Instant::now(),
+        config,
+        ami: settings.ami.endpoint(),
+        link: link_stats,
+        taps,
+        report: report.clone(),
+        sessions,
+        partitions: partitions.clone(),
+        directory: handle.clone(),
+        metrics,
+        log_level: Arc::new(logging::set_level),
+    });
     let handles: Vec<_> = workers.iter().map(Arbiter::handle).collect();
-    let mut listeners = Vec::new();
-    let sockets = [
-        ("cti", cti.map(|s| (s, None))),
-        ("ctis", ctis.map(|(s, t)| (s, Some(t)))),
-    ];
-    for (name, (socket, tls)) in sockets.into_iter().filter_map(|(n, l)| Some((n, l?))) {
-        let (shared, handles) = (shared.clone(), handles.clone());
-        listeners.push(ChildSpec::new(
-            name,
-            Restart::Permanent,
-            Slot::new(),
-            move |_| {
-                CtiListener::new(
-                    name,
-                    socket.clone(),
-                    tls.clone(),
-                    shared.clone(),
-                    handles.clone(),
+    let timeout = settings.timeouts.socket;
+    let Sockets {
+        fagi,
+        cti,
+        ctis,
+        webi,
+        info: info_socket,
+        announce,
+    } = sockets;
+    let (r, d) = (router_slot.clone(), directory_slot.clone());
+    let listeners = [
+        listener("fagi", fagi, move |socket| {
+            TcpService::new("fagi", socket, FagiAccept::new(r.clone(), timeout))
+        }),
+        listener("cti", cti, {
+            let (shared, handles) = (shared.clone(), handles.clone());
+            move |socket| {
+                TcpService::new(
+                    "cti",
+                    socket,
+                    CtiAccept::new("cti", None, shared.clone(), handles.clone()),
                 )
-            },
-        ));
-    }
+            }
+        }),
+        listener("ctis", ctis, move |(socket, tls)| {
+            TcpService::new(
+                "ctis",
+                socket,
+                CtiAccept::new("ctis", Some(tls), shared.clone(), handles.clone()),
+            )
+        }),
+        listener("webi", webi, move |socket| {
+            TcpService::new("webi", socket, WebiAccept::new(d.clone(), timeout))
+        }),
+        listener("info", info_socket, move |socket| {
+            TcpService::new("info", socket, InfoAccept::new(info.clone()))
+        }),
+        listener("announce", announce, move |socket| {
+            Announce::new(socket, router_slot.clone(), directory_slot.clone())
+        }),
+    ];
     let listeners = ChildSpec::supervisor(
         "listeners",
         Intensity::default(),
-        listeners,
+        listeners.into_iter().flatten().collect(),
         report.clone(),
         Slot::new(),
     );
@@ -288,7 +384,7 @@ pub fn start(p: Prepared) -> Server {
         "ctid",
         Intensity::default(),
         vec![watcher, partition_sup, router, ami, listeners],
-        report.clone(),
+        report,
     );
 
     // A context added to the directory gets its partition.

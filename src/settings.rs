@@ -128,7 +128,12 @@ fn read(r: &mut Reader) -> Settings {
     let parting = Parting {
         context_separation: r.boolean("parting.context_separation", d.parting.context_separation),
     };
+    let url = Some(r.string("directory.url", "")).filter(|u| !u.is_empty());
+    if let Some(Err(e)) = url.as_deref().map(ctid_proto::http::Url::parse) {
+        r.problem("directory.url", &e);
+    }
     let directory = DirectorySettings {
+        url,
         path: r.path("directory.path").unwrap_or(d.directory.path.clone()),
         check_interval: r.seconds(
             "directory.check_interval",

@@ -105,6 +105,79 @@ impl LinkStats {
     }
 }
 
+/// Consoles watching the raw AMI stream (`dumpami`).
+#[derive(Clone, Default)]
+pub struct AmiTaps(Arc<Taps>);
+
+#[derive(Default)]
+struct Taps {
+    any: std::sync::atomic::AtomicBool,
+    list: Mutex<Vec<Tap>>,
+    next: std::sync::atomic::AtomicU64,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+struct Tap {
+    id: u64,
+    /// Lowercase event names; empty: every event.
+    names: Vec<String>,
+    tx: mpsc::Sender<Bytes>,
+}
+
+/// Events queued for one tap; past it the tap loses events.
+const TAP_QUEUE: usize = 1024;
+
+impl AmiTaps {
+    /// A new tap on events named in `names` (all if empty); returns its id and its feed.
+    pub fn add(&self, names: &[String]) -> (u64, mpsc::Receiver<Bytes>) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (tx, rx) = mpsc::channel(TAP_QUEUE);
+        let id = self.0.next.fetch_add(1, SeqCst);
+        let names = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        let mut list = self.0.list.lock().unwrap_or_else(|p| p.into_inner());
+        list.push(Tap { id, names, tx });
+        self.0.any.store(true, SeqCst);
+        (id, rx)
+    }
+
+    pub fn remove(&self, id: u64) {
+        let mut list = self.0.list.lock().unwrap_or_else(|p| p.into_inner());
+        list.retain(|t| t.id != id);
+        self.0
+            .any
+            .store(!list.is_empty(), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Events that taps could not take in time.
+    pub fn dropped(&self) -> u64 {
+        self.0.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn feed(&self, events: &[AmiMessage]) {
+        if !self.0.any.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let list = self.0.list.lock().unwrap_or_else(|p| p.into_inner());
+        for e in events {
+            let name = e.event().unwrap_or("").to_ascii_lowercase();
+            for tap in list
+                .iter()
+                .filter(|t| t.names.is_empty() || t.names.contains(&name))
+            {
+                if tap
+                    .tx
+                    .try_send(Bytes::copy_from_slice(e.wire_text().as_bytes()))
+                    .is_err()
+                {
+                    self.0
+                        .dropped
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
 /// What ends an action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Completion {
@@ -260,6 +333,7 @@ pub struct AmiLink {
     events: Outlet<AmiEvents>,
     states: Outlet<LinkChanged>,
     stats: LinkStats,
+    taps: AmiTaps,
     conn: Option<Conn>,
     generation: u64,
     pending: HashMap<String, Pending>,
@@ -274,6 +348,7 @@ impl AmiLink {
         events: Outlet<AmiEvents>,
         states: Outlet<LinkChanged>,
         stats: LinkStats,
+        taps: AmiTaps,
     ) -> Self {
         AmiLink {
             name: cfg.settings.endpoint().into(),
@@ -281,6 +356,7 @@ impl AmiLink {
             events,
             states,
             stats,
+            taps,
             conn: None,
             generation: 0,
             pending: HashMap::new(),
@@ -739,6 +815,7 @@ impl AmiLink {
             stats.events += events.len() as u64;
             stats.last_event = Some(SystemTime::now());
         }
+        self.taps.feed(&events);
         if log_enabled!(Level::Debug) {
             for e in &events {
                 debug!(

@@ -3,9 +3,13 @@
 //! delegated to the sans-IO `ctid-proto`.
 
 pub mod ami;
+pub mod announce;
 pub mod auth;
 pub mod directory;
+pub mod fagi;
+pub mod info;
 pub mod listener;
+pub mod metrics;
 pub mod net;
 pub mod outbox;
 pub mod partition;
@@ -15,3 +19,4 @@ pub mod settings;
 pub mod store;
 pub mod supervisor;
 pub mod tls;
+pub mod webi;

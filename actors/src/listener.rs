@@ -1,6 +1,8 @@
-//! The CTI and CTIs listeners: accept clients and start a session for each, spread over
-//! the worker arbiters. CTIs is TLS from the first byte; its handshake must finish within
-//! the login timeout.
+//! Listening ports. A [`TcpService`] actor accepts on a socket bound at start-up (so that a
+//! busy port stops start-up, and a restarted listener keeps the same socket) and hands each
+//! connection to its [`Accept`]or. [`CtiAccept`] starts a CTI session per client, spread over
+//! the worker arbiters; CTIs is TLS from the first byte, its handshake bounded by the login
+//! timeout.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,34 +23,117 @@ use crate::supervisor::Shutdown;
 /// A pause after a failed accept (out of file descriptors, ...), so as not to spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-pub struct CtiListener {
+/// What a listener does with each connection.
+pub trait Accept: Unpin + 'static {
+    fn accept(&mut self, stream: TcpStream, peer: SocketAddr);
+
+    /// The listener is stopping.
+    fn stopping(&mut self) {}
+
+    /// Shown after the address in the "listening on" line.
+    fn note(&self) -> &'static str {
+        ""
+    }
+}
+
+pub struct TcpService<A: Accept> {
     name: &'static str,
     socket: Arc<std::net::TcpListener>,
+    acceptor: A,
+    paused: bool,
+}
+
+impl<A: Accept> TcpService<A> {
+    pub fn new(name: &'static str, socket: Arc<std::net::TcpListener>, acceptor: A) -> Self {
+        TcpService {
+            name,
+            socket,
+            acceptor,
+            paused: false,
+        }
+    }
+}
+
+impl<A: Accept> Actor for TcpService<A> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let listener = self.socket.try_clone().and_then(|s| {
+            s.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(s)
+        });
+        let listener = match listener {
+            Ok(l) => l,
+            Err(e) => {
+                warn!("{}: cannot accept: {}", self.name, io_reason(&e));
+                return ctx.stop();
+            }
+        };
+        if let Ok(addr) = listener.local_addr() {
+            info!("{}: listening on {addr}{}", self.name, self.acceptor.note());
+        }
+        let accepts = futures_util::stream::unfold(listener, |l| async move {
+            let accepted = l.accept().await;
+            Some((accepted, l))
+        });
+        ctx.add_stream(accepts);
+    }
+}
+
+impl<A: Accept> StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for TcpService<A> {
+    fn handle(
+        &mut self,
+        accepted: std::io::Result<(TcpStream, SocketAddr)>,
+        ctx: &mut Context<Self>,
+    ) {
+        match accepted {
+            Ok((stream, peer)) => {
+                self.paused = false;
+                self.acceptor.accept(stream, peer);
+            }
+            Err(e) => {
+                if !self.paused {
+                    warn!("{}: accept failed ({}); pausing", self.name, io_reason(&e));
+                }
+                self.paused = true;
+                ctx.wait(actix::fut::wrap_future(tokio::time::sleep(ACCEPT_BACKOFF)));
+            }
+        }
+    }
+}
+
+impl<A: Accept> Handler<Shutdown> for TcpService<A> {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        info!("{}: closing", self.name);
+        self.acceptor.stopping();
+        ctx.stop();
+    }
+}
+
+/// Starts a CTI session per client, on the worker arbiters in turn.
+pub struct CtiAccept {
+    name: &'static str,
     tls: Option<TlsAcceptor>,
     shared: Arc<SessionShared>,
     workers: Vec<ArbiterHandle>,
     next: usize,
-    paused: bool,
 }
 
-impl CtiListener {
-    /// `socket` is bound already (so that a busy port stops start-up); a restarted listener
-    /// accepts on a clone of it.
+impl CtiAccept {
     pub fn new(
         name: &'static str,
-        socket: Arc<std::net::TcpListener>,
         tls: Option<TlsAcceptor>,
         shared: Arc<SessionShared>,
         workers: Vec<ArbiterHandle>,
     ) -> Self {
-        CtiListener {
+        CtiAccept {
             name,
-            socket,
             tls,
             shared,
             workers,
             next: 0,
-            paused: false,
         }
     }
 
@@ -60,12 +145,13 @@ impl CtiListener {
             let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&line)).await;
         });
     }
+}
 
-    fn start_session(&mut self, stream: TcpStream, peer: SocketAddr) {
+impl Accept for CtiAccept {
+    fn accept(&mut self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let Some(guard) =
-            Unauthenticated::try_new(&self.shared.unauthenticated, self.max_unauthenticated())
-        else {
+        let max = self.shared.max_unauthenticated;
+        let Some(guard) = Unauthenticated::try_new(&self.shared.unauthenticated, max) else {
             return Self::refuse(stream, peer, self.name);
         };
         // A tokio socket belongs to the reactor that accepted it: it crosses to its worker
@@ -107,68 +193,18 @@ impl CtiListener {
         }
     }
 
-    fn max_unauthenticated(&self) -> usize {
-        self.shared.max_unauthenticated
-    }
-}
-
-impl Actor for CtiListener {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let listener = self.socket.try_clone().and_then(|s| {
-            s.set_nonblocking(true)?;
-            tokio::net::TcpListener::from_std(s)
-        });
-        let listener = match listener {
-            Ok(l) => l,
-            Err(e) => {
-                warn!("{}: cannot accept: {}", self.name, io_reason(&e));
-                return ctx.stop();
-            }
-        };
-        if let Ok(addr) = listener.local_addr() {
-            info!(
-                "{}: listening on {addr}{}",
-                self.name,
-                if self.tls.is_some() { " (TLS)" } else { "" }
-            );
-        }
-        let accepts = futures_util::stream::unfold(listener, |l| async move {
-            let accepted = l.accept().await;
-            Some((accepted, l))
-        });
-        ctx.add_stream(accepts);
-    }
-}
-
-impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for CtiListener {
-    fn handle(
-        &mut self,
-        accepted: std::io::Result<(TcpStream, SocketAddr)>,
-        ctx: &mut Context<Self>,
-    ) {
-        match accepted {
-            Ok((stream, peer)) => self.start_session(stream, peer),
-            Err(e) => {
-                if !self.paused {
-                    warn!("{}: accept failed ({}); pausing", self.name, io_reason(&e));
-                }
-                self.paused = true;
-                ctx.wait(actix::fut::wrap_future(tokio::time::sleep(ACCEPT_BACKOFF)));
-            }
-        }
-    }
-}
-
-impl Handler<Shutdown> for CtiListener {
-    type Result = ();
-
-    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
-        info!("{}: closing; telling its sessions", self.name);
+    fn stopping(&mut self) {
+        info!("{}: telling its sessions", self.name);
         self.shared
             .registry
             .kick_all(Some(self.name), ErrorCode::Shutdown);
-        ctx.stop();
+    }
+
+    fn note(&self) -> &'static str {
+        if self.tls.is_some() {
+            " (TLS)"
+        } else {
+            ""
+        }
     }
 }

@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::directory::DirectoryHandle;
+use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::supervisor::{ChildSpec, Restart, Shutdown, Slot};
 
@@ -217,11 +218,18 @@ impl PartitionCore {
             self.remember(*seq, line);
         }
         self.stats.events += lines.len() as u64;
+        let lines: Vec<Bytes> = lines.into_iter().map(|(_, line)| line).collect();
+        self.fan_out(&lines)
+    }
+
+    /// Queues `lines` for every member, one wake-up each; returns the members dropped as
+    /// slow consumers.
+    fn fan_out(&mut self, lines: &[Bytes]) -> Vec<Member> {
         let mut slow = Vec::new();
         for (id, member) in &self.members {
             let delivered = lines
                 .iter()
-                .all(|(_, line)| member.outbox.push(line.clone(), slow_notice, false).is_ok());
+                .all(|line| member.outbox.push(line.clone(), slow_notice, false).is_ok());
             if delivered {
                 member.outbox.wake();
             } else {
@@ -315,15 +323,22 @@ pub struct Partitions {
     separated: bool,
     limits: ReplayLimits,
     directory: DirectoryHandle,
+    metrics: Metrics,
 }
 
 impl Partitions {
-    pub fn new(separated: bool, limits: ReplayLimits, directory: DirectoryHandle) -> Self {
+    pub fn new(
+        separated: bool,
+        limits: ReplayLimits,
+        directory: DirectoryHandle,
+        metrics: Metrics,
+    ) -> Self {
         Partitions {
             map: Arc::default(),
             separated,
             limits,
             directory,
+            metrics,
         }
     }
 
@@ -386,11 +401,13 @@ impl Partitions {
                 .clone()
         };
         let key = key.to_owned();
-        let directory = self.directory.clone();
+        let (directory, metrics) = (self.directory.clone(), self.metrics.clone());
         ChildSpec::new(key.clone(), Restart::Permanent, slot, move |_| Partition {
             key: key.clone(),
             core: core.clone(),
+            told: directory.get(),
             directory: directory.clone(),
+            metrics: metrics.clone(),
         })
     }
 }
@@ -399,7 +416,16 @@ pub struct Partition {
     key: String,
     core: Arc<Mutex<PartitionCore>>,
     directory: DirectoryHandle,
+    /// The directory version the sessions were last told about.
+    told: Arc<Directory>,
+    metrics: Metrics,
 }
+
+/// A list item: its id, config and status.
+type Item = (String, Value, Value);
+
+/// The lists whose changes are pushed to sessions.
+const CONFIG_LISTS: [&str; 3] = ["users", "phones", "queues"];
 
 impl Partition {
     fn kick(slow: Vec<Member>) {
@@ -424,11 +450,15 @@ impl Partition {
         })
     }
 
-    fn get_list(&self, req: &GetList) -> Result<Reply, ErrorCode> {
-        let dir = self.directory.get();
-        let core = lock(&self.core);
-        let mut items: Vec<(String, Value, Value)> = Vec::new();
-        match req.listname.as_str() {
+    /// The items of a list this partition sees: id, config and status, by id.
+    fn items(
+        &self,
+        dir: &Directory,
+        core: &PartitionCore,
+        listname: &str,
+    ) -> Result<Vec<Item>, ErrorCode> {
+        let mut items: Vec<Item> = Vec::new();
+        match listname {
             "users" => {
                 for u in dir.users().filter(|u| self.sees(u.context())) {
                     let state = core.members.values().find(|m| m.user_id == u.id);
@@ -483,6 +513,12 @@ impl Partition {
             _ => return Err(ErrorCode::UnknownFunction),
         }
         items.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(items)
+    }
+
+    fn get_list(&self, req: &GetList) -> Result<Reply, ErrorCode> {
+        let dir = self.directory.get();
+        let items = self.items(&dir, &lock(&self.core), &req.listname)?;
         let reply = Reply::new("getlist")
             .with("function", req.function.clone())
             .with("listname", req.listname.clone())
@@ -528,12 +564,108 @@ impl Partition {
     }
 }
 
+impl Partition {
+    /// `addconfig`, `delconfig` and `updateconfig` lines for what changed between two
+    /// directories, as this partition's sessions see them.
+    fn config_changes(
+        &self,
+        old: &Directory,
+        new: &Directory,
+        core: &PartitionCore,
+    ) -> Vec<bytes::Bytes> {
+        let now = timenow();
+        let mut lines = Vec::new();
+        for listname in CONFIG_LISTS {
+            let (Ok(before), Ok(after)) = (
+                self.items(old, core, listname),
+                self.items(new, core, listname),
+            ) else {
+                continue;
+            };
+            let before: HashMap<&str, &Value> =
+                before.iter().map(|(id, c, _)| (id.as_str(), c)).collect();
+            let after_ids: HashSet<&str> = after.iter().map(|(id, _, _)| id.as_str()).collect();
+            let push = |function: &str, extra: Reply| {
+                extra
+                    .with("class", "getlist")
+                    .with("function", function)
+                    .with("listname", listname)
+                    .with("tipbxid", "xivo")
+                    .encode(now)
+            };
+            let added: Vec<Value> = after
+                .iter()
+                .filter(|(id, _, _)| !before.contains_key(id.as_str()))
+                .map(|(id, _, _)| id.clone().into())
+                .collect();
+            let removed: Vec<Value> = before
+                .keys()
+                .filter(|id| !after_ids.contains(*id))
+                .map(|id| (*id).into())
+                .collect();
+            if !added.is_empty() {
+                lines.push(push("addconfig", Reply::new("").with("list", added)));
+            }
+            if !removed.is_empty() {
+                lines.push(push("delconfig", Reply::new("").with("list", removed)));
+            }
+            for (id, config, _) in &after {
+                if before.get(id.as_str()).is_some_and(|c| *c != config) {
+                    lines.push(push(
+                        "updateconfig",
+                        Reply::new("")
+                            .with("tid", id.clone())
+                            .with("config", config.clone()),
+                    ));
+                }
+            }
+        }
+        lines
+    }
+
+    /// Whether a user (by id) still belongs to this partition in `dir`.
+    fn keeps(&self, dir: &Directory, user_id: u64) -> bool {
+        dir.user(user_id)
+            .is_some_and(|u| self.key == ALL || u.context() == Some(self.key.as_str()))
+    }
+}
+
 impl Actor for Partition {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(4096);
+        ctx.add_stream(self.directory.changes());
     }
+}
+
+impl StreamHandler<Arc<Directory>> for Partition {
+    /// Tells the sessions what changed in the directory; those of users deleted or moved
+    /// to another context are closed.
+    fn handle(&mut self, new: Arc<Directory>, _: &mut Context<Self>) {
+        let old = std::mem::replace(&mut self.told, new.clone());
+        let mut core = lock(&self.core);
+        let gone: Vec<SessionId> = core
+            .members
+            .iter()
+            .filter(|(_, m)| !self.keeps(&new, m.user_id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            if let Some(member) = core.members.remove(&id) {
+                member.session.do_send(Kick(ErrorCode::UserChanged));
+            }
+        }
+        let lines = self.config_changes(&old, &new, &core);
+        if lines.is_empty() {
+            return;
+        }
+        let slow = core.fan_out(&lines);
+        drop(core);
+        Self::kick(slow);
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
 impl Handler<PartitionEvents> for Partition {
@@ -541,6 +673,7 @@ impl Handler<PartitionEvents> for Partition {
 
     fn handle(&mut self, msg: PartitionEvents, _: &mut Context<Self>) {
         let slow = lock(&self.core).publish(msg.changes);
+        self.metrics.event_lag(msg.received.elapsed());
         Self::kick(slow);
     }
 }

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use ctid_proto::agi::AgiRequest;
 use ctid_proto::ami::AmiPacket;
-use ctid_proto::calls::{coalesce, CallEvent, CallModel, Disposition, EventKind};
+use ctid_proto::calls::{coalesce, CallData, CallEvent, CallModel, Disposition, EventKind};
 use ctid_proto::commands::{plan, CommandSettings, Plan, Sender};
 use ctid_proto::cti::{timenow, ErrorCode, Request};
 use ctid_proto::directory::{Directory, User};
@@ -21,8 +22,9 @@ use log::{error, info, warn};
 
 use crate::ami::{AmiEvents, AmiLink, AmiRequest, LinkChanged, LinkState, LinkStats};
 use crate::directory::DirectoryHandle;
+use crate::metrics::Metrics;
 use crate::partition::{Change, PartitionEvents, Partitions, Reconcile, ALL};
-use crate::store::{Dispose, Disposer, Record, Store};
+use crate::store::{Dispose, Disposer, LastAgent, Record, Store};
 use crate::supervisor::{Outlet, Shutdown, Slot};
 
 /// Batches of AMI events the router may have queued before the link counts it overloaded.
@@ -45,6 +47,7 @@ pub struct Router {
     resyncing: bool,
     store: Option<Addr<Store>>,
     commands: CommandSettings,
+    metrics: Metrics,
 }
 
 /// What the router needs besides the directory and the partitions.
@@ -56,6 +59,7 @@ pub struct RouterConfig {
     /// Where ended calls are recorded; None if call records are off.
     pub store: Option<Addr<Store>>,
     pub commands: CommandSettings,
+    pub metrics: Metrics,
 }
 
 impl Router {
@@ -72,6 +76,7 @@ impl Router {
             resyncing: false,
             store: config.store,
             commands: config.commands,
+            metrics: config.metrics,
         }
     }
 
@@ -139,6 +144,7 @@ impl Router {
     fn dispatch(&mut self, events: Vec<CallEvent>, received: Instant) {
         let mut by_key: HashMap<String, Vec<Change>> = HashMap::new();
         for event in events {
+            self.metrics.call_event(event.kind, &event.call);
             let keys = self.keys(&event);
             if self.partitions.separated() {
                 for gone in &event.left {
@@ -179,6 +185,7 @@ impl Router {
                 }
             }
             Err(SendError::Full(_)) => {
+                self.metrics.gap();
                 if self.gaps.insert(key.clone()) {
                     error!("partition {key} is a full mailbox behind; its clients miss events until it catches up");
                 }
@@ -377,6 +384,168 @@ impl Handler<SetDisposition> for Router {
                 Err(_) => Err(ErrorCode::StoreUnavailable),
             }
         })
+    }
+}
+
+/// Resyncs the call model with Asterisk now (the dialplan was reloaded).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resync;
+
+impl Handler<Resync> for Router {
+    type Result = ();
+
+    fn handle(&mut self, _: Resync, ctx: &mut Context<Self>) {
+        self.resync(ctx);
+    }
+}
+
+/// Pairs a FastAGI request may attach, at most, and the longest key and value.
+const MAX_ATTACH: usize = 32;
+const MAX_KEY: usize = 64;
+const MAX_VALUE: usize = 512;
+
+/// Runs a FastAGI script for the channel that called it; the answer is the channel
+/// variables to set, or why the script failed.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<(String, String)>, String>")]
+pub struct RunAgi {
+    pub request: AgiRequest,
+    /// The channel's Linkedid, asked of Asterisk by the FastAGI server.
+    pub linkedid: Option<String>,
+}
+
+/// Values Asterisk gives for no caller ID name.
+fn no_name(name: Option<&str>, number: Option<&str>) -> bool {
+    match name {
+        None | Some("") | Some("unknown") | Some("<unknown>") => true,
+        Some(n) => Some(n) == number,
+    }
+}
+
+impl Router {
+    /// The context of the call of an AGI channel: its call's, else its dialplan context's.
+    fn agi_context(&self, req: &AgiRequest) -> Option<String> {
+        let call = req
+            .get("uniqueid")
+            .and_then(|u| self.model.channel(u))
+            .and_then(|c| self.model.call(&c.linkedid));
+        match call.and_then(|c| c.contexts.first()) {
+            Some(context) => Some(context.clone()),
+            None => req.get("context").and_then(|d| {
+                self.directory
+                    .get()
+                    .context_of_dialplan(d)
+                    .map(str::to_owned)
+            }),
+        }
+    }
+
+    /// The data an `attach` or `ivr` request carries.
+    fn agi_data(req: &AgiRequest) -> Result<CallData, String> {
+        let mut data = CallData::default();
+        if req.script == "ivr" {
+            let step = req.param("step").or(req.args.first().map(String::as_str));
+            match step.filter(|s| !s.is_empty() && s.len() <= MAX_VALUE) {
+                Some(step) => data.ivr_steps.push(step.to_owned()),
+                None => return Err("ivr needs a step: ivr?step=NAME or ivr,NAME".into()),
+            }
+            return Ok(data);
+        }
+        let args = req
+            .args
+            .iter()
+            .filter_map(|a| a.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        for (k, v) in req.params.iter().cloned().chain(args) {
+            if k.is_empty() || k.len() > MAX_KEY || v.len() > MAX_VALUE {
+                return Err(format!("attach: {k:?} is empty or too long"));
+            }
+            data.attached.insert(k, v);
+        }
+        match data.attached.len() {
+            0 => Err("attach needs data: attach?key=value or attach,key=value".into()),
+            n if n > MAX_ATTACH => Err(format!("attach: more than {MAX_ATTACH} pairs")),
+            _ => Ok(data),
+        }
+    }
+}
+
+impl Handler<RunAgi> for Router {
+    type Result = ResponseFuture<Result<Vec<(String, String)>, String>>;
+
+    fn handle(
+        &mut self,
+        RunAgi { request, linkedid }: RunAgi,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let ready = |r| -> Self::Result { Box::pin(std::future::ready(r)) };
+        let number = request
+            .get("callerid")
+            .filter(|n| !matches!(*n, "" | "unknown"))
+            .map(str::to_owned);
+        match request.script.as_str() {
+            "callerid" => {
+                if !no_name(request.get("calleridname"), number.as_deref()) {
+                    return ready(Ok(Vec::new()));
+                }
+                let dir = self.directory.get();
+                let user = match (number.as_deref(), self.agi_context(&request)) {
+                    (Some(n), Some(context)) => dir.user_by_number(&context, n),
+                    (Some(n), None) if !self.partitions.separated() => dir
+                        .users()
+                        .find(|u| u.line.as_ref().is_some_and(|l| l.number == n)),
+                    _ => None,
+                };
+                let name = user.map(|u| u.fullname()).filter(|n| !n.is_empty());
+                ready(Ok(name
+                    .map(|n| ("CALLERID(name)".to_owned(), n))
+                    .into_iter()
+                    .collect()))
+            }
+            "ivr" | "attach" => {
+                let data = match Self::agi_data(&request) {
+                    Ok(d) => d,
+                    Err(e) => return ready(Err(e)),
+                };
+                let Some(uid) = request.get("uniqueid") else {
+                    return ready(Err("the request has no agi_uniqueid".into()));
+                };
+                let events = self.model.attach(uid, linkedid.as_deref(), data, timenow());
+                self.record_then_dispatch(events, Instant::now(), ctx);
+                ready(Ok(Vec::new()))
+            }
+            "route" => {
+                let (Some(store), Some(number)) = (self.store.clone(), number) else {
+                    return ready(Ok(vec![("CTID_LAST_AGENT".into(), String::new())]));
+                };
+                let context = self
+                    .agi_context(&request)
+                    .filter(|_| self.partitions.separated());
+                let directory = self.directory.clone();
+                Box::pin(async move {
+                    let login = match store.send(LastAgent { number, context }).await {
+                        Ok(Ok(login)) => login,
+                        Ok(Err(e)) => return Err(format!("call records: {e}")),
+                        Err(_) => return Err("call records are unavailable".into()),
+                    };
+                    let line = login.as_deref().and_then(|l| {
+                        directory
+                            .get()
+                            .user_by_login(l)
+                            .and_then(|u| u.line.clone())
+                    });
+                    Ok(vec![
+                        ("CTID_LAST_AGENT".into(), login.unwrap_or_default()),
+                        (
+                            "CTID_LAST_AGENT_NUMBER".into(),
+                            line.map(|l| l.number).unwrap_or_default(),
+                        ),
+                    ])
+                })
+            }
+            other => ready(Err(format!("unknown script {other:?}"))),
+        }
     }
 }
 

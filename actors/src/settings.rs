@@ -61,6 +61,8 @@ impl Default for StoreSettings {
 #[derive(Clone, Debug)]
 pub struct DirectorySettings {
     pub path: PathBuf,
+    /// A web service answering the directory in JSON; when set, `path` is not used.
+    pub url: Option<String>,
     /// How often the file is checked for changes.
     pub check_interval: Duration,
 }
@@ -69,6 +71,7 @@ impl Default for DirectorySettings {
     fn default() -> Self {
         DirectorySettings {
             path: PathBuf::from("/etc/ctid/directory.toml"),
+            url: None,
             check_interval: Duration::from_secs(2),
         }
     }

@@ -390,6 +390,32 @@ pub fn history(conn: &mut Connection, f: HistoryFilter) -> Result<Vec<Value>, St
     }
 }
 
+/// The login of the agent who last handled a call from `number` (in `context`, if given).
+#[derive(Message)]
+#[rtype(result = "Result<Option<String>, String>")]
+pub struct LastAgent {
+    pub number: String,
+    pub context: Option<String>,
+}
+
+impl Handler<LastAgent> for Store {
+    type Result = Result<Option<String>, String>;
+
+    fn handle(&mut self, msg: LastAgent, _: &mut SyncContext<Self>) -> Self::Result {
+        last_agent(self.conn()?, &msg)
+    }
+}
+
+pub fn last_agent(conn: &mut Connection, q: &LastAgent) -> Result<Option<String>, String> {
+    let sql = "SELECT c.agent_login FROM calls c
+               WHERE ?1 IN (c.caller_number, c.ani) AND c.agent_login IS NOT NULL
+                 AND (?2 IS NULL OR c.record_id IN (SELECT record_id FROM call_contexts WHERE context = ?2))
+               ORDER BY c.ended DESC, c.record_id DESC LIMIT 1";
+    conn.query_row(sql, params![q.number, q.context], |r| r.get(0))
+        .optional()
+        .map_err(|e| e.to_string())
+}
+
 /// Starts `threads` store workers on `path` (checked and migrated already by [`open`]).
 pub fn start(path: PathBuf, threads: usize) -> Addr<Store> {
     SyncArbiter::start(threads.max(1), move || Store::new(path.clone()))
@@ -563,6 +589,15 @@ mod tests {
             "no such call"
         );
         assert!(set(&mut conn, who("boss", "a", true), "2.1"));
+        let asked = |context: Option<&str>| LastAgent {
+            number: "555".into(),
+            context: context.map(str::to_owned),
+        };
+        assert_eq!(
+            last_agent(&mut conn, &asked(Some("a"))).unwrap(),
+            None,
+            "no agent login on that call"
+        );
         let row = &history(&mut conn, filter(Some("a"))).unwrap()[0];
         assert_eq!(row["disposition"]["code"], "sale");
         assert_eq!(row["disposition"]["by"], "boss");

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use ctid_actors::ami::{
-    AmiError, AmiEvents, AmiLink, AmiRequest, Completion, LinkChanged, LinkConfig, LinkState,
-    LinkStats,
+    AmiError, AmiEvents, AmiLink, AmiRequest, AmiTaps, Completion, LinkChanged, LinkConfig,
+    LinkState, LinkStats,
 };
 use ctid_actors::settings::{AmiAuth, AmiSettings, Secret};
 use ctid_actors::supervisor::Outlet;
@@ -68,7 +68,7 @@ fn link(
     let stats = LinkStats::default();
     let cfg = LinkConfig::new(settings(sim), socket).unwrap();
     (
-        AmiLink::new(cfg, events, states, stats.clone()).start(),
+        AmiLink::new(cfg, events, states, stats.clone(), AmiTaps::default()).start(),
         stats,
     )
 }

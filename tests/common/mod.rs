@@ -51,6 +51,7 @@ pub fn test_hash(login: &str) -> &'static str {
         "bob" => "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$j7Fi6MNcV+45Q8xzHS8lq765kbWfoU08mh28TMsgJ+o",
         "carol" => "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$BZFqsEa6zeUSIiWXztxml+rDKdKodh0lT8G6PCGuAyo",
         "dave" => "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$moJ+fEiOm3u4PD6EGEW/t+xFG3OL1Y17WevQpOxwh1E",
+        "frank" => "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$ui+Z2EYSQfbS5l8p8KYFJlNGOIhU+57LBnSQspcPCBk",
         "zoe" => "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$tToJYqmEsg4MNAR1X+rFD/N37qi5rSsSq8uH2GvPlJo",
         _ => "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$cRmuvYY2WoHXpYkYeoTCtn8Us6Z0uvsW/ai7mnjcmfk",
     }

@@ -1,0 +1,115 @@
+//! The Announce port (UDP): a `reload` datagram says the dialplan was reloaded; ctid then
+//! resyncs its calls with Asterisk and re-reads the directory (the dialplan contexts of
+//! each CTI context are there). Other datagrams are logged, at most every ten seconds, and
+//! ignored.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use log::{info, warn};
+
+use crate::directory::{DirectoryWatcher, ReloadNow};
+use crate::net::io_reason;
+use crate::router::{Resync, Router};
+use crate::supervisor::{Shutdown, Slot};
+
+/// Longest datagram read; anything longer is cut (and is no `reload`).
+const MAX_DATAGRAM: usize = 512;
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+pub struct Announce {
+    socket: Arc<std::net::UdpSocket>,
+    router: Slot<Router>,
+    directory: Slot<DirectoryWatcher>,
+    quiet_until: Option<Instant>,
+    ignored: u64,
+}
+
+impl Announce {
+    pub fn new(
+        socket: Arc<std::net::UdpSocket>,
+        router: Slot<Router>,
+        directory: Slot<DirectoryWatcher>,
+    ) -> Self {
+        Announce {
+            socket,
+            router,
+            directory,
+            quiet_until: None,
+            ignored: 0,
+        }
+    }
+}
+
+impl Actor for Announce {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let socket = self.socket.try_clone().and_then(|s| {
+            s.set_nonblocking(true)?;
+            tokio::net::UdpSocket::from_std(s)
+        });
+        let socket = match socket {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("announce: cannot receive: {}", io_reason(&e));
+                return ctx.stop();
+            }
+        };
+        if let Ok(addr) = socket.local_addr() {
+            info!("announce: listening on {addr} (UDP)");
+        }
+        let datagrams = futures_util::stream::unfold(socket, |s| async move {
+            let mut buf = vec![0u8; MAX_DATAGRAM];
+            let received = s.recv_from(&mut buf).await.map(|(n, peer)| {
+                buf.truncate(n);
+                (buf, peer)
+            });
+            Some((received, s))
+        });
+        ctx.add_stream(datagrams);
+    }
+}
+
+impl StreamHandler<std::io::Result<(Vec<u8>, SocketAddr)>> for Announce {
+    fn handle(&mut self, datagram: std::io::Result<(Vec<u8>, SocketAddr)>, _: &mut Context<Self>) {
+        let Ok((data, peer)) = datagram else {
+            return;
+        };
+        let text = String::from_utf8_lossy(&data);
+        if text.trim().eq_ignore_ascii_case("reload") {
+            info!("announce: reload from {peer}: resyncing with Asterisk and re-reading the directory");
+            if let Some(router) = self.router.get() {
+                router.do_send(Resync);
+            }
+            if let Some(directory) = self.directory.get() {
+                directory.do_send(ReloadNow);
+            }
+            return;
+        }
+        self.ignored += 1;
+        let now = Instant::now();
+        if self.quiet_until.is_none_or(|t| now >= t) {
+            let preview: String = text.trim().chars().take(40).collect();
+            warn!(
+                "announce: ignored {} datagram(s), the last from {peer} ({} bytes: {preview:?}); only \"reload\" is known",
+                self.ignored,
+                data.len()
+            );
+            self.ignored = 0;
+            self.quiet_until = Some(now + LOG_EVERY);
+        }
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+impl Handler<Shutdown> for Announce {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,112 @@
+//! ctid's own health: how late events reach clients, how long calls take to be answered,
+//! how complete screen pops are, and what was dropped.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ctid_proto::calls::{Call, EventKind};
+use hdrhistogram::Histogram;
+
+struct Inner {
+    /// AMI read to client queue, per batch, in microseconds.
+    event_lag: Histogram<u64>,
+    /// Offered to answered, in milliseconds.
+    setup: Histogram<u64>,
+    offered: u64,
+    /// Offered calls whose first event carried the caller's number and name.
+    complete: u64,
+    /// Batches a partition missed (its mailbox was full).
+    gaps: u64,
+}
+
+#[derive(Clone)]
+pub struct Metrics(Arc<Mutex<Inner>>);
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let histogram = || Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
+        Metrics(Arc::new(Mutex::new(Inner {
+            event_lag: histogram(),
+            setup: histogram(),
+            offered: 0,
+            complete: 0,
+            gaps: 0,
+        })))
+    }
+}
+
+/// A summary of a histogram: p50, p99, p999, max and count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Spread {
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub count: u64,
+}
+
+fn spread(h: &Histogram<u64>) -> Spread {
+    Spread {
+        p50: h.value_at_quantile(0.5),
+        p99: h.value_at_quantile(0.99),
+        p999: h.value_at_quantile(0.999),
+        max: h.max(),
+        count: h.len(),
+    }
+}
+
+/// A snapshot of the metrics.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub event_lag_us: Spread,
+    pub setup_ms: Spread,
+    pub offered: u64,
+    pub complete: u64,
+    pub gaps: u64,
+}
+
+impl Metrics {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A batch of events reached its clients' queues `lag` after its AMI events were read.
+    pub fn event_lag(&self, lag: Duration) {
+        let _ = self.lock().event_lag.record(lag.as_micros().max(1) as u64);
+    }
+
+    /// Counts what a call event says about screen pops and call setup.
+    pub fn call_event(&self, kind: EventKind, call: &Call) {
+        let mut m = self.lock();
+        match kind {
+            EventKind::Offered => {
+                m.offered += 1;
+                if call.caller.number.is_some() && call.caller.name.is_some() {
+                    m.complete += 1;
+                }
+            }
+            EventKind::Answered => {
+                if let Some(answered) = call.answered {
+                    let ms = ((answered - call.created) * 1000.0).max(1.0) as u64;
+                    let _ = m.setup.record(ms);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn gap(&self) {
+        self.lock().gaps += 1;
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let m = self.lock();
+        Snapshot {
+            event_lag_us: spread(&m.event_lag),
+            setup_ms: spread(&m.setup),
+            offered: m.offered,
+            complete: m.complete,
+            gaps: m.gaps,
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! The administration ports through real sockets: Web Interface notices, Announce (UDP),
+//! the Info console, and a directory served by a web service.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{ami_config_with, test_hash, two_tenants, Cti, Ctid};
+use ctid_pbxsim::{PbxSim, SimConfig};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+async fn server(listeners: &[&str], env: &[(&str, &str)]) -> (PbxSim, Ctid) {
+    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let config = ami_config_with(
+        sim.addr().port(),
+        "secret = \"ctipass\"\nping_interval = 0",
+        listeners,
+    );
+    let ctid = Ctid::start_with(&config, "info", env);
+    ctid.wait_line("logged in as 'cti'").await;
+    (sim, ctid)
+}
+
+/// A line-based text client (Web Interface, Info console).
+struct Text {
+    lines: tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+    write: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Text {
+    async fn connect(port: u16) -> Text {
+        let (read, write) = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap()
+            .into_split();
+        Text {
+            lines: BufReader::new(read).lines(),
+            write,
+        }
+    }
+
+    async fn line(&mut self) -> Option<String> {
+        tokio::time::timeout(Duration::from_secs(20), self.lines.next_line())
+            .await
+            .expect("no answer")
+            .unwrap()
+    }
+
+    /// Sends a command; returns the lines of the answer and its status line.
+    async fn ask(&mut self, command: &str) -> (Vec<String>, String) {
+        self.write
+            .write_all(format!("{command}\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        loop {
+            let line = self.line().await.expect("closed");
+            if line.starts_with("CTID-") {
+                return (out, line);
+            }
+            out.push(line);
+        }
+    }
+}
+
+/// The test directory without the users of `drop`, plus `extra`.
+fn directory_without(drop: &[&str], extra: &str) -> String {
+    let full = two_tenants();
+    let mut parts = full.split("[[users]]");
+    let mut text = parts.next().unwrap().to_owned();
+    for user in parts {
+        if !drop
+            .iter()
+            .any(|d| user.contains(&format!("login = \"{d}\"")))
+        {
+            text.push_str("[[users]]");
+            text.push_str(user);
+        }
+    }
+    text + extra
+}
+
+async fn config_push(c: &mut Cti, function: &str, listname: &str) -> Value {
+    loop {
+        let m = c.reply().await;
+        if m["class"] == "getlist" && m["function"] == function && m["listname"] == listname {
+            return m;
+        }
+    }
+}
+
+#[tokio::test]
+async fn web_interface_notices_push_changes_and_close_deleted_users() {
+    let (_sim, ctid) = server(&["cti", "webi"], &[]).await;
+    let (cti, webi) = (ctid.port("cti").await, ctid.port("webi").await);
+    let path = ctid.dir().join("directory.toml");
+    let (mut alice, mut bob) = (Cti::connect(cti).await, Cti::connect(cti).await);
+    alice.login("alice").await;
+    bob.login("bob").await;
+    let mut web = Text::connect(webi).await;
+
+    let frank = format!(
+        "[[users]]\nid = 7\nlogin = \"frank\"\npassword = \"{}\"\nfirstname = \"Frank\"\n\
+         line = {{ interface = \"PJSIP/1007\", number = \"1007\", context = \"default\", dialplan = \"internal\" }}\n",
+        test_hash("frank")
+    );
+    std::fs::write(&path, directory_without(&[], &frank)).unwrap();
+    assert_eq!(web.ask("xivo[user,add,7]").await.1, "CTID-WEBI:OK");
+    assert_eq!(
+        config_push(&mut alice, "addconfig", "users").await["list"],
+        json!(["7"])
+    );
+    assert_eq!(
+        config_push(&mut alice, "addconfig", "phones").await["list"],
+        json!(["PJSIP/1007"])
+    );
+
+    std::fs::write(&path, directory_without(&["bob"], &frank)).unwrap();
+    assert_eq!(web.ask("xivo[user,delete,2]").await.1, "CTID-WEBI:OK");
+    let last = bob.until_closed().await.pop().unwrap();
+    assert_eq!(
+        (last["class"].as_str(), last["error_string"].as_str()),
+        (Some("disconnect"), Some("user_changed"))
+    );
+    assert_eq!(
+        config_push(&mut alice, "delconfig", "users").await["list"],
+        json!(["2"])
+    );
+
+    assert_eq!(
+        web.ask("xivo[user,edit,99]").await.1,
+        "CTID-WEBI:KO user 99 is not in the directory"
+    );
+    assert_eq!(
+        web.ask("xivo[user,delete,7]").await.1,
+        "CTID-WEBI:KO user 7 is still in the directory"
+    );
+    assert!(web
+        .ask("xivo[phone,add,1]")
+        .await
+        .1
+        .starts_with("CTID-WEBI:KO expected xivo["));
+    std::fs::write(&path, "[[users]]\nid = \"seven\"\n").unwrap();
+    let broken = web.ask("xivo[all,reload]").await.1;
+    assert!(
+        broken.starts_with("CTID-WEBI:KO ") && broken.contains("directory.toml"),
+        "{broken}"
+    );
+    // The previous directory still serves.
+    alice
+        .send(
+            json!({"class": "getlist", "function": "listid", "listname": "users", "commandid": 77}),
+        )
+        .await;
+    let users = loop {
+        let m = alice.reply().await;
+        if m["replyid"] == 77 {
+            break m;
+        }
+    };
+    assert_eq!(users["list"], json!(["1", "3", "7"]));
+
+    web.write.write_all(&vec![b'x'; 5000]).await.unwrap();
+    web.write.write_all(b"\n").await.unwrap();
+    assert_eq!(
+        web.line().await.unwrap(),
+        "CTID-WEBI:KO line longer than 1024 bytes"
+    );
+    assert_eq!(web.line().await, None);
+}
+
+#[tokio::test]
+async fn an_announced_reload_resyncs_and_other_datagrams_are_ignored() {
+    let (sim, ctid) = server(&["announce"], &[]).await;
+    let port = ctid.port("announce").await;
+    let resyncs = || {
+        sim.actions()
+            .iter()
+            .filter(|a| a.get("Action") == Some("CoreShowChannels"))
+            .count()
+    };
+    ctid.wait_until("the first resync", || resyncs() == 1).await;
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    udp.send_to(b"reload\n", ("127.0.0.1", port)).await.unwrap();
+    ctid.wait_until("a resync after reload", || resyncs() == 2)
+        .await;
+    ctid.wait_line("announce: reload from 127.0.0.1").await;
+    ctid.wait_line("directory").await;
+    udp.send_to(b"\xff\xfegarbage", ("127.0.0.1", port))
+        .await
+        .unwrap();
+    udp.send_to(&[b'x'; 4000], ("127.0.0.1", port))
+        .await
+        .unwrap();
+    ctid.wait_line("announce: ignored 1 datagram(s)").await;
+    assert_eq!(resyncs(), 2);
+}
+
+#[tokio::test]
+async fn the_info_console_shows_and_acts() {
+    let (sim, ctid) = server(&["cti", "info"], &[]).await;
+    let (cti, info) = (ctid.port("cti").await, ctid.port("info").await);
+    let mut alice = Cti::connect(cti).await;
+    alice.login("alice").await;
+    let mut console = Text::connect(info).await;
+
+    let (help, status) = console.ask("help").await;
+    assert_eq!(status, "CTID-INFO:OK");
+    assert!(help.iter().any(|l| l.starts_with("dumpami on")));
+    let (infos, _) = console.ask("show_infos").await;
+    assert_eq!(infos[0], format!("version {}", env!("CARGO_PKG_VERSION")));
+    assert!(infos[2].ends_with("ctid.toml"), "{infos:?}");
+    let (ami, _) = console.ask("show_ami").await;
+    assert!(ami[0].contains(" up since "), "{ami:?}");
+    let (actors, _) = console.ask("show_actors").await;
+    assert!(
+        actors
+            .iter()
+            .any(|l| l.starts_with("ctid/router running, 0 restarts")),
+        "{actors:?}"
+    );
+    assert!(
+        actors
+            .iter()
+            .any(|l| l.starts_with("ctid/listeners/cti running")),
+        "{actors:?}"
+    );
+    let (sessions, _) = console.ask("show_sessions").await;
+    let mine = sessions
+        .iter()
+        .find(|l| l.contains(" alice context default "))
+        .expect("alice's session");
+    let id = mine.split(' ').next().unwrap().to_owned();
+    let (users, _) = console.ask("show_users").await;
+    assert!(
+        users
+            .iter()
+            .any(|l| l.starts_with("1 alice (alice) context default line PJSIP/1001 sessions 1")),
+        "{users:?}"
+    );
+    let (contexts, _) = console.ask("show_contexts").await;
+    assert!(
+        contexts
+            .iter()
+            .any(|l| l
+                .starts_with("default dialplan default,internal partition default: 1 sessions")),
+        "{contexts:?}"
+    );
+
+    let (call, _, _) = sim.place_call(
+        "internal",
+        "PJSIP",
+        "1001",
+        "1002",
+        Duration::from_millis(50),
+        Duration::from_secs(30),
+    );
+    alice.events(2).await;
+    let (calls, _) = console.ask("show_calls").await;
+    assert!(
+        calls
+            .iter()
+            .any(|l| l.starts_with(&call) && l.contains("1001 -> 1002")),
+        "{calls:?}"
+    );
+    assert!(console.ask("show_calls tenant-b").await.0.is_empty());
+    let (stats, _) = console.ask("stats").await;
+    assert!(
+        stats[0].starts_with("event lag (AMI read to client queues): p50 "),
+        "{stats:?}"
+    );
+    assert!(stats[2].contains("of 1 offered calls"), "{stats:?}");
+    assert!(stats[3].starts_with("drops: 0 slow consumers"), "{stats:?}");
+
+    assert_eq!(
+        console.ask("dumpami on Newchannel").await.0,
+        ["dumping AMI events Newchannel"]
+    );
+    sim.place_call(
+        "internal",
+        "PJSIP",
+        "1002",
+        "1003",
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+    );
+    let mut dumped = Vec::new();
+    while dumped.len() < 4 {
+        dumped.push(console.line().await.unwrap());
+    }
+    assert_eq!(dumped[0], "Event: Newchannel", "{dumped:?}");
+    assert!(!dumped.iter().any(|l| l.starts_with("Event: DialBegin")));
+    assert_eq!(console.ask("dumpami off").await.1, "CTID-INFO:OK");
+
+    assert_eq!(console.ask("loglevel debug").await.0, ["log level debug"]);
+    assert!(console
+        .ask("loglevel loud")
+        .await
+        .1
+        .starts_with("CTID-INFO:KO \"loud\" is not one of"));
+    assert_eq!(console.ask("loglevel default").await.1, "CTID-INFO:OK");
+    assert_eq!(
+        console.ask("teleport").await.1,
+        "CTID-INFO:KO unknown command \"teleport\" (help lists them)"
+    );
+    assert_eq!(
+        console.ask("kick 999999").await.1,
+        "CTID-INFO:KO no session 999999"
+    );
+    assert_eq!(console.ask(&format!("kick {id}")).await.1, "CTID-INFO:OK");
+    let last = alice.until_closed().await.pop().unwrap();
+    assert_eq!(last["error_string"], "kicked");
+}
+
+/// A web service answering the directory, as `body` says now, with `status`.
+async fn web_service(state: Arc<Mutex<(u16, String)>>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (status, body) = state.lock().unwrap().clone();
+            tokio::spawn(async move {
+                let mut request = [0u8; 2048];
+                let _ = s.read(&mut request).await;
+                let reason = if status == 200 {
+                    "OK"
+                } else {
+                    "Service Unavailable"
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+fn json_directory(users: &[(u64, &str, &str, &str)]) -> String {
+    let users: Vec<Value> = users
+        .iter()
+        .map(|(id, login, number, context)| {
+            json!({"id": id, "login": login, "password": test_hash(login),
+                   "line": {"interface": format!("PJSIP/{number}"), "number": number, "context": context, "dialplan": context}})
+        })
+        .collect();
+    json!({"contexts": [{"name": "default", "dialplan": ["internal"]}, {"name": "tenant-b", "dialplan": ["tenant-b"]}], "users": users})
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_directory_from_a_web_service_is_polled_and_kept_when_it_fails() {
+    let state = Arc::new(Mutex::new((
+        200,
+        json_directory(&[(1, "alice", "1001", "default")]),
+    )));
+    let port = web_service(state.clone()).await;
+    let url = format!("http://127.0.0.1:{port}/directory.json");
+    let (_sim, ctid) = server(
+        &["cti"],
+        &[
+            ("CTID__DIRECTORY__URL", &url),
+            ("CTID__TIMEOUTS__UPDATE_PERIOD", "1"),
+        ],
+    )
+    .await;
+    let cti = ctid.port("cti").await;
+    ctid.wait_line(&format!("directory {url} loaded: 2 contexts, 1 users"))
+        .await;
+    let mut alice = Cti::connect(cti).await;
+    assert_eq!(alice.login("alice").await["context"], "default");
+
+    *state.lock().unwrap() = (
+        200,
+        json_directory(&[
+            (1, "alice", "1001", "default"),
+            (2, "bob", "1002", "default"),
+        ]),
+    );
+    assert_eq!(
+        config_push(&mut alice, "addconfig", "users").await["list"],
+        json!(["2"])
+    );
+
+    state.lock().unwrap().0 = 503;
+    ctid.wait_line("directory not reloaded, keeping the previous one")
+        .await;
+    let mut bob = Cti::connect(cti).await;
+    assert_eq!(bob.login("bob").await["context"], "default");
+}
