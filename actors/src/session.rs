@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use ctid_proto::calls::Disposition;
-use ctid_proto::commands::{originate_reason, CommandSettings, Plan, Wait};
+use ctid_proto::commands::{originate_reason, CommandSettings, Plan, Wait, COMMANDS};
 use ctid_proto::cti::{timenow, CtiCodec, CtiFrame, ErrorCode, Reply, Request};
 use ctid_proto::directory::User;
 use log::{debug, info, warn};
@@ -48,31 +48,6 @@ const REGCOMMANDS: [&str; 6] = [
     "ipbxcommand",
     "disposition",
     "history",
-];
-
-/// The commands of `ipbxcommand`.
-const IPBXCOMMANDS: [&str; 21] = [
-    "dial",
-    "originate",
-    "hangup",
-    "transfer",
-    "atxfer",
-    "atxfer_complete",
-    "atxfer_cancel",
-    "hold",
-    "resume",
-    "pickup",
-    "intercept",
-    "park",
-    "record",
-    "agentlogin",
-    "agentlogout",
-    "agentpause",
-    "agentunpause",
-    "queueadd",
-    "queueremove",
-    "queuepause",
-    "queueunpause",
 ];
 
 /// Most history rows a client may ask for at once.
@@ -470,7 +445,7 @@ impl Session {
                 "capas",
                 json!({
                     "regcommands": if sees { REGCOMMANDS.to_vec() } else { vec!["keepalive", "logout"] },
-                    "ipbxcommands": if sees { IPBXCOMMANDS.to_vec() } else { Vec::new() },
+                    "ipbxcommands": if sees { COMMANDS.to_vec() } else { Vec::new() },
                 }),
             )
     }

@@ -13,6 +13,31 @@ use crate::calls::{CallModel, CallState, Channel};
 use crate::cti::{ErrorCode, Request};
 use crate::directory::{Directory, Line, User};
 
+/// Every `command` of `ipbxcommand`.
+pub const COMMANDS: [&str; 21] = [
+    "dial",
+    "originate",
+    "hangup",
+    "transfer",
+    "atxfer",
+    "atxfer_complete",
+    "atxfer_cancel",
+    "hold",
+    "resume",
+    "pickup",
+    "intercept",
+    "park",
+    "record",
+    "agentlogin",
+    "agentlogout",
+    "agentpause",
+    "agentunpause",
+    "queueadd",
+    "queueremove",
+    "queuepause",
+    "queueunpause",
+];
+
 /// What ends one action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wait {
@@ -396,7 +421,7 @@ pub fn plan(
             }
             one(packet)
         }
-        "queueadd" | "queueremove" | "queuepause" => {
+        "queueadd" | "queueremove" | "queuepause" | "queueunpause" => {
             let queue = text(req, "queue")?;
             if !dir
                 .queue(queue)
@@ -413,11 +438,12 @@ pub fn plan(
                     .field("Queue", queue.to_owned())
                     .field("Interface", member.interface.clone()),
                 _ => {
-                    let paused = req
-                        .fields
-                        .get("paused")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(true);
+                    let paused = command == "queuepause"
+                        && req
+                            .fields
+                            .get("paused")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(true);
                     let mut p = AmiPacket::action("QueuePause")
                         .field("Queue", queue.to_owned())
                         .field("Interface", member.interface.clone())
@@ -730,6 +756,32 @@ mod tests {
             )
             .unwrap_err(),
             ErrorCode::Unallowed
+        );
+    }
+
+    #[test]
+    fn every_advertised_command_is_known() {
+        for command in COMMANDS {
+            let json = serde_json::json!({"class": "ipbxcommand", "command": command}).to_string();
+            assert_ne!(
+                run("alice", &json, true).err(),
+                Some(ErrorCode::UnknownFunction),
+                "{command}"
+            );
+        }
+    }
+
+    #[test]
+    fn queueunpause_is_a_pause_set_to_false() {
+        let p = run(
+            "alice",
+            r#"{"class":"ipbxcommand","command":"queueunpause","queue":"qa","member":"1002"}"#,
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            wire(&p),
+            ["Action: QueuePause|Queue: qa|Interface: PJSIP/1002|Paused: false||"]
         );
     }
 
