@@ -568,6 +568,11 @@ mod tests {
         )
     }
 
+    /// What a command of `login`, with context separation, sends to Asterisk.
+    fn sent(login: &str, json: &str) -> Vec<String> {
+        wire(&run(login, json, true).unwrap())
+    }
+
     fn wire(plan: &Plan) -> Vec<String> {
         plan.steps
             .iter()
@@ -660,92 +665,73 @@ mod tests {
 
     #[test]
     fn transfers_act_on_the_users_own_channel() {
-        let p = run(
+        let p = sent(
             "bob",
             r#"{"class":"ipbxcommand","command":"transfer","call_id":"5.1","destination":"1003"}"#,
-            true,
-        )
-        .unwrap();
+        );
         assert_eq!(
-            wire(&p),
+            p,
             ["Action: BlindTransfer|Channel: PJSIP/1002-00000002|Context: a-in|Exten: 1003||"]
         );
-        let p = run(
+        let p = sent(
             "bob",
             r#"{"class":"ipbxcommand","command":"atxfer","call_id":"5.1","destination":"1003"}"#,
-            true,
-        )
-        .unwrap();
-        assert!(wire(&p)[0].starts_with("Action: Atxfer|Channel: PJSIP/1002-00000002|"));
-        let p = run(
+        );
+        assert!(p[0].starts_with("Action: Atxfer|Channel: PJSIP/1002-00000002|"));
+        let p = sent(
             "bob",
             r#"{"class":"ipbxcommand","command":"atxfer_cancel","call_id":"5.1"}"#,
-            true,
-        )
-        .unwrap();
-        assert_eq!(
-            wire(&p),
-            ["Action: CancelAtxfer|Channel: PJSIP/1002-00000002||"]
         );
+        assert_eq!(p, ["Action: CancelAtxfer|Channel: PJSIP/1002-00000002||"]);
         // Park sends the other party to the parking lot; it comes back to bob.
-        let park = run(
+        let park = sent(
             "bob",
             r#"{"class":"ipbxcommand","command":"park","call_id":"5.1"}"#,
-            true,
-        )
-        .unwrap();
+        );
         assert_eq!(
-            wire(&park),
+            park,
             ["Action: Park|Channel: PJSIP/1001-00000001|TimeoutChannel: PJSIP/1002-00000002||"]
         );
     }
 
     #[test]
     fn hold_redirects_both_parties_and_resume_bridges_them() {
-        let p = run(
+        let p = sent(
             "alice",
             r#"{"class":"ipbxcommand","command":"hold","call_id":"5.1"}"#,
-            true,
-        )
-        .unwrap();
+        );
         assert_eq!(
-            wire(&p),
+            p,
             ["Action: Redirect|Channel: PJSIP/1002-00000002|Context: ctid-hold|Exten: hold|Priority: 1|ExtraChannel: PJSIP/1001-00000001|ExtraContext: ctid-hold|ExtraExten: wait|ExtraPriority: 1||"]
         );
-        let p = run(
+        let p = sent(
             "alice",
             r#"{"class":"ipbxcommand","command":"resume","call_id":"5.1"}"#,
-            true,
-        )
-        .unwrap();
-        assert_eq!(wire(&p), ["Action: Bridge|Channel1: PJSIP/1001-00000001|Channel2: PJSIP/1002-00000002|Tone: no||"]);
+        );
+        assert_eq!(p, ["Action: Bridge|Channel1: PJSIP/1001-00000001|Channel2: PJSIP/1002-00000002|Tone: no||"]);
     }
 
     #[test]
     fn agent_and_queue_actions() {
-        let p = run(
-            "alice",
-            r#"{"class":"ipbxcommand","command":"agentlogin"}"#,
-            true,
-        )
-        .unwrap();
+        let p = sent("alice", r#"{"class":"ipbxcommand","command":"agentlogin"}"#);
         assert_eq!(
-            wire(&p),
+            p,
             ["Action: QueueAdd|Queue: qa|Interface: PJSIP/1001|MemberName: Alice||"]
         );
-        let p = run(
+        let p = sent(
             "alice",
             r#"{"class":"ipbxcommand","command":"agentpause","reason":"lunch"}"#,
-            true,
-        )
-        .unwrap();
+        );
         assert_eq!(
-            wire(&p),
+            p,
             ["Action: QueuePause|Interface: PJSIP/1001|Paused: true|Reason: lunch||"]
         );
-        let p = run("alice", r#"{"class":"ipbxcommand","command":"queuepause","queue":"qa","member":"1002","paused":false}"#, true).unwrap();
+        let p = sent(
+            "alice",
+            r#"{"class":"ipbxcommand","command":"queuepause","queue":"qa","member":"1002","paused":false}"#,
+        );
         assert_eq!(
-            wire(&p),
+            p,
             ["Action: QueuePause|Queue: qa|Interface: PJSIP/1002|Paused: false||"]
         );
         assert_eq!(
@@ -773,14 +759,12 @@ mod tests {
 
     #[test]
     fn queueunpause_is_a_pause_set_to_false() {
-        let p = run(
+        let p = sent(
             "alice",
             r#"{"class":"ipbxcommand","command":"queueunpause","queue":"qa","member":"1002"}"#,
-            true,
-        )
-        .unwrap();
+        );
         assert_eq!(
-            wire(&p),
+            p,
             ["Action: QueuePause|Queue: qa|Interface: PJSIP/1002|Paused: false||"]
         );
     }
