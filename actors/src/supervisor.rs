@@ -298,17 +298,8 @@ impl ChildSpec {
             restart: Restart::Permanent,
             arbiter: None,
             start: Arc::new(move |path, arbiter| {
-                let (path, children, report) = (path.to_owned(), children.clone(), report.clone());
-                let make = move |note| {
-                    Supervisor::new(
-                        path.clone(),
-                        intensity,
-                        children.clone(),
-                        report.clone(),
-                        note,
-                    )
-                };
-                launch(slot.clone(), Arc::new(make), arbiter)
+                let make = Supervisor::maker(path, intensity, children.clone(), report.clone());
+                launch(slot.clone(), make, arbiter)
             }),
         }
     }
@@ -492,6 +483,25 @@ impl Supervisor {
         }
     }
 
+    /// Builds a fresh instance of this supervisor at each (re)start.
+    fn maker(
+        path: &str,
+        intensity: Intensity,
+        children: Vec<ChildSpec>,
+        report: Report,
+    ) -> Arc<impl Fn(ExitNote) -> Supervisor + Send + Sync + 'static> {
+        let path = path.to_owned();
+        Arc::new(move |note| {
+            Supervisor::new(
+                path.clone(),
+                intensity,
+                children.clone(),
+                report.clone(),
+                note,
+            )
+        })
+    }
+
     fn start_child(&mut self, index: usize, ctx: &mut Context<Self>) {
         let child = &mut self.children[index];
         child.generation += 1;
@@ -667,18 +677,9 @@ impl Root {
         report: Report,
     ) -> Root {
         let slot = Slot::new();
-        let path = path.to_owned();
         let running = launch(
             slot.clone(),
-            Arc::new(move |note| {
-                Supervisor::new(
-                    path.clone(),
-                    intensity,
-                    children.clone(),
-                    report.clone(),
-                    note,
-                )
-            }),
+            Supervisor::maker(path, intensity, children, report),
             None,
         );
         Root {
