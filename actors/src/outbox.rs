@@ -7,7 +7,7 @@
 //! push ever waits, so a slow client slows nobody else.
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
+use std::io::{ErrorKind, IoSlice};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -173,10 +173,12 @@ pub async fn write_outbox<W: AsyncWrite + Unpin>(
             continue;
         }
         let total: usize = items.iter().map(Bytes::len).sum();
-        match tokio::time::timeout(stall, write_all_vectored(&mut w, &mut items)).await {
-            Err(_) => return Err(format!("client read nothing for {}", human_duration(stall))),
-            Ok(Err(e)) => return Err(format!("write failed ({})", io_reason(&e))),
-            Ok(Ok(())) => {
+        match write_all_vectored(&mut w, &mut items, stall).await {
+            Err(e) if e.kind() == ErrorKind::TimedOut => {
+                return Err(format!("client read nothing for {}", human_duration(stall)))
+            }
+            Err(e) => return Err(format!("write failed ({})", io_reason(&e))),
+            Ok(()) => {
                 outbox.written.fetch_add(total as u64, Ordering::Relaxed);
             }
         }
@@ -191,10 +193,12 @@ pub async fn write_outbox<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Writes every buffer, as few syscalls as the socket allows.
+/// Writes every buffer, as few syscalls as the socket allows; `TimedOut` when one write
+/// waits longer than `stall`.
 async fn write_all_vectored<W: AsyncWrite + Unpin>(
     w: &mut W,
     items: &mut VecDeque<Bytes>,
+    stall: Duration,
 ) -> std::io::Result<()> {
     const MAX_SLICES: usize = 64;
     while !items.is_empty() {
@@ -203,7 +207,9 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
             .take(MAX_SLICES)
             .map(|b| IoSlice::new(b))
             .collect();
-        let mut n = w.write_vectored(&slices).await?;
+        let mut n = tokio::time::timeout(stall, w.write_vectored(&slices))
+            .await
+            .map_err(|_| std::io::Error::from(ErrorKind::TimedOut))??;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
@@ -307,5 +313,32 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err, "client read nothing for 100ms");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_reads_slowly_but_steadily_is_kept() {
+        use tokio::io::AsyncReadExt;
+        let outbox = Outbox::new(budget(1 << 24, 100_000));
+        let (mut client, server) = tokio::io::duplex(64);
+        outbox
+            .push(Bytes::from(vec![b'x'; 4096]), notice, true)
+            .unwrap();
+        outbox.close(None);
+        // 64 reads, 50ms apart: the whole write takes 3 s, each step far less than 100ms.
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut buf = [0; 64];
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                match client.read(&mut buf).await.unwrap() {
+                    0 => return got,
+                    n => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        });
+        write_outbox(outbox, server, Duration::from_millis(100))
+            .await
+            .unwrap();
+        assert_eq!(reader.await.unwrap().len(), 4096);
     }
 }
