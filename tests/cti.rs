@@ -329,9 +329,11 @@ async fn a_resume_after_the_events_are_gone_needs_a_resync() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     let mut again = Cti::connect(port).await;
     again
-        .send(json!({"class": "resume", "token": capas["resume_token"], "last_seq": last_seq}))
+        .send(json!({"class": "resume", "token": capas["resume_token"], "last_seq": last_seq, "commandid": 4}))
         .await;
-    assert_eq!(again.reply().await["error_string"], "resync_required");
+    let refused = again.reply().await;
+    assert_eq!(refused["error_string"], "resync_required");
+    assert_eq!(refused["replyid"], 4);
     // The connection stays usable for a normal login.
     again.login("alice").await;
 }

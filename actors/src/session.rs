@@ -210,6 +210,12 @@ enum Phase {
     Closing,
 }
 
+/// A resume in progress: the events it asks for, and the request to answer.
+struct Resuming {
+    last_seq: u64,
+    commandid: Option<Value>,
+}
+
 #[derive(Message)]
 #[rtype(result = "()")]
 struct WriterDone(Result<(), String>);
@@ -497,7 +503,7 @@ impl Session {
         user: User,
         key: Option<String>,
         availstate: String,
-        resume_after: Option<u64>,
+        resume: Option<Resuming>,
         ack: crate::partition::Ack,
         ctx: &mut Context<Self>,
     ) {
@@ -526,7 +532,7 @@ impl Session {
         let subscribe = partition.send(Subscribe {
             session: self.id,
             member,
-            resume_after,
+            resume_after: resume.as_ref().map(|r| r.last_seq),
             ack,
         });
         // The partition queues the ack to the client itself: no client line may be handled
@@ -534,11 +540,14 @@ impl Session {
         ctx.wait(actix::fut::wrap_future::<_, Self>(subscribe).map(
             move |res, act, ctx| match res {
                 Ok(Ok(_seq)) => act.ready(user, Some(partition), key),
-                Ok(Err(code)) if resume_after.is_some() => {
-                    act.phase = Phase::LoginId;
-                    act.error("resume", code, None, ctx);
+                Ok(Err(code)) => {
+                    if let Some(resume) = resume {
+                        act.phase = Phase::LoginId;
+                        act.error("resume", code, resume.commandid.as_ref(), ctx);
+                    } else {
+                        act.close(Some(code), "could not join its context", ctx);
+                    }
                 }
-                Ok(Err(code)) => act.close(Some(code), "could not join its context", ctx),
                 Err(_) => act.close(
                     Some(ErrorCode::Shutdown),
                     "its context partition is gone",
@@ -603,6 +612,10 @@ impl Session {
         self.phase = Phase::Busy;
         let identity = Self::identity(&user, was.partition.as_deref());
         let commandid = req.commandid;
+        let resume = Resuming {
+            last_seq,
+            commandid: commandid.clone(),
+        };
         let ack = Box::new(move |seq: u64| {
             identity
                 .with("class", "resume")
@@ -616,7 +629,7 @@ impl Session {
             user,
             was.partition,
             "available".into(),
-            Some(last_seq),
+            Some(resume),
             ack,
             ctx,
         );
