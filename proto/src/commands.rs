@@ -461,10 +461,13 @@ pub fn plan(
     if steps.is_empty() {
         return Err(ErrorCode::Invalid("queues".into()));
     }
-    for step in &steps {
-        step.packet
-            .check()
-            .map_err(|_| ErrorCode::Invalid("destination".into()))?;
+    if steps.iter().any(|s| s.packet.check().is_err()) {
+        let field = req
+            .fields
+            .iter()
+            .find(|(_, v)| v.as_str().is_some_and(|s| s.contains(['\r', '\n'])))
+            .map_or("request", |(k, _)| k.as_str());
+        return Err(ErrorCode::Invalid(field.to_owned()));
     }
     Ok(Plan { command, steps })
 }
@@ -611,6 +614,19 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_line_break_in_any_field_is_refused_by_name() {
+        assert_eq!(
+            run(
+                "alice",
+                r#"{"class":"ipbxcommand","command":"agentpause","reason":"lunch\r\nAction: Logoff"}"#,
+                true
+            )
+            .unwrap_err(),
+            ErrorCode::Invalid("reason".into())
+        );
     }
 
     #[test]
