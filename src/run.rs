@@ -259,7 +259,7 @@ pub fn start(p: Prepared) -> Server {
         next_id: AtomicU64::new(1),
         router: router_slot.clone(),
         link: link_slot.clone(),
-        store: store.clone(),
+        store: store.as_ref().map(|s| s.reader.clone()),
         commands: settings.commands.clone(),
     });
 

@@ -24,7 +24,7 @@ use crate::ami::{AmiEvents, AmiLink, AmiRequest, LinkChanged, LinkState, LinkSta
 use crate::directory::DirectoryHandle;
 use crate::metrics::Metrics;
 use crate::partition::{Change, PartitionEvents, Partitions, Reconcile, ALL};
-use crate::store::{Dispose, Disposer, LastAgent, Record, Store};
+use crate::store::{Dispose, Disposer, LastAgent, Record, Stores};
 use crate::supervisor::{Outlet, Shutdown, Slot};
 
 /// Batches of AMI events the router may have queued before the link counts it overloaded.
@@ -45,7 +45,7 @@ pub struct Router {
     link_stats: LinkStats,
     resync_every: Duration,
     resyncing: bool,
-    store: Option<Addr<Store>>,
+    store: Option<Stores>,
     commands: CommandSettings,
     metrics: Metrics,
 }
@@ -57,7 +57,7 @@ pub struct RouterConfig {
     pub link_stats: LinkStats,
     pub resync_every: Duration,
     /// Where ended calls are recorded; None if call records are off.
-    pub store: Option<Addr<Store>>,
+    pub store: Option<Stores>,
     pub commands: CommandSettings,
     pub metrics: Metrics,
 }
@@ -108,7 +108,7 @@ impl Router {
         received: Instant,
         ctx: &mut Context<Self>,
     ) {
-        let Some(store) = self.store.clone() else {
+        let Some(store) = self.store.as_ref().map(|s| s.writer.clone()) else {
             return self.dispatch(events, received);
         };
         let (ended, now): (Vec<CallEvent>, Vec<CallEvent>) = events
@@ -365,7 +365,7 @@ impl Handler<SetDisposition> for Router {
             self.record_then_dispatch(events, Instant::now(), ctx);
             return Box::pin(std::future::ready(Ok(())));
         }
-        let Some(store) = self.store.clone() else {
+        let Some(store) = self.store.as_ref().map(|s| s.writer.clone()) else {
             return Box::pin(std::future::ready(Err(ErrorCode::StoreUnavailable)));
         };
         let dispose = Dispose {
@@ -516,7 +516,9 @@ impl Handler<RunAgi> for Router {
                 ready(Ok(Vec::new()))
             }
             "route" => {
-                let (Some(store), Some(number)) = (self.store.clone(), number) else {
+                let (Some(store), Some(number)) =
+                    (self.store.as_ref().map(|s| s.reader.clone()), number)
+                else {
                     return ready(Ok(vec![("CTID_LAST_AGENT".into(), String::new())]));
                 };
                 let context = self

@@ -1,6 +1,7 @@
 //! Call records in SQLite: one row per ended call, its dispositions, and history queries.
 //!
-//! The store runs on a SyncArbiter (SQLite blocks). The database is in WAL mode with full
+//! The store runs on SyncArbiters (SQLite blocks): one writer, which commits in order, and
+//! query workers, which WAL lets read beside it. The database is in WAL mode with full
 //! synchronisation: a record is on disk when its commit returns, and only then are clients
 //! told that the call ended. The schema is versioned by `PRAGMA user_version`; each
 //! migration runs once, in a transaction.
@@ -416,9 +417,24 @@ pub fn last_agent(conn: &mut Connection, q: &LastAgent) -> Result<Option<String>
         .map_err(|e| e.to_string())
 }
 
-/// Starts `threads` store workers on `path` (checked and migrated already by [`open`]).
-pub fn start(path: PathBuf, threads: usize) -> Addr<Store> {
-    SyncArbiter::start(threads.max(1), move || Store::new(path.clone()))
+/// The store's workers: records and dispositions never queue behind clients' queries.
+#[derive(Clone)]
+pub struct Stores {
+    pub writer: Addr<Store>,
+    pub reader: Addr<Store>,
+}
+
+/// Starts one writer and `readers` query workers on `path` (checked and migrated already
+/// by [`open`]).
+pub fn start(path: PathBuf, readers: usize) -> Stores {
+    let start = |threads: usize| {
+        let path = path.clone();
+        SyncArbiter::start(threads, move || Store::new(path.clone()))
+    };
+    Stores {
+        writer: start(1),
+        reader: start(readers.max(1)),
+    }
 }
 
 #[cfg(test)]
