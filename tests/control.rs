@@ -344,6 +344,38 @@ async fn refused_commands_reach_nothing_of_asterisk() {
 }
 
 #[tokio::test]
+async fn a_session_may_leave_sixteen_requests_unanswered_and_no_more() {
+    let (sim, _ctid, port) = server().await;
+    let mut alice = Cti::connect(port).await;
+    alice.login("alice").await;
+
+    sim.set_muted(true);
+    let burst: String = (1..=17)
+        .map(|id| {
+            format!(
+                "{}\n",
+                json!({"class": "ipbxcommand", "command": "agentpause", "commandid": id})
+            )
+        })
+        .collect();
+    alice.send_raw(&burst).await;
+    let (mut refused, mut outcomes) = (Vec::new(), 0);
+    while outcomes < 16 {
+        let m = alice.reply().await;
+        if m["error_string"] == "too_many_requests" {
+            refused.push(m["replyid"].clone());
+        } else if m.get("response").is_some() {
+            outcomes += 1;
+        }
+    }
+    assert_eq!(refused, [json!(17)]);
+
+    sim.set_muted(false);
+    let (_, outcome) = command(&mut alice, json!({"command": "agentpause"}), 18).await;
+    assert_eq!(outcome["response"], "ok");
+}
+
+#[tokio::test]
 async fn failures_silence_and_a_dead_link_are_a_clear_ko() {
     let (sim, ctid, port) = server().await;
     let mut alice = Cti::connect(port).await;

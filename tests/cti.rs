@@ -386,6 +386,22 @@ async fn bad_input_is_answered_and_everyone_else_is_still_served() {
     let rest = noisy.until_closed().await;
     assert_eq!(rest.last().unwrap()["error_string"], "too_many_errors");
 
+    // Readable requests that are refused are not bad lines: the session goes on.
+    let mut refused = Cti::connect(port).await;
+    refused.login("alice").await;
+    for id in 0..12 {
+        refused
+            .send(json!({"class": "getlist", "function": "listid", "listname": "nope", "commandid": id}))
+            .await;
+    }
+    for _ in 0..12 {
+        assert_eq!(refused.reply().await["error_string"], "unknown_function");
+    }
+    refused
+        .send(json!({"class": "keepalive", "commandid": 99}))
+        .await;
+    assert_eq!(refused.reply().await["replyid"], 99);
+
     let _calls = sim.run_calls(two_tenant_calls(40.0));
     assert_eq!(bystander.events(5).await.len(), 5);
     c.send(json!({"class": "keepalive", "commandid": 9})).await;

@@ -189,7 +189,7 @@ impl ResumeTokens {
         Self::purge(&mut tokens);
     }
 
-    /// Forgets a token (its session logged out).
+    /// Forgets a token (its session logged out, or its resume was refused).
     pub fn revoke(&self, token: &str) {
         lock(&self.inner).map.remove(token);
     }

@@ -50,6 +50,10 @@ const REGCOMMANDS: [&str; 6] = [
     "history",
 ];
 
+/// Most requests a session may have unanswered (getlist, ipbxcommand, disposition, history):
+/// they queue in actors every tenant shares.
+const MAX_IN_FLIGHT: usize = 16;
+
 /// Most history rows a client may ask for at once.
 const MAX_HISTORY: u64 = 1000;
 
@@ -138,7 +142,7 @@ pub struct SessionShared {
     pub next_id: AtomicU64,
     pub router: Slot<Router>,
     pub link: Slot<AmiLink>,
-    /// None if call records are off.
+    /// Where `history` is answered; None if call records are off.
     pub store: Option<Addr<Store>>,
     pub commands: CommandSettings,
 }
@@ -229,7 +233,17 @@ pub struct Session {
     outbox: Arc<Outbox>,
     phase: Phase,
     errors: u32,
+    in_flight: Arc<AtomicUsize>,
     cleanup: Cleanup,
+}
+
+/// Counts one request of a session until its answer is sent (or the session is gone).
+struct Ticket(Arc<AtomicUsize>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn disposition_reply(call_id: String, outcome: Result<(), ErrorCode>) -> Reply {
@@ -265,6 +279,7 @@ impl Session {
             outbox: outbox.clone(),
             phase: Phase::LoginId,
             errors: 0,
+            in_flight: Arc::default(),
             cleanup: Cleanup {
                 id,
                 shared: shared.clone(),
@@ -312,7 +327,7 @@ impl Session {
         ctx.stop();
     }
 
-    /// Answers a bad message; too many in a row close the session.
+    /// Answers a request with an error.
     fn error(
         &mut self,
         class: &str,
@@ -322,10 +337,22 @@ impl Session {
     ) {
         debug!("{}: {class}: {code}", self.who());
         self.send(Reply::error(class, &code).reply_to(commandid), ctx);
+    }
+
+    /// Answers a line that could not be read; too many in a row close the session.
+    fn unreadable(&mut self, code: ErrorCode, commandid: Option<&Value>, ctx: &mut Context<Self>) {
+        self.error("error", code, commandid, ctx);
         self.errors += 1;
         if self.errors >= MAX_ERRORS {
             self.close(Some(ErrorCode::TooManyErrors), "too many bad messages", ctx);
         }
+    }
+
+    /// Counts a request that waits on a shared actor; None when the session has too many.
+    fn ticket(&self) -> Option<Ticket> {
+        let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let ticket = Ticket(self.in_flight.clone());
+        (before < MAX_IN_FLIGHT).then_some(ticket)
     }
 
     /// Sends the final line (if any), lets the writer flush, and stops.
@@ -342,7 +369,7 @@ impl Session {
     fn on_line(&mut self, line: &[u8], ctx: &mut Context<Self>) {
         let req = match Request::parse(line) {
             Ok(req) => req,
-            Err((code, id)) => return self.error("error", code, id.as_ref(), ctx),
+            Err((code, id)) => return self.unreadable(code, id.as_ref(), ctx),
         };
         self.errors = 0;
         debug!("{}: {}", self.who(), req.class);
@@ -542,6 +569,9 @@ impl Session {
                 Ok(Ok(_seq)) => act.ready(user, Some(partition), key),
                 Ok(Err(code)) => {
                     if let Some(resume) = resume {
+                        if let Some(token) = act.cleanup.token.take() {
+                            act.shared.tokens.revoke(&token);
+                        }
                         act.phase = Phase::LoginId;
                         act.error("resume", code, resume.commandid.as_ref(), ctx);
                     } else {
@@ -637,42 +667,28 @@ impl Session {
 
     fn command(&mut self, req: Request, ctx: &mut Context<Self>) {
         let commandid = req.commandid.clone();
+        if matches!(
+            req.class.as_str(),
+            "getlist" | "ipbxcommand" | "disposition" | "history"
+        ) {
+            let Some(ticket) = self.ticket() else {
+                debug!("{}: {} refused: too many requests", self.who(), req.class);
+                let class = req.class.clone();
+                return self.error(&class, ErrorCode::TooManyRequests, commandid.as_ref(), ctx);
+            };
+            return match req.class.as_str() {
+                "getlist" => self.getlist(req, ticket, ctx),
+                "ipbxcommand" => self.ipbxcommand(req, ticket, ctx),
+                "disposition" => self.disposition(req, ticket, ctx),
+                _ => self.history(req, ticket, ctx),
+            };
+        }
         match req.class.as_str() {
             "logout" => {
                 self.cleanup.logged_out = true;
                 self.send(Reply::new("logout").reply_to(commandid.as_ref()), ctx);
                 self.close(None, "logged out", ctx);
             }
-            "getlist" => {
-                let Some(partition) = self.cleanup.partition.clone() else {
-                    return self.error("getlist", ErrorCode::Unallowed, commandid.as_ref(), ctx);
-                };
-                if let Err(code) = req.require(&["function", "listname"]) {
-                    return self.error("getlist", code, commandid.as_ref(), ctx);
-                }
-                let tid = match req.fields.get("tid") {
-                    Some(Value::String(s)) => Some(s.clone()),
-                    Some(Value::Number(n)) => Some(n.to_string()),
-                    _ => None,
-                };
-                let get = partition.send(GetList {
-                    function: req.str("function").unwrap_or_default().to_owned(),
-                    listname: req.str("listname").unwrap_or_default().to_owned(),
-                    tid,
-                });
-                ctx.spawn(actix::fut::wrap_future::<_, Self>(get).map(
-                    move |res, act, ctx| match res {
-                        Ok(Ok(reply)) => act.send(reply.reply_to(commandid.as_ref()), ctx),
-                        Ok(Err(code)) => act.error("getlist", code, commandid.as_ref(), ctx),
-                        Err(_) => {
-                            act.error("getlist", ErrorCode::Shutdown, commandid.as_ref(), ctx)
-                        }
-                    },
-                ));
-            }
-            "ipbxcommand" => self.ipbxcommand(req, ctx),
-            "disposition" => self.disposition(req, ctx),
-            "history" => self.history(req, ctx),
             "login_id" | "login_pass" | "login_capas" | "resume" => {
                 let class = req.class.clone();
                 self.error(&class, ErrorCode::Unallowed, commandid.as_ref(), ctx)
@@ -686,6 +702,36 @@ impl Session {
 }
 
 impl Session {
+    fn getlist(&mut self, req: Request, ticket: Ticket, ctx: &mut Context<Self>) {
+        let commandid = req.commandid.clone();
+        let Some(partition) = self.cleanup.partition.clone() else {
+            return self.error("getlist", ErrorCode::Unallowed, commandid.as_ref(), ctx);
+        };
+        if let Err(code) = req.require(&["function", "listname"]) {
+            return self.error("getlist", code, commandid.as_ref(), ctx);
+        }
+        let tid = match req.fields.get("tid") {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let get = partition.send(GetList {
+            function: req.str("function").unwrap_or_default().to_owned(),
+            listname: req.str("listname").unwrap_or_default().to_owned(),
+            tid,
+        });
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(get).map(move |res, act, ctx| {
+                drop(ticket);
+                match res {
+                    Ok(Ok(reply)) => act.send(reply.reply_to(commandid.as_ref()), ctx),
+                    Ok(Err(code)) => act.error("getlist", code, commandid.as_ref(), ctx),
+                    Err(_) => act.error("getlist", ErrorCode::Shutdown, commandid.as_ref(), ctx),
+                }
+            }),
+        );
+    }
+
     /// The logged-in user and their partition key.
     fn me(&self) -> Option<(&User, Option<&str>)> {
         match &self.phase {
@@ -694,7 +740,7 @@ impl Session {
         }
     }
 
-    fn ipbxcommand(&mut self, req: Request, ctx: &mut Context<Self>) {
+    fn ipbxcommand(&mut self, req: Request, ticket: Ticket, ctx: &mut Context<Self>) {
         let commandid = req.commandid.clone();
         let command = req.str("command").unwrap_or_default().to_owned();
         let (Some((user, partition)), Some(router)) = (self.me(), self.shared.router.get()) else {
@@ -713,7 +759,7 @@ impl Session {
                         .with("ipbxreply", "sent")
                         .reply_to(commandid.as_ref());
                     act.send(ack, ctx);
-                    act.execute(plan, commandid, ctx);
+                    act.execute(plan, commandid, ticket, ctx);
                 }
                 Ok(Err(code)) => {
                     if code == ErrorCode::Unallowed {
@@ -730,7 +776,13 @@ impl Session {
     }
 
     /// Runs a plan's actions in order on the AMI link; the first failure is the outcome.
-    fn execute(&mut self, plan: Plan, commandid: Option<Value>, ctx: &mut Context<Self>) {
+    fn execute(
+        &mut self,
+        plan: Plan,
+        commandid: Option<Value>,
+        ticket: Ticket,
+        ctx: &mut Context<Self>,
+    ) {
         let link = self.shared.link.clone();
         let socket = self.shared.config.stall;
         let ring = Duration::from_millis(self.shared.commands.originate_timeout_ms);
@@ -767,6 +819,7 @@ impl Session {
         let command = plan.command;
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(run).map(move |outcome, act, ctx| {
+                drop(ticket);
                 let reply = Reply::new("ipbxcommand").with("command", command.clone());
                 let reply = match outcome {
                     Ok(()) => reply.with("response", "ok"),
@@ -780,7 +833,7 @@ impl Session {
         );
     }
 
-    fn disposition(&mut self, req: Request, ctx: &mut Context<Self>) {
+    fn disposition(&mut self, req: Request, ticket: Ticket, ctx: &mut Context<Self>) {
         let commandid = req.commandid.clone();
         if let Err(code) = req.require(&["call_id", "code"]) {
             return self.error("disposition", code, commandid.as_ref(), ctx);
@@ -810,6 +863,7 @@ impl Session {
         });
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(set).map(move |res, act, ctx| {
+                drop(ticket);
                 let outcome = res.unwrap_or(Err(ErrorCode::Shutdown));
                 act.send(
                     disposition_reply(call_id, outcome).reply_to(commandid.as_ref()),
@@ -819,7 +873,7 @@ impl Session {
         );
     }
 
-    fn history(&mut self, req: Request, ctx: &mut Context<Self>) {
+    fn history(&mut self, req: Request, ticket: Ticket, ctx: &mut Context<Self>) {
         let commandid = req.commandid.clone();
         let Some((_, partition)) = self.me() else {
             return self.error("history", ErrorCode::Shutdown, commandid.as_ref(), ctx);
@@ -845,32 +899,27 @@ impl Session {
             agent: req.str("agent").map(str::to_owned),
             limit: req.u64("limit").unwrap_or(50).clamp(1, MAX_HISTORY) as usize,
         };
+        let query = store.send(History(filter));
         ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(store.send(History(filter))).map(
-                move |res, act, ctx| match res {
-                    Ok(Ok(calls)) => {
-                        let reply = Reply::new("history")
-                            .with("calls", calls)
-                            .reply_to(commandid.as_ref());
-                        act.send(reply, ctx);
-                    }
+            actix::fut::wrap_future::<_, Self>(query).map(move |res, act, ctx| {
+                drop(ticket);
+                let calls = match res {
+                    Ok(Ok(calls)) => calls,
                     Ok(Err(e)) => {
                         warn!("{}: history failed: {e}", act.who());
-                        act.error(
-                            "history",
-                            ErrorCode::StoreUnavailable,
-                            commandid.as_ref(),
-                            ctx,
-                        );
+                        let code = ErrorCode::StoreUnavailable;
+                        return act.error("history", code, commandid.as_ref(), ctx);
                     }
-                    Err(_) => act.error(
-                        "history",
-                        ErrorCode::StoreUnavailable,
-                        commandid.as_ref(),
-                        ctx,
-                    ),
-                },
-            ),
+                    Err(_) => {
+                        let code = ErrorCode::StoreUnavailable;
+                        return act.error("history", code, commandid.as_ref(), ctx);
+                    }
+                };
+                let reply = Reply::new("history")
+                    .with("calls", calls)
+                    .reply_to(commandid.as_ref());
+                act.send(reply, ctx);
+            }),
         );
     }
 }
@@ -927,7 +976,7 @@ impl StreamHandler<Result<CtiFrame, std::io::Error>> for Session {
                     "{}: skipped a {bytes} byte line (limit {limit})",
                     self.who()
                 );
-                self.error("error", ErrorCode::FrameTooLarge, None, ctx);
+                self.unreadable(ErrorCode::FrameTooLarge, None, ctx);
             }
             Err(e) => {
                 let why = format!("read failed ({})", crate::net::io_reason(&e));

@@ -52,6 +52,8 @@ pub enum ErrorCode {
     StoreUnavailable,
     /// An operator closed the session from the console.
     Kicked,
+    /// Too many requests of the session still unanswered.
+    TooManyRequests,
 }
 
 impl fmt::Display for ErrorCode {
@@ -75,6 +77,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::Shutdown => "shutdown",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::Kicked => "kicked",
+            ErrorCode::TooManyRequests => "too_many_requests",
         };
         f.write_str(s)
     }
