@@ -24,11 +24,49 @@ const TOMBSTONES: usize = 16384;
 const PENDING: usize = 4096;
 const PENDING_FOR: f64 = 60.0;
 
+/// Dialplan data one call holds, at most: attached keys, IVR steps, and the longest key or
+/// value. More is dropped: every event of the call carries it to every session.
+pub const MAX_ATTACHED: usize = 64;
+pub const MAX_IVR_STEPS: usize = 64;
+pub const MAX_DATA_BYTES: usize = 1024;
+
 /// What a FastAGI script adds to a call: attached data and IVR steps.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CallData {
     pub attached: BTreeMap<String, String>,
     pub ivr_steps: Vec<String>,
+}
+
+impl CallData {
+    /// Adds this data to `attached` and `ivr_path` within the caps; true if they changed.
+    fn add_to(self, attached: &mut BTreeMap<String, String>, ivr_path: &mut Vec<String>) -> bool {
+        let mut changed = false;
+        for (k, v) in self.attached {
+            changed |= attach(attached, k, v);
+        }
+        for step in self.ivr_steps {
+            changed |= add_step(ivr_path, step);
+        }
+        changed
+    }
+}
+
+fn attach(attached: &mut BTreeMap<String, String>, key: String, value: String) -> bool {
+    let fits = key.len() <= MAX_DATA_BYTES && value.len() <= MAX_DATA_BYTES;
+    let full = attached.len() >= MAX_ATTACHED && !attached.contains_key(&key);
+    if !fits || full || attached.get(&key) == Some(&value) {
+        return false;
+    }
+    attached.insert(key, value);
+    true
+}
+
+fn add_step(ivr_path: &mut Vec<String>, step: String) -> bool {
+    if ivr_path.len() >= MAX_IVR_STEPS || step.len() > MAX_DATA_BYTES {
+        return false;
+    }
+    ivr_path.push(step);
+    true
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -330,8 +368,8 @@ impl CallModel {
                         .pending
                         .entry(uniqueid.to_owned())
                         .or_insert((CallData::default(), now));
-                    entry.0.attached.extend(data.attached);
-                    entry.0.ivr_steps.extend(data.ivr_steps);
+                    let pending = &mut entry.0;
+                    data.add_to(&mut pending.attached, &mut pending.ivr_steps);
                     if let Some(l) = linkedid {
                         self.pending_calls.insert(l.to_owned(), uniqueid.to_owned());
                     }
@@ -343,9 +381,9 @@ impl CallModel {
 
     fn merge(&mut self, call_id: &str, data: CallData) {
         if let Some(call) = self.calls.get_mut(call_id) {
-            call.attached.extend(data.attached);
-            call.ivr_path.extend(data.ivr_steps);
-            self.changed.insert(call_id.to_owned());
+            if data.add_to(&mut call.attached, &mut call.ivr_path) {
+                self.changed.insert(call_id.to_owned());
+            }
         }
     }
 
@@ -886,7 +924,7 @@ impl CallModel {
                 continue;
             };
             if let Some(t) = &target {
-                call.attached.insert("transfer_target".into(), t.clone());
+                attach(&mut call.attached, "transfer_target".into(), t.clone());
             }
             // The transferee is connected again, to the target or to whoever now dials it.
             let bridged = call
@@ -955,14 +993,12 @@ impl CallModel {
         let mut changed = false;
         if kind == Some("CtiIvr") {
             if let Some(step) = known(ev.get("Step")) {
-                call.ivr_path.push(step);
-                changed = true;
+                changed = add_step(&mut call.ivr_path, step);
             }
         } else {
             for (k, v) in ev.fields().skip_while(|(k, _)| *k != "UserEvent").skip(1) {
                 if !k.is_empty() && !STANDARD_KEYS.contains(&k) {
-                    changed |=
-                        call.attached.insert(k.to_owned(), v.to_owned()).as_deref() != Some(v);
+                    changed |= attach(&mut call.attached, k.to_owned(), v.to_owned());
                 }
             }
         }

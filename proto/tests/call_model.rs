@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use bytes::BytesMut;
 use ctid_proto::ami::{AmiCodec, AmiFrame, AmiMessage, MessageKind};
 use ctid_proto::calls::{
-    coalesce, CallData, CallEvent, CallModel, CallState, Direction, EventKind,
+    coalesce, CallData, CallEvent, CallModel, CallState, Direction, EventKind, MAX_ATTACHED,
+    MAX_DATA_BYTES, MAX_IVR_STEPS,
 };
 use ctid_proto::directory::Directory;
 use proptest::prelude::*;
@@ -398,4 +399,41 @@ fn agi_data_attaches_before_or_after_the_channel_is_seen() {
     let last = &late.last().unwrap().call;
     assert_eq!(last.attached.keys().collect::<Vec<_>>(), ["fresh"]);
     assert_eq!(last.ivr_path, ["new"]);
+}
+
+#[test]
+fn a_calls_dialplan_data_is_bounded() {
+    let dir = directory();
+    let all = events("agi_call");
+    let mut model = CallModel::new();
+    for e in &all[..10] {
+        model.apply(e, 1.0, &dir);
+    }
+    let mut last = None;
+    for i in 0..MAX_ATTACHED + 10 {
+        let data = CallData {
+            attached: [(format!("key{i}"), "v".repeat(MAX_DATA_BYTES))].into(),
+            ivr_steps: vec![format!("step{i}")],
+        };
+        last = model
+            .attach("1795348247.38", None, data, 2.0)
+            .pop()
+            .or(last);
+    }
+    let oversized = CallData {
+        attached: [("key0".to_owned(), "v".repeat(MAX_DATA_BYTES + 1))].into(),
+        ivr_steps: vec!["s".repeat(MAX_DATA_BYTES + 1)],
+    };
+    assert!(model
+        .attach("1795348247.38", None, oversized, 3.0)
+        .is_empty());
+    let call = last.unwrap().call;
+    assert_eq!(call.attached.len(), MAX_ATTACHED);
+    assert_eq!(call.attached["key0"].len(), MAX_DATA_BYTES);
+    assert!(!call.attached.contains_key(&format!("key{MAX_ATTACHED}")));
+    assert_eq!(call.ivr_path.len(), MAX_IVR_STEPS);
+    assert_eq!(
+        call.ivr_path.last().unwrap(),
+        &format!("step{}", MAX_IVR_STEPS - 1)
+    );
 }
