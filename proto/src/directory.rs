@@ -111,8 +111,7 @@ pub struct Directory {
 impl Directory {
     /// Parses and checks a directory file (TOML); on failure returns every problem found.
     pub fn parse(text: &str) -> Result<Directory, Vec<String>> {
-        let file: DirectoryFile =
-            toml::from_str(text).map_err(|e| vec![one_line(&e.to_string())])?;
+        let file: DirectoryFile = toml::from_str(text).map_err(|e| vec![toml_problem(text, &e)])?;
         Self::check(file)
     }
 
@@ -261,8 +260,16 @@ impl Directory {
     }
 }
 
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+/// Where and what, without the offending line itself: it may hold a password.
+fn toml_problem(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or_default();
+            format!("line {}: {message}", before.matches('\n').count() + 1)
+        }
+        None => message,
+    }
 }
 
 /// The interface (device) of an Asterisk channel name: `PJSIP/1001-0000002a` is
@@ -415,7 +422,16 @@ context = "c"
             Directory::parse("[[users]]\nid = 1\nlogin = \"a\"\npassword = \"x\"\nmail = 1\n")
                 .unwrap_err();
         assert!(problems[0].contains("unknown field `mail`"), "{problems:?}");
+        assert!(problems[0].starts_with("line 5: "), "{problems:?}");
         assert!(!problems[0].contains('\n'));
+    }
+
+    #[test]
+    fn a_toml_error_never_quotes_the_line_it_is_on() {
+        let problems = Directory::parse("[[users]]\nid = 1\npassword = \"hunter2\nlogin = \"a\"\n")
+            .unwrap_err();
+        assert!(problems[0].starts_with("line 3: "), "{problems:?}");
+        assert!(!problems[0].contains("hunter2"), "{problems:?}");
     }
 
     #[test]

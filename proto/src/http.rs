@@ -18,6 +18,10 @@ impl Url {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
+        // Not echoed: the URL is logged, and what precedes the `@` would be a password.
+        if authority.contains('@') {
+            return Err("credentials in the URL (user:password@) are not supported".into());
+        }
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
                 (h, p.parse().map_err(|_| format!("{s:?}: bad port {p:?}"))?)
@@ -109,6 +113,8 @@ mod tests {
             .contains("only http://"));
         assert!(Url::parse("http://x:port/").is_err());
         assert!(Url::parse("http://x/a b").is_err());
+        let err = Url::parse("http://ctid:s3cret@dir.example/d.json").unwrap_err();
+        assert!(!err.contains("s3cret"), "{err}");
     }
 
     #[test]
