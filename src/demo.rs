@@ -115,7 +115,12 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
     });
     let prepared = prepare(settings(&args, sim.addr().port()), &args.directory)
         .map_err(|Refusal(why, _)| why)?;
-    let Server { root, workers } = start(prepared);
+    let Server {
+        root,
+        workers,
+        writers,
+        flush,
+    } = start(prepared);
     println!(
         "ctid demo: a simulated Asterisk (AMI on {}) places calls between phones 1001-1003 of\n\
          tenant `default` and 2001-2002 of `tenant-b`. ctid serves CTI on 127.0.0.1:{}.\n\
@@ -129,19 +134,19 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
     actix_rt::spawn(desktop(args.cti_port, "alice"));
     actix_rt::spawn(desktop(args.cti_port, "dave"));
     let stopper = root.stopper();
+    let stopped = root.stopped();
+    tokio::pin!(stopped);
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
-        exit = root.stopped() => return Err(format!("ctid stopped: {exit:?}")),
+        exit = &mut stopped => return Err(format!("ctid stopped: {exit:?}")),
     }
     if let Some(root) = stopper.get() {
         root.do_send(Shutdown {
             reason: "demo over",
         });
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    for w in workers {
-        w.stop();
-    }
+    stopped.await;
+    Server::finish(writers, workers, flush).await;
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use ctid_actors::ami::{AmiLink, AmiTaps, LinkConfig, LinkStats};
@@ -18,11 +18,11 @@ use ctid_actors::fagi::FagiAccept;
 use ctid_actors::info::{InfoAccept, InfoShared};
 use ctid_actors::listener::{CtiAccept, TcpService};
 use ctid_actors::metrics::Metrics;
-use ctid_actors::outbox::Budget;
+use ctid_actors::outbox::{Budget, Writers};
 use ctid_actors::partition::{Partitions, ReplayLimits};
 use ctid_actors::router::{Router, RouterConfig};
 use ctid_actors::session::{SessionConfig, SessionRegistry, SessionShared};
-use ctid_actors::settings::{Listener, Settings};
+use ctid_actors::settings::{human_duration, Listener, Settings};
 use ctid_actors::supervisor::{
     ChildSpec, Exit, Intensity, Report, Restart, Root, Shutdown, Slot, StartChild,
 };
@@ -183,6 +183,25 @@ pub struct Server {
     pub root: Root,
     /// Worker arbiters for sessions.
     pub workers: Vec<Arbiter>,
+    pub writers: Writers,
+    /// How long the writers may take to send their last lines at exit.
+    pub flush: Duration,
+}
+
+impl Server {
+    /// After the tree stopped: lets session writers finish, then stops the workers.
+    pub async fn finish(writers: Writers, workers: Vec<Arbiter>, flush: Duration) {
+        let left = writers.drained(flush).await;
+        if left > 0 {
+            warn!(
+                "{left} client(s) did not take their last lines within {}",
+                human_duration(flush)
+            );
+        }
+        for worker in workers {
+            worker.stop();
+        }
+    }
 }
 
 /// A listener child: `make` builds the actor from its socket at each (re)start.
@@ -238,6 +257,7 @@ pub fn start(p: Prepared) -> Server {
     let router_slot = Slot::<Router>::new();
     let directory_slot = Slot::<DirectoryWatcher>::new();
     let partitions_slot = Slot::new();
+    let writers = Writers::default();
     let shared = Arc::new(SessionShared {
         config: SessionConfig {
             login_timeout: settings.timeouts.login,
@@ -261,6 +281,7 @@ pub fn start(p: Prepared) -> Server {
         link: link_slot.clone(),
         store: store.as_ref().map(|s| s.reader.clone()),
         commands: settings.commands.clone(),
+        writers: writers.clone(),
     });
 
     let watcher = {
@@ -404,15 +425,23 @@ pub fn start(p: Prepared) -> Server {
             }
         }
     }));
-    Server { root, workers }
+    Server {
+        root,
+        workers,
+        writers,
+        flush: settings.timeouts.socket,
+    }
 }
 
 async fn serve(prepared: Prepared) -> ExitCode {
-    let Server { root, workers } = start(prepared);
+    let Server {
+        root,
+        workers,
+        writers,
+        flush,
+    } = start(prepared);
     let code = until_stopped(root).await;
-    for worker in workers {
-        worker.stop();
-    }
+    Server::finish(writers, workers, flush).await;
     code
 }
 

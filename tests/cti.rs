@@ -422,3 +422,30 @@ async fn connections_past_the_unauthenticated_limit_are_refused() {
     let mut d = Cti::connect(port).await;
     d.login("alice").await;
 }
+
+#[tokio::test]
+async fn a_stopping_server_tells_every_session_before_it_exits() {
+    let (_sim, mut ctid, port) = server("").await;
+    let mut clients = Vec::new();
+    for user in ["alice", "bob", "dave"] {
+        let mut c = Cti::connect(port).await;
+        c.login(user).await;
+        clients.push(c);
+    }
+    let mut unauthenticated = Cti::connect(port).await;
+    unauthenticated
+        .send(json!({"class": "keepalive", "commandid": 1}))
+        .await;
+    assert_eq!(unauthenticated.reply().await["replyid"], 1);
+    clients.push(unauthenticated);
+
+    assert!(ctid.terminate().await.success());
+    for mut c in clients {
+        let rest = c.until_closed().await;
+        assert_eq!(
+            rest.last().map(|m| m["error_string"].clone()),
+            Some(json!("shutdown")),
+            "{rest:?}"
+        );
+    }
+}

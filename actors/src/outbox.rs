@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, IoSlice};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -41,6 +41,46 @@ struct Queue {
     closed: Option<Closed>,
     /// Sent last, after which the writer shuts the stream down.
     last: Option<Bytes>,
+}
+
+/// The session writers still running, so that a stopping server lets them send their last
+/// lines before its threads go.
+#[derive(Clone, Default)]
+pub struct Writers(Arc<(AtomicUsize, Notify)>);
+
+/// One running writer; dropping it ends the writer's count.
+pub struct WriterGuard(Writers);
+
+impl Writers {
+    pub fn enter(&self) -> WriterGuard {
+        self.0 .0.fetch_add(1, Ordering::SeqCst);
+        WriterGuard(self.clone())
+    }
+
+    pub fn running(&self) -> usize {
+        self.0 .0.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no writer runs, for `limit` at most; how many still run.
+    pub async fn drained(&self, limit: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let ended = self.0 .1.notified();
+            if self.running() == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                return self.running();
+            }
+        }
+    }
+}
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        self.0 .0 .0.fetch_sub(1, Ordering::SeqCst);
+        self.0 .0 .1.notify_waiters();
+    }
 }
 
 pub struct Outbox {

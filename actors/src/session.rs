@@ -25,7 +25,7 @@ use crate::ami::{AmiLink, AmiRequest, Completion};
 use crate::auth::{LoginThrottle, PasswordChecker, Resumable, ResumeTokens, Verify, DUMMY_HASH};
 use crate::directory::DirectoryHandle;
 use crate::net::BoxedIo;
-use crate::outbox::{write_outbox, Budget, Outbox};
+use crate::outbox::{write_outbox, Budget, Outbox, Writers};
 use crate::partition::{
     GetList, Kick, Member, Partition, Partitions, SessionId, Subscribe, Unsubscribe, ALL,
 };
@@ -145,6 +145,7 @@ pub struct SessionShared {
     /// Where `history` is answered; None if call records are off.
     pub store: Option<Addr<Store>>,
     pub commands: CommandSettings,
+    pub writers: Writers,
 }
 
 /// Counts a connection as not logged in for as long as it lives.
@@ -935,8 +936,10 @@ impl Actor for Session {
         let me = ctx.address();
         let outbox = self.outbox.clone();
         let stall = self.shared.config.stall;
+        let running = self.shared.writers.enter();
         actix_rt::spawn(async move {
             let result = write_outbox(outbox, write, stall).await;
+            drop(running);
             me.do_send(WriterDone(result));
         });
         ctx.add_stream(FramedRead::new(
