@@ -183,12 +183,16 @@ async fn an_announced_reload_resyncs_and_other_datagrams_are_ignored() {
             .count()
     };
     ctid.wait_until("the first resync", || resyncs() == 1).await;
+    let loads = ctid.count("directory.toml loaded: ");
     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     udp.send_to(b"reload\n", ("127.0.0.1", port)).await.unwrap();
     ctid.wait_until("a resync after reload", || resyncs() == 2)
         .await;
     ctid.wait_line("announce: reload from 127.0.0.1").await;
-    ctid.wait_line("directory").await;
+    ctid.wait_until("the directory read again", || {
+        ctid.count("directory.toml loaded: ") > loads
+    })
+    .await;
     udp.send_to(b"\xff\xfegarbage", ("127.0.0.1", port))
         .await
         .unwrap();

@@ -19,6 +19,15 @@ fn actions_named(sim: &PbxSim, name: &str) -> usize {
         .count()
 }
 
+/// The delay a "retrying in 870ms" (or "1.8s") log line announces.
+fn retry_delay(line: &str) -> Duration {
+    let text = line.rsplit("retrying in ").next().unwrap().trim();
+    match text.strip_suffix("ms") {
+        Some(ms) => Duration::from_millis(ms.parse().unwrap()),
+        None => Duration::from_secs_f64(text.trim_end_matches('s').parse().unwrap()),
+    }
+}
+
 #[tokio::test]
 async fn logs_in_pings_and_logs_in_again_after_a_drop() {
     let sim = PbxSim::start(SimConfig::default()).await.unwrap();
@@ -32,8 +41,10 @@ async fn logs_in_pings_and_logs_in_again_after_a_drop() {
         sim.logins()[0].md5,
         "the default login is the MD5 challenge"
     );
+    // A Ping is sent only once the previous one is answered; an unanswered one drops the link.
     ctid.wait_until("a Ping", || actions_named(&sim, "Ping") >= 2)
         .await;
+    assert_eq!(ctid.count("no answer to Ping"), 0);
 
     // Events it reads are logged at debug level.
     sim.replay(&fixture("ami/bridged_call.txt"));
@@ -47,10 +58,16 @@ async fn logs_in_pings_and_logs_in_again_after_a_drop() {
     .await;
 
     sim.drop_connections();
-    ctid.wait_line(&format!(
-        "AMI 127.0.0.1:{port} lost (closed by Asterisk), retrying in"
-    ))
-    .await;
+    let lost = ctid
+        .wait_line(&format!(
+            "AMI 127.0.0.1:{port} lost (closed by Asterisk), retrying in"
+        ))
+        .await;
+    let delay = retry_delay(&lost);
+    assert!(
+        delay <= Duration::from_secs(1),
+        "past reconnect_max: {lost}"
+    );
     ctid.wait_until("a second login", || accepted(&sim) == 2)
         .await;
     ctid.wait_lines("logged in as 'cti'", 2).await;
