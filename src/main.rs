@@ -101,7 +101,7 @@ fn hash_password() -> ExitCode {
 
 fn check_config(path: &std::path::Path) -> ExitCode {
     let problems = match settings::load(path) {
-        Ok(s) => run::check(&s).err().into_iter().collect(),
+        Ok(s) => run::check(&s).err().unwrap_or_default(),
         Err(problems) => problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
     };
     if problems.is_empty() {

@@ -80,35 +80,39 @@ fn bind(name: &str, l: &Listener) -> Result<Option<Arc<TcpListener>>, Refusal> {
 /// What the settings name, loaded and checked: the directory, TLS material.
 type Loaded = (Directory, LinkConfig, Option<Arc<rustls::ServerConfig>>);
 
-fn load(settings: &Settings) -> Result<Loaded, String> {
+/// Loads what the settings name; on failure, every problem, one per item.
+fn load(settings: &Settings) -> Result<Loaded, Vec<String>> {
     let directory = match &settings.directory.url {
         Some(url) => {
             info!("directory: loading from {url}");
-            Directory::default()
+            Ok(Directory::default())
         }
-        None => load_file(&settings.directory.path).map_err(|e| format!("directory.path: {e}"))?,
+        None => load_file(&settings.directory.path).map_err(|e| format!("directory.path: {e}")),
     };
     let link = LinkConfig::new(settings.ami.clone(), settings.timeouts.socket)
-        .map_err(|e| format!("ami.tls_ca: {e}"))?;
+        .map_err(|e| format!("ami.tls_ca: {e}"));
     let ctis = &settings.listen.ctis;
     let ctis_tls = match (&ctis.cert, &ctis.key) {
-        (Some(cert), Some(key)) if ctis.listener.enabled => {
-            Some(tls::server_config(cert, key).map_err(|e| format!("listen.ctis: {e}"))?)
-        }
-        _ => None,
+        (Some(cert), Some(key)) if ctis.listener.enabled => tls::server_config(cert, key)
+            .map(Some)
+            .map_err(|e| format!("listen.ctis: {e}")),
+        _ => Ok(None),
     };
-    Ok((directory, link, ctis_tls))
+    match (directory, link, ctis_tls) {
+        (Ok(d), Ok(l), Ok(t)) => Ok((d, l, t)),
+        (d, l, t) => Err([d.err(), l.err(), t.err()].into_iter().flatten().collect()),
+    }
 }
 
 /// Checks what the settings name (the directory, TLS files) without starting anything.
-pub fn check(settings: &Settings) -> Result<(), String> {
+pub fn check(settings: &Settings) -> Result<(), Vec<String>> {
     load(settings).map(|_| ())
 }
 
 /// Checks and prepares everything; nothing runs yet.
 pub fn prepare(settings: Settings, config: &Path) -> Result<Prepared, Refusal> {
     let (directory, link, ctis_tls) =
-        load(&settings).map_err(|m| Refusal(m, ExitCode::from(EXIT_CONFIG)))?;
+        load(&settings).map_err(|m| Refusal(m.join("; "), ExitCode::from(EXIT_CONFIG)))?;
     if settings.store.enabled {
         ctid_actors::store::open(&settings.store.path)
             .map_err(|e| Refusal(format!("store.path: {e}"), ExitCode::FAILURE))?;
