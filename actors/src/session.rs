@@ -16,7 +16,7 @@ use actix::prelude::*;
 use ctid_proto::calls::Disposition;
 use ctid_proto::commands::{originate_reason, CommandSettings, Plan, Wait, COMMANDS};
 use ctid_proto::cti::{timenow, CtiCodec, CtiFrame, ErrorCode, Reply, Request};
-use ctid_proto::directory::User;
+use ctid_proto::directory::{Directory, User};
 use log::{debug, info, warn};
 use serde_json::{json, Value};
 use tokio_util::codec::FramedRead;
@@ -549,7 +549,7 @@ impl Session {
             let _ = self
                 .outbox
                 .push(ack(0), || disconnect(&ErrorCode::SlowConsumer), true);
-            return self.ready(user, None, key);
+            return self.ready(user, None, key, ctx);
         };
         let member = Member {
             user_id: user.id,
@@ -567,7 +567,7 @@ impl Session {
         // before this session knows the subscription succeeded.
         ctx.wait(actix::fut::wrap_future::<_, Self>(subscribe).map(
             move |res, act, ctx| match res {
-                Ok(Ok(_seq)) => act.ready(user, Some(partition), key),
+                Ok(Ok(_seq)) => act.ready(user, Some(partition), key, ctx),
                 Ok(Err(code)) => {
                     if let Some(resume) = resume {
                         if let Some(token) = act.cleanup.token.take() {
@@ -588,7 +588,14 @@ impl Session {
         ));
     }
 
-    fn ready(&mut self, user: User, partition: Option<Addr<Partition>>, key: Option<String>) {
+    fn ready(
+        &mut self,
+        user: User,
+        partition: Option<Addr<Partition>>,
+        key: Option<String>,
+        ctx: &mut Context<Self>,
+    ) {
+        ctx.add_stream(self.shared.directory.changes());
         let context = key.as_deref().unwrap_or("none");
         info!(
             "{} logged in as {} (context {context})",
@@ -733,23 +740,29 @@ impl Session {
         );
     }
 
-    /// The logged-in user and their partition key.
-    fn me(&self) -> Option<(&User, Option<&str>)> {
-        match &self.phase {
-            Phase::Ready { user, partition } => Some((user, partition.as_deref())),
-            _ => None,
-        }
+    /// The logged-in user as the directory has them now (their line may have changed), and
+    /// the session's partition key; None if they were deleted or moved (the session is
+    /// closing).
+    fn me(&self) -> Option<(User, Option<&str>)> {
+        let Phase::Ready { user, partition } = &self.phase else {
+            return None;
+        };
+        let now = self.shared.directory.get().user(user.id).cloned()?;
+        (self.partition_of(&now) == *partition).then_some((now, partition.as_deref()))
     }
 
     fn ipbxcommand(&mut self, req: Request, ticket: Ticket, ctx: &mut Context<Self>) {
         let commandid = req.commandid.clone();
         let command = req.str("command").unwrap_or_default().to_owned();
-        let (Some((user, partition)), Some(router)) = (self.me(), self.shared.router.get()) else {
+        let Some(router) = self.shared.router.get() else {
             return self.error("ipbxcommand", ErrorCode::Shutdown, commandid.as_ref(), ctx);
+        };
+        let Some((user, partition)) = self.me() else {
+            return self.error("ipbxcommand", ErrorCode::Unallowed, commandid.as_ref(), ctx);
         };
         let planning = router.send(PlanCommand {
             request: req,
-            user: user.clone(),
+            user,
             partition: partition.map(str::to_owned),
         });
         ctx.spawn(actix::fut::wrap_future::<_, Self>(planning).map(
@@ -839,14 +852,14 @@ impl Session {
         if let Err(code) = req.require(&["call_id", "code"]) {
             return self.error("disposition", code, commandid.as_ref(), ctx);
         }
-        let (Some((user, partition)), Some(router)) = (self.me(), self.shared.router.get()) else {
+        let Some(router) = self.shared.router.get() else {
             return self.error("disposition", ErrorCode::Shutdown, commandid.as_ref(), ctx);
         };
         let call_id = req.str("call_id").unwrap_or_default().to_owned();
-        if partition.is_none() {
+        let Some((user, partition @ Some(_))) = self.me() else {
             let reply = disposition_reply(call_id, Err(ErrorCode::Unallowed));
             return self.send(reply.reply_to(commandid.as_ref()), ctx);
-        }
+        };
         let set = router.send(SetDisposition {
             call_id: call_id.clone(),
             disposition: Disposition {
@@ -876,10 +889,7 @@ impl Session {
 
     fn history(&mut self, req: Request, ticket: Ticket, ctx: &mut Context<Self>) {
         let commandid = req.commandid.clone();
-        let Some((_, partition)) = self.me() else {
-            return self.error("history", ErrorCode::Shutdown, commandid.as_ref(), ctx);
-        };
-        let Some(partition) = partition.map(str::to_owned) else {
+        let Some(partition) = self.me().and_then(|(_, p)| p.map(str::to_owned)) else {
             return self.error("history", ErrorCode::Unallowed, commandid.as_ref(), ctx);
         };
         let Some(store) = self.shared.store.clone() else {
@@ -991,6 +1001,32 @@ impl StreamHandler<Result<CtiFrame, std::io::Error>> for Session {
     fn finished(&mut self, ctx: &mut Context<Self>) {
         self.close(None, "client closed the connection", ctx);
     }
+}
+
+impl StreamHandler<Arc<Directory>> for Session {
+    /// Follows the user's own changes (a new line, a new name); closes the session when the
+    /// user was deleted or now belongs to another context, with or without a line.
+    fn handle(&mut self, dir: Arc<Directory>, ctx: &mut Context<Self>) {
+        let Phase::Ready { user, partition } = &self.phase else {
+            return;
+        };
+        let now = dir.user(user.id).cloned();
+        match now {
+            Some(now) if self.partition_of(&now) == *partition => {
+                if let Phase::Ready { user, .. } = &mut self.phase {
+                    **user = now;
+                }
+            }
+            _ => self.close(
+                Some(ErrorCode::UserChanged),
+                "its user was deleted or moved",
+                ctx,
+            ),
+        }
+    }
+
+    /// The directory stops only with ctid.
+    fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
 impl Handler<Kick> for Session {
