@@ -1,5 +1,5 @@
 //! ctid against the simulated Asterisk, through real sockets: login, keepalive, drops,
-//! reconnects, and a wrong secret.
+//! reconnects, a wrong secret, and TLS.
 
 mod common;
 
@@ -194,4 +194,70 @@ fn a_bad_configuration_stops_start_up_with_every_problem() {
         !log.contains("panicked") && !log.contains("backtrace"),
         "{log}"
     );
+}
+
+/// A self-signed certificate for `localhost` in `dir` (`<name>.pem`, `<name>.key`).
+fn certificate(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+/// A TLS port in front of the simulator, as Asterisk's AMI over TLS: each connection is
+/// decrypted and relayed to the simulator's plain port.
+async fn tls_front(sim: &PbxSim, cert: &std::path::Path, key: &std::path::Path) -> u16 {
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(ctid_actors::tls::server_config(cert, key).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let plain = sim.addr();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                if let Ok(mut sim) = tokio::net::TcpStream::connect(plain).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut sim).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn ami_over_tls_checks_the_certificate_and_logs_in() {
+    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(certs.path(), "pbx");
+    let (stranger, _) = certificate(certs.path(), "stranger");
+    let port = tls_front(&sim, &cert, &key).await;
+    let tls = |ca: &std::path::Path| {
+        ami_config(
+            port,
+            &format!(
+                "secret = \"ctipass\"\ntls = true\ntls_ca = \"{}\"\ntls_server_name = \"localhost\"",
+                ca.display()
+            ),
+        )
+    };
+
+    let trusted = Ctid::start(&tls(&cert), "info");
+    trusted.wait_line("logged in as 'cti'").await;
+    assert_eq!(accepted(&sim), 1);
+    drop(trusted);
+
+    // A PBX whose certificate the CA file does not vouch for is refused, and retried.
+    let refused = Ctid::start(&tls(&stranger), "info");
+    refused
+        .wait_lines("TLS handshake failed (invalid peer certificate", 2)
+        .await;
+    assert_eq!(accepted(&sim), 1);
 }
