@@ -118,6 +118,28 @@ async fn web_interface_notices_push_changes_and_close_deleted_users() {
         json!(["PJSIP/1007"])
     );
 
+    // An edit is an updateconfig of the item; queues and lines are objects too.
+    let renamed = frank.replace("Frank", "Francis");
+    let sales = "[[queues]]\nname = \"sales\"\ncontext = \"default\"\n";
+    std::fs::write(&path, directory_without(&[], &format!("{renamed}{sales}"))).unwrap();
+    assert_eq!(web.ask("xivo[user,edit,7]").await.1, "CTID-WEBI:OK");
+    let update = config_push(&mut alice, "updateconfig", "users").await;
+    assert_eq!(
+        (&update["tid"], &update["config"]["firstname"]),
+        (&json!("7"), &json!("Francis"))
+    );
+    assert_eq!(
+        config_push(&mut alice, "addconfig", "queues").await["list"],
+        json!(["sales"])
+    );
+    assert_eq!(web.ask("xivo[queue,add,sales]").await.1, "CTID-WEBI:OK");
+    assert_eq!(web.ask("xivo[line,edit,1007]").await.1, "CTID-WEBI:OK");
+    assert_eq!(
+        web.ask("xivo[context,delete,default]").await.1,
+        "CTID-WEBI:KO context default is still in the directory"
+    );
+    let frank = renamed;
+
     std::fs::write(&path, directory_without(&["bob"], &frank)).unwrap();
     assert_eq!(web.ask("xivo[user,delete,2]").await.1, "CTID-WEBI:OK");
     let last = bob.until_closed().await.pop().unwrap();
