@@ -18,7 +18,7 @@ use ctid_proto::commands::{plan, CommandSettings, Plan, Sender};
 use ctid_proto::cti::{timenow, ErrorCode, Request};
 use ctid_proto::directory::{Directory, User};
 use futures_util::StreamExt;
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 
 use crate::ami::{AmiEvents, AmiLink, AmiRequest, LinkChanged, LinkState, LinkStats};
 use crate::directory::DirectoryHandle;
@@ -232,14 +232,26 @@ impl Router {
             return;
         };
         self.resyncing = true;
-        let request = link.send(AmiRequest::list(AmiPacket::action("CoreShowChannels")));
-        ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(request).map(|res, act, _| {
+        let lists = async move {
+            let list = |action| link.send(AmiRequest::list(AmiPacket::action(action)));
+            let channels = list("CoreShowChannels").await?;
+            // Without queue data (an Asterisk without app_queue), calls are still resynced.
+            let waiting = match list("QueueStatus").await? {
+                Ok(reply) => reply.events,
+                Err(e) => {
+                    debug!("resync: QueueStatus failed: {e}");
+                    Vec::new()
+                }
+            };
+            Ok(channels.map(|reply| (reply.events, waiting)))
+        };
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(lists).map(
+            |res: Result<_, MailboxError>, act, _| {
                 act.resyncing = false;
                 match res {
-                    Ok(Ok(reply)) => {
+                    Ok(Ok((live, waiting))) => {
                         let dir = act.directory.get();
-                        let events = act.model.resync(&reply.events, timenow(), &dir);
+                        let events = act.model.resync(&live, &waiting, timenow(), &dir);
                         act.dispatch(events, Instant::now());
                         for key in act.partitions.keys() {
                             act.reconcile(&key);
@@ -253,8 +265,8 @@ impl Router {
                     Ok(Err(e)) => warn!("resync with Asterisk failed: {e}"),
                     Err(_) => warn!("resync with Asterisk failed: the AMI link stopped"),
                 }
-            }),
-        );
+            },
+        ));
     }
 }
 

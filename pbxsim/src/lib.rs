@@ -675,6 +675,17 @@ fn answer(m: &AmiMessage, auth: &mut Auth, shared: &Shared, out: &mut BytesMut) 
                 .field("ListItems", channels.len().to_string()));
             Next::Continue
         }
+        "queuestatus" => {
+            // Synthetic calls never wait in a queue: an empty list.
+            put(response(m, "Success")
+                .field("EventList", "start")
+                .field("Message", "Queue status will follow"));
+            put(AmiPacket::event("QueueStatusComplete")
+                .field("ActionID", m.action_id().unwrap_or("").to_owned())
+                .field("EventList", "Complete")
+                .field("ListItems", "0"));
+            Next::Continue
+        }
         "originate" => {
             originate(m, shared, &mut put);
             Next::Continue

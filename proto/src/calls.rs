@@ -515,7 +515,13 @@ impl CallModel {
 
     /// Reconciles the model with the channels Asterisk lists (CoreShowChannel items), after
     /// a reconnect: channels that are gone end, channels never seen are added.
-    pub fn resync(&mut self, live: &[AmiMessage], now: f64, dir: &Directory) -> Vec<CallEvent> {
+    pub fn resync(
+        &mut self,
+        live: &[AmiMessage],
+        waiting: &[AmiMessage],
+        now: f64,
+        dir: &Directory,
+    ) -> Vec<CallEvent> {
         let listed: HashSet<&str> = live.iter().filter_map(|m| m.get("Uniqueid")).collect();
         let gone: Vec<String> = self
             .channels
@@ -541,6 +547,20 @@ impl CallModel {
         }
         for (uid, bridge) in bridged {
             self.enter_bridge(&uid, &bridge, now);
+        }
+        // Callers waiting in queues (QueueStatus' QueueEntry items), as after QueueCallerJoin.
+        for entry in waiting.iter().filter(|e| e.event() == Some("QueueEntry")) {
+            let Some(call) = entry.get("Uniqueid").and_then(|u| self.call_of(u)) else {
+                continue;
+            };
+            let queue = known(entry.get("Queue"));
+            let known_queued = self
+                .calls
+                .get(&call)
+                .is_some_and(|c| c.state == CallState::Queued && c.queue == queue);
+            if !known_queued {
+                self.on_queue_join(entry, now, dir);
+            }
         }
         self.finish()
     }

@@ -248,7 +248,7 @@ fn resync_ends_vanished_channels_and_adopts_unknown_ones() {
     let item = AmiMessage::parse(
         "Event: CoreShowChannel\r\nChannel: Local/1003@default-00000009;1\r\nChannelState: 6\r\nUniqueid: 7.7\r\nLinkedid: 7.7\r\nContext: default\r\nExten: 1003\r\nBridgeId: \r\n",
     );
-    let out = model.resync(&[item], 5000.0, &dir);
+    let out = model.resync(&[item], &[], 5000.0, &dir);
     let ended: Vec<_> = out.iter().filter(|e| e.kind == EventKind::Hungup).collect();
     assert_eq!(ended.len(), 1);
     assert_eq!(ended[0].call.id, "1795348189.2");
@@ -259,6 +259,37 @@ fn resync_ends_vanished_channels_and_adopts_unknown_ones() {
         model.calls().map(|c| c.id.as_str()).collect::<Vec<_>>(),
         ["7.7"]
     );
+}
+
+#[test]
+fn resync_puts_back_the_callers_waiting_in_queues() {
+    let dir = directory();
+    let mut model = CallModel::new();
+    let channel = AmiMessage::parse(
+        "Event: CoreShowChannel\r\nChannel: PJSIP/trunk-00000001\r\nChannelState: 6\r\nUniqueid: 8.1\r\nLinkedid: 8.1\r\nCallerIDNum: 0611223344\r\nContext: default\r\nExten: 3000\r\n",
+    );
+    // QueueStatus items: the queue's parameters, a member, and the caller waiting.
+    let status: Vec<AmiMessage> = [
+        "Event: QueueParams\r\nQueue: support\r\nCalls: 1\r\n",
+        "Event: QueueMember\r\nQueue: support\r\nName: Alice\r\nStateInterface: PJSIP/1001\r\n",
+        "Event: QueueEntry\r\nQueue: support\r\nPosition: 1\r\nChannel: PJSIP/trunk-00000001\r\nUniqueid: 8.1\r\nCallerIDNum: 0611223344\r\nWait: 12\r\n",
+        "Event: QueueEntry\r\nQueue: support\r\nPosition: 2\r\nChannel: PJSIP/gone-00000009\r\nUniqueid: 9.9\r\n",
+    ]
+    .iter()
+    .map(|t| AmiMessage::parse(t))
+    .collect();
+    let out = model.resync(std::slice::from_ref(&channel), &status, 10.0, &dir);
+    let queued = out.iter().find(|e| e.kind == EventKind::Queued).unwrap();
+    assert_eq!(queued.call.id, "8.1");
+    assert_eq!(queued.call.queue.as_deref(), Some("support"));
+    assert_eq!(queued.call.state, CallState::Queued);
+    assert_eq!(
+        model.calls().count(),
+        1,
+        "an entry of an unknown channel adds nothing"
+    );
+    // The next resync finds it as it was: nothing to tell.
+    assert!(model.resync(&[channel], &status, 20.0, &dir).is_empty());
 }
 
 fn fixture_names() -> Vec<&'static str> {
