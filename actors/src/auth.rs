@@ -60,34 +60,57 @@ const MAX_DELAY: Duration = Duration::from_secs(8);
 /// Addresses remembered at most.
 const MAX_ADDRESSES: usize = 65536;
 
-/// Slows down logins from an address after failed ones: 250 ms after the first failure,
-/// doubling up to 8 s.
+/// Slows down logins from an address after failed ones: one answer per 250 ms after the
+/// first failure, per 500 ms after the second, ... per 8 s at most. Attempts made at once
+/// on parallel connections queue one step apart, so they do not share one delay.
 #[derive(Clone, Default)]
-pub struct LoginThrottle(Arc<Mutex<HashMap<IpAddr, (u32, Instant)>>>);
+pub struct LoginThrottle(Arc<Mutex<HashMap<IpAddr, Failures>>>);
+
+struct Failures {
+    count: u32,
+    last: Instant,
+    /// When the latest attempt already given a delay is answered.
+    booked: Instant,
+}
 
 impl LoginThrottle {
     /// How long to wait before answering a login from `ip`.
     pub fn delay(&self, ip: IpAddr) -> Duration {
-        match lock(&self.0).get(&ip) {
-            Some((n, last)) if last.elapsed() < FAILURE_MEMORY && *n > 0 => FIRST_DELAY
-                .saturating_mul(1 << (n - 1).min(8))
-                .min(MAX_DELAY),
-            _ => Duration::ZERO,
+        self.delay_at(ip, Instant::now())
+    }
+
+    fn delay_at(&self, ip: IpAddr, now: Instant) -> Duration {
+        let mut map = lock(&self.0);
+        let Some(f) = map.get_mut(&ip) else {
+            return Duration::ZERO;
+        };
+        if f.count == 0 || now.saturating_duration_since(f.last) >= FAILURE_MEMORY {
+            return Duration::ZERO;
         }
+        let step = FIRST_DELAY
+            .saturating_mul(1 << (f.count - 1).min(8))
+            .min(MAX_DELAY);
+        f.booked = f.booked.max(now) + step;
+        f.booked - now
     }
 
     pub fn failed(&self, ip: IpAddr) {
         let mut map = lock(&self.0);
         if map.len() >= MAX_ADDRESSES {
-            map.retain(|_, (_, last)| last.elapsed() < FAILURE_MEMORY);
+            map.retain(|_, f| f.last.elapsed() < FAILURE_MEMORY);
         }
         if map.len() < MAX_ADDRESSES || map.contains_key(&ip) {
-            let entry = map.entry(ip).or_insert((0, Instant::now()));
-            if entry.1.elapsed() >= FAILURE_MEMORY {
-                entry.0 = 0;
+            let now = Instant::now();
+            let f = map.entry(ip).or_insert(Failures {
+                count: 0,
+                last: now,
+                booked: now,
+            });
+            if f.last.elapsed() >= FAILURE_MEMORY {
+                f.count = 0;
             }
-            entry.0 = entry.0.saturating_add(1);
-            entry.1 = Instant::now();
+            f.count = f.count.saturating_add(1);
+            f.last = now;
         }
     }
 
@@ -223,14 +246,29 @@ mod tests {
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         assert_eq!(t.delay(ip), Duration::ZERO);
         t.failed(ip);
-        assert_eq!(t.delay(ip), Duration::from_millis(250));
+        let now = Instant::now();
+        assert_eq!(t.delay_at(ip, now), Duration::from_millis(250));
+        // Once that attempt was answered, the next waits one step again.
+        let later = now + Duration::from_secs(1);
+        assert_eq!(t.delay_at(ip, later), Duration::from_millis(250));
         for _ in 0..10 {
             t.failed(ip);
         }
-        assert_eq!(t.delay(ip), Duration::from_secs(8));
+        let much_later = later + Duration::from_secs(60);
+        assert_eq!(t.delay_at(ip, much_later), Duration::from_secs(8));
         assert_eq!(t.delay("10.0.0.2".parse().unwrap()), Duration::ZERO);
         t.succeeded(ip);
         assert_eq!(t.delay(ip), Duration::ZERO);
+    }
+
+    #[test]
+    fn attempts_at_once_from_one_address_queue_a_step_apart() {
+        let t = LoginThrottle::default();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        t.failed(ip);
+        let now = Instant::now();
+        let delays: Vec<_> = (0..4).map(|_| t.delay_at(ip, now).as_millis()).collect();
+        assert_eq!(delays, [250, 500, 750, 1000]);
     }
 
     #[test]
