@@ -37,13 +37,18 @@ fn tenant(context: &str, first: u32, last: u32) -> Tenant {
     }
 }
 
+/// The demo's call records: a file of its own, removed when it ends.
+fn demo_store() -> PathBuf {
+    std::env::temp_dir().join(format!("ctid-demo-{}.sqlite", std::process::id()))
+}
+
 fn settings(args: &DemoArgs, ami_port: u16) -> Settings {
     let mut s = Settings::default();
     s.ami.port = ami_port;
     s.ami.username = "cti".into();
     s.ami.secret = ctid_actors::settings::Secret::new("ctipass");
     s.directory.path = args.directory.clone();
-    s.store.path = std::env::temp_dir().join(format!("ctid-demo-{}.sqlite", std::process::id()));
+    s.store.path = demo_store();
     s.listen.cti.address = [127, 0, 0, 1].into();
     s.listen.cti.port = args.cti_port;
     for l in [
@@ -154,6 +159,12 @@ pub fn run(args: DemoArgs) -> ExitCode {
     let system = actix_rt::System::new();
     let result = system.block_on(demo(args));
     actix_rt::System::current().stop();
+    let store = demo_store().into_os_string();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = store.clone();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

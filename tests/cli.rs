@@ -1,9 +1,16 @@
 //! The command line: --version, --help, check-config (on the example settings and on a
-//! broken file) and hash-password.
+//! broken file), hash-password, and the client and demo against real sockets.
 
-use std::io::Write;
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+
+use common::{ami_config_with, Ctid, PATIENCE};
+use ctid_pbxsim::{PbxSim, SimConfig};
+use serde_json::Value;
 
 fn ctid(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ctid"))
@@ -89,4 +96,110 @@ fn hash_password_prints_a_hash_of_its_input_and_nothing_of_the_password() {
         .unwrap();
     assert!(!empty.status.success());
     assert!(text(&empty.stderr).contains("no password on standard input"));
+}
+
+/// A running command whose standard output is read line by line.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(command: &mut Command) -> Running {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// The next line that `wanted` accepts.
+    fn line_where(&self, wanted: impl Fn(&str) -> bool) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(PATIENCE)
+                .expect("no such line in time");
+            if wanted(&line) {
+                return line;
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_client_prints_every_message_as_json_and_sends_what_is_typed() {
+    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let config = ami_config_with(sim.addr().port(), "secret = \"ctipass\"", &["cti"]);
+    let ctid = Ctid::start(&config, "info");
+    let port = ctid.port("cti").await.to_string();
+    let mut client = Running::start(
+        Command::new(env!("CARGO_BIN_EXE_ctid"))
+            .args(["client", "--port", &port, "--user", "alice"])
+            .env("CTID_PASSWORD", "alice"),
+    );
+    let json = |line: &str| serde_json::from_str::<Value>(line).ok();
+    let capas = client.line_where(|l| json(l).is_some_and(|m| m["class"] == "login_capas"));
+    assert_eq!(json(&capas).unwrap()["login"], "alice");
+
+    let stdin = client.child.stdin.as_mut().unwrap();
+    stdin
+        .write_all(b"{\"class\":\"keepalive\",\"commandid\":5}\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    client.line_where(|l| json(l).is_some_and(|m| m["replyid"] == 5));
+}
+
+#[test]
+fn the_demo_shows_each_desktop_its_own_tenants_calls() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/directory.toml");
+    let demo = Running::start(Command::new(env!("CARGO_BIN_EXE_ctid")).args([
+        "demo",
+        "--cti-port",
+        &port,
+        "--rate",
+        "20",
+        "--directory",
+        directory.to_str().unwrap(),
+    ]));
+    let alice = demo.line_where(|l| l.starts_with("[alice]") && l.contains(" call "));
+    let dave = demo.line_where(|l| l.starts_with("[dave ]") && l.contains(" call "));
+    assert!(alice.ends_with("(default)"), "{alice}");
+    assert!(dave.ends_with("(tenant-b)"), "{dave}");
+
+    // Ctrl-C ends it cleanly, its call records with it.
+    let pid = demo.child.id();
+    let records = std::env::temp_dir().join(format!("ctid-demo-{pid}.sqlite"));
+    assert!(records.exists());
+    Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    let mut demo = demo;
+    assert!(demo.child.wait().unwrap().success());
+    assert!(!records.exists());
 }
