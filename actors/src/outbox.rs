@@ -233,8 +233,8 @@ pub async fn write_outbox<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Writes every buffer, as few syscalls as the socket allows; `TimedOut` when one write
-/// waits longer than `stall`.
+/// Writes every buffer, as few syscalls as the socket allows; `TimedOut` when one write, or
+/// the flush (where TLS does its socket writes), waits longer than `stall`.
 async fn write_all_vectored<W: AsyncWrite + Unpin>(
     w: &mut W,
     items: &mut VecDeque<Bytes>,
@@ -247,9 +247,7 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
             .take(MAX_SLICES)
             .map(|b| IoSlice::new(b))
             .collect();
-        let mut n = tokio::time::timeout(stall, w.write_vectored(&slices))
-            .await
-            .map_err(|_| std::io::Error::from(ErrorKind::TimedOut))??;
+        let mut n = within(stall, w.write_vectored(&slices)).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
@@ -266,7 +264,16 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
             }
         }
     }
-    w.flush().await
+    within(stall, w.flush()).await
+}
+
+async fn within<T>(
+    stall: Duration,
+    io: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    tokio::time::timeout(stall, io)
+        .await
+        .map_err(|_| std::io::Error::from(ErrorKind::TimedOut))?
 }
 
 #[cfg(test)]
@@ -350,6 +357,45 @@ mod tests {
             .push(Bytes::from(vec![b'x'; 4096]), notice, true)
             .unwrap();
         let err = write_outbox(outbox, server, Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert_eq!(err, "client read nothing for 100ms");
+    }
+
+    /// Takes every write and never completes a flush: TLS to a peer that stopped reading.
+    struct NeverFlushes;
+
+    impl AsyncWrite for NeverFlushes {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Pending
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flush_that_never_ends_times_the_writer_out() {
+        let outbox = Outbox::new(budget(1 << 24, 100_000));
+        outbox
+            .push(Bytes::from_static(b"x\n"), notice, true)
+            .unwrap();
+        let err = write_outbox(outbox, NeverFlushes, Duration::from_millis(100))
             .await
             .unwrap_err();
         assert_eq!(err, "client read nothing for 100ms");
