@@ -548,18 +548,18 @@ impl CallModel {
         for (uid, bridge) in bridged {
             self.enter_bridge(&uid, &bridge, now);
         }
-        // Callers waiting in queues (QueueStatus' QueueEntry items), as after QueueCallerJoin.
+        // Callers waiting in queues (QueueStatus' QueueEntry items, which have no Linkedid),
+        // unless already known so, or taken by an agent since the list was asked for.
         for entry in waiting.iter().filter(|e| e.event() == Some("QueueEntry")) {
-            let Some(call) = entry.get("Uniqueid").and_then(|u| self.call_of(u)) else {
+            let Some(call_id) = entry.get("Uniqueid").and_then(|u| self.call_of(u)) else {
                 continue;
             };
             let queue = known(entry.get("Queue"));
-            let known_queued = self
-                .calls
-                .get(&call)
-                .is_some_and(|c| c.state == CallState::Queued && c.queue == queue);
-            if !known_queued {
-                self.on_queue_join(entry, now, dir);
+            let stale = self.calls.get(&call_id).is_none_or(|c| {
+                c.agent.is_some() || (c.state == CallState::Queued && c.queue == queue)
+            });
+            if !stale {
+                self.queue_call(&call_id, queue, dir);
             }
         }
         self.finish()
@@ -965,14 +965,17 @@ impl CallModel {
         let Some(call_id) = self.touch(ev, "", now, dir).and_then(|u| self.call_of(&u)) else {
             return;
         };
-        let queue = known(ev.get("Queue"));
-        if let Some(call) = self.calls.get_mut(&call_id) {
+        self.queue_call(&call_id, known(ev.get("Queue")), dir);
+    }
+
+    fn queue_call(&mut self, call_id: &str, queue: Option<String>, dir: &Directory) {
+        if let Some(call) = self.calls.get_mut(call_id) {
             if let Some(q) = queue.as_deref().and_then(|q| dir.queue(q)) {
                 call.queue_contexts.insert(q.context.clone());
             }
             call.queue = queue;
         }
-        self.milestone(&call_id, EventKind::Queued, Some(CallState::Queued));
+        self.milestone(call_id, EventKind::Queued, Some(CallState::Queued));
     }
 
     fn on_agent_connect(&mut self, ev: &AmiMessage, now: f64, dir: &Directory) {

@@ -265,8 +265,9 @@ fn resync_ends_vanished_channels_and_adopts_unknown_ones() {
 fn resync_puts_back_the_callers_waiting_in_queues() {
     let dir = directory();
     let mut model = CallModel::new();
+    // A caller transferred into the queue: its Linkedid is not its Uniqueid.
     let channel = AmiMessage::parse(
-        "Event: CoreShowChannel\r\nChannel: PJSIP/trunk-00000001\r\nChannelState: 6\r\nUniqueid: 8.1\r\nLinkedid: 8.1\r\nCallerIDNum: 0611223344\r\nContext: default\r\nExten: 3000\r\n",
+        "Event: CoreShowChannel\r\nChannel: PJSIP/trunk-00000001\r\nChannelState: 6\r\nUniqueid: 8.1\r\nLinkedid: 8.0\r\nCallerIDNum: 0611223344\r\nContext: default\r\nExten: 3000\r\n",
     );
     // QueueStatus items: the queue's parameters, a member, and the caller waiting.
     let status: Vec<AmiMessage> = [
@@ -280,7 +281,7 @@ fn resync_puts_back_the_callers_waiting_in_queues() {
     .collect();
     let out = model.resync(std::slice::from_ref(&channel), &status, 10.0, &dir);
     let queued = out.iter().find(|e| e.kind == EventKind::Queued).unwrap();
-    assert_eq!(queued.call.id, "8.1");
+    assert_eq!(queued.call.id, "8.0");
     assert_eq!(queued.call.queue.as_deref(), Some("support"));
     assert_eq!(queued.call.state, CallState::Queued);
     assert_eq!(
@@ -289,7 +290,16 @@ fn resync_puts_back_the_callers_waiting_in_queues() {
         "an entry of an unknown channel adds nothing"
     );
     // The next resync finds it as it was: nothing to tell.
-    assert!(model.resync(&[channel], &status, 20.0, &dir).is_empty());
+    assert!(model
+        .resync(std::slice::from_ref(&channel), &status, 20.0, &dir)
+        .is_empty());
+    // An agent took it after the list was made: the list does not put it back in the queue.
+    let connect = AmiMessage::parse(
+        "Event: AgentConnect\r\nChannel: PJSIP/trunk-00000001\r\nUniqueid: 8.1\r\nLinkedid: 8.0\r\nQueue: support\r\nInterface: PJSIP/1001\r\nMemberName: Alice\r\nDestChannel: PJSIP/1001-00000002\r\nDestUniqueid: 8.2\r\nDestLinkedid: 8.0\r\n",
+    );
+    model.apply(&connect, 25.0, &dir);
+    let out = model.resync(&[channel], &status, 30.0, &dir);
+    assert!(out.iter().all(|e| e.kind != EventKind::Queued), "{out:?}");
 }
 
 fn fixture_names() -> Vec<&'static str> {
