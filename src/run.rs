@@ -275,7 +275,7 @@ pub fn start(p: Prepared) -> Server {
         directory: handle.clone(),
         partitions: partitions.clone(),
         checker: start_password_checker(cores.min(2)),
-        throttle: LoginThrottle::default(),
+        throttle: LoginThrottle::new(settings.timeouts.login),
         tokens: ResumeTokens::new(s.resume_window),
         registry: sessions.clone(),
         unauthenticated: Arc::new(AtomicUsize::new(0)),

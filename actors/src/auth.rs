@@ -63,8 +63,13 @@ const MAX_ADDRESSES: usize = 65536;
 /// Slows down logins from an address after failed ones: one answer per 250 ms after the
 /// first failure, per 500 ms after the second, ... per 8 s at most. Attempts made at once
 /// on parallel connections queue one step apart, so they do not share one delay.
-#[derive(Clone, Default)]
-pub struct LoginThrottle(Arc<Mutex<HashMap<IpAddr, Failures>>>);
+#[derive(Clone)]
+pub struct LoginThrottle {
+    failures: Arc<Mutex<HashMap<IpAddr, Failures>>>,
+    /// Attempts are not queued further ahead than this (the login timeout): one that would
+    /// wait longer is closed by that timeout before its check, and must not hold a turn.
+    horizon: Duration,
+}
 
 struct Failures {
     count: u32,
@@ -74,13 +79,20 @@ struct Failures {
 }
 
 impl LoginThrottle {
+    pub fn new(horizon: Duration) -> Self {
+        LoginThrottle {
+            failures: Arc::default(),
+            horizon,
+        }
+    }
+
     /// How long to wait before answering a login from `ip`.
     pub fn delay(&self, ip: IpAddr) -> Duration {
         self.delay_at(ip, Instant::now())
     }
 
     fn delay_at(&self, ip: IpAddr, now: Instant) -> Duration {
-        let mut map = lock(&self.0);
+        let mut map = lock(&self.failures);
         let Some(f) = map.get_mut(&ip) else {
             return Duration::ZERO;
         };
@@ -90,12 +102,16 @@ impl LoginThrottle {
         let step = FIRST_DELAY
             .saturating_mul(1 << (f.count - 1).min(8))
             .min(MAX_DELAY);
-        f.booked = f.booked.max(now) + step;
-        f.booked - now
+        let turn = f.booked.max(now) + step;
+        if turn - now > self.horizon {
+            return self.horizon;
+        }
+        f.booked = turn;
+        turn - now
     }
 
     pub fn failed(&self, ip: IpAddr) {
-        let mut map = lock(&self.0);
+        let mut map = lock(&self.failures);
         if map.len() >= MAX_ADDRESSES {
             map.retain(|_, f| f.last.elapsed() < FAILURE_MEMORY);
         }
@@ -108,6 +124,7 @@ impl LoginThrottle {
             });
             if f.last.elapsed() >= FAILURE_MEMORY {
                 f.count = 0;
+                f.booked = now;
             }
             f.count = f.count.saturating_add(1);
             f.last = now;
@@ -115,7 +132,7 @@ impl LoginThrottle {
     }
 
     pub fn succeeded(&self, ip: IpAddr) {
-        lock(&self.0).remove(&ip);
+        lock(&self.failures).remove(&ip);
     }
 }
 
@@ -242,7 +259,7 @@ mod tests {
 
     #[test]
     fn failures_slow_an_address_down_and_success_forgives() {
-        let t = LoginThrottle::default();
+        let t = LoginThrottle::new(Duration::from_secs(30));
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         assert_eq!(t.delay(ip), Duration::ZERO);
         t.failed(ip);
@@ -263,12 +280,17 @@ mod tests {
 
     #[test]
     fn attempts_at_once_from_one_address_queue_a_step_apart() {
-        let t = LoginThrottle::default();
+        let t = LoginThrottle::new(Duration::from_secs(1));
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         t.failed(ip);
         let now = Instant::now();
-        let delays: Vec<_> = (0..4).map(|_| t.delay_at(ip, now).as_millis()).collect();
-        assert_eq!(delays, [250, 500, 750, 1000]);
+        let delays: Vec<_> = (0..6).map(|_| t.delay_at(ip, now).as_millis()).collect();
+        // Past the horizon an attempt waits it out without taking a turn.
+        assert_eq!(delays, [250, 500, 750, 1000, 1000, 1000]);
+        assert_eq!(
+            t.delay_at(ip, now + Duration::from_secs(1)).as_millis(),
+            250
+        );
     }
 
     #[test]
