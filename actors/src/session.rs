@@ -613,6 +613,9 @@ impl Session {
             user: Box::new(user),
             partition: key,
         };
+        // A change made while the login was under way came before the stream above.
+        let current = self.shared.directory.get();
+        self.follow(&current, ctx);
     }
 
     fn resume(&mut self, req: Request, ctx: &mut Context<Self>) {
@@ -1004,9 +1007,18 @@ impl StreamHandler<Result<CtiFrame, std::io::Error>> for Session {
 }
 
 impl StreamHandler<Arc<Directory>> for Session {
+    fn handle(&mut self, dir: Arc<Directory>, ctx: &mut Context<Self>) {
+        self.follow(&dir, ctx);
+    }
+
+    /// The directory stops only with ctid.
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+impl Session {
     /// Follows the user's own changes (a new line, a new name); closes the session when the
     /// user was deleted or now belongs to another context, with or without a line.
-    fn handle(&mut self, dir: Arc<Directory>, ctx: &mut Context<Self>) {
+    fn follow(&mut self, dir: &Directory, ctx: &mut Context<Self>) {
         let Phase::Ready { user, partition } = &self.phase else {
             return;
         };
@@ -1024,9 +1036,6 @@ impl StreamHandler<Arc<Directory>> for Session {
             ),
         }
     }
-
-    /// The directory stops only with ctid.
-    fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
 impl Handler<Kick> for Session {
