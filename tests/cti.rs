@@ -165,9 +165,10 @@ async fn each_context_sees_exactly_its_own_calls_lists_and_users() {
         let ids: HashSet<&Value> = seen.iter().map(|e| &e["call"]["id"]).collect();
         assert_eq!(ids.len(), 12);
         for id in ids {
+            // An `updated` may stand alone when a read splits the simulator's writes.
             let kinds: Vec<&str> = seen
                 .iter()
-                .filter(|e| &e["call"]["id"] == id)
+                .filter(|e| &e["call"]["id"] == id && e["event"] != "updated")
                 .map(|e| e["event"].as_str().unwrap())
                 .collect();
             assert_eq!(
