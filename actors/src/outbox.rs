@@ -7,9 +7,11 @@
 //! push ever waits, so a slow client slows nobody else.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::{ErrorKind, IoSlice};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -267,10 +269,16 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
     within(stall, w.flush()).await
 }
 
+/// `io`, or `TimedOut` after `stall`; the timer is armed only if `io` has to wait.
 async fn within<T>(
     stall: Duration,
-    io: impl std::future::Future<Output = std::io::Result<T>>,
+    io: impl Future<Output = std::io::Result<T>>,
 ) -> std::io::Result<T> {
+    let mut io = std::pin::pin!(io);
+    let first = std::future::poll_fn(|cx| Poll::Ready(io.as_mut().poll(cx))).await;
+    if let Poll::Ready(done) = first {
+        return done;
+    }
     tokio::time::timeout(stall, io)
         .await
         .map_err(|_| std::io::Error::from(ErrorKind::TimedOut))?
