@@ -444,13 +444,12 @@ async fn serve(prepared: Prepared) -> ExitCode {
         writers,
         flush,
     } = start(prepared);
-    let code = until_stopped(root).await;
-    Server::finish(writers, workers, flush).await;
-    code
+    until_stopped(root, Server::finish(writers, workers, flush)).await
 }
 
-/// Runs until the tree stops on its own or a signal stops it.
-async fn until_stopped(root: Root) -> ExitCode {
+/// Runs until the tree stops on its own or a signal stops it, then `finish`es (cut short by
+/// another signal).
+async fn until_stopped(root: Root, finish: impl std::future::Future<Output = ()>) -> ExitCode {
     let stopper = root.stopper();
     let stopped = root.stopped();
     tokio::pin!(stopped);
@@ -464,22 +463,37 @@ async fn until_stopped(root: Root) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let signal_name = tokio::select! {
-        exit = &mut stopped => return exit_code(exit),
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    let first = tokio::select! {
+        exit = &mut stopped => Err(exit),
+        _ = term.recv() => Ok("SIGTERM"),
+        _ = int.recv() => Ok("SIGINT"),
     };
-    info!("{signal_name} received: stopping (send it again to exit at once)");
-    if let Some(root) = stopper.get() {
-        root.do_send(Shutdown {
-            reason: "ctid is stopping",
-        });
-    }
+    let code = match first {
+        Err(exit) => exit_code(exit),
+        Ok(signal_name) => {
+            info!("{signal_name} received: stopping (send it again to exit at once)");
+            if let Some(root) = stopper.get() {
+                root.do_send(Shutdown {
+                    reason: "ctid is stopping",
+                });
+            }
+            tokio::select! {
+                exit = &mut stopped => exit_code(exit),
+                _ = term.recv() => return exiting_now(),
+                _ = int.recv() => return exiting_now(),
+            }
+        }
+    };
     tokio::select! {
-        exit = &mut stopped => exit_code(exit),
-        _ = term.recv() => { warn!("second signal: exiting now"); ExitCode::FAILURE }
-        _ = int.recv() => { warn!("second signal: exiting now"); ExitCode::FAILURE }
+        _ = finish => code,
+        _ = term.recv() => exiting_now(),
+        _ = int.recv() => exiting_now(),
     }
+}
+
+fn exiting_now() -> ExitCode {
+    warn!("second signal: exiting now");
+    ExitCode::FAILURE
 }
 
 fn exit_code(exit: Exit) -> ExitCode {
