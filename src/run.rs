@@ -185,25 +185,29 @@ pub fn run(path: &Path) -> ExitCode {
 /// The running server.
 pub struct Server {
     pub root: Root,
-    /// Worker arbiters for sessions.
-    pub workers: Vec<Arbiter>,
-    pub writers: Writers,
-    /// How long the writers may take to send their last lines at exit.
-    pub flush: Duration,
+    pub workers: Workers,
 }
 
-impl Server {
-    /// After the tree stopped: lets session writers finish, then stops the workers.
-    pub async fn finish(writers: Writers, workers: Vec<Arbiter>, flush: Duration) {
-        let left = writers.drained(flush).await;
+/// The session threads, to stop once the tree has.
+pub struct Workers {
+    arbiters: Vec<Arbiter>,
+    writers: Writers,
+    /// How long the writers may take to send their last lines at exit.
+    flush: Duration,
+}
+
+impl Workers {
+    /// Lets session writers finish, then stops the threads.
+    pub async fn finish(self) {
+        let left = self.writers.drained(self.flush).await;
         if left > 0 {
             warn!(
                 "{left} client(s) did not take their last lines within {}",
-                human_duration(flush)
+                human_duration(self.flush)
             );
         }
-        for worker in workers {
-            worker.stop();
+        for arbiter in self.arbiters {
+            arbiter.stop();
         }
     }
 }
@@ -431,20 +435,17 @@ pub fn start(p: Prepared) -> Server {
     }));
     Server {
         root,
-        workers,
-        writers,
-        flush: settings.timeouts.socket,
+        workers: Workers {
+            arbiters: workers,
+            writers,
+            flush: settings.timeouts.socket,
+        },
     }
 }
 
 async fn serve(prepared: Prepared) -> ExitCode {
-    let Server {
-        root,
-        workers,
-        writers,
-        flush,
-    } = start(prepared);
-    until_stopped(root, Server::finish(writers, workers, flush)).await
+    let Server { root, workers } = start(prepared);
+    until_stopped(root, workers.finish()).await
 }
 
 /// Runs until the tree stops on its own or a signal stops it, then `finish`es (cut short by
