@@ -6,7 +6,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{ami_config_with, test_hash, two_tenants, Cti, Ctid};
+use common::{actions_named, ami_config_with, test_hash, two_tenants, Cti, Ctid};
 use ctid_pbxsim::{PbxSim, SimConfig};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -198,12 +198,7 @@ async fn web_interface_notices_push_changes_and_close_deleted_users() {
 async fn an_announced_reload_resyncs_and_other_datagrams_are_ignored() {
     let (sim, ctid) = server(&["announce"], &[]).await;
     let port = ctid.port("announce").await;
-    let resyncs = || {
-        sim.actions()
-            .iter()
-            .filter(|a| a.get("Action") == Some("CoreShowChannels"))
-            .count()
-    };
+    let resyncs = || actions_named(&sim, "CoreShowChannels");
     ctid.wait_until("the first resync", || resyncs() == 1).await;
     let loads = ctid.count("directory.toml loaded: ");
     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();

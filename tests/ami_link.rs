@@ -5,18 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ami_config, fixture, Ctid};
+use common::{actions_named, ami_config, fixture, Ctid};
 use ctid_pbxsim::{PbxSim, SimConfig};
 
 fn accepted(sim: &PbxSim) -> usize {
     sim.logins().iter().filter(|l| l.accepted).count()
-}
-
-fn actions_named(sim: &PbxSim, name: &str) -> usize {
-    sim.actions()
-        .iter()
-        .filter(|a| a.get("Action") == Some(name))
-        .count()
 }
 
 /// The delay a "retrying in 870ms" (or "1.8s") log line announces.

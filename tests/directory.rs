@@ -2,16 +2,22 @@
 
 mod common;
 
-use common::{ami_config_with, test_hash, two_tenants, Cti, Ctid};
+use common::{actions_named, ami_config_with, test_hash, two_tenants, Cti, Ctid};
 use ctid_pbxsim::{PbxSim, SimConfig};
 use serde_json::json;
 
-#[tokio::test]
-async fn a_changed_directory_is_reloaded_and_a_broken_one_refused() {
+/// ctid with its CTI port, against a simulated Asterisk; and that port.
+async fn server() -> (PbxSim, Ctid, u16) {
     let sim = PbxSim::start(SimConfig::default()).await.unwrap();
     let config = ami_config_with(sim.addr().port(), "secret = \"ctipass\"", &["cti"]);
     let ctid = Ctid::start(&config, "info");
     let port = ctid.port("cti").await;
+    (sim, ctid, port)
+}
+
+#[tokio::test]
+async fn a_changed_directory_is_reloaded_and_a_broken_one_refused() {
+    let (_sim, ctid, port) = server().await;
     let path = ctid.dir().join("directory.toml");
 
     // A new context with a new user.
@@ -41,10 +47,7 @@ async fn a_changed_directory_is_reloaded_and_a_broken_one_refused() {
 
 #[tokio::test]
 async fn sessions_follow_their_users_changes_and_close_when_they_are_gone() {
-    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
-    let config = ami_config_with(sim.addr().port(), "secret = \"ctipass\"", &["cti"]);
-    let ctid = Ctid::start(&config, "info");
-    let port = ctid.port("cti").await;
+    let (sim, ctid, port) = server().await;
     ctid.wait_line("logged in as 'cti'").await;
     let (mut alice, mut erin) = (Cti::connect(port).await, Cti::connect(port).await);
     alice.login("alice").await;
@@ -80,13 +83,8 @@ async fn sessions_follow_their_users_changes_and_close_when_they_are_gone() {
         }
     };
     assert_eq!(ack["ipbxreply"], "sent");
-    let originates = || {
-        sim.actions()
-            .iter()
-            .filter(|a| a.get("Action") == Some("Originate"))
-            .count()
-    };
-    ctid.wait_until("the Originate", || originates() == 1).await;
+    ctid.wait_until("the Originate", || actions_named(&sim, "Originate") == 1)
+        .await;
     let originate = sim
         .actions()
         .into_iter()

@@ -18,6 +18,14 @@ pub fn fixture(path: &str) -> Vec<u8> {
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+/// How many actions named `name` the simulator received.
+pub fn actions_named(sim: &ctid_pbxsim::PbxSim, name: &str) -> usize {
+    sim.actions()
+        .iter()
+        .filter(|a| a.get("Action") == Some(name))
+        .count()
+}
+
 /// Settings with every listener off, pointed at an AMI on `port`.
 pub fn ami_config(port: u16, extra_ami: &str) -> String {
     ami_config_with(port, extra_ami, &[])
