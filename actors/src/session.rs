@@ -349,11 +349,26 @@ impl Session {
         }
     }
 
-    /// Counts a request that waits on a shared actor; None when the session has too many.
-    fn ticket(&self) -> Option<Ticket> {
-        let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let ticket = Ticket(self.in_flight.clone());
-        (before < MAX_IN_FLIGHT).then_some(ticket)
+    /// Hands a request that waits on a shared actor to `handler` with a ticket counting it,
+    /// or refuses it when the session has too many unanswered.
+    fn ask(
+        &mut self,
+        req: Request,
+        handler: fn(&mut Self, Request, Ticket, &mut Context<Self>),
+        ctx: &mut Context<Self>,
+    ) {
+        if self.in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
+            debug!("{}: {} refused: too many requests", self.who(), req.class);
+            let class = req.class.clone();
+            return self.error(
+                &class,
+                ErrorCode::TooManyRequests,
+                req.commandid.as_ref(),
+                ctx,
+            );
+        }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        handler(self, req, Ticket(self.in_flight.clone()), ctx);
     }
 
     /// Sends the final line (if any), lets the writer flush, and stops.
@@ -678,23 +693,11 @@ impl Session {
 
     fn command(&mut self, req: Request, ctx: &mut Context<Self>) {
         let commandid = req.commandid.clone();
-        if matches!(
-            req.class.as_str(),
-            "getlist" | "ipbxcommand" | "disposition" | "history"
-        ) {
-            let Some(ticket) = self.ticket() else {
-                debug!("{}: {} refused: too many requests", self.who(), req.class);
-                let class = req.class.clone();
-                return self.error(&class, ErrorCode::TooManyRequests, commandid.as_ref(), ctx);
-            };
-            return match req.class.as_str() {
-                "getlist" => self.getlist(req, ticket, ctx),
-                "ipbxcommand" => self.ipbxcommand(req, ticket, ctx),
-                "disposition" => self.disposition(req, ticket, ctx),
-                _ => self.history(req, ticket, ctx),
-            };
-        }
         match req.class.as_str() {
+            "getlist" => self.ask(req, Self::getlist, ctx),
+            "ipbxcommand" => self.ask(req, Self::ipbxcommand, ctx),
+            "disposition" => self.ask(req, Self::disposition, ctx),
+            "history" => self.ask(req, Self::history, ctx),
             "logout" => {
                 self.cleanup.logged_out = true;
                 self.send(Reply::new("logout").reply_to(commandid.as_ref()), ctx);
@@ -747,11 +750,21 @@ impl Session {
     /// the session's partition key; None if they were deleted or moved (the session is
     /// closing).
     fn me(&self) -> Option<(User, Option<&str>)> {
+        let Phase::Ready { partition, .. } = &self.phase else {
+            return None;
+        };
+        let now = self.current_user(&self.shared.directory.get())?;
+        Some((now, partition.as_deref()))
+    }
+
+    /// The session's user as `dir` has them, if they still belong to the session's partition.
+    fn current_user(&self, dir: &Directory) -> Option<User> {
         let Phase::Ready { user, partition } = &self.phase else {
             return None;
         };
-        let now = self.shared.directory.get().user(user.id).cloned()?;
-        (self.partition_of(&now) == *partition).then_some((now, partition.as_deref()))
+        dir.user(user.id)
+            .filter(|now| self.partition_of(now) == *partition)
+            .cloned()
     }
 
     fn ipbxcommand(&mut self, req: Request, ticket: Ticket, ctx: &mut Context<Self>) {
@@ -917,14 +930,10 @@ impl Session {
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(query).map(move |res, act, ctx| {
                 drop(ticket);
-                let calls = match res {
-                    Ok(Ok(calls)) => calls,
-                    Ok(Err(e)) => {
+                let calls = match res.unwrap_or_else(|_| Err("the store stopped".into())) {
+                    Ok(calls) => calls,
+                    Err(e) => {
                         warn!("{}: history failed: {e}", act.who());
-                        let code = ErrorCode::StoreUnavailable;
-                        return act.error("history", code, commandid.as_ref(), ctx);
-                    }
-                    Err(_) => {
                         let code = ErrorCode::StoreUnavailable;
                         return act.error("history", code, commandid.as_ref(), ctx);
                     }
@@ -1019,17 +1028,16 @@ impl Session {
     /// Follows the user's own changes (a new line, a new name); closes the session when the
     /// user was deleted or now belongs to another context, with or without a line.
     fn follow(&mut self, dir: &Directory, ctx: &mut Context<Self>) {
-        let Phase::Ready { user, partition } = &self.phase else {
+        if !matches!(self.phase, Phase::Ready { .. }) {
             return;
-        };
-        let now = dir.user(user.id).cloned();
-        match now {
-            Some(now) if self.partition_of(&now) == *partition => {
+        }
+        match self.current_user(dir) {
+            Some(now) => {
                 if let Phase::Ready { user, .. } = &mut self.phase {
                     **user = now;
                 }
             }
-            _ => self.close(
+            None => self.close(
                 Some(ErrorCode::UserChanged),
                 "its user was deleted or moved",
                 ctx,
