@@ -96,7 +96,7 @@ impl LoginThrottle {
         let Some(f) = map.get_mut(&ip) else {
             return Duration::ZERO;
         };
-        if f.count == 0 || now.saturating_duration_since(f.last) >= FAILURE_MEMORY {
+        if now.saturating_duration_since(f.last) >= FAILURE_MEMORY {
             return Duration::ZERO;
         }
         let step = FIRST_DELAY

@@ -48,26 +48,32 @@ struct Queue {
 /// The session writers still running, so that a stopping server lets them send their last
 /// lines before its threads go.
 #[derive(Clone, Default)]
-pub struct Writers(Arc<(AtomicUsize, Notify)>);
+pub struct Writers(Arc<WriterCount>);
+
+#[derive(Default)]
+struct WriterCount {
+    running: AtomicUsize,
+    ended: Notify,
+}
 
 /// One running writer; dropping it ends the writer's count.
 pub struct WriterGuard(Writers);
 
 impl Writers {
     pub fn enter(&self) -> WriterGuard {
-        self.0 .0.fetch_add(1, Ordering::SeqCst);
+        self.0.running.fetch_add(1, Ordering::SeqCst);
         WriterGuard(self.clone())
     }
 
-    pub fn running(&self) -> usize {
-        self.0 .0.load(Ordering::SeqCst)
+    fn running(&self) -> usize {
+        self.0.running.load(Ordering::SeqCst)
     }
 
     /// Waits until no writer runs, for `limit` at most; how many still run.
     pub async fn drained(&self, limit: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let ended = self.0 .1.notified();
+            let ended = self.0.ended.notified();
             if self.running() == 0 {
                 return 0;
             }
@@ -80,8 +86,9 @@ impl Writers {
 
 impl Drop for WriterGuard {
     fn drop(&mut self) {
-        self.0 .0 .0.fetch_sub(1, Ordering::SeqCst);
-        self.0 .0 .1.notify_waiters();
+        let count = &(self.0).0;
+        count.running.fetch_sub(1, Ordering::SeqCst);
+        count.ended.notify_waiters();
     }
 }
 

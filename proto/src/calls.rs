@@ -513,8 +513,9 @@ impl CallModel {
         self.finish()
     }
 
-    /// Reconciles the model with the channels Asterisk lists (CoreShowChannel items), after
-    /// a reconnect: channels that are gone end, channels never seen are added.
+    /// Reconciles the model with the channels Asterisk lists (`live`: CoreShowChannel items)
+    /// and the callers waiting in its queues (`waiting`: QueueStatus items), after a
+    /// reconnect: channels that are gone end, channels never seen are added.
     pub fn resync(
         &mut self,
         live: &[AmiMessage],
