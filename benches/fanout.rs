@@ -408,6 +408,7 @@ async fn run_ctid(
         talk: Duration::from_secs(2),
         tenants: tenants(contexts),
         limit: None,
+        caller_up: false,
     });
     let began = Instant::now();
     let trace = sim.trace();

@@ -117,6 +117,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
             tenant("tenant-b-internal", 2001, 2002),
         ],
         limit: None,
+        caller_up: false,
     });
     let prepared = prepare(settings(&args, sim.addr().port()), &args.directory)
         .map_err(|Refusal(why, _)| why)?;

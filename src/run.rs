@@ -324,6 +324,7 @@ pub fn start(p: Prepared) -> Server {
             link: link_slot.clone(),
             link_stats: link_stats.clone(),
             resync_every: settings.ami.resync_interval,
+            socket_timeout: settings.timeouts.socket,
             store,
             commands: settings.commands.clone(),
             metrics: metrics.clone(),

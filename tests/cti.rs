@@ -144,6 +144,7 @@ async fn each_context_sees_exactly_its_own_calls_lists_and_users() {
     // 24 calls, alternately in each tenant: each session sees its 12 whole, and no others.
     let _calls = sim.run_calls(CallPlan {
         limit: Some(24),
+        caller_up: false,
         ..two_tenant_calls(40.0)
     });
     let seen_by_alice = until_hungup(&mut alice, 12).await;

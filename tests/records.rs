@@ -27,6 +27,7 @@ async fn server_with(env: &[(&str, &str)]) -> (PbxSim, Ctid, u16) {
 fn plan(n: u64) -> CallPlan {
     CallPlan {
         limit: Some(n),
+        caller_up: false,
         ..two_tenant_calls(50.0)
     }
 }

@@ -159,6 +159,10 @@ impl PartitionCore {
 
     fn encode(&mut self, change: Change, now: f64) -> Option<(u64, Bytes)> {
         let line = match change {
+            // Already ended here (by a reconcile): a call ends once.
+            Change::Call(EventKind::Hungup, call) if !self.calls.contains_key(&call.id) => {
+                return None;
+            }
             Change::Call(kind, call) => {
                 let shown = if self.project {
                     let mut own = (*call).clone();
@@ -790,6 +794,24 @@ mod tests {
         assert_eq!(got[0]["class"], "resume");
         assert_eq!(seqs, [2, 3, 4]);
         assert_eq!(got[1]["call"]["contexts"], json!(["default"]));
+    }
+
+    /// A reconcile ended the call while its record was being written; the `hungup` that
+    /// follows the write must not end it a second time.
+    #[actix_rt::test]
+    async fn a_call_ended_by_a_reconcile_ends_once() {
+        let core = PartitionCore::new(
+            "default",
+            ReplayLimits {
+                events: 100,
+                bytes: 1 << 20,
+            },
+        );
+        let mut c = lock(&core);
+        c.publish(vec![Change::Call(EventKind::Offered, call("3.1"))]);
+        c.reconcile(&HashSet::new());
+        c.publish(vec![Change::Call(EventKind::Hungup, call("3.1"))]);
+        assert_eq!(c.seq(), 2, "offered, then one hungup");
     }
 
     #[actix_rt::test]

@@ -1,26 +1,31 @@
 //! The router: takes the events of the AMI link, runs the call model, and sends each call
 //! event to the partitions of the call's contexts.
 //!
-//! It resyncs from Asterisk (CoreShowChannels) whenever the link comes up, when it starts
-//! (after a restart its model is empty), and periodically, so that a lost Hangup cannot keep
-//! a call alive forever. A partition whose mailbox was full misses events; the next batch
-//! it gets starts with every live call of its context, so its clients converge again.
+//! It resyncs from Asterisk (CoreShowChannels, QueueStatus) whenever the link comes up,
+//! when it starts (after a restart its model is empty), and periodically, so that a lost
+//! Hangup cannot keep a call alive forever. The lists come in the event stream, and are
+//! applied there: see `ctid_proto::calls::resync`. A partition whose mailbox was full
+//! misses events; the next batch it gets starts with every live call of its context, so
+//! its clients converge again.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use ctid_proto::agi::AgiRequest;
-use ctid_proto::ami::AmiPacket;
-use ctid_proto::calls::{coalesce, CallData, CallEvent, CallModel, Disposition, EventKind};
+use ctid_proto::ami::{AmiMessage, AmiPacket};
+use ctid_proto::calls::{coalesce, CallData, CallEvent, CallModel, Disposition, EventKind, Mark};
 use ctid_proto::commands::{plan, CommandSettings, Plan, Sender};
 use ctid_proto::cti::{timenow, ErrorCode, Request};
 use ctid_proto::directory::{Directory, User};
 use futures_util::StreamExt;
 use log::{debug, error, info, warn};
 
-use crate::ami::{AmiEvents, AmiLink, AmiRequest, LinkChanged, LinkState, LinkStats};
+use crate::ami::{
+    AmiError, AmiEvents, AmiItem, AmiLink, AmiRequest, LinkChanged, LinkState, LinkStats, ListTag,
+};
 use crate::directory::DirectoryHandle;
 use crate::metrics::Metrics;
 use crate::partition::{Change, PartitionEvents, Partitions, Reconcile, ALL};
@@ -34,6 +39,21 @@ const MAILBOX: usize = 1024;
 #[rtype(result = "()")]
 struct DirectoryChanged(Arc<Directory>);
 
+/// Tags of in-stream lists, unique across router restarts.
+static NEXT_TAG: AtomicU64 = AtomicU64::new(1);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum List {
+    Channels,
+    Queues,
+}
+
+/// A resync under way: the lists it asked for, and where Asterisk took each.
+struct Resyncing {
+    number: u64,
+    lists: HashMap<ListTag, (List, Option<Mark>)>,
+}
+
 pub struct Router {
     model: CallModel,
     directory: DirectoryHandle,
@@ -44,7 +64,10 @@ pub struct Router {
     link: Slot<AmiLink>,
     link_stats: LinkStats,
     resync_every: Duration,
-    resyncing: bool,
+    resyncing: Option<Resyncing>,
+    resyncs: u64,
+    /// A resync not over within this is abandoned (its lists were lost with the link).
+    resync_bound: Duration,
     store: Option<Stores>,
     commands: CommandSettings,
     metrics: Metrics,
@@ -56,6 +79,8 @@ pub struct RouterConfig {
     pub link: Slot<AmiLink>,
     pub link_stats: LinkStats,
     pub resync_every: Duration,
+    /// How long an AMI action may take.
+    pub socket_timeout: Duration,
     /// Where ended calls are recorded; None if call records are off.
     pub store: Option<Stores>,
     pub commands: CommandSettings,
@@ -73,7 +98,9 @@ impl Router {
             link: config.link,
             link_stats: config.link_stats,
             resync_every: config.resync_every,
-            resyncing: false,
+            resyncing: None,
+            resyncs: 0,
+            resync_bound: config.socket_timeout * 3,
             store: config.store,
             commands: config.commands,
             metrics: config.metrics,
@@ -224,49 +251,102 @@ impl Router {
             .collect()
     }
 
+    /// Asks Asterisk for its channels and queue entries, in the event stream.
     fn resync(&mut self, ctx: &mut Context<Self>) {
-        if self.resyncing {
+        if self.resyncing.is_some() {
             return;
         }
         let Some(link) = self.link.get() else {
             return;
         };
-        self.resyncing = true;
-        let lists = async move {
-            let list = |action| link.send(AmiRequest::list(AmiPacket::action(action)));
-            let channels = list("CoreShowChannels").await?;
-            // Without queue data (an Asterisk without app_queue), calls are still resynced.
-            let waiting = match list("QueueStatus").await? {
-                Ok(reply) => reply.events,
-                Err(e) => {
-                    debug!("resync: QueueStatus failed: {e}");
-                    Vec::new()
-                }
-            };
-            Ok(channels.map(|reply| (reply.events, waiting)))
+        self.resyncs += 1;
+        let number = self.resyncs;
+        let tag = || NEXT_TAG.fetch_add(1, Ordering::Relaxed);
+        let (channels, queues) = (tag(), tag());
+        self.resyncing = Some(Resyncing {
+            number,
+            lists: HashMap::from([
+                (channels, (List::Channels, None)),
+                (queues, (List::Queues, None)),
+            ]),
+        });
+        let ask = async move {
+            let list =
+                |action, tag| link.send(AmiRequest::in_stream(AmiPacket::action(action), tag));
+            let sent = list("CoreShowChannels", channels).await;
+            let queues_sent = list("QueueStatus", queues).await;
+            (sent, queues_sent)
         };
-        ctx.spawn(actix::fut::wrap_future::<_, Self>(lists).map(
-            |res: Result<_, MailboxError>, act, _| {
-                act.resyncing = false;
-                match res {
-                    Ok(Ok((live, waiting))) => {
-                        let dir = act.directory.get();
-                        let events = act.model.resync(&live, &waiting, timenow(), &dir);
-                        act.dispatch(events, Instant::now());
-                        for key in act.partitions.keys() {
-                            act.reconcile(&key);
-                        }
-                        info!(
-                            "resynced with Asterisk: {} live channels in {} calls",
-                            act.model.channel_count(),
-                            act.model.calls().count()
-                        );
-                    }
-                    Ok(Err(e)) => warn!("resync with Asterisk failed: {e}"),
-                    Err(_) => warn!("resync with Asterisk failed: the AMI link stopped"),
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(ask).map(
+            move |(sent, queues_sent), act, _| {
+                let failed = |r: Result<Result<_, AmiError>, MailboxError>| match r {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some("the AMI link stopped".to_owned()),
+                };
+                let Some(resync) = act.resyncing.as_mut().filter(|r| r.number == number) else {
+                    return;
+                };
+                if let Some(why) = failed(queues_sent) {
+                    debug!("resync: QueueStatus not sent: {why}");
+                    resync.lists.remove(&queues);
+                }
+                if let Some(why) = failed(sent) {
+                    warn!("resync with Asterisk failed: {why}");
+                    act.resyncing = None;
                 }
             },
         ));
+        ctx.run_later(self.resync_bound, move |act, _| {
+            if act.resyncing.as_ref().is_some_and(|r| r.number == number) {
+                warn!(
+                    "resync with Asterisk abandoned: its lists did not come back within {}",
+                    crate::settings::human_duration(act.resync_bound)
+                );
+                act.resyncing = None;
+            }
+        });
+    }
+
+    /// Applies a list of the resync under way where it completed in the stream.
+    fn list_done(
+        &mut self,
+        tag: ListTag,
+        items: Result<Vec<AmiMessage>, AmiError>,
+        now: f64,
+        dir: &Directory,
+    ) -> Vec<CallEvent> {
+        let Some(resync) = self.resyncing.as_mut() else {
+            return Vec::new();
+        };
+        let Some((list, taken)) = resync.lists.remove(&tag) else {
+            return Vec::new();
+        };
+        let done = resync.lists.is_empty();
+        let taken = taken.unwrap_or_else(|| self.model.mark());
+        let events = match (list, items) {
+            (List::Channels, Ok(live)) => self.model.resync_channels(taken, &live, now, dir),
+            (List::Queues, Ok(waiting)) => self.model.resync_queues(taken, &waiting, dir),
+            (List::Channels, Err(e)) => {
+                warn!("resync with Asterisk failed: CoreShowChannels: {e}");
+                self.resyncing = None;
+                return Vec::new();
+            }
+            // Without queue data (an Asterisk without app_queue), calls are still resynced.
+            (List::Queues, Err(e)) => {
+                debug!("resync: QueueStatus failed: {e}");
+                Vec::new()
+            }
+        };
+        if done {
+            self.resyncing = None;
+            info!(
+                "resynced with Asterisk: {} live channels in {} calls",
+                self.model.channel_count(),
+                self.model.calls().count()
+            );
+        }
+        events
     }
 }
 
@@ -293,11 +373,30 @@ impl Handler<AmiEvents> for Router {
         let read_at = timenow() - batch.received.elapsed().as_secs_f64();
         let now = (read_at * 1000.0).round() / 1000.0;
         let mut out = Vec::new();
-        for event in &batch.events {
-            out.extend(self.model.apply(event, now, &dir));
+        let mut resynced = false;
+        for item in batch.items {
+            match item {
+                AmiItem::Event(event) => out.extend(self.model.apply(&event, now, &dir)),
+                AmiItem::ListTaken(tag) => {
+                    let mark = self.model.mark();
+                    if let Some(entry) = self.resyncing.as_mut().and_then(|r| r.lists.get_mut(&tag))
+                    {
+                        entry.1 = Some(mark);
+                    }
+                }
+                AmiItem::ListDone(tag, items) => {
+                    out.extend(self.list_done(tag, items, now, &dir));
+                    resynced |= self.resyncing.is_none();
+                }
+            }
         }
         if !out.is_empty() {
             self.record_then_dispatch(coalesce(out), batch.received, ctx);
+        }
+        if resynced {
+            for key in self.partitions.keys() {
+                self.reconcile(&key);
+            }
         }
     }
 }
@@ -306,8 +405,11 @@ impl Handler<LinkChanged> for Router {
     type Result = ();
 
     fn handle(&mut self, msg: LinkChanged, ctx: &mut Context<Self>) {
-        if msg.state == LinkState::Up {
-            self.resync(ctx);
+        match msg.state {
+            LinkState::Up => self.resync(ctx),
+            // Its lists went with the link.
+            LinkState::Down(_) => self.resyncing = None,
+            LinkState::Connecting => {}
         }
     }
 }

@@ -32,8 +32,9 @@ impl Handler<AmiEvents> for Collector {
     fn handle(&mut self, msg: AmiEvents, _: &mut Context<Self>) {
         let mut seen = self.0.lock().unwrap();
         seen.events.extend(
-            msg.events
+            msg.items
                 .iter()
+                .filter_map(|i| i.event())
                 .map(|e| e.event().unwrap_or("").to_owned()),
         );
     }
@@ -137,6 +138,7 @@ async fn a_list_action_gathers_its_items_up_to_the_complete_event() {
         talk: Duration::from_secs(30),
         tenants: vec![Tenant::parse("internal:1001-1099").unwrap()],
         limit: Some(5),
+        caller_up: false,
     };
     let calls = sim.run_calls(plan);
     let (addr, stats) = link(&sim, Duration::from_secs(5), Outlet::none(), Outlet::none());

@@ -49,6 +49,9 @@ pub struct CallPlan {
     pub tenants: Vec<Tenant>,
     /// Stop after this many calls.
     pub limit: Option<u64>,
+    /// The caller's channel is up before the callee rings (an answered Originate, an
+    /// IVR), as in click-to-dial.
+    pub caller_up: bool,
 }
 
 /// One channel as the simulator tracks it (for CoreShowChannels).
@@ -126,6 +129,7 @@ pub struct Call {
     pub caller: Chan,
     pub callee: Chan,
     bridge: String,
+    caller_up_first: bool,
 }
 
 impl Call {
@@ -186,22 +190,31 @@ impl Call {
             caller,
             callee,
             bridge: format!("bridge-{seq:08x}"),
+            caller_up_first: false,
         }
     }
 
-    /// Newchannel of both legs, the dial, and the callee ringing.
+    /// The caller's channel answers before it dials.
+    pub fn caller_up(mut self) -> Call {
+        self.caller_up_first = true;
+        self
+    }
+
+    /// Newchannel of both legs (the caller up first, if so), the dial, and the callee
+    /// ringing.
     pub fn start_events(&mut self) -> Vec<AmiPacket> {
+        let mut first = vec![call_event("Newchannel", &self.caller)];
+        if self.caller_up_first {
+            self.caller.state = 6;
+            first.push(call_event("Newstate", &self.caller));
+        }
         let mut dial = call_event("DialBegin", &self.caller);
         add_channel(&mut dial, "Dest", &self.callee);
         dial.push("DialString", self.callee.number.clone());
         let new_callee = call_event("Newchannel", &self.callee);
         self.callee.state = 5;
-        vec![
-            call_event("Newchannel", &self.caller),
-            new_callee,
-            dial,
-            call_event("Newstate", &self.callee),
-        ]
+        first.extend([new_callee, dial, call_event("Newstate", &self.callee)]);
+        first
     }
 
     pub fn events(&mut self, stage: Stage) -> Vec<AmiPacket> {

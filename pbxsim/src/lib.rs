@@ -110,6 +110,10 @@ struct Shared {
     actions: Mutex<Vec<AmiMessage>>,
     channels: Mutex<ChannelTable>,
     schedule: Mutex<Schedule>,
+    /// Held while the channel table and the event stream change together, and while a
+    /// list is taken: a list then shows what the events before it in the stream made, as
+    /// Asterisk's do.
+    order: Mutex<()>,
     wake: Notify,
     trace: Trace,
     /// Actions answered with an error, by lowercase name, with its message.
@@ -161,8 +165,10 @@ impl Shared {
         schedule.next_seq += 1;
         let mut call = make(seq, &mut || self.uniqueid());
         let events = call.start_events();
+        let order = lock(&self.order);
         lock(&self.channels).update(&call, false);
         self.broadcast(&events);
+        drop(order);
         self.stamp(&call, 0);
         schedule.due.push(Reverse((
             tokio::time::Instant::now() + ring,
@@ -178,6 +184,7 @@ impl Shared {
     /// Sends the events of every stage due by `now`.
     fn run_due(&self, now: tokio::time::Instant) {
         let mut schedule = lock(&self.schedule);
+        let _order = lock(&self.order);
         let mut packets = Vec::new();
         while let Some(Reverse((at, seq, stage))) = schedule.due.peek().copied() {
             if at > now {
@@ -220,6 +227,7 @@ impl Shared {
         };
         if let Some((mut call, _)) = schedule.calls.remove(&seq) {
             let events = call.events(Stage::Hangup);
+            let _order = lock(&self.order);
             lock(&self.channels).update(&call, true);
             self.stamp(&call, 2);
             self.broadcast(&events);
@@ -287,6 +295,7 @@ impl PbxSim {
             actions: Mutex::default(),
             channels: Mutex::default(),
             schedule: Mutex::default(),
+            order: Mutex::default(),
             wake: Notify::new(),
             trace: Trace::default(),
             failures: Mutex::default(),
@@ -433,7 +442,15 @@ async fn generate(shared: Arc<Shared>, plan: CallPlan, started: Arc<AtomicU64>) 
         let now = tokio::time::Instant::now();
         while plan.limit.is_none_or(|l| n < l) && begin + interval.mul_f64(n as f64) <= now {
             let tenant = &plan.tenants[(n as usize) % plan.tenants.len()];
-            shared.start_call(|seq, ids| Call::new(tenant, seq, ids), plan.ring, plan.talk);
+            let make = |seq, ids: &mut dyn FnMut() -> String| {
+                let call = Call::new(tenant, seq, ids);
+                if plan.caller_up {
+                    call.caller_up()
+                } else {
+                    call
+                }
+            };
+            shared.start_call(make, plan.ring, plan.talk);
             n += 1;
             started.store(n, Ordering::Relaxed);
         }
@@ -492,7 +509,19 @@ async fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
                 }
                 let mut out = BytesMut::new();
                 let was_in = matches!(auth, Auth::Done { .. });
-                let next = answer(&m, &mut auth, shared, &mut out);
+                let listing = matches!(
+                    m.get("Action").map(str::to_ascii_lowercase).as_deref(),
+                    Some("coreshowchannels" | "queuestatus")
+                );
+                let next = {
+                    let _order = listing.then(|| lock(&shared.order));
+                    if listing && streaming {
+                        while let Ok(before) = events.try_recv() {
+                            out.extend_from_slice(&before);
+                        }
+                    }
+                    answer(&m, &mut auth, shared, &mut out)
+                };
                 if !was_in && matches!(auth, Auth::Done { events: true }) {
                     for recording in &shared.cfg.on_login {
                         out.extend_from_slice(recording);

@@ -43,6 +43,9 @@ struct Args {
     /// Stop after this many synthetic calls.
     #[arg(long)]
     calls: Option<u64>,
+    /// Callers' channels answer before they dial (as in click-to-dial).
+    #[arg(long)]
+    caller_up: bool,
 }
 
 fn seconds(s: f64, what: &str) -> Result<Duration, String> {
@@ -85,6 +88,7 @@ async fn run(args: Args) -> Result<(), String> {
         talk: seconds(args.talk, "talk")?,
         tenants: args.tenant,
         limit: args.calls,
+        caller_up: args.caller_up,
     };
     let _calls = (plan.rate > 0.0).then(|| sim.run_calls(plan));
     let mut lines = BufReader::new(tokio::io::stdin()).lines();

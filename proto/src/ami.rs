@@ -141,6 +141,11 @@ impl AmiMessage {
         &self.text
     }
 
+    /// The message as read, sharing its buffer.
+    pub fn wire_bytes(&self) -> Bytes {
+        self.text.as_bytes().clone()
+    }
+
     pub fn kind(&self) -> MessageKind {
         match self.fields.first().map(|f| self.slice(f.key)) {
             Some(k) if k.eq_ignore_ascii_case("Event") => MessageKind::Event,

@@ -190,10 +190,7 @@ fn target<'a>(
         .call(id)
         .filter(|c| sender.may_see(&c.contexts))
         .ok_or(ErrorCode::Unallowed)?;
-    let mut channels: Vec<&Channel> = call
-        .channel_ids()
-        .filter_map(|u| model.channel(u))
-        .collect();
+    let mut channels: Vec<&Channel> = model.channels_of(id).collect();
     channels.sort_by(|a, b| a.uniqueid.cmp(&b.uniqueid));
     Ok(Target {
         channels,

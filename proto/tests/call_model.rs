@@ -1,67 +1,17 @@
 //! The call model against calls recorded from a real Asterisk 22.
 
-use std::collections::HashSet;
-use std::path::PathBuf;
+mod common;
 
-use bytes::BytesMut;
-use ctid_proto::ami::{AmiCodec, AmiFrame, AmiMessage, MessageKind};
+use std::collections::HashSet;
+
+use common::{directory, events, fixture_names, run};
+use ctid_proto::ami::AmiMessage;
 use ctid_proto::calls::{
     coalesce, CallData, CallEvent, CallModel, CallState, Direction, EventKind, MAX_ATTACHED,
     MAX_DATA_BYTES, MAX_IVR_STEPS,
 };
 use ctid_proto::directory::Directory;
 use proptest::prelude::*;
-use tokio_util::codec::Decoder;
-
-const PW: &str =
-    "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$LEoDiKolAdO6CICRtIsNfS7pzASNysREYbKPF9VwGok";
-
-/// The recordings' world: phones are Local/100X@default, tenant A dials from `internal`,
-/// tenant B lives in `tenant-b`.
-fn directory() -> Directory {
-    let mut text = String::from(
-        "[[contexts]]\nname = \"default\"\ndialplan = [\"default\", \"internal\"]\n\
-         [[contexts]]\nname = \"tenant-b\"\ndialplan = [\"tenant-b\", \"tenant-b-internal\"]\n\
-         [[queues]]\nname = \"support\"\ncontext = \"default\"\n",
-    );
-    for (id, login, first, number) in [
-        (1, "alice", "Alice", "1001"),
-        (2, "bob", "Bob", "1002"),
-        (3, "carol", "Carol", "1003"),
-    ] {
-        text.push_str(&format!(
-            "[[users]]\nid = {id}\nlogin = \"{login}\"\npassword = \"{PW}\"\nfirstname = \"{first}\"\nlastname = \"Test\"\n\
-             line = {{ interface = \"Local/{number}@default\", number = \"{number}\", context = \"default\", dialplan = \"internal\" }}\n"
-        ));
-    }
-    Directory::parse(&text).unwrap()
-}
-
-fn events(name: &str) -> Vec<AmiMessage> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/ami")
-        .join(format!("{name}.txt"));
-    let mut buf = BytesMut::from(&std::fs::read(path).unwrap()[..]);
-    let mut codec = AmiCodec::default();
-    let mut out = Vec::new();
-    while let Some(frame) = codec.decode_eof(&mut buf).unwrap() {
-        if let AmiFrame::Message(m) = frame {
-            if m.kind() == MessageKind::Event {
-                out.push(m);
-            }
-        }
-    }
-    out
-}
-
-fn run(events: &[AmiMessage], dir: &Directory) -> (CallModel, Vec<CallEvent>) {
-    let mut model = CallModel::new();
-    let mut out = Vec::new();
-    for (i, e) in events.iter().enumerate() {
-        out.extend(model.apply(e, 1000.0 + i as f64, dir));
-    }
-    (model, out)
-}
 
 fn milestones(out: &[CallEvent]) -> Vec<EventKind> {
     out.iter()
@@ -235,85 +185,6 @@ fn user_events_attach_data_and_ivr_steps() {
     assert!(out.is_empty());
 }
 
-#[test]
-fn resync_ends_vanished_channels_and_adopts_unknown_ones() {
-    let dir = directory();
-    let all = events("bridged_call");
-    let half = all
-        .iter()
-        .position(|e| e.event() == Some("BridgeEnter"))
-        .unwrap();
-    let (mut model, _) = run(&all[..half], &dir);
-    assert_eq!(model.calls().count(), 1);
-    let item = AmiMessage::parse(
-        "Event: CoreShowChannel\r\nChannel: Local/1003@default-00000009;1\r\nChannelState: 6\r\nUniqueid: 7.7\r\nLinkedid: 7.7\r\nContext: default\r\nExten: 1003\r\nBridgeId: \r\n",
-    );
-    let out = model.resync(&[item], &[], 5000.0, &dir);
-    let ended: Vec<_> = out.iter().filter(|e| e.kind == EventKind::Hungup).collect();
-    assert_eq!(ended.len(), 1);
-    assert_eq!(ended[0].call.id, "1795348189.2");
-    assert!(out
-        .iter()
-        .any(|e| e.kind == EventKind::Offered && e.call.id == "7.7"));
-    assert_eq!(
-        model.calls().map(|c| c.id.as_str()).collect::<Vec<_>>(),
-        ["7.7"]
-    );
-}
-
-#[test]
-fn resync_puts_back_the_callers_waiting_in_queues() {
-    let dir = directory();
-    let mut model = CallModel::new();
-    // A caller transferred into the queue: its Linkedid is not its Uniqueid.
-    let channel = AmiMessage::parse(
-        "Event: CoreShowChannel\r\nChannel: PJSIP/trunk-00000001\r\nChannelState: 6\r\nUniqueid: 8.1\r\nLinkedid: 8.0\r\nCallerIDNum: 0611223344\r\nContext: default\r\nExten: 3000\r\n",
-    );
-    // QueueStatus items: the queue's parameters, a member, and the caller waiting.
-    let status: Vec<AmiMessage> = [
-        "Event: QueueParams\r\nQueue: support\r\nCalls: 1\r\n",
-        "Event: QueueMember\r\nQueue: support\r\nName: Alice\r\nStateInterface: PJSIP/1001\r\n",
-        "Event: QueueEntry\r\nQueue: support\r\nPosition: 1\r\nChannel: PJSIP/trunk-00000001\r\nUniqueid: 8.1\r\nCallerIDNum: 0611223344\r\nWait: 12\r\n",
-        "Event: QueueEntry\r\nQueue: support\r\nPosition: 2\r\nChannel: PJSIP/gone-00000009\r\nUniqueid: 9.9\r\n",
-    ]
-    .iter()
-    .map(|t| AmiMessage::parse(t))
-    .collect();
-    let out = model.resync(std::slice::from_ref(&channel), &status, 10.0, &dir);
-    let queued = out.iter().find(|e| e.kind == EventKind::Queued).unwrap();
-    assert_eq!(queued.call.id, "8.0");
-    assert_eq!(queued.call.queue.as_deref(), Some("support"));
-    assert_eq!(queued.call.state, CallState::Queued);
-    assert_eq!(
-        model.calls().count(),
-        1,
-        "an entry of an unknown channel adds nothing"
-    );
-    // The next resync finds it as it was: nothing to tell.
-    assert!(model
-        .resync(std::slice::from_ref(&channel), &status, 20.0, &dir)
-        .is_empty());
-    // An agent took it after the list was made: the list does not put it back in the queue.
-    let connect = AmiMessage::parse(
-        "Event: AgentConnect\r\nChannel: PJSIP/trunk-00000001\r\nUniqueid: 8.1\r\nLinkedid: 8.0\r\nQueue: support\r\nInterface: PJSIP/1001\r\nMemberName: Alice\r\nDestChannel: PJSIP/1001-00000002\r\nDestUniqueid: 8.2\r\nDestLinkedid: 8.0\r\n",
-    );
-    model.apply(&connect, 25.0, &dir);
-    let out = model.resync(&[channel], &status, 30.0, &dir);
-    assert!(out.iter().all(|e| e.kind != EventKind::Queued), "{out:?}");
-}
-
-fn fixture_names() -> Vec<&'static str> {
-    vec![
-        "bridged_call",
-        "queue_call",
-        "attended_transfer",
-        "blind_transfer",
-        "redirect_transfer",
-        "simple_originate",
-        "agi_call",
-    ]
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
@@ -346,7 +217,7 @@ proptest! {
             }
         }
         for call in model.calls() {
-            let live: Vec<&str> = call.channel_ids().collect();
+            let live: Vec<&str> = model.channels_of(&call.id).map(|c| c.uniqueid.as_str()).collect();
             prop_assert!(!live.is_empty(), "call {} has no channel", call.id);
             for uid in live {
                 prop_assert!(!hung_up.contains(uid), "channel {} hung up but still in call {}", uid, call.id);

@@ -343,5 +343,6 @@ pub fn two_tenant_calls(rate: f64) -> ctid_pbxsim::calls::CallPlan {
             Tenant::parse("tenant-b-internal:2001-2003").unwrap(),
         ],
         limit: None,
+        caller_up: false,
     }
 }

@@ -1,19 +1,22 @@
-//! The call model: AMI events in, normalized call events out.
+//! Channels grouped into calls by Linkedid, event by event.
 //!
-//! Channels are grouped into calls by Linkedid. Events arrive out of order and some never
-//! arrive, so every event carries enough to create what it refers to, a hung-up channel is
-//! remembered (a late event cannot bring it back), and a call ends when its last channel is
-//! gone. Milestones (ringing, answered, ...) are emitted once each, when they first happen;
-//! any other visible change is an `updated`.
+//! Events arrive out of order and some never arrive, so every event carries enough to
+//! create what it refers to, a hung-up channel is remembered (a late event cannot bring it
+//! back), and a call ends when its last channel is gone. Milestones (ringing, answered,
+//! ...) are emitted once each, when they first happen; any other visible change is an
+//! `updated`.
 //!
 //! The Originate's own dial to the first party (a `DialBegin` with no calling `Channel`)
 //! is a callback leg: it does not make the call ring or answer. The call rings when a real
 //! dial (from the dialplan or a queue) starts, and is answered when that dial is.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::ops::{Deref, DerefMut};
 
-use serde::Serialize;
-
+use super::types::{
+    add_step, attach, Agent, Call, CallData, CallEvent, CallState, Direction, Disposition,
+    EventKind, HangupCause, Party,
+};
 use crate::ami::AmiMessage;
 use crate::directory::{interface_of, Directory};
 
@@ -24,193 +27,35 @@ const TOMBSTONES: usize = 16384;
 const PENDING: usize = 4096;
 const PENDING_FOR: f64 = 60.0;
 
-/// Dialplan data one call holds, at most: attached keys, IVR steps, and the longest key or
-/// value. More is dropped: every event of the call carries it to every session.
-pub const MAX_ATTACHED: usize = 64;
-pub const MAX_IVR_STEPS: usize = 64;
-pub const MAX_DATA_BYTES: usize = 1024;
-
-/// What a FastAGI script adds to a call: attached data and IVR steps.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CallData {
-    pub attached: BTreeMap<String, String>,
-    pub ivr_steps: Vec<String>,
-}
-
-impl CallData {
-    /// Adds this data to `attached` and `ivr_path` within the caps; true if they changed.
-    fn add_to(self, attached: &mut BTreeMap<String, String>, ivr_path: &mut Vec<String>) -> bool {
-        let mut changed = false;
-        for (k, v) in self.attached {
-            changed |= attach(attached, k, v);
-        }
-        for step in self.ivr_steps {
-            changed |= add_step(ivr_path, step);
-        }
-        changed
-    }
-}
-
-fn attach(attached: &mut BTreeMap<String, String>, key: String, value: String) -> bool {
-    let fits = key.len() <= MAX_DATA_BYTES && value.len() <= MAX_DATA_BYTES;
-    let full = attached.len() >= MAX_ATTACHED && !attached.contains_key(&key);
-    if !fits || full || attached.get(&key) == Some(&value) {
-        return false;
-    }
-    attached.insert(key, value);
-    true
-}
-
-fn add_step(ivr_path: &mut Vec<String>, step: String) -> bool {
-    if ivr_path.len() >= MAX_IVR_STEPS || step.len() > MAX_DATA_BYTES {
-        return false;
-    }
-    ivr_path.push(step);
-    true
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Party {
-    pub number: Option<String>,
-    pub name: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    Inbound,
-    Outbound,
-    Internal,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CallState {
-    Offered,
-    Ringing,
-    Queued,
-    Answered,
-    Bridged,
-    Held,
-    Ended,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    Offered,
-    Ringing,
-    Answered,
-    Bridged,
-    Held,
-    Resumed,
-    Transferred,
-    Queued,
-    AgentConnected,
-    Hungup,
-    Updated,
-}
-
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Offered => "offered",
-            EventKind::Ringing => "ringing",
-            EventKind::Answered => "answered",
-            EventKind::Bridged => "bridged",
-            EventKind::Held => "held",
-            EventKind::Resumed => "resumed",
-            EventKind::Transferred => "transferred",
-            EventKind::Queued => "queued",
-            EventKind::AgentConnected => "agent_connected",
-            EventKind::Hungup => "hungup",
-            EventKind::Updated => "updated",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Agent {
-    pub name: Option<String>,
-    pub interface: Option<String>,
-    /// The login of the user whose line the agent answered on.
-    pub login: Option<String>,
-}
-
-/// The outcome an agent gives a call (a sale, a callback, ...), with who and when.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Disposition {
-    pub code: String,
-    pub note: Option<String>,
-    pub by: String,
-    pub at: f64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct HangupCause {
-    pub code: Option<u32>,
-    pub text: Option<String>,
-}
-
-/// A call as clients see it. Unknown values are `None` (JSON null).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Call {
-    pub id: String,
-    pub contexts: Vec<String>,
-    pub direction: Direction,
-    pub state: CallState,
-    pub caller: Party,
-    pub callee: Party,
-    pub ani: Option<String>,
-    pub dnis: Option<String>,
-    pub queue: Option<String>,
-    pub agent: Option<Agent>,
-    pub ivr_path: Vec<String>,
-    pub attached: BTreeMap<String, String>,
-    pub created: f64,
-    pub answered: Option<f64>,
-    pub ended: Option<f64>,
-    pub hangup_cause: Option<HangupCause>,
-    pub disposition: Option<Disposition>,
-    /// The call's row in the call records, once it ended and was stored.
-    pub record_id: Option<i64>,
-    /// Interfaces of the directory lines the call touched.
-    #[serde(skip)]
-    pub lines: BTreeSet<String>,
-    #[serde(skip)]
-    channels: BTreeSet<String>,
-    #[serde(skip)]
+/// A live call and what the model derives it from.
+pub(super) struct Tracked {
+    pub(super) call: Call,
+    /// Uniqueids of its live channels.
+    pub(super) channels: BTreeSet<String>,
     line_contexts: BTreeSet<String>,
-    #[serde(skip)]
     queue_contexts: BTreeSet<String>,
-    #[serde(skip)]
     fallback_context: Option<String>,
-    #[serde(skip)]
     rang: bool,
 }
 
-impl Call {
-    fn new(id: &str, now: f64) -> Call {
-        Call {
-            id: id.to_owned(),
-            contexts: Vec::new(),
-            direction: Direction::Inbound,
-            state: CallState::Offered,
-            caller: Party::default(),
-            callee: Party::default(),
-            ani: None,
-            dnis: None,
-            queue: None,
-            agent: None,
-            ivr_path: Vec::new(),
-            attached: BTreeMap::new(),
-            created: now,
-            answered: None,
-            ended: None,
-            hangup_cause: None,
-            disposition: None,
-            record_id: None,
-            lines: BTreeSet::new(),
+// The model reads and writes the client-visible fields through the tracked call.
+impl Deref for Tracked {
+    type Target = Call;
+    fn deref(&self) -> &Call {
+        &self.call
+    }
+}
+
+impl DerefMut for Tracked {
+    fn deref_mut(&mut self) -> &mut Call {
+        &mut self.call
+    }
+}
+
+impl Tracked {
+    fn new(id: &str, now: f64) -> Tracked {
+        Tracked {
+            call: Call::new(id, now),
             channels: BTreeSet::new(),
             line_contexts: BTreeSet::new(),
             queue_contexts: BTreeSet::new(),
@@ -218,42 +63,6 @@ impl Call {
             rang: false,
         }
     }
-
-    /// Uniqueids of the call's live channels.
-    pub fn channel_ids(&self) -> impl Iterator<Item = &str> {
-        self.channels.iter().map(String::as_str)
-    }
-}
-
-/// One normalized event, with the call as it is after the event.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CallEvent {
-    pub kind: EventKind,
-    pub call: Call,
-    /// Contexts the call no longer belongs to (it moved to another tenant's line): they
-    /// must forget it.
-    pub left: Vec<String>,
-}
-
-/// Folds each `updated` into the previous event of the same call in `events` (the events
-/// of one AMI read): that event then shows the call as it is after both. Milestones keep
-/// their order; clients get fewer, fuller events.
-pub fn coalesce(events: Vec<CallEvent>) -> Vec<CallEvent> {
-    let mut out: Vec<CallEvent> = Vec::with_capacity(events.len());
-    let mut last: HashMap<String, usize> = HashMap::new();
-    for event in events {
-        if event.kind == EventKind::Updated {
-            if let Some(&i) = last.get(&event.call.id) {
-                let prev = &mut out[i];
-                prev.call = event.call;
-                prev.left.extend(event.left);
-                continue;
-            }
-        }
-        last.insert(event.call.id.clone(), out.len());
-        out.push(event);
-    }
-    out
 }
 
 /// A channel as the model tracks it.
@@ -270,6 +79,8 @@ pub struct Channel {
     pub bridge: Option<String>,
     /// Uniqueid of the channel that dialed this one from the dialplan or a queue.
     pub dialed_by: Option<String>,
+    /// The model's event count when an event last named the channel.
+    pub(super) seen: u64,
 }
 
 /// Values Asterisk uses for "unknown"; they become `None`.
@@ -299,7 +110,7 @@ fn uid_order(uid: &str) -> (u64, u64) {
 #[derive(Default)]
 pub struct CallModel {
     channels: HashMap<String, Channel>,
-    calls: HashMap<String, Call>,
+    calls: HashMap<String, Tracked>,
     bridges: HashMap<String, BTreeSet<String>>,
     tombstones: VecDeque<String>,
     dead: HashSet<String>,
@@ -313,6 +124,8 @@ pub struct CallModel {
     pending: HashMap<String, (CallData, f64)>,
     /// The Uniqueid of pending data, by the Linkedid of its call.
     pending_calls: HashMap<String, String>,
+    /// AMI events applied so far: where a list was taken in the stream.
+    pub(super) tick: u64,
 }
 
 impl CallModel {
@@ -321,11 +134,19 @@ impl CallModel {
     }
 
     pub fn calls(&self) -> impl Iterator<Item = &Call> {
-        self.calls.values()
+        self.calls.values().map(|t| &t.call)
     }
 
     pub fn call(&self, id: &str) -> Option<&Call> {
-        self.calls.get(id)
+        self.calls.get(id).map(|t| &t.call)
+    }
+
+    /// The live channels of call `id`.
+    pub fn channels_of(&self, id: &str) -> impl Iterator<Item = &Channel> {
+        self.calls
+            .get(id)
+            .into_iter()
+            .flat_map(|t| t.channels.iter().filter_map(|u| self.channels.get(u)))
     }
 
     pub fn channel(&self, uniqueid: &str) -> Option<&Channel> {
@@ -334,6 +155,16 @@ impl CallModel {
 
     pub fn channel_count(&self) -> usize {
         self.channels.len()
+    }
+
+    pub(super) fn channel_uids(&self) -> impl Iterator<Item = String> + '_ {
+        self.channels.keys().cloned()
+    }
+
+    pub(super) fn set_state(&mut self, uid: &str, state: u8) {
+        if let Some(ch) = self.channels.get_mut(uid) {
+            ch.state = state;
+        }
     }
 
     /// Adds `data` to the call of channel `uniqueid` (or, failing that, to call
@@ -380,7 +211,7 @@ impl CallModel {
     }
 
     fn merge(&mut self, call_id: &str, data: CallData) {
-        if let Some(call) = self.calls.get_mut(call_id) {
+        if let Some(Tracked { call, .. }) = self.calls.get_mut(call_id) {
             if data.add_to(&mut call.attached, &mut call.ivr_path) {
                 self.changed.insert(call_id.to_owned());
             }
@@ -413,6 +244,7 @@ impl CallModel {
 
     /// Applies one AMI event; returns the call events it causes, in order.
     pub fn apply(&mut self, ev: &AmiMessage, now: f64, dir: &Directory) -> Vec<CallEvent> {
+        self.tick += 1;
         let Some(name) = ev.event() else {
             return Vec::new();
         };
@@ -513,59 +345,6 @@ impl CallModel {
         self.finish()
     }
 
-    /// Reconciles the model with the channels Asterisk lists (`live`: CoreShowChannel items)
-    /// and the callers waiting in its queues (`waiting`: QueueStatus items), after a
-    /// reconnect: channels that are gone end, channels never seen are added.
-    pub fn resync(
-        &mut self,
-        live: &[AmiMessage],
-        waiting: &[AmiMessage],
-        now: f64,
-        dir: &Directory,
-    ) -> Vec<CallEvent> {
-        let listed: HashSet<&str> = live.iter().filter_map(|m| m.get("Uniqueid")).collect();
-        let gone: Vec<String> = self
-            .channels
-            .keys()
-            .filter(|u| !listed.contains(u.as_str()))
-            .cloned()
-            .collect();
-        for uid in gone {
-            self.hang_up(&uid, None, now, dir);
-        }
-        let mut bridged: Vec<(String, String)> = Vec::new();
-        for item in live {
-            if let Some(uid) = self.touch(item, "", now, dir) {
-                if self.channels.get(&uid).is_some_and(|c| c.state == 6) {
-                    if let Some(call) = self.call_of(&uid) {
-                        self.answer(&call, now);
-                    }
-                }
-                if let Some(bridge) = known(item.get("BridgeId")) {
-                    bridged.push((uid, bridge));
-                }
-            }
-        }
-        for (uid, bridge) in bridged {
-            self.enter_bridge(&uid, &bridge, now);
-        }
-        // Callers waiting in queues (QueueStatus' QueueEntry items, which have no Linkedid),
-        // unless already known so, or taken by an agent since the list was asked for.
-        for entry in waiting.iter().filter(|e| e.event() == Some("QueueEntry")) {
-            let Some(call_id) = entry.get("Uniqueid").and_then(|u| self.call_of(u)) else {
-                continue;
-            };
-            let queue = known(entry.get("Queue"));
-            let stale = self.calls.get(&call_id).is_none_or(|c| {
-                c.agent.is_some() || (c.state == CallState::Queued && c.queue == queue)
-            });
-            if !stale {
-                self.queue_call(&call_id, queue, dir);
-            }
-        }
-        self.finish()
-    }
-
     /// Recomputes line membership and contexts after a directory change.
     pub fn refresh(&mut self, dir: &Directory) -> Vec<CallEvent> {
         let ids: Vec<String> = self.calls.keys().cloned().collect();
@@ -575,13 +354,13 @@ impl CallModel {
         self.finish()
     }
 
-    fn call_of(&self, uid: &str) -> Option<String> {
+    pub(super) fn call_of(&self, uid: &str) -> Option<String> {
         self.channels.get(uid).map(|c| c.linkedid.clone())
     }
 
     /// Creates or updates the channel an event describes (its fields prefixed by `prefix`);
     /// returns its Uniqueid, or None if the event names no live channel.
-    fn touch(
+    pub(super) fn touch(
         &mut self,
         ev: &AmiMessage,
         prefix: &str,
@@ -600,6 +379,7 @@ impl CallModel {
         };
         let context = field(ev, prefix, "Context").filter(|c| !c.is_empty());
         let exten = field(ev, prefix, "Exten").filter(|e| !e.is_empty());
+        let tick = self.tick;
         let ch = self.channels.entry(uid.clone()).or_insert_with(|| {
             let name = field(ev, prefix, "Channel").unwrap_or("").to_owned();
             Channel {
@@ -613,8 +393,10 @@ impl CallModel {
                 exten: String::new(),
                 bridge: None,
                 dialed_by: None,
+                seen: tick,
             }
         });
+        ch.seen = tick;
         if let Some(s) = state {
             ch.state = s;
         }
@@ -638,7 +420,7 @@ impl CallModel {
         }
         if !self.calls.contains_key(&linkedid) {
             self.calls
-                .insert(linkedid.clone(), Call::new(&linkedid, now));
+                .insert(linkedid.clone(), Tracked::new(&linkedid, now));
             self.out.push((linkedid.clone(), EventKind::Offered));
         }
         if let Some(call) = self.calls.get_mut(&linkedid) {
@@ -665,7 +447,7 @@ impl CallModel {
             if let Some(mut call) = self.calls.remove(old) {
                 call.state = CallState::Ended;
                 call.ended = Some(now);
-                self.ended.push(call);
+                self.ended.push(call.call);
             }
         } else {
             self.recompute(old, dir);
@@ -674,7 +456,7 @@ impl CallModel {
 
     /// The call's originating channel: the one whose Uniqueid is the Linkedid, else (if
     /// that one was never seen) the oldest one still there. None once it has hung up.
-    fn originator<'a>(&'a self, call: &Call) -> Option<&'a Channel> {
+    fn originator<'a>(&'a self, call: &Tracked) -> Option<&'a Channel> {
         match self.channels.get(&call.id) {
             Some(ch) => Some(ch),
             None if self.dead.contains(&call.id) => None,
@@ -779,7 +561,7 @@ impl CallModel {
         }
     }
 
-    fn recompute(&mut self, call_id: &str, dir: &Directory) {
+    pub(super) fn recompute(&mut self, call_id: &str, dir: &Directory) {
         self.recompute_with(call_id, dir, false);
     }
 
@@ -825,7 +607,7 @@ impl CallModel {
         self.ring(&call_id);
     }
 
-    fn on_state(&mut self, uid: &str, now: f64) {
+    pub(super) fn on_state(&mut self, uid: &str, now: f64) {
         let Some(ch) = self.channels.get(uid) else {
             return;
         };
@@ -868,7 +650,7 @@ impl CallModel {
         self.milestone(call_id, EventKind::Answered, Some(CallState::Answered));
     }
 
-    fn enter_bridge(&mut self, uid: &str, bridge: &str, now: f64) {
+    pub(super) fn enter_bridge(&mut self, uid: &str, bridge: &str, now: f64) {
         self.leave_bridge(uid);
         if let Some(ch) = self.channels.get_mut(uid) {
             ch.bridge = Some(bridge.to_owned());
@@ -894,7 +676,7 @@ impl CallModel {
         }
     }
 
-    fn leave_bridge(&mut self, uid: &str) {
+    pub(super) fn leave_bridge(&mut self, uid: &str) {
         let Some(bridge) = self.channels.get_mut(uid).and_then(|c| c.bridge.take()) else {
             return;
         };
@@ -969,7 +751,7 @@ impl CallModel {
         self.queue_call(&call_id, known(ev.get("Queue")), dir);
     }
 
-    fn queue_call(&mut self, call_id: &str, queue: Option<String>, dir: &Directory) {
+    pub(super) fn queue_call(&mut self, call_id: &str, queue: Option<String>, dir: &Directory) {
         if let Some(call) = self.calls.get_mut(call_id) {
             if let Some(q) = queue.as_deref().and_then(|q| dir.queue(q)) {
                 call.queue_contexts.insert(q.context.clone());
@@ -1031,7 +813,13 @@ impl CallModel {
         }
     }
 
-    fn hang_up(&mut self, uid: &str, cause: Option<HangupCause>, now: f64, dir: &Directory) {
+    pub(super) fn hang_up(
+        &mut self,
+        uid: &str,
+        cause: Option<HangupCause>,
+        now: f64,
+        dir: &Directory,
+    ) {
         if self.dead.insert(uid.to_owned()) {
             self.tombstones.push_back(uid.to_owned());
             if self.tombstones.len() > TOMBSTONES {
@@ -1058,7 +846,7 @@ impl CallModel {
             call.state = CallState::Ended;
             call.ended = Some(now);
             self.changed.remove(&call.id);
-            self.ended.push(call);
+            self.ended.push(call.call);
         } else {
             self.recompute(&ch.linkedid, dir);
         }
@@ -1066,7 +854,7 @@ impl CallModel {
 
     /// Turns what the current event did into call events: milestones first, then an
     /// `updated` for each call that changed otherwise, then `hungup` for ended calls.
-    fn finish(&mut self) -> Vec<CallEvent> {
+    pub(super) fn finish(&mut self) -> Vec<CallEvent> {
         let mut left: HashMap<String, Vec<String>> = HashMap::new();
         let ids: BTreeSet<String> = self
             .changed
@@ -1107,6 +895,7 @@ impl CallModel {
             let Some(call) = self
                 .calls
                 .get(&id)
+                .map(|t| &t.call)
                 .or_else(|| self.ended.iter().find(|c| c.id == id))
             else {
                 continue;
@@ -1125,7 +914,7 @@ impl CallModel {
             if let Some(call) = self.calls.get(&id) {
                 events.push(CallEvent {
                     kind: EventKind::Updated,
-                    call: call.clone(),
+                    call: call.call.clone(),
                     left: left.remove(&id).unwrap_or_default(),
                 });
             }

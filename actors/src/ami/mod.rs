@@ -5,9 +5,17 @@
 //! Reading never waits on a consumer: events go downstream with `try_send`, one batch per
 //! read. A consumer that falls a whole mailbox behind makes the link drop and reconnect,
 //! which makes the router resync from Asterisk: bounded memory, and no silent gap.
+//!
+//! Lists asked for [`Completion::InStream`] (resyncs) go downstream in that same batch, at
+//! the place in the stream where Asterisk took them and where they completed, so that the
+//! consumer applies them in stream order.
+
+mod actions;
+mod status;
+mod taps;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
@@ -27,236 +35,42 @@ use crate::net::{io_reason, write_queue, BoxedIo};
 use crate::settings::{human_duration, AmiAuth, AmiSettings};
 use crate::supervisor::{Outlet, Shutdown};
 use crate::tls::{client_config, TlsError};
+use actions::is_failure;
+
+pub use actions::{AmiError, AmiReply, AmiRequest, Completion, ListTag};
+pub use status::{LinkChanged, LinkState, LinkStats, LinkStatus};
+pub use taps::AmiTaps;
 
 /// Frames handled, and events forwarded, per batch at most.
 const READ_BATCH: usize = 512;
 /// Encoded actions waiting for the socket; past it requests are refused as busy.
 const WRITE_QUEUE: usize = 1024;
 
-/// Events read from one Asterisk, in order, stamped with when they were read.
+/// What one read from Asterisk brought, in stream order, stamped with when it was read.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct AmiEvents {
     pub pbx: Arc<str>,
     pub received: Instant,
-    pub events: Vec<AmiMessage>,
+    pub items: Vec<AmiItem>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LinkState {
-    Connecting,
-    Up,
-    Down(String),
+#[derive(Debug)]
+pub enum AmiItem {
+    Event(AmiMessage),
+    /// Asterisk took an in-stream list here (its first answer came).
+    ListTaken(ListTag),
+    /// The list's items, where it completed; or why it failed.
+    ListDone(ListTag, Result<Vec<AmiMessage>, AmiError>),
 }
 
-impl std::fmt::Display for LinkState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl AmiItem {
+    pub fn event(&self) -> Option<&AmiMessage> {
         match self {
-            LinkState::Connecting => f.write_str("connecting"),
-            LinkState::Up => f.write_str("up"),
-            LinkState::Down(reason) => write!(f, "down ({reason})"),
+            AmiItem::Event(m) => Some(m),
+            _ => None,
         }
     }
-}
-
-#[derive(Message, Clone, Debug)]
-#[rtype(result = "()")]
-pub struct LinkChanged {
-    pub pbx: Arc<str>,
-    pub state: LinkState,
-}
-
-/// A link's state and counters, shared with the console and metrics; it outlives restarts.
-#[derive(Clone, Debug)]
-pub struct LinkStatus {
-    pub state: LinkState,
-    pub since: SystemTime,
-    pub events: u64,
-    pub last_event: Option<SystemTime>,
-    pub logins: u64,
-    pub overflows: u64,
-    pub discarded: u64,
-}
-
-#[derive(Clone)]
-pub struct LinkStats(Arc<Mutex<LinkStatus>>);
-
-impl Default for LinkStats {
-    fn default() -> Self {
-        LinkStats(Arc::new(Mutex::new(LinkStatus {
-            state: LinkState::Connecting,
-            since: SystemTime::now(),
-            events: 0,
-            last_event: None,
-            logins: 0,
-            overflows: 0,
-            discarded: 0,
-        })))
-    }
-}
-
-impl LinkStats {
-    pub fn snapshot(&self) -> LinkStatus {
-        self.lock().clone()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, LinkStatus> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Consoles watching the raw AMI stream (`dumpami`).
-#[derive(Clone, Default)]
-pub struct AmiTaps(Arc<Taps>);
-
-#[derive(Default)]
-struct Taps {
-    any: std::sync::atomic::AtomicBool,
-    list: Mutex<Vec<Tap>>,
-    next: std::sync::atomic::AtomicU64,
-    dropped: std::sync::atomic::AtomicU64,
-}
-
-struct Tap {
-    id: u64,
-    /// Lowercase event names; empty: every event.
-    names: Vec<String>,
-    tx: mpsc::Sender<Bytes>,
-}
-
-/// Events queued for one tap; past it the tap loses events.
-const TAP_QUEUE: usize = 1024;
-
-impl AmiTaps {
-    /// A new tap on events named in `names` (all if empty); returns its id and its feed.
-    pub fn add(&self, names: &[String]) -> (u64, mpsc::Receiver<Bytes>) {
-        use std::sync::atomic::Ordering::SeqCst;
-        let (tx, rx) = mpsc::channel(TAP_QUEUE);
-        let id = self.0.next.fetch_add(1, SeqCst);
-        let names = names.iter().map(|n| n.to_ascii_lowercase()).collect();
-        let mut list = self.0.list.lock().unwrap_or_else(|p| p.into_inner());
-        list.push(Tap { id, names, tx });
-        self.0.any.store(true, SeqCst);
-        (id, rx)
-    }
-
-    pub fn remove(&self, id: u64) {
-        let mut list = self.0.list.lock().unwrap_or_else(|p| p.into_inner());
-        list.retain(|t| t.id != id);
-        self.0
-            .any
-            .store(!list.is_empty(), std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Events that taps could not take in time.
-    pub fn dropped(&self) -> u64 {
-        self.0.dropped.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn feed(&self, events: &[AmiMessage]) {
-        if !self.0.any.load(std::sync::atomic::Ordering::Relaxed) {
-            return;
-        }
-        let list = self.0.list.lock().unwrap_or_else(|p| p.into_inner());
-        for e in events {
-            let name = e.event().unwrap_or("").to_ascii_lowercase();
-            for tap in list
-                .iter()
-                .filter(|t| t.names.is_empty() || t.names.contains(&name))
-            {
-                if tap
-                    .tx
-                    .try_send(Bytes::copy_from_slice(e.wire_text().as_bytes()))
-                    .is_err()
-                {
-                    self.0
-                        .dropped
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
-        }
-    }
-}
-
-/// What ends an action.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Completion {
-    /// Its response.
-    Response,
-    /// `EventList: start`, the items, then the `...Complete` event.
-    List,
-    /// Its response, then the named event carrying the same ActionID (an async
-    /// Originate's `OriginateResponse`).
-    Event(&'static str),
-}
-
-/// Sends an action to Asterisk and waits for its outcome.
-#[derive(Message, Debug)]
-#[rtype(result = "Result<AmiReply, AmiError>")]
-pub struct AmiRequest {
-    pub packet: AmiPacket,
-    pub completion: Completion,
-    /// Defaults to the socket timeout.
-    pub timeout: Option<Duration>,
-}
-
-impl AmiRequest {
-    pub fn new(packet: AmiPacket) -> Self {
-        AmiRequest {
-            packet,
-            completion: Completion::Response,
-            timeout: None,
-        }
-    }
-
-    pub fn list(packet: AmiPacket) -> Self {
-        AmiRequest {
-            completion: Completion::List,
-            ..AmiRequest::new(packet)
-        }
-    }
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct AmiReply {
-    pub response: Option<AmiMessage>,
-    /// List items, or the awaited event.
-    pub events: Vec<AmiMessage>,
-}
-
-fn is_failure(status: &str) -> bool {
-    status.eq_ignore_ascii_case("Error") || status.eq_ignore_ascii_case("Failure")
-}
-
-impl AmiReply {
-    /// Asterisk's verdict: the response's, or the awaited event's `Response` field.
-    pub fn outcome(&self) -> Result<(), String> {
-        let verdict = self
-            .events
-            .last()
-            .filter(|e| e.get("Response").is_some())
-            .or(self.response.as_ref());
-        match verdict {
-            Some(m) if m.get("Response").is_some_and(is_failure) => Err(m
-                .get("Message")
-                .or_else(|| m.get("Reason"))
-                .unwrap_or("failed")
-                .to_owned()),
-            _ => Ok(()),
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum AmiError {
-    #[error("AMI link is down ({0})")]
-    Down(String),
-    #[error("no answer from Asterisk within {}", human_duration(*.0))]
-    Timeout(Duration),
-    #[error("invalid action: {0}")]
-    Invalid(String),
-    #[error("AMI link is congested")]
-    Busy,
 }
 
 /// What the link needs besides its settings; built once at start-up so that a bad CA file
@@ -305,6 +119,8 @@ struct Conn {
 
 enum Purpose {
     Client(oneshot::Sender<Result<AmiReply, AmiError>>),
+    /// An in-stream list: its outcome goes downstream.
+    Stream(ListTag),
     Challenge,
     Login,
     Ping,
@@ -340,6 +156,8 @@ pub struct AmiLink {
     next_id: u64,
     failures: u32,
     ping: Option<SpawnHandle>,
+    /// What the current read brought, to go downstream in one batch.
+    batch: Vec<AmiItem>,
 }
 
 impl AmiLink {
@@ -363,6 +181,7 @@ impl AmiLink {
             next_id: 0,
             failures: 0,
             ping: None,
+            batch: Vec::new(),
         }
     }
 
@@ -493,10 +312,17 @@ impl AmiLink {
         }
         for (_, pending) in self.pending.drain() {
             ctx.cancel_future(pending.timer);
-            if let Purpose::Client(tx) = pending.purpose {
-                let _ = tx.send(Err(AmiError::Down(reason.clone())));
+            match pending.purpose {
+                Purpose::Client(tx) => {
+                    let _ = tx.send(Err(AmiError::Down(reason.clone())));
+                }
+                Purpose::Stream(tag) => self
+                    .batch
+                    .push(AmiItem::ListDone(tag, Err(AmiError::Down(reason.clone())))),
+                _ => {}
             }
         }
+        let _ = self.deliver();
         match conn.phase {
             Phase::Up => {
                 self.failures = 0;
@@ -567,6 +393,13 @@ impl AmiLink {
             Purpose::Client(tx) => {
                 let _ = tx.send(Err(AmiError::Timeout(timeout)));
             }
+            Purpose::Stream(tag) => {
+                self.batch
+                    .push(AmiItem::ListDone(tag, Err(AmiError::Timeout(timeout))));
+                if let Err(reason) = self.deliver() {
+                    self.lost(generation, reason, ctx);
+                }
+            }
             Purpose::Ping => {
                 let reason = format!("no answer to Ping within {}", human_duration(timeout));
                 self.lost(generation, reason, ctx);
@@ -589,6 +422,13 @@ impl AmiLink {
         match pending.purpose {
             Purpose::Client(tx) => {
                 let _ = tx.send(Ok(reply));
+            }
+            Purpose::Stream(tag) => {
+                let items = match reply.outcome() {
+                    Ok(()) => Ok(reply.events),
+                    Err(why) => Err(AmiError::Refused(why)),
+                };
+                self.batch.push(AmiItem::ListDone(tag, items));
             }
             Purpose::Ping => trace!("AMI {}: Pong", self.name),
             Purpose::Challenge => self.on_challenge(reply, ctx),
@@ -711,13 +551,14 @@ impl AmiLink {
             return;
         };
         let ok = !m.response().is_some_and(is_failure);
+        let starts = ok
+            && m.event_list()
+                .is_some_and(|l| l.eq_ignore_ascii_case("start"));
         match pending.completion {
-            Completion::List
-                if ok
-                    && m.event_list()
-                        .is_some_and(|l| l.eq_ignore_ascii_case("start")) =>
-            {
+            Completion::List if starts => pending.response = Some(m),
+            Completion::InStream(tag) if starts => {
                 pending.response = Some(m);
+                self.batch.push(AmiItem::ListTaken(tag));
             }
             Completion::Event(_) if ok => pending.response = Some(m),
             _ => {
@@ -735,12 +576,12 @@ impl AmiLink {
     }
 
     /// Routes an event: a list item or an awaited event to its action; the rest downstream.
-    fn on_event(&mut self, m: AmiMessage, batch: &mut Vec<AmiMessage>, ctx: &mut Context<Self>) {
+    fn on_event(&mut self, m: AmiMessage, ctx: &mut Context<Self>) {
         if let Some(id) = m.action_id() {
             if let Some(pending) = self.pending.get_mut(id) {
                 let id = id.to_owned();
                 match pending.completion {
-                    Completion::List => {
+                    Completion::List | Completion::InStream(_) => {
                         if m.event_list()
                             .is_some_and(|l| l.eq_ignore_ascii_case("Complete"))
                         {
@@ -767,7 +608,7 @@ impl AmiLink {
                 }
             }
         }
-        batch.push(m);
+        self.batch.push(AmiItem::Event(m));
     }
 
     fn on_frames(
@@ -776,7 +617,6 @@ impl AmiLink {
         frames: Vec<Result<AmiFrame, AmiCodecError>>,
         ctx: &mut Context<Self>,
     ) {
-        let mut batch = Vec::new();
         for frame in frames {
             if self.conn.as_ref().map(|c| c.generation) != Some(generation) {
                 return;
@@ -792,7 +632,7 @@ impl AmiLink {
                 }
                 Ok(AmiFrame::Message(m)) => match m.kind() {
                     MessageKind::Response => self.on_response(m, ctx),
-                    MessageKind::Event => self.on_event(m, &mut batch, ctx),
+                    MessageKind::Event => self.on_event(m, ctx),
                     _ => debug!(
                         "AMI {}: ignored a message with neither Event nor Response: {m:?}",
                         self.name
@@ -804,20 +644,27 @@ impl AmiLink {
                 }
             }
         }
-        if !batch.is_empty() {
-            self.forward(generation, batch, ctx);
+        if let Err(reason) = self.deliver() {
+            self.lost(generation, reason, ctx);
         }
     }
 
-    fn forward(&mut self, generation: u64, events: Vec<AmiMessage>, ctx: &mut Context<Self>) {
+    /// Sends what the current read brought downstream; an error if the consumer is a
+    /// whole mailbox behind.
+    fn deliver(&mut self) -> Result<(), String> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let items = std::mem::take(&mut self.batch);
+        let events = || items.iter().filter_map(AmiItem::event);
         {
             let mut stats = self.stats.lock();
-            stats.events += events.len() as u64;
+            stats.events += events().count() as u64;
             stats.last_event = Some(SystemTime::now());
         }
-        self.taps.feed(&events);
+        self.taps.feed(events());
         if log_enabled!(Level::Debug) {
-            for e in &events {
+            for e in events() {
                 debug!(
                     "AMI {}: {} {}",
                     self.name,
@@ -836,29 +683,30 @@ impl AmiLink {
             }
         }
         if self.events.is_none() {
-            return;
+            return Ok(());
         }
-        let count = events.len();
+        let count = items.len();
         let batch = AmiEvents {
             pbx: self.name.clone(),
             received: Instant::now(),
-            events,
+            items,
         };
         match self.events.try_send(batch) {
-            Ok(()) => {}
+            Ok(()) => Ok(()),
             Err(SendError::Full(_)) => {
                 self.stats.lock().overflows += 1;
                 error!(
                     "AMI {}: the event router is a full mailbox behind; dropping the link to resync",
                     self.name
                 );
-                self.lost(generation, "event router overloaded".into(), ctx);
+                Err("event router overloaded".into())
             }
             Err(SendError::Closed(_)) => {
                 debug!(
-                    "AMI {}: no event router (restarting?), {count} events dropped",
+                    "AMI {}: no event router (restarting?), {count} items dropped",
                     self.name
-                )
+                );
+                Ok(())
             }
         }
     }
@@ -907,8 +755,21 @@ impl Handler<AmiRequest> for AmiLink {
             };
             return Box::pin(std::future::ready(Err(AmiError::Down(why))));
         }
-        let (tx, rx) = oneshot::channel();
         let timeout = req.timeout.unwrap_or(self.cfg.socket_timeout);
+        if let Completion::InStream(tag) = req.completion {
+            let sent = self
+                .send(
+                    req.packet,
+                    Purpose::Stream(tag),
+                    req.completion,
+                    timeout,
+                    ctx,
+                )
+                .map(|()| AmiReply::default())
+                .map_err(|(e, _)| e);
+            return Box::pin(std::future::ready(sent));
+        }
+        let (tx, rx) = oneshot::channel();
         if let Err((e, _)) = self.send(
             req.packet,
             Purpose::Client(tx),
