@@ -37,10 +37,16 @@ impl DirectoryHandle {
         self.0.borrow().clone()
     }
 
+    /// Makes `dir` the current directory; subscribers hear of it only if it differs.
     pub fn set(&self, dir: Directory) -> Arc<Directory> {
-        let dir = Arc::new(dir);
-        self.0.send_replace(dir.clone());
-        dir
+        self.0.send_if_modified(|current| {
+            let changed = **current != dir;
+            if changed {
+                *current = Arc::new(dir);
+            }
+            changed
+        });
+        self.get()
     }
 
     /// A stream of new versions (not the current one).
@@ -282,6 +288,7 @@ impl Handler<Shutdown> for DirectoryWatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::StreamExt;
 
     /// Serves `body` once, as a web service would.
     async fn serve_once(status: &'static str, body: String) -> u16 {
@@ -298,6 +305,21 @@ mod tests {
             let _ = s.write_all(reply.as_bytes()).await;
         });
         port
+    }
+
+    #[tokio::test]
+    async fn only_a_changed_directory_is_published() {
+        let parse = |t: &str| Directory::parse(t).unwrap();
+        let a = "[[contexts]]\nname = \"a\"\n";
+        let handle = DirectoryHandle::new(parse(a));
+        let mut changes = Box::pin(handle.changes());
+        handle.set(parse(a));
+        handle.set(parse("[[contexts]]\nname = \"b\"\n"));
+        let next = changes.next().await.unwrap();
+        assert!(
+            next.has_context("b"),
+            "the unchanged version was not published"
+        );
     }
 
     #[tokio::test]

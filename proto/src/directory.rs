@@ -98,7 +98,7 @@ pub struct Queue {
 }
 
 /// A validated, indexed directory.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Directory {
     contexts: BTreeMap<String, Context>,
     users: BTreeMap<u64, User>,
