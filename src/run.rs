@@ -22,7 +22,7 @@ use ctid_actors::outbox::{Budget, Writers};
 use ctid_actors::partition::{Partitions, ReplayLimits};
 use ctid_actors::router::{Router, RouterConfig};
 use ctid_actors::session::{SessionConfig, SessionRegistry, SessionShared};
-use ctid_actors::settings::{human_duration, Listener, Settings};
+use ctid_actors::settings::{human_duration, Listener, Settings, ThreadSettings};
 use ctid_actors::supervisor::{
     ChildSpec, Exit, Intensity, Report, Restart, Root, Shutdown, Slot, StartChild,
 };
@@ -188,7 +188,7 @@ pub struct Server {
     pub workers: Workers,
 }
 
-/// The session threads, to stop once the tree has.
+/// The threads beside the main one (AMI, partitions, sessions), to stop once the tree has.
 pub struct Workers {
     arbiters: Vec<Arbiter>,
     writers: Writers,
@@ -242,8 +242,19 @@ pub fn start(p: Prepared) -> Server {
     } = p;
     let report = Report::default();
     let metrics = Metrics::default();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
+    let cores = ThreadSettings::count(0);
+    let threads = |n| {
+        (0..ThreadSettings::count(n))
+            .map(|_| Arbiter::new())
+            .collect::<Vec<_>>()
+    };
+    let handles = |arbiters: &[Arbiter]| arbiters.iter().map(Arbiter::handle).collect::<Vec<_>>();
+    let (session_threads, partition_threads) = (
+        threads(settings.threads.sessions),
+        threads(settings.threads.partitions),
+    );
+    // The AMI link and its router: reading Asterisk never waits behind client work.
+    let ami_thread = Arbiter::new();
     let handle = DirectoryHandle::new(directory);
     let s = &settings.sessions;
     let partitions = Partitions::new(
@@ -254,6 +265,7 @@ pub fn start(p: Prepared) -> Server {
         },
         handle.clone(),
         metrics.clone(),
+        handles(&partition_threads),
     );
     let sessions = SessionRegistry::default();
     let store = settings
@@ -335,6 +347,7 @@ pub fn start(p: Prepared) -> Server {
             router_slot.clone(),
             move |_| Router::new(handle.clone(), partitions.clone(), config.clone()),
         )
+        .on(ami_thread.handle())
     };
     let ami = {
         let (stats, taps, router_slot) = (link_stats.clone(), taps.clone(), router_slot.clone());
@@ -347,6 +360,7 @@ pub fn start(p: Prepared) -> Server {
                 taps.clone(),
             )
         })
+        .on(ami_thread.handle())
     };
     let info = Arc::new(InfoShared {
         started: Instant::now(),
@@ -361,7 +375,7 @@ pub fn start(p: Prepared) -> Server {
         metrics,
         log_level: Arc::new(logging::set_level),
     });
-    let handles: Vec<_> = workers.iter().map(Arbiter::handle).collect();
+    let handles = handles(&session_threads);
     let timeout = settings.timeouts.socket;
     let Sockets {
         fagi,
@@ -437,7 +451,10 @@ pub fn start(p: Prepared) -> Server {
     Server {
         root,
         workers: Workers {
-            arbiters: workers,
+            arbiters: [session_threads, partition_threads, vec![ami_thread]]
+                .into_iter()
+                .flatten()
+                .collect(),
             writers,
             flush: settings.timeouts.socket,
         },

@@ -13,7 +13,7 @@ use std::time::Duration;
 use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
 use ctid_actors::settings::{
     AmiAuth, AmiSettings, AmiTls, DirectorySettings, ListenSettings, Listener, Parting, Secret,
-    SessionSettings, Settings, StoreSettings, Timeouts, TlsListener,
+    SessionSettings, Settings, StoreSettings, ThreadSettings, Timeouts, TlsListener,
 };
 use ctid_proto::commands::CommandSettings;
 
@@ -186,6 +186,10 @@ fn read(r: &mut Reader) -> Settings {
     if commands.hold_context.is_empty() {
         r.problem("commands.hold_context", "must not be empty");
     }
+    let threads = ThreadSettings {
+        partitions: r.integer("threads.partitions", d.threads.partitions, 0, 1024),
+        sessions: r.integer("threads.sessions", d.threads.sessions, 0, 1024),
+    };
     Settings {
         ami,
         listen,
@@ -195,6 +199,7 @@ fn read(r: &mut Reader) -> Settings {
         sessions,
         store,
         commands,
+        threads,
     }
 }
 

@@ -192,13 +192,17 @@ fn run(command: &str, args: &[&str], s: &InfoShared) -> Result<Vec<String>, Stri
         }
         "show_calls" => {
             let only = args.first().copied();
+            // A call of several contexts is in each of their partitions: shown once.
+            let mut shown = std::collections::HashSet::new();
             for key in s.partitions.keys() {
                 let Some(core) = s.partitions.core(&key) else {
                     continue;
                 };
                 let core = core.lock().unwrap_or_else(|p| p.into_inner());
                 for c in core.calls() {
-                    if only.is_some_and(|o| !c.contexts.iter().any(|x| x == o)) {
+                    if only.is_some_and(|o| !c.contexts.iter().any(|x| x == o))
+                        || !shown.insert(c.id.clone())
+                    {
                         continue;
                     }
                     let party = |p: &ctid_proto::calls::Party| {

@@ -4,19 +4,21 @@
 //! pushed to every member's outbox.
 //!
 //! The state lives in a [`PartitionCore`] held outside the actor: a restarted partition
-//! keeps its members, its calls and its sequence numbers.
+//! keeps its members, its calls and its sequence numbers. Sessions read it ([`Partitions::live`])
+//! to answer their own `getlist` requests on their own threads, off the event path.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use actix::prelude::*;
+use actix_rt::ArbiterHandle;
 use bytes::Bytes;
 use ctid_proto::calls::{Call, CallState, EventKind};
 use ctid_proto::cti::{encode_call_event, timenow, ErrorCode, Reply};
-use ctid_proto::directory::{Directory, User};
+use ctid_proto::directory::Directory;
+use ctid_proto::lists::{config_changes, Live, Scope};
 use serde::Serialize;
-use serde_json::{json, Map, Value};
 
 use crate::directory::DirectoryHandle;
 use crate::metrics::Metrics;
@@ -85,15 +87,6 @@ pub struct Unsubscribe {
     pub session: SessionId,
 }
 
-/// A `getlist` request.
-#[derive(Message, Debug)]
-#[rtype(result = "Result<Reply, ErrorCode>")]
-pub struct GetList {
-    pub function: String,
-    pub listname: String,
-    pub tid: Option<String>,
-}
-
 /// Counters of one partition.
 #[derive(Clone, Debug, Default)]
 pub struct PartitionStats {
@@ -111,10 +104,10 @@ pub struct ReplayLimits {
 
 pub struct PartitionCore {
     key: String,
-    /// Show each call with only this partition's context (context separation).
-    project: bool,
     calls: HashMap<String, Arc<Call>>,
     members: HashMap<SessionId, Member>,
+    /// Sessions by user id.
+    by_user: HashMap<u64, Vec<SessionId>>,
     seq: u64,
     replay: VecDeque<(u64, Bytes)>,
     replay_bytes: usize,
@@ -146,9 +139,9 @@ impl PartitionCore {
     pub fn new(key: &str, limits: ReplayLimits) -> Arc<Mutex<PartitionCore>> {
         Arc::new(Mutex::new(PartitionCore {
             key: key.to_owned(),
-            project: key != ALL,
             calls: HashMap::new(),
             members: HashMap::new(),
+            by_user: HashMap::new(),
             seq: 0,
             replay: VecDeque::new(),
             replay_bytes: 0,
@@ -164,19 +157,12 @@ impl PartitionCore {
                 return None;
             }
             Change::Call(kind, call) => {
-                let shown = if self.project {
-                    let mut own = (*call).clone();
-                    own.contexts = vec![self.key.clone()];
-                    Arc::new(own)
-                } else {
-                    call
-                };
                 self.seq += 1;
-                let line = encode_call_event(kind, &shown, self.seq, now);
+                let line = encode_call_event(kind, scope(&self.key).show(&call), self.seq, now);
                 if kind == EventKind::Hungup {
-                    self.calls.remove(&shown.id);
+                    self.calls.remove(&call.id);
                 } else {
-                    self.calls.insert(shown.id.clone(), shown);
+                    self.calls.insert(call.id.clone(), call);
                 }
                 line
             }
@@ -242,9 +228,39 @@ impl PartitionCore {
         }
         self.stats.deliveries += (lines.len() * (self.members.len() - slow.len())) as u64;
         self.stats.slow_consumers += slow.len() as u64;
-        slow.into_iter()
-            .filter_map(|id| self.members.remove(&id))
-            .collect()
+        slow.into_iter().filter_map(|id| self.leave(id)).collect()
+    }
+
+    fn join(&mut self, id: SessionId, member: Member) {
+        self.by_user.entry(member.user_id).or_default().push(id);
+        self.members.insert(id, member);
+    }
+
+    fn leave(&mut self, id: SessionId) -> Option<Member> {
+        let member = self.members.remove(&id)?;
+        if let Some(sessions) = self.by_user.get_mut(&member.user_id) {
+            sessions.retain(|s| *s != id);
+            if sessions.is_empty() {
+                self.by_user.remove(&member.user_id);
+            }
+        }
+        Some(member)
+    }
+
+    /// What lists show: the live calls, and the presence of each connected user.
+    pub fn live(&self) -> Live {
+        let presence = self
+            .by_user
+            .iter()
+            .filter_map(|(user, sessions)| {
+                let member = self.members.get(sessions.first()?)?;
+                Some((*user, member.availstate.clone()))
+            })
+            .collect();
+        Live {
+            calls: self.calls.values().cloned().collect(),
+            presence,
+        }
     }
 
     fn subscribe(&mut self, sub: Subscribe) -> Result<u64, ErrorCode> {
@@ -272,7 +288,7 @@ impl PartitionCore {
         if !ok {
             return Err(ErrorCode::SlowConsumer);
         }
-        self.members.insert(sub.session, sub.member);
+        self.join(sub.session, sub.member);
         Ok(self.seq)
     }
 
@@ -316,6 +332,15 @@ fn lock(core: &Mutex<PartitionCore>) -> MutexGuard<'_, PartitionCore> {
     core.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What partition `key` lets its sessions see.
+fn scope(key: &str) -> Scope<'_> {
+    if key == ALL {
+        Scope::All
+    } else {
+        Scope::Context(key)
+    }
+}
+
 /// A partition's live address and its state.
 type Entry = (Slot<Partition>, Arc<Mutex<PartitionCore>>);
 
@@ -328,6 +353,8 @@ pub struct Partitions {
     limits: ReplayLimits,
     directory: DirectoryHandle,
     metrics: Metrics,
+    /// Where partitions run, in turn: never on the AMI link's thread.
+    arbiters: Arc<[ArbiterHandle]>,
 }
 
 impl Partitions {
@@ -336,6 +363,7 @@ impl Partitions {
         limits: ReplayLimits,
         directory: DirectoryHandle,
         metrics: Metrics,
+        arbiters: Vec<ArbiterHandle>,
     ) -> Self {
         Partitions {
             map: Arc::default(),
@@ -343,6 +371,7 @@ impl Partitions {
             limits,
             directory,
             metrics,
+            arbiters: arbiters.into(),
         }
     }
 
@@ -368,51 +397,53 @@ impl Partitions {
         }
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Entry>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn slot(&self, key: &str) -> Option<Slot<Partition>> {
-        self.map
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .map(|(s, _)| s.clone())
+        self.read().get(key).map(|(s, _)| s.clone())
     }
 
     pub fn core(&self, key: &str) -> Option<Arc<Mutex<PartitionCore>>> {
-        self.map
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .map(|(_, c)| c.clone())
+        self.read().get(key).map(|(_, c)| c.clone())
+    }
+
+    /// What partition `key` shows in lists, taken under its lock and built on by the caller.
+    pub fn live(&self, key: &str) -> Live {
+        self.core(key).map(|c| lock(&c).live()).unwrap_or_default()
     }
 
     pub fn keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self
-            .map
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect();
+        let mut keys: Vec<String> = self.read().keys().cloned().collect();
         keys.sort();
         keys
     }
 
     /// The child spec of partition `key`, registering it on first use.
     pub fn spec(&self, key: &str) -> ChildSpec {
-        let (slot, core) = {
+        let (slot, core, index) = {
             let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-            map.entry(key.to_owned())
+            let index = map.len();
+            let (slot, core) = map
+                .entry(key.to_owned())
                 .or_insert_with(|| (Slot::new(), PartitionCore::new(key, self.limits)))
-                .clone()
+                .clone();
+            (slot, core, index)
         };
         let key = key.to_owned();
         let (directory, metrics) = (self.directory.clone(), self.metrics.clone());
-        ChildSpec::new(key.clone(), Restart::Permanent, slot, move |_| Partition {
+        let spec = ChildSpec::new(key.clone(), Restart::Permanent, slot, move |_| Partition {
             key: key.clone(),
             core: core.clone(),
             told: directory.get(),
             directory: directory.clone(),
             metrics: metrics.clone(),
-        })
+        });
+        match self.arbiters.get(index % self.arbiters.len().max(1)) {
+            Some(arbiter) => spec.on(arbiter.clone()),
+            None => spec,
+        }
     }
 }
 
@@ -425,206 +456,11 @@ pub struct Partition {
     metrics: Metrics,
 }
 
-/// A list item: its id, config and status.
-type Item = (String, Value, Value);
-
-/// The lists whose changes are pushed to sessions.
-const CONFIG_LISTS: [&str; 3] = ["users", "phones", "queues"];
-
 impl Partition {
     fn kick(slow: Vec<Member>) {
         for member in slow {
             member.session.do_send(Kick(ErrorCode::SlowConsumer));
         }
-    }
-
-    fn sees(&self, context: Option<&str>) -> bool {
-        self.key == ALL || context == Some(self.key.as_str())
-    }
-
-    fn user_config(user: &User) -> Value {
-        json!({
-            "id": user.id.to_string(),
-            "login": user.login,
-            "firstname": user.firstname,
-            "lastname": user.lastname,
-            "fullname": user.fullname(),
-            "context": user.context(),
-            "linelist": user.line.iter().map(|l| l.interface.clone()).collect::<Vec<_>>(),
-        })
-    }
-
-    /// The items of a list this partition sees: id, config and status, by id.
-    fn items(
-        &self,
-        dir: &Directory,
-        core: &PartitionCore,
-        listname: &str,
-    ) -> Result<Vec<Item>, ErrorCode> {
-        let mut items: Vec<Item> = Vec::new();
-        match listname {
-            "users" => {
-                for u in dir.users().filter(|u| self.sees(u.context())) {
-                    let state = core.members.values().find(|m| m.user_id == u.id);
-                    let status = json!({
-                        "connection": if state.is_some() { "connected" } else { "disconnected" },
-                        "availstate": state.map_or("disconnected", |m| m.availstate.as_str()),
-                    });
-                    items.push((u.id.to_string(), Self::user_config(u), status));
-                }
-            }
-            "phones" => {
-                for u in dir.users() {
-                    let Some(line) = u.line.as_ref().filter(|l| self.sees(Some(&l.context))) else {
-                        continue;
-                    };
-                    let calls: Vec<&str> = core
-                        .calls
-                        .values()
-                        .filter(|c| c.lines.contains(&line.interface))
-                        .map(|c| c.id.as_str())
-                        .collect();
-                    let config = json!({
-                        "id": line.interface,
-                        "interface": line.interface,
-                        "number": line.number,
-                        "context": line.context,
-                        "userid": u.id.to_string(),
-                    });
-                    let status = json!({"state": if calls.is_empty() { "idle" } else { "busy" }, "calls": calls});
-                    items.push((line.interface.clone(), config, status));
-                }
-            }
-            "queues" => {
-                for q in dir.queues().filter(|q| self.sees(Some(&q.context))) {
-                    let waiting = core
-                        .calls
-                        .values()
-                        .filter(|c| {
-                            c.state == CallState::Queued && c.queue.as_deref() == Some(&q.name)
-                        })
-                        .count();
-                    let config = json!({"id": q.name, "name": q.name, "number": q.number, "context": q.context});
-                    items.push((q.name.clone(), config, json!({"waiting": waiting})));
-                }
-            }
-            "calls" => {
-                for c in core.calls.values() {
-                    let config = serde_json::to_value(&**c).unwrap_or(Value::Null);
-                    items.push((c.id.clone(), config, json!({"state": c.state})));
-                }
-            }
-            _ => return Err(ErrorCode::UnknownFunction),
-        }
-        items.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(items)
-    }
-
-    fn get_list(&self, req: &GetList) -> Result<Reply, ErrorCode> {
-        let dir = self.directory.get();
-        let items = self.items(&dir, &lock(&self.core), &req.listname)?;
-        let reply = Reply::new("getlist")
-            .with("function", req.function.clone())
-            .with("listname", req.listname.clone())
-            .with("tipbxid", "xivo");
-        let pick = |by_status: bool| -> Result<Value, ErrorCode> {
-            let value = |(_, config, status): &(String, Value, Value)| {
-                if by_status {
-                    status.clone()
-                } else {
-                    config.clone()
-                }
-            };
-            match &req.tid {
-                Some(tid) => items
-                    .iter()
-                    .find(|(id, _, _)| id == tid)
-                    .map(value)
-                    .ok_or(ErrorCode::Unallowed),
-                None => Ok(Value::Object(
-                    items
-                        .iter()
-                        .map(|i| (i.0.clone(), value(i)))
-                        .collect::<Map<_, _>>(),
-                )),
-            }
-        };
-        match req.function.as_str() {
-            "listid" => Ok(reply.with(
-                "list",
-                items
-                    .iter()
-                    .map(|i| Value::from(i.0.clone()))
-                    .collect::<Vec<_>>(),
-            )),
-            "updateconfig" => Ok(reply
-                .with("tid", req.tid.clone())
-                .with("config", pick(false)?)),
-            "updatestatus" => Ok(reply
-                .with("tid", req.tid.clone())
-                .with("status", pick(true)?)),
-            _ => Err(ErrorCode::UnknownFunction),
-        }
-    }
-}
-
-impl Partition {
-    /// `addconfig`, `delconfig` and `updateconfig` lines for what changed between two
-    /// directories, as this partition's sessions see them.
-    fn config_changes(
-        &self,
-        old: &Directory,
-        new: &Directory,
-        core: &PartitionCore,
-    ) -> Vec<bytes::Bytes> {
-        let now = timenow();
-        let mut lines = Vec::new();
-        for listname in CONFIG_LISTS {
-            let (Ok(before), Ok(after)) = (
-                self.items(old, core, listname),
-                self.items(new, core, listname),
-            ) else {
-                continue;
-            };
-            let before: HashMap<&str, &Value> =
-                before.iter().map(|(id, c, _)| (id.as_str(), c)).collect();
-            let after_ids: HashSet<&str> = after.iter().map(|(id, _, _)| id.as_str()).collect();
-            let push = |function: &str, extra: Reply| {
-                extra
-                    .with("class", "getlist")
-                    .with("function", function)
-                    .with("listname", listname)
-                    .with("tipbxid", "xivo")
-                    .encode(now)
-            };
-            let added: Vec<Value> = after
-                .iter()
-                .filter(|(id, _, _)| !before.contains_key(id.as_str()))
-                .map(|(id, _, _)| id.clone().into())
-                .collect();
-            let removed: Vec<Value> = before
-                .keys()
-                .filter(|id| !after_ids.contains(*id))
-                .map(|id| (*id).into())
-                .collect();
-            if !added.is_empty() {
-                lines.push(push("addconfig", Reply::new("").with("list", added)));
-            }
-            if !removed.is_empty() {
-                lines.push(push("delconfig", Reply::new("").with("list", removed)));
-            }
-            for (id, config, _) in &after {
-                if before.get(id.as_str()).is_some_and(|c| *c != config) {
-                    lines.push(push(
-                        "updateconfig",
-                        Reply::new("")
-                            .with("tid", id.clone())
-                            .with("config", config.clone()),
-                    ));
-                }
-            }
-        }
-        lines
     }
 
     /// Whether a user (by id) still belongs to this partition in `dir`.
@@ -656,11 +492,15 @@ impl StreamHandler<Arc<Directory>> for Partition {
             .map(|(id, _)| *id)
             .collect();
         for id in gone {
-            if let Some(member) = core.members.remove(&id) {
+            if let Some(member) = core.leave(id) {
                 member.session.do_send(Kick(ErrorCode::UserChanged));
             }
         }
-        let lines = self.config_changes(&old, &new, &core);
+        let now = timenow();
+        let lines: Vec<Bytes> = config_changes(&old, &new, scope(&self.key))
+            .into_iter()
+            .map(|r| r.encode(now))
+            .collect();
         if lines.is_empty() {
             return;
         }
@@ -703,15 +543,7 @@ impl Handler<Unsubscribe> for Partition {
     type Result = ();
 
     fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) {
-        lock(&self.core).members.remove(&msg.session);
-    }
-}
-
-impl Handler<GetList> for Partition {
-    type Result = Result<Reply, ErrorCode>;
-
-    fn handle(&mut self, msg: GetList, _: &mut Context<Self>) -> Self::Result {
-        self.get_list(&msg)
+        lock(&self.core).leave(msg.session);
     }
 }
 
@@ -793,7 +625,7 @@ mod tests {
             .collect();
         assert_eq!(got[0]["class"], "resume");
         assert_eq!(seqs, [2, 3, 4]);
-        assert_eq!(got[1]["call"]["contexts"], json!(["default"]));
+        assert_eq!(got[1]["call"]["contexts"], serde_json::json!(["default"]));
     }
 
     /// A reconcile ended the call while its record was being written; the `hungup` that

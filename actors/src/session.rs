@@ -17,6 +17,7 @@ use ctid_proto::calls::Disposition;
 use ctid_proto::commands::{originate_reason, CommandSettings, Plan, Wait, COMMANDS};
 use ctid_proto::cti::{timenow, CtiCodec, CtiFrame, ErrorCode, Reply, Request};
 use ctid_proto::directory::{Directory, User};
+use ctid_proto::lists::{get_list, GetList, Scope};
 use log::{debug, info, warn};
 use serde_json::{json, Value};
 use tokio_util::codec::FramedRead;
@@ -27,7 +28,7 @@ use crate::directory::DirectoryHandle;
 use crate::net::BoxedIo;
 use crate::outbox::{write_outbox, Budget, Outbox, Writers};
 use crate::partition::{
-    GetList, Kick, Member, Partition, Partitions, SessionId, Subscribe, Unsubscribe, ALL,
+    Kick, Member, Partition, Partitions, SessionId, Subscribe, Unsubscribe, ALL,
 };
 use crate::router::{PlanCommand, Router, SetDisposition};
 use crate::settings::human_duration;
@@ -694,7 +695,7 @@ impl Session {
     fn command(&mut self, req: Request, ctx: &mut Context<Self>) {
         let commandid = req.commandid.clone();
         match req.class.as_str() {
-            "getlist" => self.ask(req, Self::getlist, ctx),
+            "getlist" => self.getlist(req, ctx),
             "ipbxcommand" => self.ask(req, Self::ipbxcommand, ctx),
             "disposition" => self.ask(req, Self::disposition, ctx),
             "history" => self.ask(req, Self::history, ctx),
@@ -716,10 +717,16 @@ impl Session {
 }
 
 impl Session {
-    fn getlist(&mut self, req: Request, ticket: Ticket, ctx: &mut Context<Self>) {
+    /// Answers from a snapshot of the partition, built here: a large list costs this
+    /// session's thread, not the partition's events.
+    fn getlist(&mut self, req: Request, ctx: &mut Context<Self>) {
         let commandid = req.commandid.clone();
-        let Some(partition) = self.cleanup.partition.clone() else {
-            return self.error("getlist", ErrorCode::Unallowed, commandid.as_ref(), ctx);
+        let key = match &self.phase {
+            Phase::Ready {
+                partition: Some(key),
+                ..
+            } if self.cleanup.partition.is_some() => key.clone(),
+            _ => return self.error("getlist", ErrorCode::Unallowed, commandid.as_ref(), ctx),
         };
         if let Err(code) = req.require(&["function", "listname"]) {
             return self.error("getlist", code, commandid.as_ref(), ctx);
@@ -729,21 +736,21 @@ impl Session {
             Some(Value::Number(n)) => Some(n.to_string()),
             _ => None,
         };
-        let get = partition.send(GetList {
+        let asked = GetList {
             function: req.str("function").unwrap_or_default().to_owned(),
             listname: req.str("listname").unwrap_or_default().to_owned(),
             tid,
-        });
-        ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(get).map(move |res, act, ctx| {
-                drop(ticket);
-                match res {
-                    Ok(Ok(reply)) => act.send(reply.reply_to(commandid.as_ref()), ctx),
-                    Ok(Err(code)) => act.error("getlist", code, commandid.as_ref(), ctx),
-                    Err(_) => act.error("getlist", ErrorCode::Shutdown, commandid.as_ref(), ctx),
-                }
-            }),
-        );
+        };
+        let scope = if key == ALL {
+            Scope::All
+        } else {
+            Scope::Context(&key)
+        };
+        let live = self.shared.partitions.live(&key);
+        match get_list(&asked, &self.shared.directory.get(), scope, &live) {
+            Ok(reply) => self.send(reply.reply_to(commandid.as_ref()), ctx),
+            Err(code) => self.error("getlist", code, commandid.as_ref(), ctx),
+        }
     }
 
     /// The logged-in user as the directory has them now (their line may have changed), and

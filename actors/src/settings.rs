@@ -40,6 +40,27 @@ pub struct Settings {
     pub sessions: SessionSettings,
     pub store: StoreSettings,
     pub commands: ctid_proto::commands::CommandSettings,
+    pub threads: ThreadSettings,
+}
+
+/// Threads the work is spread over; 0 means one per core. The AMI link and its router
+/// always have a thread of their own.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadSettings {
+    /// Threads the context partitions run on, in turn.
+    pub partitions: usize,
+    /// Threads the client sessions run on, in turn.
+    pub sessions: usize,
+}
+
+impl ThreadSettings {
+    /// `n` threads, or one per core for 0.
+    pub fn count(n: usize) -> usize {
+        match n {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

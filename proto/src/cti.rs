@@ -5,7 +5,8 @@
 use std::fmt;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use serde::Serialize;
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 use tokio_util::codec::Decoder;
 
@@ -283,17 +284,67 @@ fn to_line(value: &impl Serialize) -> Bytes {
     buf.freeze()
 }
 
+/// A call as one partition shows it: with only that partition's context under context
+/// separation, without copying the call.
+#[derive(Clone, Copy, Debug)]
+pub struct Shown<'a> {
+    call: &'a Call,
+    only: Option<&'a str>,
+}
+
+impl<'a> Shown<'a> {
+    pub fn new(call: &'a Call) -> Self {
+        Shown { call, only: None }
+    }
+
+    pub fn only(call: &'a Call, context: &'a str) -> Self {
+        Shown {
+            call,
+            only: Some(context),
+        }
+    }
+}
+
+impl Serialize for Shown<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let c = self.call;
+        let mut m = s.serialize_struct("Call", 18)?;
+        m.serialize_field("id", &c.id)?;
+        match self.only {
+            Some(own) => m.serialize_field("contexts", &[own])?,
+            None => m.serialize_field("contexts", &c.contexts)?,
+        }
+        m.serialize_field("direction", &c.direction)?;
+        m.serialize_field("state", &c.state)?;
+        m.serialize_field("caller", &c.caller)?;
+        m.serialize_field("callee", &c.callee)?;
+        m.serialize_field("ani", &c.ani)?;
+        m.serialize_field("dnis", &c.dnis)?;
+        m.serialize_field("queue", &c.queue)?;
+        m.serialize_field("agent", &c.agent)?;
+        m.serialize_field("ivr_path", &c.ivr_path)?;
+        m.serialize_field("attached", &c.attached)?;
+        m.serialize_field("created", &c.created)?;
+        m.serialize_field("answered", &c.answered)?;
+        m.serialize_field("ended", &c.ended)?;
+        m.serialize_field("hangup_cause", &c.hangup_cause)?;
+        m.serialize_field("disposition", &c.disposition)?;
+        m.serialize_field("record_id", &c.record_id)?;
+        m.end()
+    }
+}
+
 #[derive(Serialize)]
 struct CallEventLine<'a> {
     class: &'static str,
     event: &'static str,
-    call: &'a Call,
+    call: Shown<'a>,
     seq: u64,
     timenow: f64,
 }
 
 /// A pushed `call_event` line, encoded once and sent as is to every session.
-pub fn encode_call_event(kind: EventKind, call: &Call, seq: u64, timenow: f64) -> Bytes {
+pub fn encode_call_event(kind: EventKind, call: Shown<'_>, seq: u64, timenow: f64) -> Bytes {
     to_line(&CallEventLine {
         class: "call_event",
         event: kind.as_str(),
@@ -314,6 +365,19 @@ pub fn timenow() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shown_call_has_every_field_of_the_call() {
+        let mut call = Call::new("1.1", 5.0);
+        call.contexts = vec!["a".into(), "b".into()];
+        call.record_id = Some(3);
+        assert_eq!(
+            serde_json::to_value(Shown::new(&call)).unwrap(),
+            serde_json::to_value(&call).unwrap()
+        );
+        let only = serde_json::to_value(Shown::only(&call, "b")).unwrap();
+        assert_eq!(only["contexts"], serde_json::json!(["b"]));
+    }
 
     fn lines(codec: &mut CtiCodec, input: &[u8]) -> Vec<CtiFrame> {
         let mut buf = BytesMut::from(input);

@@ -8,3 +8,4 @@ pub mod commands;
 pub mod cti;
 pub mod directory;
 pub mod http;
+pub mod lists;
