@@ -297,10 +297,13 @@ impl ChildSpec {
             name: name.into(),
             restart: Restart::Permanent,
             arbiter: None,
-            start: Arc::new(move |path, arbiter| {
-                let make = Supervisor::maker(path, intensity, children.clone(), report.clone());
-                launch(slot.clone(), make, arbiter)
-            }),
+            start: {
+                let specs: Specs = Arc::new(Mutex::new(children));
+                Arc::new(move |path, arbiter| {
+                    let make = Supervisor::maker(path, intensity, specs.clone(), report.clone());
+                    launch(slot.clone(), make, arbiter)
+                })
+            },
         }
     }
 
@@ -442,11 +445,16 @@ struct Child {
 /// Time a stopping child gets before it is dropped.
 const GRACE: Duration = Duration::from_secs(5);
 
+/// A supervisor's child specs, kept across its restarts: children added while it ran
+/// ([`StartChild`]) are started again by its next instance.
+type Specs = Arc<Mutex<Vec<ChildSpec>>>;
+
 /// A supervisor actor: starts its children in order, restarts them by their policy, and
 /// stops them in reverse order.
 pub struct Supervisor {
     path: String,
     intensity: Intensity,
+    specs: Specs,
     children: Vec<Child>,
     report: Report,
     note: ExitNote,
@@ -455,16 +463,17 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(
+    fn new(
         path: impl Into<String>,
         intensity: Intensity,
-        specs: Vec<ChildSpec>,
+        specs: Specs,
         report: Report,
         note: ExitNote,
     ) -> Self {
         let path = path.into();
-        let children = specs
-            .into_iter()
+        let children = lock(&specs)
+            .iter()
+            .cloned()
             .map(|spec| Child {
                 path: format!("{path}/{}", spec.name),
                 spec,
@@ -476,6 +485,7 @@ impl Supervisor {
         Supervisor {
             path,
             intensity,
+            specs,
             children,
             report,
             note,
@@ -487,18 +497,12 @@ impl Supervisor {
     fn maker(
         path: &str,
         intensity: Intensity,
-        children: Vec<ChildSpec>,
+        specs: Specs,
         report: Report,
     ) -> Arc<impl Fn(ExitNote) -> Supervisor + Send + Sync + 'static> {
         let path = path.to_owned();
         Arc::new(move |note| {
-            Supervisor::new(
-                path.clone(),
-                intensity,
-                children.clone(),
-                report.clone(),
-                note,
-            )
+            Supervisor::new(path.clone(), intensity, specs.clone(), report.clone(), note)
         })
     }
 
@@ -636,6 +640,7 @@ impl Handler<StartChild> for Supervisor {
         if self.stopping.is_some() || self.children.iter().any(|c| c.spec.name == spec.name) {
             return;
         }
+        lock(&self.specs).push(spec.clone());
         self.children.push(Child {
             path: format!("{}/{}", self.path, spec.name),
             spec,
@@ -677,9 +682,10 @@ impl Root {
         report: Report,
     ) -> Root {
         let slot = Slot::new();
+        let specs = Arc::new(Mutex::new(children));
         let running = launch(
             slot.clone(),
-            Supervisor::maker(path, intensity, children, report),
+            Supervisor::maker(path, intensity, specs, report),
             None,
         );
         Root {

@@ -331,3 +331,32 @@ async fn a_child_can_be_added_to_a_running_supervisor() {
         "the second spec of the same name is ignored"
     );
 }
+
+#[actix_rt::test]
+async fn a_restarted_supervisor_starts_the_children_added_to_it_again() {
+    let report = Report::default();
+    let inner_slot = Slot::new();
+    let fragile = Intensity {
+        max_restarts: 0,
+        period: Duration::from_secs(10),
+    };
+    let inner = ChildSpec::supervisor("inner", fragile, vec![], report.clone(), inner_slot.clone());
+    let _root = Root::start("root", Intensity::default(), vec![inner], report.clone());
+    let first_inner = tokio::time::timeout(WAIT, inner_slot.next_after(None))
+        .await
+        .unwrap();
+    let slot = Slot::new();
+    first_inner.do_send(StartChild(worker_spec(&slot, Restart::Permanent)));
+    let worker = tokio::time::timeout(WAIT, slot.next_after(None))
+        .await
+        .unwrap();
+    // The worker's panic exceeds the inner supervisor's intensity: it fails, and the root
+    // starts a new one, which must bring the added worker back.
+    worker.do_send(Boom);
+    tokio::time::timeout(WAIT, inner_slot.next_after(Some(&first_inner)))
+        .await
+        .expect("the inner supervisor was not restarted");
+    let again = restarted(&slot, &worker).await;
+    assert_eq!(again.send(Work).await.unwrap(), 1);
+    assert_eq!(report.get("root/inner").unwrap().restarts, 1);
+}
