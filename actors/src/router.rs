@@ -107,15 +107,14 @@ impl Router {
         }
     }
 
-    fn outlet(&mut self, key: &str) -> &mut Outlet<PartitionEvents> {
+    /// The outlet of partition `key`, if it exists; a missing one is looked up again next
+    /// time (its context may be added at any time).
+    fn outlet(&mut self, key: &str) -> Option<&mut Outlet<PartitionEvents>> {
         if !self.outlets.contains_key(key) {
-            let outlet = self
-                .partitions
-                .slot(key)
-                .map_or_else(Outlet::none, |slot| slot.outlet());
-            self.outlets.insert(key.to_owned(), outlet);
+            let slot = self.partitions.slot(key)?;
+            self.outlets.insert(key.to_owned(), slot.outlet());
         }
-        self.outlets.get_mut(key).expect("inserted above")
+        self.outlets.get_mut(key)
     }
 
     /// The partition keys a call event goes to.
@@ -201,23 +200,22 @@ impl Router {
             current.append(&mut changes);
             changes = current;
         }
-        match self
-            .outlet(&key)
-            .try_send(PartitionEvents { received, changes })
-        {
-            Ok(()) => {
+        let events = PartitionEvents { received, changes };
+        let missed = match self.outlet(&key).map(|o| o.try_send(events)) {
+            Some(Ok(())) => {
                 if healing {
                     self.gaps.remove(&key);
                     self.reconcile(&key);
                 }
+                return;
             }
-            Err(SendError::Full(_)) => {
-                self.metrics.gap();
-                if self.gaps.insert(key.clone()) {
-                    error!("partition {key} is a full mailbox behind; its clients miss events until it catches up");
-                }
-            }
-            Err(SendError::Closed(_)) => {}
+            Some(Err(SendError::Full(_))) => "is a full mailbox behind",
+            Some(Err(SendError::Closed(_))) => "is not running (restarting?)",
+            None => "does not exist (yet)",
+        };
+        self.metrics.gap();
+        if self.gaps.insert(key.clone()) {
+            error!("partition {key} {missed}; its clients miss events until it takes them again");
         }
     }
 
