@@ -220,6 +220,25 @@ async fn an_announced_reload_resyncs_and_other_datagrams_are_ignored() {
     assert_eq!(resyncs(), 2);
 }
 
+/// A burst of reloads (a script reloading the dialplan in a loop) resyncs once at once and
+/// once more at the end of the second, not once per datagram.
+#[tokio::test]
+async fn reloads_in_a_burst_are_folded_into_one_per_second() {
+    let (sim, ctid) = server(&["announce"], &[]).await;
+    let port = ctid.port("announce").await;
+    let resyncs = || actions_named(&sim, "CoreShowChannels");
+    ctid.wait_until("the first resync", || resyncs() == 1).await;
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for _ in 0..20 {
+        udp.send_to(b"reload\n", ("127.0.0.1", port)).await.unwrap();
+    }
+    ctid.wait_line("(19 reload(s) folded into this one)").await;
+    ctid.wait_until("two resyncs from the burst", || resyncs() == 3)
+        .await;
+    // The folded reload ran after every datagram of the burst was read: no more come.
+    assert_eq!(ctid.count("announce: reload from"), 2);
+}
+
 #[tokio::test]
 async fn the_info_console_shows_and_acts() {
     let (sim, ctid) = server(&["cti", "info"], &[]).await;

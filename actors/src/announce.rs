@@ -1,7 +1,8 @@
 //! The Announce port (UDP): a `reload` datagram says the dialplan was reloaded; ctid then
 //! resyncs its calls with Asterisk and re-reads the directory (the dialplan contexts of
-//! each CTI context are there). Other datagrams are logged, at most every ten seconds, and
-//! ignored.
+//! each CTI context are there). Reloads run at most once a second: those that come sooner
+//! are folded into one at the end of that second. Other datagrams are logged, at most
+//! every ten seconds, and ignored.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,8 @@ use crate::supervisor::{Shutdown, Slot};
 /// Longest datagram read; anything longer is cut (and is no `reload`).
 const MAX_DATAGRAM: usize = 512;
 const LOG_EVERY: Duration = Duration::from_secs(10);
+/// Shortest time between two reloads.
+const RELOAD_GAP: Duration = Duration::from_secs(1);
 
 pub struct Announce {
     socket: Arc<std::net::UdpSocket>,
@@ -25,6 +28,9 @@ pub struct Announce {
     directory: Slot<DirectoryWatcher>,
     quiet_until: Option<Instant>,
     ignored: u64,
+    last_reload: Option<Instant>,
+    /// Reloads received since the last one ran, waiting for the end of the gap.
+    folded: u64,
 }
 
 impl Announce {
@@ -39,6 +45,39 @@ impl Announce {
             directory,
             quiet_until: None,
             ignored: 0,
+            last_reload: None,
+            folded: 0,
+        }
+    }
+}
+
+impl Announce {
+    /// A reload now, or at the end of the gap since the last one.
+    fn reload_asked(&mut self, peer: SocketAddr, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        match self.last_reload.map(|last| last + RELOAD_GAP) {
+            Some(next) if now < next => {
+                self.folded += 1;
+                if self.folded == 1 {
+                    ctx.run_later(next - now, move |act, _| act.reload(peer));
+                }
+            }
+            _ => self.reload(peer),
+        }
+    }
+
+    fn reload(&mut self, peer: SocketAddr) {
+        let folded = match std::mem::take(&mut self.folded) {
+            0 => String::new(),
+            n => format!(" ({n} reload(s) folded into this one)"),
+        };
+        info!("announce: reload from {peer}{folded}: resyncing with Asterisk and re-reading the directory");
+        self.last_reload = Some(Instant::now());
+        if let Some(router) = self.router.get() {
+            router.do_send(Resync);
+        }
+        if let Some(directory) = self.directory.get() {
+            directory.do_send(ReloadNow);
         }
     }
 }
@@ -74,20 +113,17 @@ impl Actor for Announce {
 }
 
 impl StreamHandler<std::io::Result<(Vec<u8>, SocketAddr)>> for Announce {
-    fn handle(&mut self, datagram: std::io::Result<(Vec<u8>, SocketAddr)>, _: &mut Context<Self>) {
+    fn handle(
+        &mut self,
+        datagram: std::io::Result<(Vec<u8>, SocketAddr)>,
+        ctx: &mut Context<Self>,
+    ) {
         let Ok((data, peer)) = datagram else {
             return;
         };
         let text = String::from_utf8_lossy(&data);
         if text.trim().eq_ignore_ascii_case("reload") {
-            info!("announce: reload from {peer}: resyncing with Asterisk and re-reading the directory");
-            if let Some(router) = self.router.get() {
-                router.do_send(Resync);
-            }
-            if let Some(directory) = self.directory.get() {
-                directory.do_send(ReloadNow);
-            }
-            return;
+            return self.reload_asked(peer, ctx);
         }
         self.ignored += 1;
         let now = Instant::now();
