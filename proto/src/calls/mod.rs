@@ -2,10 +2,14 @@
 //!
 //! - [`types`]: calls as clients see them, and the events about them;
 //! - [`model`]: channels grouped into calls by Linkedid, event by event;
+//! - [`progress`]: what happens to a call (dials, answers, bridges, transfers, queues);
+//! - [`data`]: what the dialplan attaches to calls, and dispositions;
 //! - [`resync`]: lists Asterisk gives on demand (CoreShowChannels, QueueStatus), applied
 //!   where they were taken in the event stream.
 
+mod data;
 mod model;
+mod progress;
 mod resync;
 mod types;
 

@@ -14,18 +14,13 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::{Deref, DerefMut};
 
 use super::types::{
-    add_step, attach, Agent, Call, CallData, CallEvent, CallState, Direction, Disposition,
-    EventKind, HangupCause, Party,
+    Call, CallData, CallEvent, CallState, Direction, EventKind, HangupCause, Party,
 };
 use crate::ami::AmiMessage;
 use crate::directory::{interface_of, Directory};
 
 /// Hung-up channels remembered, so that late events about them are ignored.
-const TOMBSTONES: usize = 16384;
-
-/// Data for channels not seen yet, at most, and for how long (seconds).
-const PENDING: usize = 4096;
-const PENDING_FOR: f64 = 60.0;
+pub(super) const TOMBSTONES: usize = 16384;
 
 /// A live call and what the model derives it from.
 pub(super) struct Tracked {
@@ -33,9 +28,9 @@ pub(super) struct Tracked {
     /// Uniqueids of its live channels.
     pub(super) channels: BTreeSet<String>,
     line_contexts: BTreeSet<String>,
-    queue_contexts: BTreeSet<String>,
+    pub(super) queue_contexts: BTreeSet<String>,
     fallback_context: Option<String>,
-    rang: bool,
+    pub(super) rang: bool,
 }
 
 // The model reads and writes the client-visible fields through the tracked call.
@@ -84,7 +79,7 @@ pub struct Channel {
 }
 
 /// Values Asterisk uses for "unknown"; they become `None`.
-fn known(v: Option<&str>) -> Option<String> {
+pub(super) fn known(v: Option<&str>) -> Option<String> {
     match v {
         None | Some("") | Some("<unknown>") | Some("<Unknown>") | Some("unknown") => None,
         Some(v) => Some(v.to_owned()),
@@ -109,21 +104,21 @@ fn uid_order(uid: &str) -> (u64, u64) {
 /// The model of every live call of one PBX.
 #[derive(Default)]
 pub struct CallModel {
-    channels: HashMap<String, Channel>,
-    calls: HashMap<String, Tracked>,
-    bridges: HashMap<String, BTreeSet<String>>,
-    tombstones: VecDeque<String>,
-    dead: HashSet<String>,
+    pub(super) channels: HashMap<String, Channel>,
+    pub(super) calls: HashMap<String, Tracked>,
+    pub(super) bridges: HashMap<String, BTreeSet<String>>,
+    pub(super) tombstones: VecDeque<String>,
+    pub(super) dead: HashSet<String>,
     /// Milestones of the event being applied, in order.
-    out: Vec<(String, EventKind)>,
+    pub(super) out: Vec<(String, EventKind)>,
     /// Calls whose visible state changed during the event being applied.
-    changed: BTreeSet<String>,
+    pub(super) changed: BTreeSet<String>,
     /// Calls ended during the event being applied, as they were at the end.
-    ended: Vec<Call>,
+    pub(super) ended: Vec<Call>,
     /// Data for channels the model has not seen yet, by Uniqueid, with when it came.
-    pending: HashMap<String, (CallData, f64)>,
+    pub(super) pending: HashMap<String, (CallData, f64)>,
     /// The Uniqueid of pending data, by the Linkedid of its call.
-    pending_calls: HashMap<String, String>,
+    pub(super) pending_calls: HashMap<String, String>,
     /// AMI events applied so far: where a list was taken in the stream.
     pub(super) tick: u64,
 }
@@ -165,81 +160,6 @@ impl CallModel {
         if let Some(ch) = self.channels.get_mut(uid) {
             ch.state = state;
         }
-    }
-
-    /// Adds `data` to the call of channel `uniqueid` (or, failing that, to call
-    /// `linkedid`); if neither is known yet, the data waits for them (a minute at most).
-    pub fn attach(
-        &mut self,
-        uniqueid: &str,
-        linkedid: Option<&str>,
-        data: CallData,
-        now: f64,
-    ) -> Vec<CallEvent> {
-        let call = self
-            .channels
-            .get(uniqueid)
-            .map(|c| c.linkedid.clone())
-            .or_else(|| {
-                linkedid
-                    .filter(|l| self.calls.contains_key(*l))
-                    .map(str::to_owned)
-            });
-        match call {
-            Some(id) => {
-                self.merge(&id, data);
-                self.finish()
-            }
-            None => {
-                self.pending.retain(|_, (_, at)| now - *at < PENDING_FOR);
-                let live: std::collections::HashSet<&String> = self.pending.keys().collect();
-                self.pending_calls.retain(|_, u| live.contains(u));
-                if self.pending.len() < PENDING {
-                    let entry = self
-                        .pending
-                        .entry(uniqueid.to_owned())
-                        .or_insert((CallData::default(), now));
-                    let pending = &mut entry.0;
-                    data.add_to(&mut pending.attached, &mut pending.ivr_steps);
-                    if let Some(l) = linkedid {
-                        self.pending_calls.insert(l.to_owned(), uniqueid.to_owned());
-                    }
-                }
-                Vec::new()
-            }
-        }
-    }
-
-    fn merge(&mut self, call_id: &str, data: CallData) {
-        if let Some(Tracked { call, .. }) = self.calls.get_mut(call_id) {
-            if data.add_to(&mut call.attached, &mut call.ivr_path) {
-                self.changed.insert(call_id.to_owned());
-            }
-        }
-    }
-
-    /// Adds data that was waiting for channel `uid` or for its call.
-    fn adopt_pending(&mut self, uid: &str, linkedid: &str) {
-        let key = if self.pending.contains_key(uid) {
-            Some(uid.to_owned())
-        } else {
-            self.pending_calls.remove(linkedid)
-        };
-        if let Some((data, _)) = key.and_then(|k| self.pending.remove(&k)) {
-            self.merge(linkedid, data);
-        }
-    }
-
-    /// Sets a live call's disposition; None if there is no such live call.
-    pub fn set_disposition(
-        &mut self,
-        call_id: &str,
-        disposition: Disposition,
-    ) -> Option<Vec<CallEvent>> {
-        let call = self.calls.get_mut(call_id)?;
-        call.disposition = Some(disposition);
-        self.changed.insert(call_id.to_owned());
-        Some(self.finish())
     }
 
     /// Applies one AMI event; returns the call events it causes, in order.
@@ -565,293 +485,6 @@ impl CallModel {
         self.recompute_with(call_id, dir, false);
     }
 
-    fn on_dial_begin(&mut self, ev: &AmiMessage, now: f64, dir: &Directory) {
-        let caller = self.touch(ev, "", now, dir);
-        let Some(dest) = self.touch(ev, "Dest", now, dir) else {
-            return;
-        };
-        // Without a calling channel this is an Originate's callback leg.
-        let Some(caller) = caller else {
-            return;
-        };
-        let Some(call_id) = self.call_of(&caller) else {
-            return;
-        };
-        let dialed = ev
-            .get("Exten")
-            .filter(|e| !matches!(*e, "" | "s"))
-            .map(str::to_owned);
-        let Some(dest_ch) = self.channels.get_mut(&dest) else {
-            return;
-        };
-        dest_ch.dialed_by = Some(caller);
-        let dest_user = dir.user_by_interface(&dest_ch.interface);
-        let callee = Party {
-            number: dest_user
-                .and_then(|u| u.line.as_ref())
-                .map(|l| l.number.clone())
-                .or(dialed)
-                .or_else(|| known(ev.get("DestCallerIDNum"))),
-            name: dest_user.map(|u| u.fullname()).filter(|n| !n.is_empty()),
-        };
-        if let Some(call) = self.calls.get_mut(&call_id) {
-            if call.dnis.is_none() && callee.number.is_some() {
-                call.dnis = callee.number.clone();
-                self.changed.insert(call_id.clone());
-            }
-            if call.callee != callee {
-                call.callee = callee;
-                self.changed.insert(call_id.clone());
-            }
-        }
-        self.ring(&call_id);
-    }
-
-    pub(super) fn on_state(&mut self, uid: &str, now: f64) {
-        let Some(ch) = self.channels.get(uid) else {
-            return;
-        };
-        let (state, dialed, call) = (ch.state, ch.dialed_by.is_some(), ch.linkedid.clone());
-        match state {
-            5 if dialed => self.ring(&call),
-            6 if dialed => self.answer(&call, now),
-            _ => {}
-        }
-    }
-
-    fn milestone(&mut self, call_id: &str, kind: EventKind, state: Option<CallState>) {
-        if let Some(call) = self.calls.get_mut(call_id) {
-            if let Some(s) = state {
-                call.state = s;
-            }
-            self.out.push((call_id.to_owned(), kind));
-        }
-    }
-
-    fn ring(&mut self, call_id: &str) {
-        let Some(call) = self.calls.get_mut(call_id) else {
-            return;
-        };
-        if call.rang || call.answered.is_some() {
-            return;
-        }
-        call.rang = true;
-        self.milestone(call_id, EventKind::Ringing, Some(CallState::Ringing));
-    }
-
-    fn answer(&mut self, call_id: &str, now: f64) {
-        let Some(call) = self.calls.get_mut(call_id) else {
-            return;
-        };
-        if call.answered.is_some() {
-            return;
-        }
-        call.answered = Some(now);
-        self.milestone(call_id, EventKind::Answered, Some(CallState::Answered));
-    }
-
-    pub(super) fn enter_bridge(&mut self, uid: &str, bridge: &str, now: f64) {
-        self.leave_bridge(uid);
-        if let Some(ch) = self.channels.get_mut(uid) {
-            ch.bridge = Some(bridge.to_owned());
-        }
-        let members = self.bridges.entry(bridge.to_owned()).or_default();
-        members.insert(uid.to_owned());
-        if members.len() < 2 {
-            return;
-        }
-        let calls: BTreeSet<String> = members
-            .iter()
-            .filter_map(|u| self.channels.get(u).map(|c| c.linkedid.clone()))
-            .collect();
-        for call_id in calls {
-            let Some(call) = self.calls.get(&call_id) else {
-                continue;
-            };
-            if matches!(call.state, CallState::Bridged | CallState::Held) {
-                continue;
-            }
-            self.answer(&call_id, now);
-            self.milestone(&call_id, EventKind::Bridged, Some(CallState::Bridged));
-        }
-    }
-
-    pub(super) fn leave_bridge(&mut self, uid: &str) {
-        let Some(bridge) = self.channels.get_mut(uid).and_then(|c| c.bridge.take()) else {
-            return;
-        };
-        if let Some(members) = self.bridges.get_mut(&bridge) {
-            members.remove(uid);
-            if members.is_empty() {
-                self.bridges.remove(&bridge);
-            }
-        }
-    }
-
-    fn hold(&mut self, call_id: &str, on: bool) {
-        let Some(call) = self.calls.get(call_id) else {
-            return;
-        };
-        if on {
-            self.milestone(call_id, EventKind::Held, Some(CallState::Held));
-        } else if call.state == CallState::Held {
-            let bridged = call
-                .channels
-                .iter()
-                .any(|u| self.channels.get(u).is_some_and(|c| c.bridge.is_some()));
-            let state = if bridged {
-                CallState::Bridged
-            } else {
-                CallState::Answered
-            };
-            self.milestone(call_id, EventKind::Resumed, Some(state));
-        }
-    }
-
-    fn on_transfer(&mut self, ev: &AmiMessage, prefixes: &[&str], now: f64, dir: &Directory) {
-        let mut calls = BTreeSet::new();
-        for prefix in prefixes {
-            if let Some(call) = self
-                .touch(ev, prefix, now, dir)
-                .and_then(|u| self.call_of(&u))
-            {
-                calls.insert(call);
-            }
-        }
-        if ev.get("Result") != Some("Success") {
-            return;
-        }
-        let target = known(ev.get("Extension"));
-        for call_id in calls {
-            let Some(call) = self.calls.get_mut(&call_id) else {
-                continue;
-            };
-            if let Some(t) = &target {
-                attach(&mut call.attached, "transfer_target".into(), t.clone());
-            }
-            // The transferee is connected again, to the target or to whoever now dials it.
-            let bridged = call
-                .channels
-                .iter()
-                .filter_map(|u| self.channels.get(u)?.bridge.as_ref())
-                .any(|b| self.bridges.get(b).is_some_and(|m| m.len() >= 2));
-            let state = if bridged {
-                CallState::Bridged
-            } else {
-                CallState::Answered
-            };
-            self.milestone(&call_id, EventKind::Transferred, Some(state));
-        }
-    }
-
-    fn on_queue_join(&mut self, ev: &AmiMessage, now: f64, dir: &Directory) {
-        let Some(call_id) = self.touch(ev, "", now, dir).and_then(|u| self.call_of(&u)) else {
-            return;
-        };
-        self.queue_call(&call_id, known(ev.get("Queue")), dir);
-    }
-
-    pub(super) fn queue_call(&mut self, call_id: &str, queue: Option<String>, dir: &Directory) {
-        if let Some(call) = self.calls.get_mut(call_id) {
-            if let Some(q) = queue.as_deref().and_then(|q| dir.queue(q)) {
-                call.queue_contexts.insert(q.context.clone());
-            }
-            call.queue = queue;
-        }
-        self.milestone(call_id, EventKind::Queued, Some(CallState::Queued));
-    }
-
-    fn on_agent_connect(&mut self, ev: &AmiMessage, now: f64, dir: &Directory) {
-        let Some(call_id) = self.touch(ev, "", now, dir).and_then(|u| self.call_of(&u)) else {
-            return;
-        };
-        self.touch(ev, "Dest", now, dir);
-        let interface = known(ev.get("Interface"));
-        let login = interface
-            .as_deref()
-            .and_then(|i| dir.user_by_interface(i))
-            .map(|u| u.login.clone());
-        let agent = Agent {
-            name: known(ev.get("MemberName")),
-            interface,
-            login,
-        };
-        if let Some(call) = self.calls.get_mut(&call_id) {
-            call.agent = Some(agent);
-        }
-        self.answer(&call_id, now);
-        self.milestone(&call_id, EventKind::AgentConnected, None);
-    }
-
-    /// `UserEvent(CtiIvr,Step: menu-1)` appends to the IVR path; `UserEvent(CtiAttach,k: v)`
-    /// attaches its own fields to the call.
-    fn on_user_event(&mut self, ev: &AmiMessage, now: f64, dir: &Directory) {
-        let kind = ev.get("UserEvent");
-        if !matches!(kind, Some("CtiIvr" | "CtiAttach")) {
-            return;
-        }
-        let Some(call_id) = self.touch(ev, "", now, dir).and_then(|u| self.call_of(&u)) else {
-            return;
-        };
-        let Some(call) = self.calls.get_mut(&call_id) else {
-            return;
-        };
-        let mut changed = false;
-        if kind == Some("CtiIvr") {
-            if let Some(step) = known(ev.get("Step")) {
-                changed = add_step(&mut call.ivr_path, step);
-            }
-        } else {
-            for (k, v) in ev.fields().skip_while(|(k, _)| *k != "UserEvent").skip(1) {
-                if !k.is_empty() && !STANDARD_KEYS.contains(&k) {
-                    changed |= attach(&mut call.attached, k.to_owned(), v.to_owned());
-                }
-            }
-        }
-        if changed {
-            self.changed.insert(call_id);
-        }
-    }
-
-    pub(super) fn hang_up(
-        &mut self,
-        uid: &str,
-        cause: Option<HangupCause>,
-        now: f64,
-        dir: &Directory,
-    ) {
-        if self.dead.insert(uid.to_owned()) {
-            self.tombstones.push_back(uid.to_owned());
-            if self.tombstones.len() > TOMBSTONES {
-                if let Some(old) = self.tombstones.pop_front() {
-                    self.dead.remove(&old);
-                }
-            }
-        }
-        self.leave_bridge(uid);
-        let Some(ch) = self.channels.remove(uid) else {
-            return;
-        };
-        let Some(call) = self.calls.get_mut(&ch.linkedid) else {
-            return;
-        };
-        call.channels.remove(uid);
-        if let Some(c) = cause {
-            if uid == call.id || call.hangup_cause.is_none() {
-                call.hangup_cause = Some(c);
-            }
-        }
-        if call.channels.is_empty() {
-            let mut call = self.calls.remove(&ch.linkedid).expect("looked up above");
-            call.state = CallState::Ended;
-            call.ended = Some(now);
-            self.changed.remove(&call.id);
-            self.ended.push(call.call);
-        } else {
-            self.recompute(&ch.linkedid, dir);
-        }
-    }
-
     /// Turns what the current event did into call events: milestones first, then an
     /// `updated` for each call that changed otherwise, then `hungup` for ended calls.
     pub(super) fn finish(&mut self) -> Vec<CallEvent> {
@@ -929,23 +562,3 @@ impl CallModel {
         events
     }
 }
-
-/// Fields every channel event carries; a CtiAttach UserEvent's other fields are its data.
-const STANDARD_KEYS: [&str; 16] = [
-    "Privilege",
-    "Channel",
-    "ChannelState",
-    "ChannelStateDesc",
-    "CallerIDNum",
-    "CallerIDName",
-    "ConnectedLineNum",
-    "ConnectedLineName",
-    "Language",
-    "AccountCode",
-    "Context",
-    "Exten",
-    "Priority",
-    "Uniqueid",
-    "Linkedid",
-    "ActionID",
-];
