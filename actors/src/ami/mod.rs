@@ -10,16 +10,16 @@
 //! the place in the stream where Asterisk took them and where they completed, so that the
 //! consumer applies them in stream order.
 
-mod actions;
+mod requests;
 mod status;
 mod taps;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use bytes::Bytes;
+use ctid_proto::ami::actions::{Actions, Routed};
 use ctid_proto::ami::{
     AmiCodec, AmiCodecError, AmiFrame, AmiMessage, AmiPacket, MessageKind, BANNER_PREFIX,
 };
@@ -35,9 +35,8 @@ use crate::net::{io_reason, write_queue, BoxedIo};
 use crate::settings::{human_duration, AmiAuth, AmiSettings};
 use crate::supervisor::{Outlet, Shutdown};
 use crate::tls::{client_config, TlsError};
-use actions::is_failure;
 
-pub use actions::{AmiError, AmiReply, AmiRequest, Completion, ListTag};
+pub use requests::{AmiError, AmiReply, AmiRequest, Completion, ListTag};
 pub use status::{LinkChanged, LinkState, LinkStats, LinkStatus};
 pub use taps::AmiTaps;
 
@@ -126,11 +125,9 @@ enum Purpose {
     Ping,
 }
 
+/// What waits for an action: who wants its outcome, and its deadline.
 struct Pending {
     purpose: Purpose,
-    completion: Completion,
-    response: Option<AmiMessage>,
-    items: Vec<AmiMessage>,
     timer: SpawnHandle,
 }
 
@@ -152,8 +149,7 @@ pub struct AmiLink {
     taps: AmiTaps,
     conn: Option<Conn>,
     generation: u64,
-    pending: HashMap<String, Pending>,
-    next_id: u64,
+    actions: Actions<Pending>,
     failures: u32,
     ping: Option<SpawnHandle>,
     /// What the current read brought, to go downstream in one batch.
@@ -177,8 +173,7 @@ impl AmiLink {
             taps,
             conn: None,
             generation: 0,
-            pending: HashMap::new(),
-            next_id: 0,
+            actions: Actions::new("ctid"),
             failures: 0,
             ping: None,
             batch: Vec::new(),
@@ -310,7 +305,8 @@ impl AmiLink {
         if let Some(ping) = self.ping.take() {
             ctx.cancel_future(ping);
         }
-        for (_, pending) in self.pending.drain() {
+        let pending: Vec<Pending> = self.actions.drain().collect();
+        for pending in pending {
             ctx.cancel_future(pending.timer);
             match pending.purpose {
                 Purpose::Client(tx) => {
@@ -347,8 +343,7 @@ impl AmiLink {
         let Some(conn) = &self.conn else {
             return Err((AmiError::Down("not connected".into()), purpose));
         };
-        self.next_id += 1;
-        let id = format!("ctid-{}", self.next_id);
+        let id = self.actions.next_id();
         packet.set_action_id(id.clone());
         if log_enabled!(Level::Trace) {
             trace!("AMI {} <- {:?}", self.name, packet);
@@ -362,16 +357,8 @@ impl AmiLink {
         }
         let expiring = id.clone();
         let timer = ctx.run_later(timeout, move |act, ctx| act.expire(&expiring, timeout, ctx));
-        self.pending.insert(
-            id,
-            Pending {
-                purpose,
-                completion,
-                response: None,
-                items: Vec::new(),
-                timer,
-            },
-        );
+        self.actions
+            .insert(id, completion.wire(), Pending { purpose, timer });
         Ok(())
     }
 
@@ -385,7 +372,7 @@ impl AmiLink {
     }
 
     fn expire(&mut self, id: &str, timeout: Duration, ctx: &mut Context<Self>) {
-        let Some(pending) = self.pending.remove(id) else {
+        let Some(pending) = self.actions.remove(id) else {
             return;
         };
         let generation = self.generation;
@@ -414,10 +401,7 @@ impl AmiLink {
         }
     }
 
-    fn finish(&mut self, id: &str, reply: AmiReply, ctx: &mut Context<Self>) {
-        let Some(pending) = self.pending.remove(id) else {
-            return;
-        };
+    fn finish(&mut self, pending: Pending, reply: AmiReply, ctx: &mut Context<Self>) {
         ctx.cancel_future(pending.timer);
         match pending.purpose {
             Purpose::Client(tx) => {
@@ -528,87 +512,32 @@ impl AmiLink {
     }
 
     fn keepalive(&mut self, ctx: &mut Context<Self>) {
-        if self
-            .pending
-            .values()
-            .any(|p| matches!(p.purpose, Purpose::Ping))
-        {
+        if self.actions.any(|p| matches!(p.purpose, Purpose::Ping)) {
             return;
         }
         self.send_own(AmiPacket::action("Ping"), Purpose::Ping, ctx);
     }
 
-    fn on_response(&mut self, m: AmiMessage, ctx: &mut Context<Self>) {
-        let Some(id) = m.action_id().map(str::to_owned) else {
-            debug!("AMI {}: response without ActionID: {m:?}", self.name);
-            return;
-        };
-        let Some(pending) = self.pending.get_mut(&id) else {
-            debug!(
-                "AMI {}: response to unknown or expired action {id}",
-                self.name
-            );
-            return;
-        };
-        let ok = !m.response().is_some_and(is_failure);
-        let starts = ok
-            && m.event_list()
-                .is_some_and(|l| l.eq_ignore_ascii_case("start"));
-        match pending.completion {
-            Completion::List if starts => pending.response = Some(m),
-            Completion::InStream(tag) if starts => {
-                pending.response = Some(m);
-                self.batch.push(AmiItem::ListTaken(tag));
+    /// Gives a response or an event to the action it answers; the rest goes downstream.
+    fn route(&mut self, routed: Routed<Pending>, ctx: &mut Context<Self>) {
+        match routed {
+            Routed::Unclaimed(m) if m.kind() == MessageKind::Event => {
+                self.batch.push(AmiItem::Event(m))
             }
-            Completion::Event(_) if ok => pending.response = Some(m),
-            _ => {
-                let events = std::mem::take(&mut pending.items);
-                self.finish(
-                    &id,
-                    AmiReply {
-                        response: Some(m),
-                        events,
-                    },
-                    ctx,
-                );
+            Routed::Unclaimed(m) => {
+                debug!("AMI {}: response to no action under way: {m:?}", self.name)
             }
-        }
-    }
-
-    /// Routes an event: a list item or an awaited event to its action; the rest downstream.
-    fn on_event(&mut self, m: AmiMessage, ctx: &mut Context<Self>) {
-        if let Some(id) = m.action_id() {
-            if let Some(pending) = self.pending.get_mut(id) {
-                let id = id.to_owned();
-                match pending.completion {
-                    Completion::List | Completion::InStream(_) => {
-                        if m.event_list()
-                            .is_some_and(|l| l.eq_ignore_ascii_case("Complete"))
-                        {
-                            let reply = AmiReply {
-                                response: pending.response.take(),
-                                events: std::mem::take(&mut pending.items),
-                            };
-                            self.finish(&id, reply, ctx);
-                        } else {
-                            pending.items.push(m);
-                        }
-                        return;
-                    }
-                    Completion::Event(name)
-                        if m.event().is_some_and(|e| e.eq_ignore_ascii_case(name)) =>
-                    {
-                        let reply = AmiReply {
-                            response: pending.response.take(),
-                            events: vec![m.clone()],
-                        };
-                        self.finish(&id, reply, ctx);
-                    }
-                    _ => {}
+            Routed::ListStarted(id) => {
+                if let Some(Purpose::Stream(tag)) = self.actions.get(&id).map(|p| &p.purpose) {
+                    self.batch.push(AmiItem::ListTaken(*tag));
                 }
             }
+            Routed::Kept => {}
+            Routed::Done(pending, reply, also) => {
+                self.finish(pending, reply, ctx);
+                self.batch.extend(also.map(AmiItem::Event));
+            }
         }
-        self.batch.push(AmiItem::Event(m));
     }
 
     fn on_frames(
@@ -631,8 +560,14 @@ impl AmiLink {
                     );
                 }
                 Ok(AmiFrame::Message(m)) => match m.kind() {
-                    MessageKind::Response => self.on_response(m, ctx),
-                    MessageKind::Event => self.on_event(m, ctx),
+                    MessageKind::Response => {
+                        let routed = self.actions.response(m);
+                        self.route(routed, ctx);
+                    }
+                    MessageKind::Event => {
+                        let routed = self.actions.event(m);
+                        self.route(routed, ctx);
+                    }
                     _ => debug!(
                         "AMI {}: ignored a message with neither Event nor Response: {m:?}",
                         self.name

@@ -6,6 +6,8 @@
 //! keeps its lines in order. [`AmiCodec`] frames a byte stream into [`AmiFrame`]s and encodes
 //! [`AmiPacket`]s; it does no I/O of its own.
 
+pub mod actions;
+
 use std::borrow::Cow;
 use std::fmt;
 

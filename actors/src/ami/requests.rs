@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use ctid_proto::ami::{AmiMessage, AmiPacket};
+use ctid_proto::ami::AmiPacket;
+
+pub use ctid_proto::ami::actions::AmiReply;
 
 use crate::settings::human_duration;
 
@@ -25,6 +27,18 @@ pub enum Completion {
 
 /// Names a list asked for [`Completion::InStream`] in the event stream.
 pub type ListTag = u64;
+
+impl Completion {
+    /// What ends the action on the wire.
+    pub(super) fn wire(self) -> ctid_proto::ami::actions::Completion {
+        use ctid_proto::ami::actions::Completion as Wire;
+        match self {
+            Completion::Response => Wire::Response,
+            Completion::List | Completion::InStream(_) => Wire::List,
+            Completion::Event(name) => Wire::Event(name),
+        }
+    }
+}
 
 /// Sends an action to Asterisk and waits for its outcome.
 #[derive(Message, Debug)]
@@ -56,36 +70,6 @@ impl AmiRequest {
         AmiRequest {
             completion: Completion::InStream(tag),
             ..AmiRequest::new(packet)
-        }
-    }
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct AmiReply {
-    pub response: Option<AmiMessage>,
-    /// List items, or the awaited event.
-    pub events: Vec<AmiMessage>,
-}
-
-pub(super) fn is_failure(status: &str) -> bool {
-    status.eq_ignore_ascii_case("Error") || status.eq_ignore_ascii_case("Failure")
-}
-
-impl AmiReply {
-    /// Asterisk's verdict: the response's, or the awaited event's `Response` field.
-    pub fn outcome(&self) -> Result<(), String> {
-        let verdict = self
-            .events
-            .last()
-            .filter(|e| e.get("Response").is_some())
-            .or(self.response.as_ref());
-        match verdict {
-            Some(m) if m.get("Response").is_some_and(is_failure) => Err(m
-                .get("Message")
-                .or_else(|| m.get("Reason"))
-                .unwrap_or("failed")
-                .to_owned()),
-            _ => Ok(()),
         }
     }
 }
