@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use ctid_actors::ami::{AmiLink, AmiTaps, LinkConfig, LinkStats};
 use ctid_actors::announce::Announce;
-use ctid_actors::auth::{start_password_checker, LoginThrottle, ResumeTokens};
+use ctid_actors::auth::{LoginThrottle, PasswordChecker, ResumeTokens};
 use ctid_actors::directory::{load_file, DirectoryHandle, DirectoryWatcher, Source};
 use ctid_actors::fagi::FagiAccept;
 use ctid_actors::info::{InfoAccept, InfoShared};
@@ -278,7 +278,7 @@ pub fn start(p: Prepared) -> Server {
         },
         directory: handle.clone(),
         partitions: partitions.clone(),
-        checker: start_password_checker(cores.min(2)),
+        checker: PasswordChecker::start(cores.min(2), &report),
         throttle: LoginThrottle::new(settings.timeouts.login),
         tokens: ResumeTokens::new(s.resume_window),
         registry: sessions.clone(),

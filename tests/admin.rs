@@ -249,6 +249,12 @@ async fn the_info_console_shows_and_acts() {
             .any(|l| l.starts_with("ctid/listeners/cti running")),
         "{actors:?}"
     );
+    assert!(
+        actors
+            .iter()
+            .any(|l| l.starts_with("ctid/passwords running, 0 restarts")),
+        "{actors:?}"
+    );
     let (sessions, _) = console.ask("show_sessions").await;
     let mine = sessions
         .iter()

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use tokio_util::codec::FramedRead;
 
 use crate::ami::{AmiLink, AmiRequest, Completion};
-use crate::auth::{LoginThrottle, PasswordChecker, Resumable, ResumeTokens, Verify, DUMMY_HASH};
+use crate::auth::{LoginThrottle, PasswordChecker, Resumable, ResumeTokens, DUMMY_HASH};
 use crate::directory::DirectoryHandle;
 use crate::net::BoxedIo;
 use crate::outbox::{write_outbox, Budget, Outbox, Writers};
@@ -133,7 +133,7 @@ pub struct SessionShared {
     pub config: SessionConfig,
     pub directory: DirectoryHandle,
     pub partitions: Partitions,
-    pub checker: Addr<PasswordChecker>,
+    pub checker: PasswordChecker,
     pub throttle: LoginThrottle,
     pub tokens: ResumeTokens,
     pub registry: SessionRegistry,
@@ -439,14 +439,27 @@ impl Session {
         let checker = self.shared.checker.clone();
         let check = async move {
             tokio::time::sleep(delay).await;
-            checker
-                .send(Verify { phc, password })
-                .await
-                .unwrap_or(false)
+            match checker.verify(phc, password) {
+                Ok(answer) => Ok(answer.await),
+                Err(refused) => Err(refused),
+            }
         };
         let commandid = req.commandid;
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(check).map(move |ok, act, ctx| {
+                let ok = match ok {
+                    Ok(ok) => ok,
+                    Err(refused) => {
+                        warn!(
+                            "{}: login {login:?} not checked: password checks {refused}",
+                            act.who()
+                        );
+                        let reply = Reply::error("login_pass", &ErrorCode::LoginBusy)
+                            .reply_to(commandid.as_ref());
+                        act.send(reply, ctx);
+                        return act.close(None, "password checks busy", ctx);
+                    }
+                };
                 match user.filter(|_| ok) {
                     Some(user) => {
                         act.shared.throttle.succeeded(ip);

@@ -50,6 +50,8 @@ pub enum ErrorCode {
     Shutdown,
     /// Call records are off, or the database failed.
     StoreUnavailable,
+    /// Too many password checks wait already (a login storm): try again shortly.
+    LoginBusy,
     /// An operator closed the session from the console.
     Kicked,
     /// Too many requests of the session still unanswered.
@@ -76,6 +78,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::UserChanged => "user_changed",
             ErrorCode::Shutdown => "shutdown",
             ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::LoginBusy => "login_busy",
             ErrorCode::Kicked => "kicked",
             ErrorCode::TooManyRequests => "too_many_requests",
         };
