@@ -10,11 +10,13 @@ use std::path::{Path, PathBuf};
 
 use actix::prelude::*;
 use ctid_proto::calls::{Call, Disposition};
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use serde_json::{json, Value};
 
 /// Schema migrations, in order; `user_version` says how many have run.
-const MIGRATIONS: [&str; 1] = ["
+const MIGRATIONS: [&str; 2] = [
+    "
     CREATE TABLE calls (
         record_id INTEGER PRIMARY KEY AUTOINCREMENT,
         call_id TEXT NOT NULL UNIQUE,
@@ -36,7 +38,24 @@ const MIGRATIONS: [&str; 1] = ["
         PRIMARY KEY (context, record_id)
     );
     CREATE INDEX calls_created ON calls(created);
-"];
+    ",
+    // Indexes for what history and route look up. A context's newest calls come from
+    // call_contexts alone: it keeps each call's start time.
+    "
+    ALTER TABLE call_contexts ADD COLUMN created REAL;
+    UPDATE call_contexts
+        SET created = (SELECT c.created FROM calls c WHERE c.record_id = call_contexts.record_id);
+    CREATE INDEX call_contexts_recent ON call_contexts(context, created, record_id);
+    CREATE INDEX call_contexts_record ON call_contexts(record_id);
+    CREATE INDEX calls_caller ON calls(caller_number);
+    CREATE INDEX calls_callee ON calls(callee_number);
+    CREATE INDEX calls_ani ON calls(ani);
+    CREATE INDEX calls_dnis ON calls(dnis);
+    CREATE INDEX calls_queue ON calls(queue);
+    CREATE INDEX calls_agent_login ON calls(agent_login);
+    CREATE INDEX calls_agent_name ON calls(agent_name);
+    ",
+];
 
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {reason}")]
@@ -178,8 +197,8 @@ pub fn record(conn: &mut Connection, calls: &[Call]) -> Result<Vec<i64>, String>
                 .map_err(|e| e.to_string())?;
             for context in &c.contexts {
                 tx.execute(
-                    "INSERT OR IGNORE INTO call_contexts (context, record_id) VALUES (?1, ?2)",
-                    params![context, id],
+                    "INSERT OR IGNORE INTO call_contexts (context, record_id, created) VALUES (?1, ?2, ?3)",
+                    params![context, id, c.created],
                 )
                 .map_err(|e| e.to_string())?;
             }
@@ -333,62 +352,77 @@ impl Handler<History> for Store {
     }
 }
 
+/// The SQL of a history query, and its arguments. A number, queue or agent narrows the
+/// calls most: the query starts from their indexes and checks the context of each call
+/// found. Otherwise it walks the context's calls newest first, and stops at the limit.
+fn history_query(f: &HistoryFilter) -> (String, Vec<SqlValue>) {
+    let mut sql = String::from(
+        "SELECT c.record_id, c.call_id, c.direction, c.caller_number, c.caller_name, c.callee_number,
+            c.callee_name, c.ani, c.dnis, c.queue, c.agent_login, c.agent_name, c.ivr_path, c.attached,
+            c.created, c.answered, c.ended, c.duration, c.hangup_cause_code, c.hangup_cause_text,
+            c.disposition_code, c.disposition_note, c.disposition_by, c.disposition_at ",
+    );
+    let mut args: Vec<SqlValue> = Vec::new();
+    let mut arg = |sql: &mut String, clause: &str, v: SqlValue| {
+        args.push(v);
+        sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+    };
+    let narrow = f.number.is_some() || f.queue.is_some() || f.agent.is_some();
+    let by_context = f.context.is_some() && !narrow;
+    match &f.context {
+        Some(ctx) if by_context => arg(
+            &mut sql,
+            "FROM call_contexts x JOIN calls c ON c.record_id = x.record_id WHERE x.context = ?",
+            ctx.clone().into(),
+        ),
+        Some(ctx) => arg(
+            &mut sql,
+            "FROM calls c WHERE EXISTS
+                (SELECT 1 FROM call_contexts x WHERE x.context = ? AND x.record_id = c.record_id)",
+            ctx.clone().into(),
+        ),
+        None => sql.push_str("FROM calls c WHERE 1 = 1"),
+    }
+    let t = if by_context { "x" } else { "c" };
+    if let Some(n) = &f.number {
+        arg(
+            &mut sql,
+            " AND (c.caller_number = ? OR c.callee_number = ? OR c.ani = ? OR c.dnis = ?)",
+            n.clone().into(),
+        );
+    }
+    if let Some(from) = f.from {
+        arg(&mut sql, &format!(" AND {t}.created >= ?"), from.into());
+    }
+    if let Some(to) = f.to {
+        arg(&mut sql, &format!(" AND {t}.created <= ?"), to.into());
+    }
+    if let Some(q) = &f.queue {
+        arg(&mut sql, " AND c.queue = ?", q.clone().into());
+    }
+    if let Some(a) = &f.agent {
+        arg(
+            &mut sql,
+            " AND (c.agent_login = ? OR c.agent_name = ?)",
+            a.clone().into(),
+        );
+    }
+    sql.push_str(&format!(
+        " ORDER BY {t}.created DESC, {t}.record_id DESC LIMIT {}",
+        f.limit
+    ));
+    (sql, args)
+}
+
 /// The most recent recorded calls matching `f`, newest first.
 pub fn history(conn: &mut Connection, f: HistoryFilter) -> Result<Vec<Value>, String> {
-    {
-        let mut sql = String::from(
-            "SELECT c.record_id, c.call_id, c.direction, c.caller_number, c.caller_name, c.callee_number,
-                c.callee_name, c.ani, c.dnis, c.queue, c.agent_login, c.agent_name, c.ivr_path, c.attached,
-                c.created, c.answered, c.ended, c.duration, c.hangup_cause_code, c.hangup_cause_text,
-                c.disposition_code, c.disposition_note, c.disposition_by, c.disposition_at
-             FROM calls c WHERE 1 = 1",
-        );
-        let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        let mut arg = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
-            args.push(v);
-            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
-        };
-        if let Some(ctx) = f.context {
-            arg(
-                &mut sql,
-                " AND c.record_id IN (SELECT record_id FROM call_contexts WHERE context = ?)",
-                ctx.into(),
-            );
-        }
-        if let Some(n) = f.number {
-            arg(
-                &mut sql,
-                " AND ? IN (c.caller_number, c.callee_number, c.ani, c.dnis)",
-                n.into(),
-            );
-        }
-        if let Some(from) = f.from {
-            arg(&mut sql, " AND c.created >= ?", from.into());
-        }
-        if let Some(to) = f.to {
-            arg(&mut sql, " AND c.created <= ?", to.into());
-        }
-        if let Some(q) = f.queue {
-            arg(&mut sql, " AND c.queue = ?", q.into());
-        }
-        if let Some(a) = f.agent {
-            arg(
-                &mut sql,
-                " AND ? IN (c.agent_login, c.agent_name)",
-                a.into(),
-            );
-        }
-        sql.push_str(&format!(
-            " ORDER BY c.created DESC, c.record_id DESC LIMIT {}",
-            f.limit
-        ));
-        let mut stmt = conn.prepare(&sql).map_err(|e| e.to_string())?;
-        let rows = stmt
-            .query_map(params_from_iter(args), row_json)
-            .map_err(|e| e.to_string())?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())
-    }
+    let (sql, args) = history_query(&f);
+    let mut stmt = conn.prepare(&sql).map_err(|e| e.to_string())?;
+    let rows = stmt
+        .query_map(params_from_iter(args), row_json)
+        .map_err(|e| e.to_string())?;
+    rows.collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())
 }
 
 /// The login of the agent who last handled a call from `number` (in `context`, if given).
@@ -407,14 +441,27 @@ impl Handler<LastAgent> for Store {
     }
 }
 
+const LAST_AGENT: &str = "SELECT c.agent_login FROM calls c
+    WHERE (c.caller_number = ?1 OR c.ani = ?1) AND c.agent_login IS NOT NULL";
+const IN_CONTEXT: &str =
+    " AND EXISTS (SELECT 1 FROM call_contexts x WHERE x.context = ?2 AND x.record_id = c.record_id)";
+const NEWEST_ENDED: &str = " ORDER BY c.ended DESC, c.record_id DESC LIMIT 1";
+
 pub fn last_agent(conn: &mut Connection, q: &LastAgent) -> Result<Option<String>, String> {
-    let sql = "SELECT c.agent_login FROM calls c
-               WHERE ?1 IN (c.caller_number, c.ani) AND c.agent_login IS NOT NULL
-                 AND (?2 IS NULL OR c.record_id IN (SELECT record_id FROM call_contexts WHERE context = ?2))
-               ORDER BY c.ended DESC, c.record_id DESC LIMIT 1";
-    conn.query_row(sql, params![q.number, q.context], |r| r.get(0))
-        .optional()
-        .map_err(|e| e.to_string())
+    match &q.context {
+        Some(context) => conn.query_row(
+            &format!("{LAST_AGENT}{IN_CONTEXT}{NEWEST_ENDED}"),
+            params![q.number, context],
+            |r| r.get(0),
+        ),
+        None => conn.query_row(
+            &format!("{LAST_AGENT}{NEWEST_ENDED}"),
+            params![q.number],
+            |r| r.get(0),
+        ),
+    }
+    .optional()
+    .map_err(|e| e.to_string())
 }
 
 /// The store's workers: records and dispositions never queue behind clients' queries.
@@ -503,6 +550,118 @@ mod tests {
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+        let synchronous: i64 = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(synchronous, 2, "FULL: a commit is on disk when it returns");
+    }
+
+    #[test]
+    fn records_of_the_first_schema_keep_their_context_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ctid.sqlite");
+        let mut old = Connection::open(&path).unwrap();
+        old.execute_batch(MIGRATIONS[0]).unwrap();
+        old.pragma_update(None, "user_version", 1).unwrap();
+        let tx = old.transaction().unwrap();
+        let call = ended_call("3.1", "a", "555", 42.0);
+        let id: i64 = tx
+            .query_row(
+                "INSERT INTO calls (call_id, direction, created) VALUES ('3.1', 'inbound', 42.0) RETURNING record_id",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        tx.execute(
+            "INSERT INTO call_contexts (context, record_id) VALUES ('a', ?1)",
+            [id],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        drop(old);
+        let mut conn = open(&path).unwrap();
+        let rows = history(&mut conn, filter(Some("a"))).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0]["created"], 42.0);
+        assert_eq!(record(&mut conn, &[call]).unwrap(), [id], "the same call");
+    }
+
+    /// The plan SQLite picks for `sql`, one line per step.
+    fn plan(conn: &Connection, sql: &str, args: Vec<rusqlite::types::Value>) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let steps: Vec<String> = stmt
+            .query_map(params_from_iter(args), |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        steps.join("\n")
+    }
+
+    /// A plan that reads no whole table: every step searches an index, or walks one in
+    /// the order wanted.
+    fn indexed(plan: &str) -> bool {
+        plan.lines().all(|step| {
+            !step.starts_with("SCAN ")
+                || step.contains("USING INDEX")
+                || step.contains("USING COVERING INDEX")
+        })
+    }
+
+    #[test]
+    fn history_and_route_search_indexes() {
+        let (_dir, conn) = db();
+        let text = |v: &str| Some(v.to_owned());
+        let cases = [
+            (filter(Some("a")), "call_contexts_recent (context=?)"),
+            (
+                HistoryFilter {
+                    from: Some(1.0),
+                    to: Some(2.0),
+                    ..filter(Some("a"))
+                },
+                "call_contexts_recent (context=? AND created>? AND created<?)",
+            ),
+            (
+                HistoryFilter {
+                    number: text("555"),
+                    ..filter(Some("a"))
+                },
+                "calls_dnis (dnis=?)",
+            ),
+            (
+                HistoryFilter {
+                    queue: text("q"),
+                    ..filter(Some("a"))
+                },
+                "calls_queue (queue=?)",
+            ),
+            (
+                HistoryFilter {
+                    agent: text("alice"),
+                    ..filter(None)
+                },
+                "calls_agent_name (agent_name=?)",
+            ),
+            (
+                HistoryFilter {
+                    from: Some(1.0),
+                    ..filter(None)
+                },
+                "calls_created (created>?)",
+            ),
+        ];
+        for (f, index) in cases {
+            let (sql, args) = history_query(&f);
+            let plan = plan(&conn, &sql, args);
+            assert!(indexed(&plan) && plan.contains(index), "{f:?}:\n{plan}");
+        }
+        let route = format!("{LAST_AGENT}{IN_CONTEXT}{NEWEST_ENDED}");
+        let args = vec!["555".to_owned().into(), "a".to_owned().into()];
+        let plan = plan(&conn, &route, args);
+        assert!(
+            indexed(&plan) && plan.contains("calls_caller") && plan.contains("calls_ani"),
+            "{plan}"
+        );
     }
 
     #[test]
@@ -558,6 +717,11 @@ mod tests {
             ..filter(None)
         };
         assert_eq!(history(&mut conn, by_time).unwrap().len(), 2);
+        let in_context = HistoryFilter {
+            from: Some(150.0),
+            ..filter(Some("a"))
+        };
+        assert_eq!(history(&mut conn, in_context).unwrap().len(), 1);
         let by_agent = HistoryFilter {
             agent: Some("Alice".into()),
             limit: 1,
