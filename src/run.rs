@@ -20,6 +20,7 @@ use ctid_actors::listener::{CtiAccept, TcpService};
 use ctid_actors::metrics::Metrics;
 use ctid_actors::outbox::{Budget, Writers};
 use ctid_actors::partition::{Partitions, ReplayLimits};
+use ctid_actors::records::Records;
 use ctid_actors::router::{Router, RouterConfig};
 use ctid_actors::session::{SessionConfig, SessionRegistry, SessionShared};
 use ctid_actors::settings::{human_duration, Listener, Settings};
@@ -188,21 +189,34 @@ pub struct Server {
     pub workers: Workers,
 }
 
-/// The session threads, to stop once the tree has.
+/// The session threads and the call records' writer, to stop once the tree has.
 pub struct Workers {
     arbiters: Vec<Arbiter>,
     writers: Writers,
-    /// How long the writers may take to send their last lines at exit.
+    records: Option<Records>,
+    /// How long the writers may take to send their last lines, and the store its last
+    /// records, at exit.
     flush: Duration,
 }
 
 impl Workers {
-    /// Lets session writers finish, then stops the threads.
+    /// Lets session writers and the store finish, then stops the threads.
     pub async fn finish(self) {
-        let left = self.writers.drained(self.flush).await;
+        let (left, unwritten) = tokio::join!(self.writers.drained(self.flush), async {
+            match &self.records {
+                Some(records) => records.drained(self.flush).await,
+                None => 0,
+            }
+        });
         if left > 0 {
             warn!(
                 "{left} client(s) did not take their last lines within {}",
+                human_duration(self.flush)
+            );
+        }
+        if unwritten > 0 {
+            error!(
+                "{unwritten} call record write(s) still queued after {}: lost",
                 human_duration(self.flush)
             );
         }
@@ -259,7 +273,7 @@ pub fn start(p: Prepared) -> Server {
     let store = settings
         .store
         .enabled
-        .then(|| ctid_actors::store::start(settings.store.path.clone(), 2));
+        .then(|| ctid_actors::store::start(&settings.store, &report, &metrics));
     let (link_stats, taps) = (LinkStats::default(), AmiTaps::default());
     let link_slot = Slot::<AmiLink>::new();
     let router_slot = Slot::<Router>::new();
@@ -324,7 +338,7 @@ pub fn start(p: Prepared) -> Server {
             link: link_slot.clone(),
             link_stats: link_stats.clone(),
             resync_every: settings.ami.resync_interval,
-            store,
+            store: store.clone(),
             commands: settings.commands.clone(),
             metrics: metrics.clone(),
         };
@@ -438,6 +452,7 @@ pub fn start(p: Prepared) -> Server {
         workers: Workers {
             arbiters: workers,
             writers,
+            records: store.map(|s| s.writer),
             flush: settings.timeouts.socket,
         },
     }

@@ -31,7 +31,7 @@ use crate::partition::{
 };
 use crate::router::{PlanCommand, Router, SetDisposition};
 use crate::settings::human_duration;
-use crate::store::{Disposer, History, HistoryFilter, Store};
+use crate::store::{Disposer, HistoryFilter, Queries};
 use crate::supervisor::Slot;
 
 /// Consecutive bad messages after which a session is closed.
@@ -143,7 +143,7 @@ pub struct SessionShared {
     pub router: Slot<Router>,
     pub link: Slot<AmiLink>,
     /// Where `history` is answered; None if call records are off.
-    pub store: Option<Addr<Store>>,
+    pub store: Option<Queries>,
     pub commands: CommandSettings,
     pub writers: Writers,
 }
@@ -939,16 +939,15 @@ impl Session {
             agent: req.str("agent").map(str::to_owned),
             limit: req.u64("limit").unwrap_or(50).clamp(1, MAX_HISTORY) as usize,
         };
-        let query = store.send(History(filter));
+        let query = store.history(filter);
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(query).map(move |res, act, ctx| {
                 drop(ticket);
-                let calls = match res.unwrap_or_else(|_| Err("the store stopped".into())) {
+                let calls = match res {
                     Ok(calls) => calls,
                     Err(e) => {
                         warn!("{}: history failed: {e}", act.who());
-                        let code = ErrorCode::StoreUnavailable;
-                        return act.error("history", code, commandid.as_ref(), ctx);
+                        return act.error("history", e.code(), commandid.as_ref(), ctx);
                     }
                 };
                 let reply = Reply::new("history")

@@ -47,6 +47,13 @@ pub struct StoreSettings {
     pub enabled: bool,
     /// The SQLite database; its directory is created if missing.
     pub path: PathBuf,
+    /// Writes (records, dispositions) waiting for the database, at most.
+    pub queue_max: usize,
+    /// How long a `hungup` waits for its record to be on disk, and a disposition for the
+    /// database.
+    pub write_timeout: Duration,
+    /// How long `history` and the FastAGI `route` wait for the database.
+    pub query_timeout: Duration,
 }
 
 impl Default for StoreSettings {
@@ -54,6 +61,9 @@ impl Default for StoreSettings {
         StoreSettings {
             enabled: true,
             path: PathBuf::from("/var/lib/ctid/ctid.sqlite"),
+            queue_max: 100_000,
+            write_timeout: Duration::from_secs(2),
+            query_timeout: Duration::from_secs(2),
         }
     }
 }

@@ -1,18 +1,27 @@
 //! Call records in SQLite: one row per ended call, its dispositions, and history queries.
 //!
-//! The store runs on SyncArbiters (SQLite blocks): one writer, which commits in order, and
-//! query workers, which WAL lets read beside it. The database is in WAL mode with full
-//! synchronisation: a record is on disk when its commit returns, and only then are clients
-//! told that the call ended. The schema is versioned by `PRAGMA user_version`; each
-//! migration runs once, in a transaction.
+//! SQLite blocks, so it runs on threads of its own: one writer ([`crate::records`]), which
+//! commits in order, and a small pool of query threads, which WAL lets read beside it.
+//! The database is in WAL mode with full synchronisation: a record is on disk when its
+//! commit returns. The schema is versioned by `PRAGMA user_version`; each migration runs
+//! once, in a transaction.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use actix::prelude::*;
 use ctid_proto::calls::{Call, Disposition};
+use ctid_proto::cti::ErrorCode;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use serde_json::{json, Value};
+
+use crate::metrics::Metrics;
+use crate::pool::{Pool, Refused};
+use crate::records::Records;
+use crate::settings::{human_duration, StoreSettings};
+use crate::supervisor::Report;
 
 /// Schema migrations, in order; `user_version` says how many have run.
 const MIGRATIONS: [&str; 2] = [
@@ -108,105 +117,83 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-pub struct Store {
+/// A thread's connection to the database, opened when first needed.
+pub(crate) struct Store {
     path: PathBuf,
     conn: Option<Connection>,
 }
 
 impl Store {
-    pub fn new(path: PathBuf) -> Store {
+    pub(crate) fn new(path: PathBuf) -> Store {
         Store { path, conn: None }
     }
 
-    fn conn(&mut self) -> Result<&mut Connection, String> {
+    pub(crate) fn conn(&mut self) -> Result<&mut Connection, String> {
         if self.conn.is_none() {
             self.conn = Some(open(&self.path).map_err(|e| e.to_string())?);
         }
         self.conn.as_mut().ok_or_else(|| "no database".into())
     }
-}
 
-impl Actor for Store {
-    type Context = SyncContext<Self>;
+    /// Closes the connection; the next use opens it again.
+    pub(crate) fn close(&mut self) {
+        self.conn = None;
+    }
 }
-
-/// Records ended calls, in one transaction; returns their record ids, in order.
-#[derive(Message)]
-#[rtype(result = "Result<Vec<i64>, String>")]
-pub struct Record(pub Vec<Call>);
 
 fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
-impl Handler<Record> for Store {
-    type Result = Result<Vec<i64>, String>;
-
-    fn handle(&mut self, Record(calls): Record, _: &mut SyncContext<Self>) -> Self::Result {
-        record(self.conn()?, &calls)
+/// Writes an ended call (within the caller's transaction); returns its record id.
+pub(crate) fn insert_call(conn: &Connection, c: &Call) -> rusqlite::Result<i64> {
+    let duration = c.ended.map(|e| e - c.created);
+    let agent = c.agent.as_ref();
+    let d = c.disposition.as_ref();
+    let id: i64 = conn.query_row(
+        "INSERT INTO calls (call_id, direction, caller_number, caller_name, callee_number, callee_name,
+            ani, dnis, queue, agent_login, agent_name, ivr_path, attached, lines, created, answered, ended,
+            duration, hangup_cause_code, hangup_cause_text, disposition_code, disposition_note,
+            disposition_by, disposition_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
+            ?21, ?22, ?23, ?24)
+         ON CONFLICT(call_id) DO UPDATE SET ended = excluded.ended, duration = excluded.duration
+         RETURNING record_id",
+        params![
+            c.id,
+            to_json(&c.direction).trim_matches('"'),
+            c.caller.number,
+            c.caller.name,
+            c.callee.number,
+            c.callee.name,
+            c.ani,
+            c.dnis,
+            c.queue,
+            agent.and_then(|a| a.login.clone()),
+            agent.and_then(|a| a.name.clone()),
+            to_json(&c.ivr_path),
+            to_json(&c.attached),
+            to_json(&c.lines),
+            c.created,
+            c.answered,
+            c.ended,
+            duration,
+            c.hangup_cause.as_ref().and_then(|h| h.code),
+            c.hangup_cause.as_ref().and_then(|h| h.text.clone()),
+            d.map(|d| d.code.clone()),
+            d.and_then(|d| d.note.clone()),
+            d.map(|d| d.by.clone()),
+            d.map(|d| d.at),
+        ],
+        |r| r.get(0),
+    )?;
+    for context in &c.contexts {
+        conn.execute(
+            "INSERT OR IGNORE INTO call_contexts (context, record_id, created) VALUES (?1, ?2, ?3)",
+            params![context, id, c.created],
+        )?;
     }
-}
-
-/// Writes ended calls in one transaction; returns their record ids, in order.
-pub fn record(conn: &mut Connection, calls: &[Call]) -> Result<Vec<i64>, String> {
-    {
-        let tx = conn.transaction().map_err(|e| e.to_string())?;
-        let mut ids = Vec::with_capacity(calls.len());
-        for c in calls {
-            let duration = c.ended.map(|e| e - c.created);
-            let agent = c.agent.as_ref();
-            let d = c.disposition.as_ref();
-            let id: i64 = tx
-                .query_row(
-                    "INSERT INTO calls (call_id, direction, caller_number, caller_name, callee_number, callee_name,
-                        ani, dnis, queue, agent_login, agent_name, ivr_path, attached, lines, created, answered, ended,
-                        duration, hangup_cause_code, hangup_cause_text, disposition_code, disposition_note,
-                        disposition_by, disposition_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
-                        ?21, ?22, ?23, ?24)
-                     ON CONFLICT(call_id) DO UPDATE SET ended = excluded.ended, duration = excluded.duration
-                     RETURNING record_id",
-                    params![
-                        c.id,
-                        to_json(&c.direction).trim_matches('"'),
-                        c.caller.number,
-                        c.caller.name,
-                        c.callee.number,
-                        c.callee.name,
-                        c.ani,
-                        c.dnis,
-                        c.queue,
-                        agent.and_then(|a| a.login.clone()),
-                        agent.and_then(|a| a.name.clone()),
-                        to_json(&c.ivr_path),
-                        to_json(&c.attached),
-                        to_json(&c.lines),
-                        c.created,
-                        c.answered,
-                        c.ended,
-                        duration,
-                        c.hangup_cause.as_ref().and_then(|h| h.code),
-                        c.hangup_cause.as_ref().and_then(|h| h.text.clone()),
-                        d.map(|d| d.code.clone()),
-                        d.and_then(|d| d.note.clone()),
-                        d.map(|d| d.by.clone()),
-                        d.map(|d| d.at),
-                    ],
-                    |r| r.get(0),
-                )
-                .map_err(|e| e.to_string())?;
-            for context in &c.contexts {
-                tx.execute(
-                    "INSERT OR IGNORE INTO call_contexts (context, record_id, created) VALUES (?1, ?2, ?3)",
-                    params![context, id, c.created],
-                )
-                .map_err(|e| e.to_string())?;
-            }
-            ids.push(id);
-        }
-        tx.commit().map_err(|e| e.to_string())?;
-        Ok(ids)
-    }
+    Ok(id)
 }
 
 /// Who may set a disposition on a recorded call.
@@ -237,59 +224,50 @@ impl Disposer {
             || self.line.as_ref().is_some_and(|l| lines.contains(l));
         in_context && (handled || self.supervisor)
     }
+
+    /// [`Disposer::may_dispose`] for a call of the model.
+    pub fn may_dispose_call(&self, call: &Call) -> bool {
+        let agent = call.agent.as_ref().and_then(|a| a.login.as_deref());
+        let lines: Vec<String> = call.lines.iter().cloned().collect();
+        self.may_dispose(&call.contexts, agent, &lines)
+    }
 }
 
-/// Sets the disposition of a recorded call; false if it is not there or not the user's.
-#[derive(Message)]
-#[rtype(result = "Result<bool, String>")]
+/// Sets the disposition of a recorded call, if the user may.
+#[derive(Clone, Debug)]
 pub struct Dispose {
     pub call_id: String,
     pub disposition: Disposition,
     pub by: Disposer,
 }
 
-impl Handler<Dispose> for Store {
-    type Result = Result<bool, String>;
-
-    fn handle(&mut self, msg: Dispose, _: &mut SyncContext<Self>) -> Self::Result {
-        dispose(self.conn()?, &msg)
-    }
-}
-
 /// Sets a recorded call's disposition if the user may; false if not (or no such call).
-pub fn dispose(conn: &mut Connection, msg: &Dispose) -> Result<bool, String> {
-    {
-        let row: Option<(i64, Option<String>, String)> = conn
-            .query_row(
-                "SELECT record_id, agent_login, lines FROM calls WHERE call_id = ?1",
-                params![msg.call_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .map_err(|e| e.to_string())?;
-        let Some((id, agent, lines)) = row else {
-            return Ok(false);
-        };
-        let lines: Vec<String> = serde_json::from_str(&lines).unwrap_or_default();
-        let mut stmt = conn
-            .prepare("SELECT context FROM call_contexts WHERE record_id = ?1")
-            .map_err(|e| e.to_string())?;
-        let contexts: Vec<String> = stmt
-            .query_map(params![id], |r| r.get(0))
-            .and_then(|rows| rows.collect())
-            .map_err(|e| e.to_string())?;
-        if !msg.by.may_dispose(&contexts, agent.as_deref(), &lines) {
-            return Ok(false);
-        }
-        let d = &msg.disposition;
-        conn.execute(
-            "UPDATE calls SET disposition_code = ?1, disposition_note = ?2, disposition_by = ?3, disposition_at = ?4
-             WHERE record_id = ?5",
-            params![d.code, d.note, d.by, d.at, id],
+pub(crate) fn dispose(conn: &Connection, msg: &Dispose) -> rusqlite::Result<bool> {
+    let row: Option<(i64, Option<String>, String)> = conn
+        .query_row(
+            "SELECT record_id, agent_login, lines FROM calls WHERE call_id = ?1",
+            params![msg.call_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
-        .map_err(|e| e.to_string())?;
-        Ok(true)
+        .optional()?;
+    let Some((id, agent, lines)) = row else {
+        return Ok(false);
+    };
+    let lines: Vec<String> = serde_json::from_str(&lines).unwrap_or_default();
+    let mut stmt = conn.prepare("SELECT context FROM call_contexts WHERE record_id = ?1")?;
+    let contexts: Vec<String> = stmt
+        .query_map(params![id], |r| r.get(0))
+        .and_then(|rows| rows.collect())?;
+    if !msg.by.may_dispose(&contexts, agent.as_deref(), &lines) {
+        return Ok(false);
     }
+    let d = &msg.disposition;
+    conn.execute(
+        "UPDATE calls SET disposition_code = ?1, disposition_note = ?2, disposition_by = ?3, disposition_at = ?4
+         WHERE record_id = ?5",
+        params![d.code, d.note, d.by, d.at, id],
+    )?;
+    Ok(true)
 }
 
 /// Filters of a history query.
@@ -306,11 +284,6 @@ pub struct HistoryFilter {
     pub agent: Option<String>,
     pub limit: usize,
 }
-
-/// The most recent recorded calls matching a filter, newest first.
-#[derive(Message)]
-#[rtype(result = "Result<Vec<Value>, String>")]
-pub struct History(pub HistoryFilter);
 
 fn row_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
     let json_of = |i: usize| -> rusqlite::Result<Value> {
@@ -342,14 +315,6 @@ fn row_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
         "hangup_cause": {"code": r.get::<_, Option<i64>>(18)?, "text": r.get::<_, Option<String>>(19)?},
         "disposition": disposition,
     }))
-}
-
-impl Handler<History> for Store {
-    type Result = Result<Vec<Value>, String>;
-
-    fn handle(&mut self, History(f): History, _: &mut SyncContext<Self>) -> Self::Result {
-        history(self.conn()?, f)
-    }
 }
 
 /// The SQL of a history query, and its arguments. A number, queue or agent narrows the
@@ -415,30 +380,18 @@ fn history_query(f: &HistoryFilter) -> (String, Vec<SqlValue>) {
 }
 
 /// The most recent recorded calls matching `f`, newest first.
-pub fn history(conn: &mut Connection, f: HistoryFilter) -> Result<Vec<Value>, String> {
-    let (sql, args) = history_query(&f);
-    let mut stmt = conn.prepare(&sql).map_err(|e| e.to_string())?;
-    let rows = stmt
-        .query_map(params_from_iter(args), row_json)
-        .map_err(|e| e.to_string())?;
-    rows.collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())
+pub(crate) fn history(conn: &Connection, f: &HistoryFilter) -> rusqlite::Result<Vec<Value>> {
+    let (sql, args) = history_query(f);
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), row_json)?;
+    rows.collect()
 }
 
 /// The login of the agent who last handled a call from `number` (in `context`, if given).
-#[derive(Message)]
-#[rtype(result = "Result<Option<String>, String>")]
+#[derive(Clone, Debug)]
 pub struct LastAgent {
     pub number: String,
     pub context: Option<String>,
-}
-
-impl Handler<LastAgent> for Store {
-    type Result = Result<Option<String>, String>;
-
-    fn handle(&mut self, msg: LastAgent, _: &mut SyncContext<Self>) -> Self::Result {
-        last_agent(self.conn()?, &msg)
-    }
 }
 
 const LAST_AGENT: &str = "SELECT c.agent_login FROM calls c
@@ -447,7 +400,7 @@ const IN_CONTEXT: &str =
     " AND EXISTS (SELECT 1 FROM call_contexts x WHERE x.context = ?2 AND x.record_id = c.record_id)";
 const NEWEST_ENDED: &str = " ORDER BY c.ended DESC, c.record_id DESC LIMIT 1";
 
-pub fn last_agent(conn: &mut Connection, q: &LastAgent) -> Result<Option<String>, String> {
+pub(crate) fn last_agent(conn: &Connection, q: &LastAgent) -> rusqlite::Result<Option<String>> {
     match &q.context {
         Some(context) => conn.query_row(
             &format!("{LAST_AGENT}{IN_CONTEXT}{NEWEST_ENDED}"),
@@ -461,38 +414,125 @@ pub fn last_agent(conn: &mut Connection, q: &LastAgent) -> Result<Option<String>
         ),
     }
     .optional()
-    .map_err(|e| e.to_string())
 }
 
-/// The store's workers: records and dispositions never queue behind clients' queries.
+/// Why the call records did not answer.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum StoreFailure {
+    /// Too many requests already wait for the store.
+    #[error("the call records are busy")]
+    Busy,
+    #[error("the call records did not answer within {}", human_duration(*.0))]
+    Late(Duration),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl StoreFailure {
+    /// What a client is told.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            StoreFailure::Busy | StoreFailure::Late(_) => ErrorCode::StoreBusy,
+            StoreFailure::Failed(_) => ErrorCode::StoreUnavailable,
+        }
+    }
+}
+
+/// Queries waiting for a query thread, at most; more are refused as busy.
+const QUERIES_QUEUED: usize = 256;
+
+/// The query threads: history and route ask them, and wait at most their bound.
+#[derive(Clone)]
+pub struct Queries {
+    pool: Arc<Pool<Store>>,
+    timeout: Duration,
+}
+
+impl Queries {
+    fn start(path: PathBuf, threads: usize, timeout: Duration, report: &Report) -> Queries {
+        let pool = Pool::start(
+            "ctid/store/queries",
+            threads,
+            QUERIES_QUEUED,
+            report,
+            move || Store::new(path.clone()),
+        );
+        Queries {
+            pool: Arc::new(pool),
+            timeout,
+        }
+    }
+
+    fn ask<R: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    ) -> impl Future<Output = Result<R, StoreFailure>> + 'static {
+        let asked = self
+            .pool
+            .run(move |store: &mut Store| query(store.conn()?).map_err(|e| e.to_string()));
+        let timeout = self.timeout;
+        async move {
+            let answer = asked.map_err(|e| match e {
+                Refused::Busy => StoreFailure::Busy,
+                Refused::Stopped => StoreFailure::Failed(format!("the query threads: {e}")),
+            })?;
+            match tokio::time::timeout(timeout, answer).await {
+                Err(_) => Err(StoreFailure::Late(timeout)),
+                Ok(Err(_)) => Err(StoreFailure::Failed("the query failed".into())),
+                Ok(Ok(result)) => result.map_err(StoreFailure::Failed),
+            }
+        }
+    }
+
+    /// The most recent recorded calls matching a filter, newest first.
+    pub fn history(
+        &self,
+        f: HistoryFilter,
+    ) -> impl Future<Output = Result<Vec<Value>, StoreFailure>> + 'static {
+        self.ask(move |conn| history(conn, &f))
+    }
+
+    pub fn last_agent(
+        &self,
+        q: LastAgent,
+    ) -> impl Future<Output = Result<Option<String>, StoreFailure>> + 'static {
+        self.ask(move |conn| last_agent(conn, &q))
+    }
+}
+
+/// The store's threads: records and dispositions never queue behind clients' queries.
 #[derive(Clone)]
 pub struct Stores {
-    pub writer: Addr<Store>,
-    pub reader: Addr<Store>,
+    pub writer: Records,
+    pub reader: Queries,
 }
 
-/// Starts one writer and `readers` query workers on `path` (checked and migrated already
-/// by [`open`]).
-pub fn start(path: PathBuf, readers: usize) -> Stores {
-    let start = |threads: usize| {
-        let path = path.clone();
-        SyncArbiter::start(threads, move || Store::new(path.clone()))
-    };
+/// Query threads started.
+const QUERY_THREADS: usize = 2;
+
+/// Starts the writer and the query threads on the database of `settings` (checked and
+/// migrated already by [`open`]).
+pub fn start(settings: &StoreSettings, report: &Report, metrics: &Metrics) -> Stores {
     Stores {
-        writer: start(1),
-        reader: start(readers.max(1)),
+        writer: Records::start(settings, report, metrics),
+        reader: Queries::start(
+            settings.path.clone(),
+            QUERY_THREADS,
+            settings.query_timeout,
+            report,
+        ),
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use ctid_proto::ami::AmiMessage;
     use ctid_proto::calls::CallModel;
     use ctid_proto::directory::Directory;
 
     /// A call from `number` in `context` that lasted 5 s and was answered by agent `alice`.
-    fn ended_call(id: &str, context: &str, number: &str, created: f64) -> Call {
+    pub(crate) fn ended_call(id: &str, context: &str, number: &str, created: f64) -> Call {
         let dir = Directory::parse(&format!(
             "[[contexts]]\nname = \"{context}\"\ndialplan = [\"{context}\"]\n"
         ))
@@ -520,6 +560,16 @@ mod tests {
             .find(|e| e.call.ended.is_some())
             .unwrap()
             .call
+    }
+
+    fn record(conn: &mut Connection, calls: &[Call]) -> rusqlite::Result<Vec<i64>> {
+        let tx = conn.transaction()?;
+        let ids = calls
+            .iter()
+            .map(|c| insert_call(&tx, c))
+            .collect::<rusqlite::Result<_>>()?;
+        tx.commit()?;
+        Ok(ids)
     }
 
     fn db() -> (tempfile::TempDir, Connection) {
@@ -580,7 +630,7 @@ mod tests {
         tx.commit().unwrap();
         drop(old);
         let mut conn = open(&path).unwrap();
-        let rows = history(&mut conn, filter(Some("a"))).unwrap();
+        let rows = history(&conn, &filter(Some("a"))).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0]["created"], 42.0);
         assert_eq!(record(&mut conn, &[call]).unwrap(), [id], "the same call");
@@ -664,6 +714,43 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn queries_answer_within_their_bound_or_say_busy() {
+        let (_dir, conn) = db();
+        let path = PathBuf::from(conn.path().unwrap());
+        let queries = Queries::start(path, 1, Duration::from_millis(100), &Report::default());
+        let asked = || LastAgent {
+            number: "555".into(),
+            context: None,
+        };
+        assert_eq!(queries.last_agent(asked()).await.unwrap(), None);
+        let (release, stuck) = std::sync::mpsc::channel::<()>();
+        let busy = queries
+            .pool
+            .run(move |_| {
+                let _ = stuck.recv();
+            })
+            .unwrap();
+        assert!(matches!(
+            queries.last_agent(asked()).await,
+            Err(StoreFailure::Late(_))
+        ));
+        let mut queued = Vec::new();
+        while let Ok(rx) = queries.pool.run(|_| ()) {
+            queued.push(rx);
+        }
+        assert!(matches!(
+            queries.history(filter(None)).await,
+            Err(StoreFailure::Busy)
+        ));
+        release.send(()).unwrap();
+        busy.await.unwrap();
+        for rx in queued {
+            rx.await.unwrap();
+        }
+        assert!(queries.history(filter(None)).await.unwrap().is_empty());
+    }
+
     #[test]
     fn a_newer_schema_is_refused() {
         let (_dir, conn) = db();
@@ -690,7 +777,7 @@ mod tests {
             "recording twice keeps one row"
         );
 
-        let a = history(&mut conn, filter(Some("a"))).unwrap();
+        let a = history(&conn, &filter(Some("a"))).unwrap();
         let seen: Vec<&str> = a.iter().map(|r| r["id"].as_str().unwrap()).collect();
         assert_eq!(seen, ["1.3", "1.1"], "newest first, context a only");
         let row = &a[1];
@@ -702,13 +789,13 @@ mod tests {
         assert_eq!(row["hangup_cause"]["code"], 16);
         assert_eq!(row["record_id"], ids[0]);
 
-        assert_eq!(history(&mut conn, filter(None)).unwrap().len(), 3);
+        assert_eq!(history(&conn, &filter(None)).unwrap().len(), 3);
         let by_number = HistoryFilter {
             number: Some("555222".into()),
             ..filter(Some("a"))
         };
         assert!(
-            history(&mut conn, by_number).unwrap().is_empty(),
+            history(&conn, &by_number).unwrap().is_empty(),
             "never another context's row"
         );
         let by_time = HistoryFilter {
@@ -716,18 +803,18 @@ mod tests {
             to: Some(350.0),
             ..filter(None)
         };
-        assert_eq!(history(&mut conn, by_time).unwrap().len(), 2);
+        assert_eq!(history(&conn, &by_time).unwrap().len(), 2);
         let in_context = HistoryFilter {
             from: Some(150.0),
             ..filter(Some("a"))
         };
-        assert_eq!(history(&mut conn, in_context).unwrap().len(), 1);
+        assert_eq!(history(&conn, &in_context).unwrap().len(), 1);
         let by_agent = HistoryFilter {
             agent: Some("Alice".into()),
             limit: 1,
             ..filter(None)
         };
-        assert_eq!(history(&mut conn, by_agent).unwrap().len(), 1);
+        assert_eq!(history(&conn, &by_agent).unwrap().len(), 1);
     }
 
     #[test]
@@ -774,11 +861,11 @@ mod tests {
             context: context.map(str::to_owned),
         };
         assert_eq!(
-            last_agent(&mut conn, &asked(Some("a"))).unwrap(),
+            last_agent(&conn, &asked(Some("a"))).unwrap(),
             None,
             "no agent login on that call"
         );
-        let row = &history(&mut conn, filter(Some("a"))).unwrap()[0];
+        let row = &history(&conn, &filter(Some("a"))).unwrap()[0];
         assert_eq!(row["disposition"]["code"], "sale");
         assert_eq!(row["disposition"]["by"], "boss");
     }
