@@ -174,6 +174,7 @@ fn read(r: &mut Reader) -> Settings {
         queue_max: r.integer("store.queue_max", st.queue_max, 1, 10_000_000),
         write_timeout: r.seconds("store.write_timeout", st.write_timeout, 0.01, 60.0),
         query_timeout: r.seconds("store.query_timeout", st.query_timeout, 0.01, 60.0),
+        retention_days: r.integer("store.retention_days", st.retention_days, 0, 36_500),
     };
     let c = &d.commands;
     let commands = CommandSettings {
@@ -603,13 +604,14 @@ mod tests {
         assert_eq!(s.store.queue_max, 100_000);
         assert_eq!(s.store.write_timeout, Duration::from_secs(2));
         assert_eq!(s.store.query_timeout, Duration::from_secs(2));
+        assert_eq!(s.store.retention_days, 0);
     }
 
     #[test]
     fn store_bounds_are_checked() {
         let problems = load_str(
             "[ami]\nsecret = \"x\"\n[store]\nqueue_max = 0\nwrite_timeout = 0\n\
-             query_timeout = \"never\"\n",
+             query_timeout = \"never\"\nretention_days = -1\n",
             &[],
         )
         .unwrap_err();
@@ -618,7 +620,8 @@ mod tests {
             [
                 "store.queue_max",
                 "store.write_timeout",
-                "store.query_timeout"
+                "store.query_timeout",
+                "store.retention_days"
             ]
         );
         assert!(

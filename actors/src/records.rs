@@ -1,5 +1,5 @@
 //! The call records' writer: one thread that writes ended calls and dispositions in the
-//! order they come, many to a commit.
+//! order they come, many to a commit, and prunes records past their retention.
 //!
 //! Whoever records a call waits for its commit at most `store.write_timeout`; past it the
 //! record stays queued and is retried, with backoff, until it is written. At most
@@ -17,19 +17,26 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ctid_proto::calls::Call;
+use ctid_proto::cti::timenow;
 use log::{error, info, warn};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{oneshot, Notify};
 
 use crate::metrics::Metrics;
 use crate::settings::{human_duration, StoreSettings};
-use crate::store::{dispose, insert_call, Dispose, Store, StoreFailure};
+use crate::store::{dispose, insert_call, prune, Dispose, Store, StoreFailure};
 use crate::supervisor::{panic_message, Report};
 
 /// Writes committed together, at most.
 const BATCH: usize = 256;
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(5);
+/// Old records are deleted this many at a time, between batches of new ones.
+const PRUNE_BATCH: usize = 1000;
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+const PRUNE_RETRY: Duration = Duration::from_secs(60);
+/// How long the writer sleeps when it has nothing to do and nothing to prune.
+const IDLE: Duration = Duration::from_secs(3600);
 const PATH: &str = "ctid/store/writer";
 
 #[derive(Clone)]
@@ -117,6 +124,8 @@ impl Records {
             max: settings.queue_max,
             metrics: metrics.clone(),
         });
+        let retention = (settings.retention_days > 0)
+            .then(|| Duration::from_secs(u64::from(settings.retention_days) * 86400));
         let writer = Writer {
             shared: shared.clone(),
             store: Store::new(settings.path.clone()),
@@ -124,6 +133,9 @@ impl Records {
             report: report.clone(),
             careful: 0,
             retry: FIRST_RETRY,
+            retention,
+            next_prune: Instant::now(),
+            pruned: 0,
         };
         report.started(PATH);
         if let Err(e) = std::thread::Builder::new()
@@ -323,25 +335,43 @@ struct Writer {
     careful: usize,
     /// Wait before the next attempt after a failure.
     retry: Duration,
+    retention: Option<Duration>,
+    next_prune: Instant,
+    /// Records deleted in the current pruning run.
+    pruned: usize,
 }
 
 impl Writer {
     fn run(mut self) {
         while let Some(batch) = self.next_batch() {
-            self.write(&batch);
+            if !batch.is_empty() {
+                self.write(&batch);
+            }
+            self.prune_some();
         }
     }
 
-    /// The next jobs to write; None once closed and empty.
+    fn prune_due(&self) -> bool {
+        self.retention.is_some() && Instant::now() >= self.next_prune
+    }
+
+    /// The next jobs to write (none when only pruning is due); None once closed and empty.
     fn next_batch(&mut self) -> Option<Vec<(Job, bool)>> {
         let mut queue = self.shared.lock();
         while queue.entries.is_empty() {
             if queue.closed {
                 return None;
             }
-            queue = match self.shared.work.wait(queue) {
-                Ok(q) => q,
-                Err(p) => p.into_inner(),
+            if self.prune_due() {
+                return Some(Vec::new());
+            }
+            let idle = match self.retention {
+                Some(_) => self.next_prune.saturating_duration_since(Instant::now()),
+                None => IDLE,
+            };
+            queue = match self.shared.work.wait_timeout(queue, idle) {
+                Ok((q, _)) => q,
+                Err(p) => p.into_inner().0,
             };
         }
         let n = if self.careful > 0 { 1 } else { BATCH };
@@ -452,6 +482,48 @@ impl Writer {
         }
         std::thread::sleep(self.retry);
         self.retry = (self.retry * 2).min(MAX_RETRY);
+    }
+
+    /// Deletes one batch of records past their retention, when due.
+    fn prune_some(&mut self) {
+        let Some(keep) = self.retention.filter(|_| self.prune_due()) else {
+            return;
+        };
+        let before = timenow() - keep.as_secs_f64();
+        let store = &mut self.store;
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            prune(store.conn()?, before, PRUNE_BATCH).map_err(|e| e.to_string())
+        }));
+        let days = keep.as_secs() / 86400;
+        match outcome {
+            Ok(Ok(n)) => {
+                self.pruned += n;
+                if n < PRUNE_BATCH {
+                    if self.pruned > 0 {
+                        info!(
+                            "call records: {} older than {days} days deleted (store.retention_days)",
+                            self.pruned
+                        );
+                    }
+                    self.pruned = 0;
+                    self.next_prune = Instant::now() + PRUNE_EVERY;
+                }
+            }
+            Ok(Err(e)) => {
+                warn!(
+                    "call records: deleting those older than {days} days failed ({e}); trying again in {}",
+                    human_duration(PRUNE_RETRY)
+                );
+                self.next_prune = Instant::now() + PRUNE_RETRY;
+            }
+            Err(p) => {
+                let why = panic_message(&*p);
+                error!("{PATH}: pruning panicked ({why}); going on afresh");
+                self.report.restarted(PATH, &why);
+                self.store = Store::new(self.path.clone());
+                self.next_prune = Instant::now() + PRUNE_RETRY;
+            }
+        }
     }
 }
 
@@ -587,5 +659,32 @@ mod tests {
         assert_eq!(metrics.snapshot().dropped_records, 1);
         let written: Vec<String> = rows(&s).into_iter().map(|r| r.0).collect();
         assert_eq!(written, ["3.1", "3.3"]);
+    }
+
+    #[tokio::test]
+    async fn records_past_their_retention_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StoreSettings {
+            retention_days: 1,
+            ..settings(&dir, 10)
+        };
+        let now = timenow();
+        let mut conn = open(&s.path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for (id, age) in [("4.1", 3.0), ("4.2", 0.5)] {
+            insert_call(&tx, &ended_call(id, "a", "555", now - age * 86400.0)).unwrap();
+        }
+        tx.commit().unwrap();
+        let _records = Records::start(&s, &Report::default(), &Metrics::default());
+        let start = Instant::now();
+        while rows(&s).len() > 1 {
+            assert!(start.elapsed() < Duration::from_secs(20), "never pruned");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(rows(&s), [("4.2".into(), None)]);
+        let contexts: i64 = conn
+            .query_row("SELECT count(*) FROM call_contexts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(contexts, 1);
     }
 }

@@ -54,6 +54,8 @@ pub struct StoreSettings {
     pub write_timeout: Duration,
     /// How long `history` and the FastAGI `route` wait for the database.
     pub query_timeout: Duration,
+    /// Records of calls started longer ago are deleted; 0 keeps them all.
+    pub retention_days: u32,
 }
 
 impl Default for StoreSettings {
@@ -64,6 +66,7 @@ impl Default for StoreSettings {
             queue_max: 100_000,
             write_timeout: Duration::from_secs(2),
             query_timeout: Duration::from_secs(2),
+            retention_days: 0,
         }
     }
 }

@@ -196,6 +196,16 @@ pub(crate) fn insert_call(conn: &Connection, c: &Call) -> rusqlite::Result<i64> 
     Ok(id)
 }
 
+/// Deletes up to `limit` of the records of calls that started before `before` (their
+/// contexts go with them); returns how many.
+pub(crate) fn prune(conn: &Connection, before: f64, limit: usize) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM calls WHERE record_id IN
+            (SELECT record_id FROM calls WHERE created < ?1 ORDER BY created LIMIT ?2)",
+        params![before, limit as i64],
+    )
+}
+
 /// Who may set a disposition on a recorded call.
 #[derive(Clone, Debug)]
 pub struct Disposer {
@@ -749,6 +759,28 @@ pub(crate) mod tests {
             rx.await.unwrap();
         }
         assert!(queries.history(filter(None)).await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn pruning_deletes_old_calls_with_their_contexts() {
+        let (_dir, mut conn) = db();
+        let calls: Vec<Call> = (0..5)
+            .map(|i| ended_call(&format!("4.{i}"), "a", "555", f64::from(i) * 100.0))
+            .collect();
+        record(&mut conn, &calls).unwrap();
+        assert_eq!(prune(&conn, 250.0, 2).unwrap(), 2, "one batch at a time");
+        assert_eq!(prune(&conn, 250.0, 2).unwrap(), 1);
+        assert_eq!(prune(&conn, 250.0, 2).unwrap(), 0);
+        let left: Vec<String> = history(&conn, &filter(Some("a")))
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(left, ["4.4", "4.3"]);
+        let contexts: i64 = conn
+            .query_row("SELECT count(*) FROM call_contexts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(contexts, 2);
     }
 
     #[test]
