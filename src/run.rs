@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use ctid_actors::ami::{AmiLink, AmiTaps, LinkConfig, LinkStats};
 use ctid_actors::announce::Announce;
-use ctid_actors::auth::{start_password_checker, LoginThrottle, ResumeTokens};
+use ctid_actors::auth::{LoginThrottle, PasswordChecker, ResumeTokens};
 use ctid_actors::directory::{load_file, DirectoryHandle, DirectoryWatcher, Source};
 use ctid_actors::fagi::FagiAccept;
 use ctid_actors::info::{InfoAccept, InfoShared};
@@ -20,6 +20,7 @@ use ctid_actors::listener::{CtiAccept, TcpService};
 use ctid_actors::metrics::Metrics;
 use ctid_actors::outbox::{Budget, Writers};
 use ctid_actors::partition::{Partitions, ReplayLimits};
+use ctid_actors::records::Records;
 use ctid_actors::router::{Router, RouterConfig};
 use ctid_actors::session::{SessionConfig, SessionRegistry, SessionShared};
 use ctid_actors::settings::{human_duration, Listener, Settings, ThreadSettings};
@@ -188,21 +189,35 @@ pub struct Server {
     pub workers: Workers,
 }
 
-/// The threads beside the main one (AMI, partitions, sessions), to stop once the tree has.
+/// The threads beside the main one (AMI, partitions, sessions) and the call records'
+/// writer, to stop once the tree has.
 pub struct Workers {
     arbiters: Vec<Arbiter>,
     writers: Writers,
-    /// How long the writers may take to send their last lines at exit.
+    records: Option<Records>,
+    /// How long the writers may take to send their last lines, and the store its last
+    /// records, at exit.
     flush: Duration,
 }
 
 impl Workers {
-    /// Lets session writers finish, then stops the threads.
+    /// Lets session writers and the store finish, then stops the threads.
     pub async fn finish(self) {
-        let left = self.writers.drained(self.flush).await;
+        let (left, unwritten) = tokio::join!(self.writers.drained(self.flush), async {
+            match &self.records {
+                Some(records) => records.drained(self.flush).await,
+                None => 0,
+            }
+        });
         if left > 0 {
             warn!(
                 "{left} client(s) did not take their last lines within {}",
+                human_duration(self.flush)
+            );
+        }
+        if unwritten > 0 {
+            error!(
+                "{unwritten} call record write(s) still queued after {}: lost",
                 human_duration(self.flush)
             );
         }
@@ -271,7 +286,7 @@ pub fn start(p: Prepared) -> Server {
     let store = settings
         .store
         .enabled
-        .then(|| ctid_actors::store::start(settings.store.path.clone(), 2));
+        .then(|| ctid_actors::store::start(&settings.store, &report, &metrics));
     let (link_stats, taps) = (LinkStats::default(), AmiTaps::default());
     let link_slot = Slot::<AmiLink>::new();
     let router_slot = Slot::<Router>::new();
@@ -290,7 +305,7 @@ pub fn start(p: Prepared) -> Server {
         },
         directory: handle.clone(),
         partitions: partitions.clone(),
-        checker: start_password_checker(cores.min(2)),
+        checker: PasswordChecker::start(cores.min(2), &report),
         throttle: LoginThrottle::new(settings.timeouts.login),
         tokens: ResumeTokens::new(s.resume_window),
         registry: sessions.clone(),
@@ -337,7 +352,7 @@ pub fn start(p: Prepared) -> Server {
             link_stats: link_stats.clone(),
             resync_every: settings.ami.resync_interval,
             socket_timeout: settings.timeouts.socket,
-            store,
+            store: store.clone(),
             commands: settings.commands.clone(),
             metrics: metrics.clone(),
         };
@@ -456,6 +471,7 @@ pub fn start(p: Prepared) -> Server {
                 .flatten()
                 .collect(),
             writers,
+            records: store.map(|s| s.writer),
             flush: settings.timeouts.socket,
         },
     }

@@ -167,9 +167,14 @@ fn read(r: &mut Reader) -> Settings {
         replay_events: r.integer("sessions.replay_events", s.replay_events, 0, 1 << 24),
         replay_bytes: r.integer("sessions.replay_bytes", s.replay_bytes, 0, 1 << 32),
     };
+    let st = &d.store;
     let store = StoreSettings {
-        enabled: r.boolean("store.enabled", d.store.enabled),
-        path: r.path("store.path").unwrap_or(d.store.path.clone()),
+        enabled: r.boolean("store.enabled", st.enabled),
+        path: r.path("store.path").unwrap_or(st.path.clone()),
+        queue_max: r.integer("store.queue_max", st.queue_max, 1, 10_000_000),
+        write_timeout: r.seconds("store.write_timeout", st.write_timeout, 0.01, 60.0),
+        query_timeout: r.seconds("store.query_timeout", st.query_timeout, 0.01, 60.0),
+        retention_days: r.integer("store.retention_days", st.retention_days, 0, 36_500),
     };
     let c = &d.commands;
     let commands = CommandSettings {
@@ -601,6 +606,34 @@ mod tests {
         );
         assert_eq!(s.timeouts.socket, Duration::from_secs(10));
         assert_eq!(s.timeouts.login, Duration::from_secs(5));
+        assert_eq!(s.store.queue_max, 100_000);
+        assert_eq!(s.store.write_timeout, Duration::from_secs(2));
+        assert_eq!(s.store.query_timeout, Duration::from_secs(2));
+        assert_eq!(s.store.retention_days, 0);
+    }
+
+    #[test]
+    fn store_bounds_are_checked() {
+        let problems = load_str(
+            "[ami]\nsecret = \"x\"\n[store]\nqueue_max = 0\nwrite_timeout = 0\n\
+             query_timeout = \"never\"\nretention_days = -1\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            keys(&problems),
+            [
+                "store.queue_max",
+                "store.write_timeout",
+                "store.query_timeout",
+                "store.retention_days"
+            ]
+        );
+        assert!(
+            problems[0].message.contains("from 1 to 10000000"),
+            "{}",
+            problems[0]
+        );
     }
 
     #[test]

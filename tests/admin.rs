@@ -268,6 +268,14 @@ async fn the_info_console_shows_and_acts() {
             .any(|l| l.starts_with("ctid/listeners/cti running")),
         "{actors:?}"
     );
+    for threads in ["ctid/passwords", "ctid/store/queries", "ctid/store/writer"] {
+        assert!(
+            actors
+                .iter()
+                .any(|l| l.starts_with(&format!("{threads} running, 0 restarts"))),
+            "{actors:?}"
+        );
+    }
     let (sessions, _) = console.ask("show_sessions").await;
     let mine = sessions
         .iter()
@@ -314,6 +322,7 @@ async fn the_info_console_shows_and_acts() {
     );
     assert!(stats[2].contains("of 1 offered calls"), "{stats:?}");
     assert!(stats[3].starts_with("drops: 0 slow consumers"), "{stats:?}");
+    assert!(stats[3].ends_with(", 0 call records"), "{stats:?}");
 
     assert_eq!(
         console.ask("dumpami on Newchannel").await.0,

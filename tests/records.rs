@@ -1,22 +1,32 @@
-//! Call records: one row per ended call, written before clients hear it ended;
-//! dispositions; history; and nothing reported ended is lost to a kill -9.
+//! Call records: one row per ended call, written before clients hear it ended unless the
+//! store stalls past its bound; dispositions; history; nothing reported ended with its
+//! record id is lost to a kill -9; and a stalled store holds back no call event.
 
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{ami_config_with, two_tenant_calls, Cti, Ctid};
-use ctid_pbxsim::calls::CallPlan;
+use common::{ami_config_with, two_tenant_calls, Cti, Ctid, PATIENCE};
+use ctid_pbxsim::calls::{CallPlan, Tenant};
 use ctid_pbxsim::{PbxSim, SimConfig};
 use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// Logs every AMI event ctid reads, so that a test knows when a call's hangup was read.
+const AMI_DEBUG: (&str, &str) = ("RUST_LOG", "info,ctid_actors::ami=debug");
 
 async fn server_with(env: &[(&str, &str)]) -> (PbxSim, Ctid, u16) {
+    server_on(&["cti"], env).await
+}
+
+async fn server_on(listeners: &[&str], env: &[(&str, &str)]) -> (PbxSim, Ctid, u16) {
     let sim = PbxSim::start(SimConfig::default()).await.unwrap();
     let config = ami_config_with(
         sim.addr().port(),
         "secret = \"ctipass\"\nping_interval = 0",
-        &["cti"],
+        listeners,
     );
     let ctid = Ctid::start_with(&config, "info", env);
     let port = ctid.port("cti").await;
@@ -46,6 +56,65 @@ async fn hungups(c: &mut Cti, n: usize) -> Vec<Value> {
 
 fn db(ctid: &Ctid) -> rusqlite::Connection {
     rusqlite::Connection::open(ctid.dir().join("data/ctid.sqlite")).unwrap()
+}
+
+/// Holds the database's write lock, as another writer would, until dropped.
+fn lock_database(ctid: &Ctid) -> rusqlite::Connection {
+    let conn = db(ctid);
+    conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    conn
+}
+
+fn records_of(ctid: &Ctid, call: &str) -> i64 {
+    db(ctid)
+        .query_row(
+            "SELECT count(*) FROM calls WHERE call_id = ?1",
+            [call],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+/// Places a call from 1001 (alice) to 1002; returns its id once ctid has read the hangups
+/// of both its channels (ctid logs AMI events with [`AMI_DEBUG`]).
+async fn call_that_ends(sim: &PbxSim, ctid: &Ctid) -> String {
+    let (call, caller, callee) = sim.place_call(
+        "internal",
+        "PJSIP",
+        "1001",
+        "1002",
+        Duration::from_millis(50),
+        Duration::from_millis(100),
+    );
+    for channel in [caller, callee] {
+        ctid.wait_line(&format!("Hangup {channel}")).await;
+    }
+    call
+}
+
+/// The answer of an info console command, without its status line.
+async fn console(port: u16, command: &str) -> Vec<String> {
+    let (read, mut write) = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap()
+        .into_split();
+    write
+        .write_all(format!("{command}\n").as_bytes())
+        .await
+        .unwrap();
+    let mut lines = BufReader::new(read).lines();
+    let mut out = Vec::new();
+    loop {
+        let line = tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .expect("no answer")
+            .unwrap()
+            .expect("closed");
+        if line.starts_with("CTID-INFO:") {
+            return out;
+        }
+        out.push(line);
+    }
 }
 
 async fn request(c: &mut Cti, class: &str, mut body: Value, id: u64) -> Value {
@@ -239,14 +308,30 @@ async fn history_filters_and_never_shows_another_context() {
 
 #[tokio::test]
 async fn a_kill_9_loses_no_call_reported_ended() {
-    let (sim, mut ctid, port) = server_with(&[]).await;
+    let (sim, mut ctid, port) =
+        server_with(&[("CTID__STORE__WRITE_TIMEOUT", "30"), AMI_DEBUG]).await;
     let store = ctid.dir().join("data/ctid.sqlite");
     let mut alice = Cti::connect(port).await;
     alice.login("alice").await;
+
+    // While another writer holds the database, within the bound, the hungup waits for its
+    // record's commit.
+    let held = lock_database(&ctid);
+    let call = call_that_ends(&sim, &ctid).await;
+    let early = tokio::time::timeout(Duration::from_millis(500), hungups(&mut alice, 1)).await;
+    assert!(
+        early.is_err(),
+        "hungup sent before its record was on disk: {early:?}"
+    );
+    drop(held);
+    let first = hungups(&mut alice, 1).await.remove(0);
+    assert_eq!(first["call"]["id"], json!(call));
+    assert!(first["call"]["record_id"].is_i64(), "{first}");
+
     let _calls = sim.run_calls(two_tenant_calls(200.0));
-    let reported: Vec<(i64, String)> = hungups(&mut alice, 60)
-        .await
-        .iter()
+    let reported: Vec<(i64, String)> = [first]
+        .into_iter()
+        .chain(hungups(&mut alice, 60).await)
         .map(|e| {
             (
                 e["call"]["record_id"].as_i64().unwrap(),
@@ -280,4 +365,92 @@ async fn a_kill_9_loses_no_call_reported_ended() {
             "record {id} of call {call} was reported ended but is gone"
         );
     }
+}
+
+#[tokio::test]
+async fn a_stalled_store_holds_a_hungup_back_only_up_to_its_bound() {
+    let (sim, ctid, port) = server_with(&[("CTID__STORE__WRITE_TIMEOUT", "1"), AMI_DEBUG]).await;
+    let mut alice = Cti::connect(port).await;
+    alice.login("alice").await;
+    let held = lock_database(&ctid);
+    let call = call_that_ends(&sim, &ctid).await;
+    let read = Instant::now();
+    let end = hungups(&mut alice, 1).await.remove(0);
+    let waited = read.elapsed();
+    assert_eq!(end["call"]["id"], json!(call));
+    assert!(end["call"]["record_id"].is_null(), "{end}");
+    assert!(
+        waited < Duration::from_secs(15),
+        "hungup {waited:?} after its hangup, with a 1 s bound"
+    );
+    ctid.wait_line("not on disk within 1s (store.write_timeout)")
+        .await;
+
+    // The record is still queued: a disposition is taken now and written with it.
+    let r = request(
+        &mut alice,
+        "disposition",
+        json!({"call_id": call, "code": "callback"}),
+        1,
+    )
+    .await;
+    assert_eq!(r["response"], "ok", "{r}");
+    assert_eq!(records_of(&ctid, &call), 0, "the lock is still held");
+
+    drop(held);
+    ctid.wait_until("the record is written once the lock is gone", || {
+        records_of(&ctid, &call) == 1
+    })
+    .await;
+    ctid.wait_line("call records are written again").await;
+    let h = request(&mut alice, "history", json!({}), 2).await;
+    let row = &h["calls"][0];
+    assert_eq!(row["id"], json!(call));
+    assert_eq!(row["disposition"]["code"], "callback", "{row}");
+}
+
+#[tokio::test]
+async fn records_past_the_queue_bound_are_dropped_counted_and_logged() {
+    let (sim, ctid, port) = server_on(
+        &["cti", "info"],
+        &[
+            ("CTID__STORE__QUEUE_MAX", "3"),
+            ("CTID__STORE__WRITE_TIMEOUT", "0.2"),
+        ],
+    )
+    .await;
+    let info = ctid.port("info").await;
+    let mut alice = Cti::connect(port).await;
+    alice.login("alice").await;
+    let held = lock_database(&ctid);
+    let _calls = sim.run_calls(CallPlan {
+        tenants: vec![Tenant::parse("internal:1001-1003").unwrap()],
+        limit: Some(8),
+        ..two_tenant_calls(20.0)
+    });
+    let ended = hungups(&mut alice, 8).await;
+    assert!(
+        ended.iter().all(|e| e["call"]["record_id"].is_null()),
+        "{ended:?}"
+    );
+    let dropped = ctid
+        .wait_lines("dropped: 3 writes already wait for the store", 5)
+        .await;
+    assert_eq!(dropped.len(), 5, "{dropped:?}");
+    let stats = console(info, "stats").await;
+    assert!(
+        stats
+            .iter()
+            .any(|l| l.starts_with("drops: ") && l.ends_with(", 5 call records")),
+        "{stats:?}"
+    );
+
+    drop(held);
+    let rows = || -> i64 {
+        db(&ctid)
+            .query_row("SELECT count(*) FROM calls", [], |r| r.get(0))
+            .unwrap()
+    };
+    ctid.wait_until("the queued records are written", || rows() == 3)
+        .await;
 }

@@ -2,51 +2,58 @@
 //! repeated failures from one address, and resume tokens.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
 use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::pool::{Pool, Refused};
+use crate::supervisor::Report;
 
 /// A default-strength argon2id hash that no password matches: checked for unknown logins,
 /// so that they take as long as known ones and do not reveal which logins exist.
 pub const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$Y3RpZC1kdW1teS1zYWx0IQ$qR2mdEsoIxNl6oQaJqdaKIvhP+DkXLkw2sv2UcjYGrQ";
 
-/// Checks passwords on a pool of threads (a SyncArbiter): argon2 is slow on purpose and
-/// must never run on an event loop.
-pub struct PasswordChecker;
+/// Checks waiting for a thread, at most, per thread; more are refused at once. Past a few
+/// seconds' worth a check would come after its client's login timeout anyway.
+const CHECKS_QUEUED: usize = 64;
 
-impl Actor for PasswordChecker {
-    type Context = SyncContext<Self>;
+/// Checks passwords on threads of their own: argon2 is slow on purpose and must never run
+/// on an event loop. A check whose client is gone by its turn is skipped.
+#[derive(Clone)]
+pub struct PasswordChecker {
+    pool: Arc<Pool<()>>,
 }
 
-/// Is `password` the one `phc` was made from?
-#[derive(Message)]
-#[rtype(result = "bool")]
-pub struct Verify {
-    pub phc: String,
-    pub password: String,
-}
-
-impl fmt::Debug for Verify {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Verify { .. }")
+impl PasswordChecker {
+    pub fn start(threads: usize, report: &Report) -> PasswordChecker {
+        let pool = Pool::start(
+            "ctid/passwords",
+            threads,
+            threads.max(1) * CHECKS_QUEUED,
+            report,
+            || (),
+        );
+        PasswordChecker {
+            pool: Arc::new(pool),
+        }
     }
-}
 
-impl Handler<Verify> for PasswordChecker {
-    type Result = bool;
-
-    fn handle(&mut self, msg: Verify, _: &mut SyncContext<Self>) -> bool {
-        ctid_proto::directory::verify_password(&msg.phc, &msg.password)
+    /// Whether `password` is the one `phc` was made from (false if the check failed);
+    /// refused at once when too many checks wait.
+    pub fn verify(
+        &self,
+        phc: String,
+        password: String,
+    ) -> Result<impl Future<Output = bool> + 'static, Refused> {
+        let answer = self
+            .pool
+            .run(move |_| ctid_proto::directory::verify_password(&phc, &password))?;
+        Ok(async move { answer.await.unwrap_or(false) })
     }
-}
-
-pub fn start_password_checker(threads: usize) -> Addr<PasswordChecker> {
-    SyncArbiter::start(threads.max(1), || PasswordChecker)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -110,9 +110,9 @@ async fn serve(stream: TcpStream, peer: SocketAddr, router: Slot<Router>, timeou
         .filter(|l| !l.is_empty());
     let script = request.script.clone();
     let outcome = match router.get() {
-        Some(r) => r
-            .send(RunAgi { request, linkedid })
+        Some(r) => tokio::time::timeout(timeout, r.send(RunAgi { request, linkedid }))
             .await
+            .unwrap_or_else(|_| Ok(Err(format!("no answer within {}", human_duration(timeout)))))
             .unwrap_or_else(|_| Err("ctid is restarting".into())),
         None => Err("ctid is restarting".into()),
     };

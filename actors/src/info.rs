@@ -280,11 +280,12 @@ fn run(command: &str, args: &[&str], s: &InfoShared) -> Result<Vec<String>, Stri
                 .sum();
             let link = s.link.snapshot();
             out.push(format!(
-                "drops: {slow} slow consumers, {} AMI overflows, {} oversized AMI messages, {} partition gaps, {} dumpami events",
+                "drops: {slow} slow consumers, {} AMI overflows, {} oversized AMI messages, {} partition gaps, {} dumpami events, {} call records",
                 link.overflows,
                 link.discarded,
                 m.gaps,
-                s.taps.dropped()
+                s.taps.dropped(),
+                m.dropped_records
             ));
         }
         "kick" => {

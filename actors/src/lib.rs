@@ -1,5 +1,6 @@
-//! The actors of ctid. Each AMI connection, listening port, CTI session, context partition
-//! and the store is an actor under the supervision tree of [`supervisor`]; protocol work is
+//! The actors of ctid. Each AMI connection, listening port, CTI session and context
+//! partition is an actor under the supervision tree of [`supervisor`]; the store and the
+//! password checks run on threads of their own ([`pool`], [`records`]); protocol work is
 //! delegated to the sans-IO `ctid-proto`.
 
 pub mod ami;
@@ -13,6 +14,8 @@ pub mod metrics;
 pub mod net;
 pub mod outbox;
 pub mod partition;
+pub mod pool;
+pub mod records;
 pub mod router;
 pub mod session;
 pub mod settings;

@@ -17,6 +17,8 @@ struct Inner {
     complete: u64,
     /// Batches a partition missed (its mailbox was full).
     gaps: u64,
+    /// Call records never written (the store's queue was full, or the record unwritable).
+    dropped_records: u64,
 }
 
 #[derive(Clone)]
@@ -31,6 +33,7 @@ impl Default for Metrics {
             offered: 0,
             complete: 0,
             gaps: 0,
+            dropped_records: 0,
         })))
     }
 }
@@ -63,6 +66,7 @@ pub struct Snapshot {
     pub offered: u64,
     pub complete: u64,
     pub gaps: u64,
+    pub dropped_records: u64,
 }
 
 impl Metrics {
@@ -99,6 +103,10 @@ impl Metrics {
         self.lock().gaps += 1;
     }
 
+    pub fn record_dropped(&self) {
+        self.lock().dropped_records += 1;
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let m = self.lock();
         Snapshot {
@@ -107,6 +115,7 @@ impl Metrics {
             offered: m.offered,
             complete: m.complete,
             gaps: m.gaps,
+            dropped_records: m.dropped_records,
         }
     }
 }

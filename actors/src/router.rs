@@ -29,7 +29,7 @@ use crate::ami::{
 use crate::directory::DirectoryHandle;
 use crate::metrics::Metrics;
 use crate::partition::{Change, PartitionEvents, Partitions, Reconcile, ALL};
-use crate::store::{Dispose, Disposer, LastAgent, Record, Stores};
+use crate::store::{Dispose, Disposer, LastAgent, Stores};
 use crate::supervisor::{Outlet, Shutdown, Slot};
 
 /// Batches of AMI events the router may have queued before the link counts it overloaded.
@@ -127,7 +127,8 @@ impl Router {
     }
 
     /// Dispatches call events; ended calls are recorded first, and their `hungup` goes
-    /// out, with the record id, once the record is on disk.
+    /// out once the record is on disk (with its record id), or after the store's write
+    /// timeout (without).
     fn record_then_dispatch(
         &mut self,
         events: Vec<CallEvent>,
@@ -144,26 +145,15 @@ impl Router {
         if ended.is_empty() {
             return;
         }
-        let calls = ended.iter().map(|e| e.call.clone()).collect();
+        let recorded = store.record(ended.iter().map(|e| e.call.clone()).collect());
         ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(store.send(Record(calls))).map(
-                move |res, act, _| {
-                    let mut ended = ended;
-                    match res {
-                        Ok(Ok(ids)) => {
-                            for (event, id) in ended.iter_mut().zip(ids) {
-                                event.call.record_id = Some(id);
-                            }
-                        }
-                        Ok(Err(e)) => error!("{} call record(s) not written: {e}", ended.len()),
-                        Err(_) => error!(
-                            "{} call record(s) not written: the store stopped",
-                            ended.len()
-                        ),
-                    }
-                    act.dispatch(ended, received);
-                },
-            ),
+            actix::fut::wrap_future::<_, Self>(recorded).map(move |ids, act, _| {
+                let mut ended = ended;
+                for (event, id) in ended.iter_mut().zip(ids) {
+                    event.call.record_id = id;
+                }
+                act.dispatch(ended, received);
+            }),
         );
     }
 
@@ -465,9 +455,7 @@ impl Handler<SetDisposition> for Router {
 
     fn handle(&mut self, msg: SetDisposition, ctx: &mut Context<Self>) -> Self::Result {
         if let Some(call) = self.model.call(&msg.call_id) {
-            let agent = call.agent.as_ref().and_then(|a| a.login.as_deref());
-            let lines: Vec<String> = call.lines.iter().cloned().collect();
-            if !msg.by.may_dispose(&call.contexts, agent, &lines) {
+            if !msg.by.may_dispose_call(call) {
                 return Box::pin(std::future::ready(Err(ErrorCode::Unallowed)));
             }
             let events = self
@@ -480,20 +468,19 @@ impl Handler<SetDisposition> for Router {
         let Some(store) = self.store.as_ref().map(|s| s.writer.clone()) else {
             return Box::pin(std::future::ready(Err(ErrorCode::StoreUnavailable)));
         };
-        let dispose = Dispose {
+        let disposed = store.dispose(Dispose {
             call_id: msg.call_id,
             disposition: msg.disposition,
             by: msg.by,
-        };
+        });
         Box::pin(async move {
-            match store.send(dispose).await {
-                Ok(Ok(true)) => Ok(()),
-                Ok(Ok(false)) => Err(ErrorCode::Unallowed),
-                Ok(Err(e)) => {
+            match disposed.await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(ErrorCode::Unallowed),
+                Err(e) => {
                     error!("disposition not written: {e}");
-                    Err(ErrorCode::StoreUnavailable)
+                    Err(e.code())
                 }
-                Err(_) => Err(ErrorCode::StoreUnavailable),
             }
         })
     }
@@ -637,12 +624,13 @@ impl Handler<RunAgi> for Router {
                     .agi_context(&request)
                     .filter(|_| self.partitions.separated());
                 let directory = self.directory.clone();
+                let asked = store.last_agent(LastAgent { number, context });
                 Box::pin(async move {
-                    let login = match store.send(LastAgent { number, context }).await {
-                        Ok(Ok(login)) => login,
-                        Ok(Err(e)) => return Err(format!("call records: {e}")),
-                        Err(_) => return Err("call records are unavailable".into()),
-                    };
+                    // Without an answer in time the dialplan goes on as for a new caller.
+                    let login = asked.await.unwrap_or_else(|e| {
+                        warn!("fagi: route without call records: {e}");
+                        None
+                    });
                     let line = login.as_deref().and_then(|l| {
                         directory
                             .get()

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use tokio_util::codec::FramedRead;
 
 use crate::ami::{AmiLink, AmiRequest, Completion};
-use crate::auth::{LoginThrottle, PasswordChecker, Resumable, ResumeTokens, Verify, DUMMY_HASH};
+use crate::auth::{LoginThrottle, PasswordChecker, Resumable, ResumeTokens, DUMMY_HASH};
 use crate::directory::DirectoryHandle;
 use crate::net::BoxedIo;
 use crate::outbox::{write_outbox, Budget, Outbox, Writers};
@@ -32,7 +32,7 @@ use crate::partition::{
 };
 use crate::router::{PlanCommand, Router, SetDisposition};
 use crate::settings::human_duration;
-use crate::store::{Disposer, History, HistoryFilter, Store};
+use crate::store::{Disposer, HistoryFilter, Queries};
 use crate::supervisor::Slot;
 
 /// Consecutive bad messages after which a session is closed.
@@ -134,7 +134,7 @@ pub struct SessionShared {
     pub config: SessionConfig,
     pub directory: DirectoryHandle,
     pub partitions: Partitions,
-    pub checker: Addr<PasswordChecker>,
+    pub checker: PasswordChecker,
     pub throttle: LoginThrottle,
     pub tokens: ResumeTokens,
     pub registry: SessionRegistry,
@@ -144,7 +144,7 @@ pub struct SessionShared {
     pub router: Slot<Router>,
     pub link: Slot<AmiLink>,
     /// Where `history` is answered; None if call records are off.
-    pub store: Option<Addr<Store>>,
+    pub store: Option<Queries>,
     pub commands: CommandSettings,
     pub writers: Writers,
 }
@@ -440,14 +440,27 @@ impl Session {
         let checker = self.shared.checker.clone();
         let check = async move {
             tokio::time::sleep(delay).await;
-            checker
-                .send(Verify { phc, password })
-                .await
-                .unwrap_or(false)
+            match checker.verify(phc, password) {
+                Ok(answer) => Ok(answer.await),
+                Err(refused) => Err(refused),
+            }
         };
         let commandid = req.commandid;
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(check).map(move |ok, act, ctx| {
+                let ok = match ok {
+                    Ok(ok) => ok,
+                    Err(refused) => {
+                        warn!(
+                            "{}: login {login:?} not checked: password checks {refused}",
+                            act.who()
+                        );
+                        let reply = Reply::error("login_pass", &ErrorCode::LoginBusy)
+                            .reply_to(commandid.as_ref());
+                        act.send(reply, ctx);
+                        return act.close(None, "password checks busy", ctx);
+                    }
+                };
                 match user.filter(|_| ok) {
                     Some(user) => {
                         act.shared.throttle.succeeded(ip);
@@ -933,16 +946,15 @@ impl Session {
             agent: req.str("agent").map(str::to_owned),
             limit: req.u64("limit").unwrap_or(50).clamp(1, MAX_HISTORY) as usize,
         };
-        let query = store.send(History(filter));
+        let query = store.history(filter);
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(query).map(move |res, act, ctx| {
                 drop(ticket);
-                let calls = match res.unwrap_or_else(|_| Err("the store stopped".into())) {
+                let calls = match res {
                     Ok(calls) => calls,
                     Err(e) => {
                         warn!("{}: history failed: {e}", act.who());
-                        let code = ErrorCode::StoreUnavailable;
-                        return act.error("history", code, commandid.as_ref(), ctx);
+                        return act.error("history", e.code(), commandid.as_ref(), ctx);
                     }
                 };
                 let reply = Reply::new("history")

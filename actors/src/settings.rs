@@ -68,6 +68,15 @@ pub struct StoreSettings {
     pub enabled: bool,
     /// The SQLite database; its directory is created if missing.
     pub path: PathBuf,
+    /// Writes (records, dispositions) waiting for the database, at most.
+    pub queue_max: usize,
+    /// How long a `hungup` waits for its record to be on disk, and a disposition for the
+    /// database.
+    pub write_timeout: Duration,
+    /// How long `history` and the FastAGI `route` wait for the database.
+    pub query_timeout: Duration,
+    /// Records of calls started longer ago are deleted; 0 keeps them all.
+    pub retention_days: u32,
 }
 
 impl Default for StoreSettings {
@@ -75,6 +84,10 @@ impl Default for StoreSettings {
         StoreSettings {
             enabled: true,
             path: PathBuf::from("/var/lib/ctid/ctid.sqlite"),
+            queue_max: 100_000,
+            write_timeout: Duration::from_secs(2),
+            query_timeout: Duration::from_secs(2),
+            retention_days: 0,
         }
     }
 }

@@ -217,7 +217,7 @@ impl Exit {
     }
 }
 
-fn panic_message(p: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(p: &(dyn Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
         .or_else(|| p.downcast_ref::<String>().cloned())
@@ -403,7 +403,7 @@ impl Report {
         lock(&self.0).get(path).cloned()
     }
 
-    fn started(&self, path: &str) {
+    pub(crate) fn started(&self, path: &str) {
         let mut map = lock(&self.0);
         let entry = map.entry(path.to_owned()).or_insert(ChildStatus {
             state: ChildState::Running,
@@ -413,6 +413,16 @@ impl Report {
         });
         entry.state = ChildState::Running;
         entry.started = SystemTime::now();
+    }
+
+    /// A worker thread (not an actor) caught a panic and goes on with a fresh state.
+    pub(crate) fn restarted(&self, path: &str, why: &str) {
+        self.started(path);
+        let mut map = lock(&self.0);
+        if let Some(entry) = map.get_mut(path) {
+            entry.restarts += 1;
+            entry.last_failure = Some((SystemTime::now(), format!("panicked: {why}")));
+        }
     }
 
     fn exited(&self, path: &str, exit: &Exit, restarting: bool, given_up: bool) {

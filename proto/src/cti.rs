@@ -51,6 +51,10 @@ pub enum ErrorCode {
     Shutdown,
     /// Call records are off, or the database failed.
     StoreUnavailable,
+    /// The call records did not answer in time, or too many requests wait for them.
+    StoreBusy,
+    /// Too many password checks wait already (a login storm): try again shortly.
+    LoginBusy,
     /// An operator closed the session from the console.
     Kicked,
     /// Too many requests of the session still unanswered.
@@ -77,6 +81,8 @@ impl fmt::Display for ErrorCode {
             ErrorCode::UserChanged => "user_changed",
             ErrorCode::Shutdown => "shutdown",
             ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::StoreBusy => "store_busy",
+            ErrorCode::LoginBusy => "login_busy",
             ErrorCode::Kicked => "kicked",
             ErrorCode::TooManyRequests => "too_many_requests",
         };
