@@ -454,3 +454,36 @@ async fn records_past_the_queue_bound_are_dropped_counted_and_logged() {
     ctid.wait_until("the queued records are written", || rows() == 3)
         .await;
 }
+
+/// A resync that runs while an ended call's record is being written must not end the call
+/// for its clients ahead of its `hungup` (which carries the record): one hungup, with it.
+#[tokio::test]
+async fn a_resync_during_a_records_write_ends_its_call_once() {
+    let (sim, ctid, port) = server_with(&[
+        ("CTID__STORE__WRITE_TIMEOUT", "30"),
+        ("CTID__AMI__RESYNC_INTERVAL", "0.1"),
+        AMI_DEBUG,
+    ])
+    .await;
+    let mut alice = Cti::connect(port).await;
+    alice.login("alice").await;
+    let held = lock_database(&ctid);
+    let call = call_that_ends(&sim, &ctid).await;
+    let before = ctid.count("resynced with Asterisk");
+    ctid.wait_until("two resyncs while the record waits", || {
+        ctid.count("resynced with Asterisk") >= before + 2
+    })
+    .await;
+    drop(held);
+    let end = hungups(&mut alice, 1).await.remove(0);
+    assert_eq!(end["call"]["id"], json!(call));
+    assert!(end["call"]["record_id"].is_i64(), "{end}");
+    // A second call ends after it: no second hungup of the first came in between.
+    let next = call_that_ends(&sim, &ctid).await;
+    let after = hungups(&mut alice, 1).await.remove(0);
+    assert_eq!(
+        after["call"]["id"],
+        json!(next),
+        "the first call ended twice"
+    );
+}

@@ -61,6 +61,8 @@ pub struct Router {
     outlets: HashMap<String, Outlet<PartitionEvents>>,
     /// Partitions that missed events and must be brought up to date.
     gaps: BTreeSet<String>,
+    /// Ended calls whose `hungup` waits for their record, with their contexts.
+    ending: HashMap<String, Vec<String>>,
     link: Slot<AmiLink>,
     link_stats: LinkStats,
     resync_every: Duration,
@@ -95,6 +97,7 @@ impl Router {
             partitions,
             outlets: HashMap::new(),
             gaps: BTreeSet::new(),
+            ending: HashMap::new(),
             link: config.link,
             link_stats: config.link_stats,
             resync_every: config.resync_every,
@@ -146,10 +149,15 @@ impl Router {
             return;
         }
         let recorded = store.record(ended.iter().map(|e| e.call.clone()).collect());
+        for event in &ended {
+            self.ending
+                .insert(event.call.id.clone(), event.call.contexts.clone());
+        }
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(recorded).map(move |ids, act, _| {
                 let mut ended = ended;
                 for (event, id) in ended.iter_mut().zip(ids) {
+                    act.ending.remove(&event.call.id);
                     event.call.record_id = id;
                 }
                 act.dispatch(ended, received);
@@ -213,11 +221,19 @@ impl Router {
         key == ALL || contexts.iter().any(|c| c == key)
     }
 
+    /// The calls of a partition that have not ended for its clients: live ones, and
+    /// ended ones whose `hungup` waits for their record.
     fn live_ids(&self, key: &str) -> HashSet<String> {
+        let ending = self
+            .ending
+            .iter()
+            .map(|(id, contexts)| (id, contexts.as_slice()));
         self.model
             .calls()
-            .filter(|c| self.in_partition(key, &c.contexts))
-            .map(|c| c.id.clone())
+            .map(|c| (&c.id, c.contexts.as_slice()))
+            .chain(ending)
+            .filter(|(_, contexts)| self.in_partition(key, contexts))
+            .map(|(id, _)| id.clone())
             .collect()
     }
 
