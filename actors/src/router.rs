@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use ctid_proto::agi::AgiRequest;
 use ctid_proto::ami::{AmiMessage, AmiPacket};
-use ctid_proto::calls::{coalesce, CallData, CallEvent, CallModel, Disposition, EventKind, Mark};
+use ctid_proto::calls::{coalesce, CallEvent, CallModel, Disposition, EventKind, Mark};
 use ctid_proto::commands::{plan, CommandSettings, Plan, Sender};
 use ctid_proto::cti::{timenow, ErrorCode, Request};
 use ctid_proto::directory::{Directory, User};
@@ -515,11 +515,6 @@ impl Handler<Resync> for Router {
     }
 }
 
-/// Pairs a FastAGI request may attach, at most, and the longest key and value.
-const MAX_ATTACH: usize = 32;
-const MAX_KEY: usize = 64;
-const MAX_VALUE: usize = 512;
-
 /// Runs a FastAGI script for the channel that called it; the answer is the channel
 /// variables to set, or why the script failed.
 #[derive(Message)]
@@ -553,35 +548,6 @@ impl Router {
                     .context_of_dialplan(d)
                     .map(str::to_owned)
             }),
-        }
-    }
-
-    /// The data an `attach` or `ivr` request carries.
-    fn agi_data(req: &AgiRequest) -> Result<CallData, String> {
-        let mut data = CallData::default();
-        if req.script == "ivr" {
-            let step = req.param("step").or(req.args.first().map(String::as_str));
-            match step.filter(|s| !s.is_empty() && s.len() <= MAX_VALUE) {
-                Some(step) => data.ivr_steps.push(step.to_owned()),
-                None => return Err("ivr needs a step: ivr?step=NAME or ivr,NAME".into()),
-            }
-            return Ok(data);
-        }
-        let args = req
-            .args
-            .iter()
-            .filter_map(|a| a.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()));
-        for (k, v) in req.params.iter().cloned().chain(args) {
-            if k.is_empty() || k.len() > MAX_KEY || v.len() > MAX_VALUE {
-                return Err(format!("attach: {k:?} is empty or too long"));
-            }
-            data.attached.insert(k, v);
-        }
-        match data.attached.len() {
-            0 => Err("attach needs data: attach?key=value or attach,key=value".into()),
-            n if n > MAX_ATTACH => Err(format!("attach: more than {MAX_ATTACH} pairs")),
-            _ => Ok(data),
         }
     }
 }
@@ -619,7 +585,7 @@ impl Handler<RunAgi> for Router {
                     .collect()))
             }
             "ivr" | "attach" => {
-                let data = match Self::agi_data(&request) {
+                let data = match request.call_data() {
                     Ok(d) => d,
                     Err(e) => return ready(Err(e)),
                 };

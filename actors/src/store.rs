@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use ctid_proto::calls::{Call, Disposition};
 use ctid_proto::cti::ErrorCode;
+pub use ctid_proto::rights::Disposer;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use serde_json::{json, Value};
@@ -204,43 +205,6 @@ pub(crate) fn prune(conn: &Connection, before: f64, limit: usize) -> rusqlite::R
             (SELECT record_id FROM calls WHERE created < ?1 ORDER BY created LIMIT ?2)",
         params![before, limit as i64],
     )
-}
-
-/// Who may set a disposition on a recorded call.
-#[derive(Clone, Debug)]
-pub struct Disposer {
-    pub login: String,
-    /// The user's line interface, if any.
-    pub line: Option<String>,
-    /// The context whose calls the user may touch; None: any (no context separation).
-    pub context: Option<String>,
-    pub supervisor: bool,
-}
-
-impl Disposer {
-    /// The agent who handled a call (answered as its agent, or on its line), or a
-    /// supervisor of one of its contexts.
-    pub fn may_dispose(
-        &self,
-        contexts: &[String],
-        agent_login: Option<&str>,
-        lines: &[String],
-    ) -> bool {
-        let in_context = self
-            .context
-            .as_ref()
-            .is_none_or(|own| contexts.contains(own));
-        let handled = agent_login == Some(self.login.as_str())
-            || self.line.as_ref().is_some_and(|l| lines.contains(l));
-        in_context && (handled || self.supervisor)
-    }
-
-    /// [`Disposer::may_dispose`] for a call of the model.
-    pub fn may_dispose_call(&self, call: &Call) -> bool {
-        let agent = call.agent.as_ref().and_then(|a| a.login.as_deref());
-        let lines: Vec<String> = call.lines.iter().cloned().collect();
-        self.may_dispose(&call.contexts, agent, &lines)
-    }
 }
 
 /// Sets the disposition of a recorded call, if the user may.

@@ -6,6 +6,14 @@
 use bytes::{BufMut, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::calls::CallData;
+
+/// Pairs one `attach` request may carry, at most, and the longest key and value (an IVR
+/// step is a value).
+pub const MAX_ATTACH: usize = 32;
+pub const MAX_KEY: usize = 64;
+pub const MAX_VALUE: usize = 512;
+
 /// Longest header block accepted; a request is a few hundred bytes.
 pub const MAX_HEADER: usize = 16 << 10;
 /// Longest reply line accepted.
@@ -24,6 +32,35 @@ pub struct AgiRequest {
 }
 
 impl AgiRequest {
+    /// The data an `attach` or `ivr` request carries, within the limits above.
+    pub fn call_data(&self) -> Result<CallData, String> {
+        let mut data = CallData::default();
+        if self.script == "ivr" {
+            let step = self.param("step").or(self.args.first().map(String::as_str));
+            match step.filter(|s| !s.is_empty() && s.len() <= MAX_VALUE) {
+                Some(step) => data.ivr_steps.push(step.to_owned()),
+                None => return Err("ivr needs a step: ivr?step=NAME or ivr,NAME".into()),
+            }
+            return Ok(data);
+        }
+        let args = self
+            .args
+            .iter()
+            .filter_map(|a| a.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        for (k, v) in self.params.iter().cloned().chain(args) {
+            if k.is_empty() || k.len() > MAX_KEY || v.len() > MAX_VALUE {
+                return Err(format!("attach: {k:?} is empty or too long"));
+            }
+            data.attached.insert(k, v);
+        }
+        match data.attached.len() {
+            0 => Err("attach needs data: attach?key=value or attach,key=value".into()),
+            n if n > MAX_ATTACH => Err(format!("attach: more than {MAX_ATTACH} pairs")),
+            _ => Ok(data),
+        }
+    }
+
     fn from_env(env: Vec<(String, String)>) -> AgiRequest {
         let script_line = env
             .iter()
@@ -294,6 +331,33 @@ mod tests {
             out.push(f);
         }
         out
+    }
+
+    fn request(script: &str) -> AgiRequest {
+        AgiRequest::from_env(vec![("network_script".into(), script.into())])
+    }
+
+    fn request_with_arg(script: &str, arg: &str) -> AgiRequest {
+        let env = [("network_script", script), ("arg_1", arg)];
+        AgiRequest::from_env(env.map(|(k, v)| (k.into(), v.into())).into())
+    }
+
+    #[test]
+    fn attached_data_and_ivr_steps_are_bounded() {
+        let data = request("attach?account=42&lang=fr").call_data().unwrap();
+        assert_eq!(data.attached.len(), 2);
+        let data = request_with_arg("ivr", "menu-1").call_data().unwrap();
+        assert_eq!(data.ivr_steps, ["menu-1"]);
+        let long_key = format!("attach?{}=1", "k".repeat(MAX_KEY + 1));
+        assert!(request(&long_key).call_data().is_err());
+        let long_step = format!("ivr?step={}", "s".repeat(MAX_VALUE + 1));
+        assert!(request(&long_step).call_data().is_err());
+        let many: Vec<String> = (0..=MAX_ATTACH).map(|i| format!("k{i}=v")).collect();
+        let err = request(&format!("attach?{}", many.join("&")))
+            .call_data()
+            .unwrap_err();
+        assert!(err.contains("more than 32 pairs"), "{err}");
+        assert!(request("attach").call_data().is_err(), "no data");
     }
 
     #[test]

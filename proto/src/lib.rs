@@ -9,3 +9,4 @@ pub mod cti;
 pub mod directory;
 pub mod http;
 pub mod lists;
+pub mod rights;
