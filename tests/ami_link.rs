@@ -100,9 +100,23 @@ async fn a_wrong_secret_is_one_error_per_attempt_with_backoff_and_never_logged()
     let mut ctid = Ctid::start_with(&config, "trace", &[("CTID__AMI__SECRET", SECRET)]);
 
     let rejected = "login as 'cti' rejected (Authentication failed), retrying in";
-    ctid.wait_lines(rejected, 3).await;
+    let announced: Vec<Duration> = ctid
+        .wait_lines(rejected, 5)
+        .await
+        .iter()
+        .map(|l| retry_delay(l))
+        .collect();
     let status = ctid.terminate().await;
     assert!(status.success());
+    // The waits double from reconnect_min (0.2 s) up to reconnect_max (1 s), each up to
+    // 20% shorter at random: 0.2, 0.4, 0.8, 1, 1.
+    for (i, delay) in announced.iter().take(5).enumerate() {
+        let full = Duration::from_millis(200 << i).min(Duration::from_secs(1));
+        assert!(
+            *delay <= full && *delay >= full.mul_f64(0.8) - Duration::from_millis(1),
+            "wait {i} is {delay:?}, expected {full:?} less up to 20%: {announced:?}"
+        );
+    }
 
     let attempts = sim.logins();
     assert!(attempts.iter().all(|a| !a.accepted && !a.md5));
@@ -119,10 +133,13 @@ async fn a_wrong_secret_is_one_error_per_attempt_with_backoff_and_never_logged()
         errors.len(),
         attempts.len()
     );
-    // No hot loop: attempts are at least reconnect_min (0.2 s) less its 20% jitter apart.
-    for pair in attempts.windows(2) {
+    // Attempts really wait what was announced.
+    for (pair, delay) in attempts.windows(2).zip(&announced) {
         let gap = pair[1].at - pair[0].at;
-        assert!(gap >= Duration::from_millis(150), "attempts {gap:?} apart");
+        assert!(
+            gap >= *delay,
+            "attempts {gap:?} apart, after announcing {delay:?}"
+        );
     }
     let lines = ctid.lines();
     assert!(

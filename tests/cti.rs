@@ -261,7 +261,9 @@ async fn without_context_separation_everyone_sees_every_context() {
 
 #[tokio::test]
 async fn a_slow_consumer_is_dropped_and_a_fast_one_keeps_receiving() {
-    let extra = "[sessions]\noutbound_max_bytes = 65536\noutbound_max_messages = 100\n";
+    // Budgets large enough for a reader on a loaded machine, small beside what the slow
+    // client lets pile up.
+    let extra = "[sessions]\noutbound_max_bytes = 1048576\noutbound_max_messages = 1000\n";
     let (sim, ctid, port) = server(extra).await;
     // The slow client has a tiny receive buffer and never reads after its login.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -433,15 +435,18 @@ async fn bad_input_is_answered_and_everyone_else_is_still_served() {
 
 #[tokio::test]
 async fn connections_past_the_unauthenticated_limit_are_refused() {
-    let (_sim, _ctid, port) = server("[sessions]\nmax_unauthenticated = 2\n").await;
-    let _a = Cti::connect(port).await;
-    let _b = Cti::connect(port).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_sim, ctid, port) = server("[sessions]\nmax_unauthenticated = 2\n").await;
+    let (mut a, mut b) = (Cti::connect(port).await, Cti::connect(port).await);
+    // Both are served (so counted) once they answer.
+    for (c, id) in [(&mut a, 1), (&mut b, 2)] {
+        c.send(json!({"class": "keepalive", "commandid": id})).await;
+        assert_eq!(c.reply().await["replyid"], id);
+    }
     let mut c = Cti::connect(port).await;
     let refused = c.until_closed().await;
     assert_eq!(refused[0]["error_string"], "too_many_connections");
-    drop(_a);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(a);
+    ctid.wait_line("closed: client closed the connection").await;
     let mut d = Cti::connect(port).await;
     d.login("alice").await;
 }
