@@ -2,6 +2,7 @@
 //! the `client` and `demo` commands. `main.rs` is the command line over it.
 
 pub mod client;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod logging;
 pub mod run;

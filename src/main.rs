@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ctid::{client, demo, run, settings, EXIT_CONFIG};
+#[cfg(feature = "demo")]
+use ctid::demo;
+use ctid::{client, run, settings, EXIT_CONFIG};
 
 /// Where `ctid run` looks for its settings unless told otherwise.
 const DEFAULT_CONFIG: &str = "/etc/ctid/ctid.toml";
@@ -51,12 +53,18 @@ enum Command {
     Client(client::ClientArgs),
     /// Run ctid against a built-in simulated PBX with the example directory, with two
     /// desktops printing the calls they see.
+    #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Some(Command::Client(_) | Command::Demo(_)));
+    let quiet = match &cli.command {
+        Some(Command::Client(_)) => true,
+        #[cfg(feature = "demo")]
+        Some(Command::Demo(_)) => true,
+        _ => false,
+    };
     ctid::logging::init(if quiet { "warn" } else { "info" });
     install_panic_hook();
     match cli.command {
@@ -65,6 +73,7 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig { path }) => check_config(&path),
         Some(Command::HashPassword) => hash_password(),
         Some(Command::Client(args)) => client::run(args),
+        #[cfg(feature = "demo")]
         Some(Command::Demo(args)) => demo::run(args),
     }
 }
