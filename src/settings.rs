@@ -574,6 +574,103 @@ mod tests {
     use std::collections::HashMap;
     use std::io::Write;
 
+    /// Every key ctid reads, as `section.key` (`listen.cti.port`).
+    fn known_keys() -> BTreeSet<String> {
+        let mut reader = Reader {
+            table: Map::new(),
+            file: String::new(),
+            base: PathBuf::new(),
+            used: BTreeSet::new(),
+            problems: Vec::new(),
+        };
+        read(&mut reader);
+        reader.used
+    }
+
+    fn repo_file(name: &str) -> (PathBuf, String) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        (path, text)
+    }
+
+    /// The keys of a TOML file, commented-out examples (`# key = ...`) included.
+    fn keys_of_example(text: &str) -> BTreeSet<String> {
+        let mut section = String::new();
+        let mut keys = BTreeSet::new();
+        for line in text.lines().map(str::trim) {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_owned();
+                continue;
+            }
+            let line = line.trim_start_matches("# ");
+            if let Some((key, _)) = line.split_once(" = ") {
+                if !key.contains(' ') && !section.is_empty() {
+                    keys.insert(format!("{section}.{key}"));
+                }
+            }
+        }
+        keys
+    }
+
+    /// The keys the README's settings table names: `a.b`, `.c` (a sibling of the previous
+    /// one), `listen.<name>.port` (any listener).
+    fn readme_patterns(text: &str) -> Vec<String> {
+        let mut patterns = Vec::new();
+        for row in text.lines().filter(|l| l.starts_with("| `")) {
+            let first = row.split('|').nth(1).unwrap_or("");
+            let mut last = String::new();
+            for item in first.split(", ").map(|i| i.trim().trim_matches('`')) {
+                let key = match item.strip_prefix('.') {
+                    Some(leaf) => match last.rsplit_once('.') {
+                        Some((parent, _)) => format!("{parent}.{leaf}"),
+                        None => continue,
+                    },
+                    None => item.to_owned(),
+                };
+                last = key.clone();
+                patterns.push(key);
+            }
+        }
+        patterns
+    }
+
+    fn named_by(pattern: &str, key: &str) -> bool {
+        let (p, k): (Vec<&str>, Vec<&str>) =
+            (pattern.split('.').collect(), key.split('.').collect());
+        p.len() == k.len() && p.iter().zip(&k).all(|(p, k)| p == k || p.starts_with('<'))
+    }
+
+    /// A setting lives in four places (its default, its reading, the example file, the
+    /// README): they must agree.
+    #[test]
+    fn the_example_file_and_the_readme_show_every_setting_with_its_default() {
+        let (example, text) = repo_file("config/ctid.toml");
+        let loaded = load_with(
+            &example,
+            Environment::with_prefix("CTID_EXAMPLE_TEST").separator("__"),
+        )
+        .unwrap();
+        let mut expected = Settings::default();
+        // The example's own paths (documented in it), and the secret, which has no default.
+        expected.directory.path = loaded.directory.path.clone();
+        expected.store.path = loaded.store.path.clone();
+        expected.ami.secret = loaded.ami.secret.clone();
+        assert_eq!(format!("{loaded:#?}"), format!("{expected:#?}"));
+
+        let known = known_keys();
+        assert_eq!(keys_of_example(&text), known, "config/ctid.toml");
+        let (_, readme) = repo_file("README.md");
+        let patterns = readme_patterns(&readme);
+        let missing: Vec<&String> = known
+            .iter()
+            .filter(|k| !patterns.iter().any(|p| named_by(p, k)))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "not in the README's settings table: {missing:?}"
+        );
+    }
+
     fn load_str(text: &str, env: &[(&str, &str)]) -> Result<Settings, Vec<Problem>> {
         let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
         file.write_all(text.as_bytes()).unwrap();
