@@ -1,0 +1,328 @@
+//! Login (`login_id` -> `login_pass` -> `login_capas`) and resume: who the client is, and
+//! joining the partition of their context.
+
+use actix::prelude::*;
+use ctid_proto::commands::COMMANDS;
+use ctid_proto::cti::{timenow, ErrorCode, Reply, Request};
+use ctid_proto::directory::User;
+use log::{info, warn};
+use serde_json::{json, Value};
+
+use super::{disconnect, Phase, Session, PROTOCOL_VERSION};
+use crate::auth::{Resumable, DUMMY_HASH};
+use crate::partition::{Member, Partition, Subscribe, ALL};
+
+/// What ctid allows a logged-in user to send, as listed in `login_capas`.
+const REGCOMMANDS: [&str; 6] = [
+    "getlist",
+    "keepalive",
+    "logout",
+    "ipbxcommand",
+    "disposition",
+    "history",
+];
+
+/// A resume in progress: the events it asks for, and the request to answer.
+struct Resuming {
+    last_seq: u64,
+    commandid: Option<Value>,
+}
+
+impl Session {
+    pub(super) fn login_id(&mut self, req: Request, ctx: &mut Context<Self>) {
+        if let Err(code) = req.require(&["userlogin"]) {
+            return self.error("login_id", code, req.commandid.as_ref(), ctx);
+        }
+        let login = req.str("userlogin").unwrap_or_default().to_owned();
+        // Unknown logins get a session id too: this step must not reveal which logins exist.
+        let sessionid: String = (0..10).map(|_| fastrand::alphanumeric()).collect();
+        self.phase = Phase::LoginPass { login };
+        let reply = Reply::new("login_id")
+            .with("sessionid", sessionid)
+            .with("xivoversion", PROTOCOL_VERSION)
+            .reply_to(req.commandid.as_ref());
+        self.send(reply, ctx);
+    }
+
+    pub(super) fn login_pass(&mut self, req: Request, ctx: &mut Context<Self>) {
+        if let Err(code) = req.require(&["password"]) {
+            return self.error("login_pass", code, req.commandid.as_ref(), ctx);
+        }
+        let Phase::LoginPass { login } = std::mem::replace(&mut self.phase, Phase::Busy) else {
+            return;
+        };
+        let password = req.str("password").unwrap_or_default().to_owned();
+        let user = self.shared.directory.get().user_by_login(&login).cloned();
+        let phc = user
+            .as_ref()
+            .map_or_else(|| DUMMY_HASH.to_owned(), |u| u.password.clone());
+        let ip = self.peer.ip();
+        let delay = self.shared.throttle.delay(ip);
+        let checker = self.shared.checker.clone();
+        let check = async move {
+            tokio::time::sleep(delay).await;
+            match checker.verify(phc, password) {
+                Ok(answer) => Ok(answer.await),
+                Err(refused) => Err(refused),
+            }
+        };
+        let commandid = req.commandid;
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(check).map(move |ok, act, ctx| {
+                let ok = match ok {
+                    Ok(ok) => ok,
+                    Err(refused) => {
+                        warn!(
+                            "{}: login {login:?} not checked: password checks {refused}",
+                            act.who()
+                        );
+                        let reply = Reply::error("login_pass", &ErrorCode::LoginBusy)
+                            .reply_to(commandid.as_ref());
+                        act.send(reply, ctx);
+                        return act.close(None, "password checks busy", ctx);
+                    }
+                };
+                match user.filter(|_| ok) {
+                    Some(user) => {
+                        act.shared.throttle.succeeded(ip);
+                        act.phase = Phase::LoginCapas { user_id: user.id };
+                        let reply = Reply::new("login_pass")
+                            .with("capalist", json!([1]))
+                            .reply_to(commandid.as_ref());
+                        act.send(reply, ctx);
+                    }
+                    None => {
+                        act.shared.throttle.failed(ip);
+                        warn!(
+                            "{}: login {login:?} refused (wrong login or password)",
+                            act.who()
+                        );
+                        let reply = Reply::error("login_pass", &ErrorCode::LoginPassword)
+                            .reply_to(commandid.as_ref());
+                        act.send(reply, ctx);
+                        act.close(None, "login refused", ctx);
+                    }
+                }
+            }),
+        );
+    }
+
+    /// The partition a user's session belongs to: their context's, or `*` without context
+    /// separation; none for a user with no line under separation.
+    pub(super) fn partition_of(&self, user: &User) -> Option<String> {
+        if self.shared.partitions.separated() {
+            user.context().map(str::to_owned)
+        } else {
+            Some(ALL.to_owned())
+        }
+    }
+
+    fn identity(user: &User, key: Option<&str>) -> Reply {
+        let sees = key.is_some();
+        Reply::new("")
+            .with("userid", user.id.to_string())
+            .with("login", user.login.clone())
+            .with("fullname", user.fullname())
+            .with("context", user.context())
+            .with("ipbxid", "xivo")
+            .with(
+                "capas",
+                json!({
+                    "regcommands": if sees { REGCOMMANDS.to_vec() } else { vec!["keepalive", "logout"] },
+                    "ipbxcommands": if sees { COMMANDS.to_vec() } else { Vec::new() },
+                }),
+            )
+    }
+
+    pub(super) fn login_capas(&mut self, req: Request, ctx: &mut Context<Self>) {
+        let Phase::LoginCapas { user_id } = std::mem::replace(&mut self.phase, Phase::Busy) else {
+            return;
+        };
+        let Some(user) = self.shared.directory.get().user(user_id).cloned() else {
+            return self.close(
+                Some(ErrorCode::UserChanged),
+                "user deleted during login",
+                ctx,
+            );
+        };
+        let presence = req.str("state").unwrap_or("available").to_owned();
+        let key = self.partition_of(&user);
+        let Ok(token) = self.shared.tokens.issue(Resumable {
+            user_id,
+            partition: key.clone(),
+        }) else {
+            return self.close(
+                Some(ErrorCode::Shutdown),
+                "no random numbers for a resume token",
+                ctx,
+            );
+        };
+        self.cleanup.token = Some(token.clone());
+        let identity = Self::identity(&user, key.as_deref());
+        let commandid = req.commandid;
+        let p = presence.clone();
+        let ack = Box::new(move |seq: u64| {
+            identity
+                .with("class", "login_capas")
+                .with("appliname", "Client")
+                .with("presence", p)
+                .with("resume_token", token)
+                .with("seq", seq)
+                .reply_to(commandid.as_ref())
+                .encode(timenow())
+        });
+        self.join(user, key, presence, None, ack, ctx);
+    }
+
+    /// Joins the user's partition (queueing `ack`, then missed events for a resume) and
+    /// becomes ready.
+    fn join(
+        &mut self,
+        user: User,
+        key: Option<String>,
+        availstate: String,
+        resume: Option<Resuming>,
+        ack: crate::partition::Ack,
+        ctx: &mut Context<Self>,
+    ) {
+        let partition = key
+            .as_deref()
+            .and_then(|k| self.shared.partitions.slot(k))
+            .and_then(|s| s.get());
+        let Some(partition) = partition else {
+            if key.is_some() {
+                warn!(
+                    "{}: no partition for context {key:?} yet; the user sees nothing",
+                    self.who()
+                );
+            }
+            let _ = self
+                .outbox
+                .push(ack(0), || disconnect(&ErrorCode::SlowConsumer), true);
+            return self.ready(user, None, key, ctx);
+        };
+        let member = Member {
+            user_id: user.id,
+            availstate,
+            outbox: self.outbox.clone(),
+            session: ctx.address().recipient(),
+        };
+        let subscribe = partition.send(Subscribe {
+            session: self.id,
+            member,
+            resume_after: resume.as_ref().map(|r| r.last_seq),
+            ack,
+        });
+        // The partition queues the ack to the client itself: no client line may be handled
+        // before this session knows the subscription succeeded.
+        ctx.wait(actix::fut::wrap_future::<_, Self>(subscribe).map(
+            move |res, act, ctx| match res {
+                Ok(Ok(_seq)) => act.ready(user, Some(partition), key, ctx),
+                Ok(Err(code)) => {
+                    if let Some(resume) = resume {
+                        if let Some(token) = act.cleanup.token.take() {
+                            act.shared.tokens.revoke(&token);
+                        }
+                        act.phase = Phase::LoginId;
+                        act.error("resume", code, resume.commandid.as_ref(), ctx);
+                    } else {
+                        act.close(Some(code), "could not join its context", ctx);
+                    }
+                }
+                Err(_) => act.close(
+                    Some(ErrorCode::Shutdown),
+                    "its context partition is gone",
+                    ctx,
+                ),
+            },
+        ));
+    }
+
+    fn ready(
+        &mut self,
+        user: User,
+        partition: Option<Addr<Partition>>,
+        key: Option<String>,
+        ctx: &mut Context<Self>,
+    ) {
+        ctx.add_stream(self.shared.directory.changes());
+        let context = key.as_deref().unwrap_or("none");
+        info!(
+            "{} logged in as {} (context {context})",
+            self.who(),
+            user.login
+        );
+        self.cleanup.unauthenticated = None;
+        self.cleanup.partition = partition;
+        let (login, k) = (user.login.clone(), key.clone());
+        self.shared.registry.update(self.id, |info| {
+            info.login = Some(login);
+            info.partition = k;
+        });
+        self.phase = Phase::Ready {
+            user: Box::new(user),
+            partition: key,
+        };
+        // A change made while the login was under way came before the stream above.
+        let current = self.shared.directory.get();
+        self.follow(&current, ctx);
+    }
+
+    pub(super) fn resume(&mut self, req: Request, ctx: &mut Context<Self>) {
+        if let Err(code) = req.require(&["token", "last_seq"]) {
+            return self.error("resume", code, req.commandid.as_ref(), ctx);
+        }
+        let ip = self.peer.ip();
+        let last_seq = req.u64("last_seq").unwrap_or(0);
+        let Some(was) = req.str("token").and_then(|t| self.shared.tokens.take(t)) else {
+            self.shared.throttle.failed(ip);
+            return self.error(
+                "resume",
+                ErrorCode::ResyncRequired,
+                req.commandid.as_ref(),
+                ctx,
+            );
+        };
+        let user = self.shared.directory.get().user(was.user_id).cloned();
+        let Some(user) = user.filter(|u| self.partition_of(u) == was.partition) else {
+            return self.error(
+                "resume",
+                ErrorCode::UserChanged,
+                req.commandid.as_ref(),
+                ctx,
+            );
+        };
+        let Ok(token) = self.shared.tokens.issue(was.clone()) else {
+            return self.close(
+                Some(ErrorCode::Shutdown),
+                "no random numbers for a resume token",
+                ctx,
+            );
+        };
+        self.cleanup.token = Some(token.clone());
+        self.phase = Phase::Busy;
+        let identity = Self::identity(&user, was.partition.as_deref());
+        let commandid = req.commandid;
+        let resume = Resuming {
+            last_seq,
+            commandid: commandid.clone(),
+        };
+        let ack = Box::new(move |seq: u64| {
+            identity
+                .with("class", "resume")
+                .with("status", "ok")
+                .with("resume_token", token)
+                .with("seq", seq)
+                .reply_to(commandid.as_ref())
+                .encode(timenow())
+        });
+        self.join(
+            user,
+            was.partition,
+            "available".into(),
+            Some(resume),
+            ack,
+            ctx,
+        );
+    }
+}

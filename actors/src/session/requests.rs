@@ -1,0 +1,268 @@
+//! What a logged-in client asks: lists, call control, dispositions and history.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use ctid_proto::calls::Disposition;
+use ctid_proto::commands::{originate_reason, Plan, Wait};
+use ctid_proto::cti::{timenow, ErrorCode, Reply, Request};
+use ctid_proto::directory::{Directory, User};
+use ctid_proto::lists::{get_list, GetList, Scope};
+use log::{info, warn};
+use serde_json::Value;
+
+use super::{Phase, Session, Ticket};
+use crate::ami::{AmiRequest, Completion};
+use crate::partition::ALL;
+use crate::router::{PlanCommand, SetDisposition};
+use crate::store::{Disposer, HistoryFilter};
+
+/// Most history rows a client may ask for at once.
+const MAX_HISTORY: u64 = 1000;
+
+fn disposition_reply(call_id: String, outcome: Result<(), ErrorCode>) -> Reply {
+    let reply = Reply::new("disposition").with("call_id", call_id);
+    match outcome {
+        Ok(()) => reply.with("response", "ok"),
+        Err(code) => reply
+            .with("response", "ko")
+            .with("error_string", code.to_string()),
+    }
+}
+
+impl Session {
+    /// Answers from a snapshot of the partition, built here: a large list costs this
+    /// session's thread, not the partition's events.
+    pub(super) fn getlist(&mut self, req: Request, ctx: &mut Context<Self>) {
+        let commandid = req.commandid.clone();
+        let key = match &self.phase {
+            Phase::Ready {
+                partition: Some(key),
+                ..
+            } if self.cleanup.partition.is_some() => key.clone(),
+            _ => return self.error("getlist", ErrorCode::Unallowed, commandid.as_ref(), ctx),
+        };
+        if let Err(code) = req.require(&["function", "listname"]) {
+            return self.error("getlist", code, commandid.as_ref(), ctx);
+        }
+        let tid = match req.fields.get("tid") {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let asked = GetList {
+            function: req.str("function").unwrap_or_default().to_owned(),
+            listname: req.str("listname").unwrap_or_default().to_owned(),
+            tid,
+        };
+        let scope = if key == ALL {
+            Scope::All
+        } else {
+            Scope::Context(&key)
+        };
+        let live = self.shared.partitions.live(&key);
+        match get_list(&asked, &self.shared.directory.get(), scope, &live) {
+            Ok(reply) => self.send(reply.reply_to(commandid.as_ref()), ctx),
+            Err(code) => self.error("getlist", code, commandid.as_ref(), ctx),
+        }
+    }
+
+    /// The logged-in user as the directory has them now (their line may have changed), and
+    /// the session's partition key; None if they were deleted or moved (the session is
+    /// closing).
+    fn me(&self) -> Option<(User, Option<&str>)> {
+        let Phase::Ready { partition, .. } = &self.phase else {
+            return None;
+        };
+        let now = self.current_user(&self.shared.directory.get())?;
+        Some((now, partition.as_deref()))
+    }
+
+    /// The session's user as `dir` has them, if they still belong to the session's partition.
+    pub(super) fn current_user(&self, dir: &Directory) -> Option<User> {
+        let Phase::Ready { user, partition } = &self.phase else {
+            return None;
+        };
+        dir.user(user.id)
+            .filter(|now| self.partition_of(now) == *partition)
+            .cloned()
+    }
+
+    pub(super) fn ipbxcommand(&mut self, req: Request, ticket: Ticket, ctx: &mut Context<Self>) {
+        let commandid = req.commandid.clone();
+        let command = req.str("command").unwrap_or_default().to_owned();
+        let Some(router) = self.shared.router.get() else {
+            return self.error("ipbxcommand", ErrorCode::Shutdown, commandid.as_ref(), ctx);
+        };
+        let Some((user, partition)) = self.me() else {
+            return self.error("ipbxcommand", ErrorCode::Unallowed, commandid.as_ref(), ctx);
+        };
+        let planning = router.send(PlanCommand {
+            request: req,
+            user,
+            partition: partition.map(str::to_owned),
+        });
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(planning).map(
+            move |res, act, ctx| match res {
+                Ok(Ok(plan)) => {
+                    let ack = Reply::new("ipbxcommand")
+                        .with("command", command)
+                        .with("ipbxreply", "sent")
+                        .reply_to(commandid.as_ref());
+                    act.send(ack, ctx);
+                    act.execute(plan, commandid, ticket, ctx);
+                }
+                Ok(Err(code)) => {
+                    if code == ErrorCode::Unallowed {
+                        warn!("{}: {command} refused: unallowed", act.who());
+                    }
+                    let reply = Reply::error("ipbxcommand", &code)
+                        .with("command", command)
+                        .reply_to(commandid.as_ref());
+                    act.send(reply, ctx);
+                }
+                Err(_) => act.error("ipbxcommand", ErrorCode::Shutdown, commandid.as_ref(), ctx),
+            },
+        ));
+    }
+
+    /// Runs a plan's actions in order on the AMI link; the first failure is the outcome.
+    fn execute(
+        &mut self,
+        plan: Plan,
+        commandid: Option<Value>,
+        ticket: Ticket,
+        ctx: &mut Context<Self>,
+    ) {
+        let link = self.shared.link.clone();
+        let socket = self.shared.config.stall;
+        let ring = Duration::from_millis(self.shared.commands.originate_timeout_ms);
+        let run = async move {
+            for step in plan.steps {
+                let Some(link) = link.get() else {
+                    return Err("AMI link is down (not running)".to_owned());
+                };
+                let (completion, timeout) = match step.wait {
+                    Wait::Response => (Completion::Response, socket),
+                    Wait::Event(name) => (Completion::Event(name), ring + socket),
+                };
+                let request = AmiRequest {
+                    packet: step.packet,
+                    completion,
+                    timeout: Some(timeout),
+                };
+                let reply = match link.send(request).await {
+                    Ok(Ok(reply)) => reply,
+                    Ok(Err(e)) => return Err(e.to_string()),
+                    Err(_) => return Err("AMI link stopped".to_owned()),
+                };
+                match reply.outcome() {
+                    Ok(()) => {}
+                    Err(m) if step.tolerate == Some(m.as_str()) => {}
+                    Err(_) if matches!(step.wait, Wait::Event(_)) && !reply.events.is_empty() => {
+                        return Err(originate_reason(reply.events[0].get("Reason")));
+                    }
+                    Err(m) => return Err(m),
+                }
+            }
+            Ok(())
+        };
+        let command = plan.command;
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(run).map(move |outcome, act, ctx| {
+                drop(ticket);
+                let reply = Reply::new("ipbxcommand").with("command", command.clone());
+                let reply = match outcome {
+                    Ok(()) => reply.with("response", "ok"),
+                    Err(message) => {
+                        info!("{}: {command} failed: {message}", act.who());
+                        reply.with("response", "ko").with("message", message)
+                    }
+                };
+                act.send(reply.reply_to(commandid.as_ref()), ctx);
+            }),
+        );
+    }
+
+    pub(super) fn disposition(&mut self, req: Request, ticket: Ticket, ctx: &mut Context<Self>) {
+        let commandid = req.commandid.clone();
+        if let Err(code) = req.require(&["call_id", "code"]) {
+            return self.error("disposition", code, commandid.as_ref(), ctx);
+        }
+        let Some(router) = self.shared.router.get() else {
+            return self.error("disposition", ErrorCode::Shutdown, commandid.as_ref(), ctx);
+        };
+        let call_id = req.str("call_id").unwrap_or_default().to_owned();
+        let Some((user, partition @ Some(_))) = self.me() else {
+            let reply = disposition_reply(call_id, Err(ErrorCode::Unallowed));
+            return self.send(reply.reply_to(commandid.as_ref()), ctx);
+        };
+        let set = router.send(SetDisposition {
+            call_id: call_id.clone(),
+            disposition: Disposition {
+                code: req.str("code").unwrap_or_default().to_owned(),
+                note: req.str("note").map(str::to_owned),
+                by: user.login.clone(),
+                at: timenow(),
+            },
+            by: Disposer {
+                login: user.login.clone(),
+                line: user.line.as_ref().map(|l| l.interface.clone()),
+                context: partition.filter(|p| *p != ALL).map(str::to_owned),
+                supervisor: user.supervisor,
+            },
+        });
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(set).map(move |res, act, ctx| {
+                drop(ticket);
+                let outcome = res.unwrap_or(Err(ErrorCode::Shutdown));
+                act.send(
+                    disposition_reply(call_id, outcome).reply_to(commandid.as_ref()),
+                    ctx,
+                );
+            }),
+        );
+    }
+
+    pub(super) fn history(&mut self, req: Request, ticket: Ticket, ctx: &mut Context<Self>) {
+        let commandid = req.commandid.clone();
+        let Some(partition) = self.me().and_then(|(_, p)| p.map(str::to_owned)) else {
+            return self.error("history", ErrorCode::Unallowed, commandid.as_ref(), ctx);
+        };
+        let Some(store) = self.shared.store.clone() else {
+            return self.error(
+                "history",
+                ErrorCode::StoreUnavailable,
+                commandid.as_ref(),
+                ctx,
+            );
+        };
+        let number = |k: &str| req.fields.get(k).and_then(Value::as_f64);
+        let filter = HistoryFilter {
+            context: (partition != ALL).then_some(partition),
+            number: req.str("number").map(str::to_owned),
+            from: number("from"),
+            to: number("to"),
+            queue: req.str("queue").map(str::to_owned),
+            agent: req.str("agent").map(str::to_owned),
+            limit: req.u64("limit").unwrap_or(50).clamp(1, MAX_HISTORY) as usize,
+        };
+        let query = store.history(filter);
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(query).map(move |res, act, ctx| {
+                drop(ticket);
+                let calls = match res {
+                    Ok(calls) => calls,
+                    Err(e) => {
+                        warn!("{}: history failed: {e}", act.who());
+                        return act.error("history", e.code(), commandid.as_ref(), ctx);
+                    }
+                };
+                let reply = Reply::new("history")
+                    .with("calls", calls)
+                    .reply_to(commandid.as_ref());
+                act.send(reply, ctx);
+            }),
+        );
+    }
+}
