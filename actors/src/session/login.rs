@@ -2,7 +2,7 @@
 //! joining the partition of their context.
 
 use actix::prelude::*;
-use ctid_proto::commands::COMMANDS;
+use ctid_proto::commands::commands;
 use ctid_proto::cti::{timenow, ErrorCode, Reply, Request};
 use ctid_proto::directory::User;
 use log::{info, warn};
@@ -129,7 +129,7 @@ impl Session {
                 "capas",
                 json!({
                     "regcommands": if sees { REGCOMMANDS.to_vec() } else { vec!["keepalive", "logout"] },
-                    "ipbxcommands": if sees { COMMANDS.to_vec() } else { Vec::new() },
+                    "ipbxcommands": if sees { commands().collect() } else { Vec::new() },
                 }),
             )
     }
