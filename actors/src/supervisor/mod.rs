@@ -8,167 +8,25 @@
 //! instance of a child across restarts.
 
 use std::any::Any;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use actix_rt::ArbiterHandle;
 use futures_util::future::{AbortHandle, Abortable};
 use futures_util::FutureExt;
 use log::{error, info, warn};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 use crate::settings::human_duration;
 
-/// The live address of a supervised actor, updated on every restart.
-pub struct Slot<A: Actor>(Arc<watch::Sender<Option<Addr<A>>>>);
+mod report;
+mod slot;
 
-impl<A: Actor> Clone for Slot<A> {
-    fn clone(&self) -> Self {
-        Slot(self.0.clone())
-    }
-}
-
-impl<A: Actor> Default for Slot<A> {
-    fn default() -> Self {
-        Slot(Arc::new(watch::channel(None).0))
-    }
-}
-
-impl<A: Actor> Slot<A> {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The current address, if the actor is running.
-    pub fn get(&self) -> Option<Addr<A>> {
-        self.0.borrow().clone().filter(Addr::connected)
-    }
-
-    fn set(&self, addr: Option<Addr<A>>) {
-        self.0.send_replace(addr);
-    }
-
-    /// Clears the slot if it still holds `addr` (a newer instance may already be there).
-    fn clear_if(&self, addr: &Addr<A>) {
-        self.0.send_if_modified(|cur| match cur {
-            Some(a) if a == addr => {
-                *cur = None;
-                true
-            }
-            _ => false,
-        });
-    }
-
-    /// Waits until the slot holds a running actor other than `old` and returns it.
-    pub async fn next_after(&self, old: Option<&Addr<A>>) -> Addr<A> {
-        let mut rx = self.0.subscribe();
-        loop {
-            if let Some(addr) = rx.borrow_and_update().clone().filter(Addr::connected) {
-                if Some(&addr) != old {
-                    return addr;
-                }
-            }
-            if rx.changed().await.is_err() {
-                // The sender lives in `self`, so it cannot be gone while we borrow it.
-                std::future::pending::<()>().await;
-            }
-        }
-    }
-
-    /// A recipient view of this slot for message type `M`.
-    pub fn outlet<M>(&self) -> Outlet<M>
-    where
-        A: Handler<M>,
-        A::Context: ToEnvelope<A, M>,
-        M: Message + Send + 'static,
-        M::Result: Send,
-    {
-        let slot = self.clone();
-        Outlet::from_source(Arc::new(move || slot.get().map(|a| a.recipient())))
-    }
-}
-
-type Source<M> = Arc<dyn Fn() -> Option<Recipient<M>> + Send + Sync>;
-
-/// Where an actor sends one kind of message: whichever instance of a supervised actor is
-/// live at the time, or nowhere.
-///
-/// The recipient is kept between sends and only looked up again once it has closed: actix's
-/// `try_send` always queues the message and then parks the *sending handle* when the
-/// mailbox is over capacity, so only a reused handle ever sees `Full`. A fresh handle per
-/// send would make every mailbox unbounded.
-pub struct Outlet<M: Message + Send>
-where
-    M::Result: Send,
-{
-    source: Option<Source<M>>,
-    cached: Option<Recipient<M>>,
-}
-
-impl<M: Message + Send> Clone for Outlet<M>
-where
-    M::Result: Send,
-{
-    fn clone(&self) -> Self {
-        Outlet {
-            source: self.source.clone(),
-            cached: None,
-        }
-    }
-}
-
-impl<M: Message + Send + 'static> Outlet<M>
-where
-    M::Result: Send,
-{
-    /// An outlet that drops every message.
-    pub fn none() -> Self {
-        Outlet {
-            source: None,
-            cached: None,
-        }
-    }
-
-    /// An outlet to one fixed recipient.
-    pub fn to(recipient: Recipient<M>) -> Self {
-        Outlet {
-            source: Some(Arc::new(move || Some(recipient.clone()))),
-            cached: None,
-        }
-    }
-
-    fn from_source(source: Source<M>) -> Self {
-        Outlet {
-            source: Some(source),
-            cached: None,
-        }
-    }
-
-    pub fn is_none(&self) -> bool {
-        self.source.is_none()
-    }
-
-    /// The live recipient, if any.
-    pub fn get(&mut self) -> Option<&Recipient<M>> {
-        if !self.cached.as_ref().is_some_and(Recipient::connected) {
-            self.cached = self.source.as_ref().and_then(|f| f());
-        }
-        self.cached.as_ref()
-    }
-
-    /// Sends without waiting: `Full` when the recipient's mailbox is over capacity,
-    /// `Closed` when there is no live recipient.
-    pub fn try_send(&mut self, msg: M) -> Result<(), SendError<M>> {
-        match self.get() {
-            Some(r) => r.try_send(msg),
-            None => Err(SendError::Closed(msg)),
-        }
-    }
-}
+pub use report::{ChildState, ChildStatus, Report};
+pub use slot::{Outlet, Slot};
 
 /// Lets a supervised actor say why it stopped; an actor that stops without a note stopped
 /// normally.
@@ -370,77 +228,6 @@ where
             }
         }),
         abort,
-    }
-}
-
-/// The state of one supervised actor, as the info console shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ChildState {
-    Running,
-    Stopped,
-    /// Exceeded its restart intensity.
-    GivenUp,
-}
-
-#[derive(Clone, Debug)]
-pub struct ChildStatus {
-    pub state: ChildState,
-    pub started: SystemTime,
-    pub restarts: u64,
-    pub last_failure: Option<(SystemTime, String)>,
-}
-
-/// Restart counts and last failures of every supervised actor, by path (`root/ami`).
-#[derive(Clone, Default)]
-pub struct Report(Arc<Mutex<BTreeMap<String, ChildStatus>>>);
-
-impl Report {
-    pub fn snapshot(&self) -> BTreeMap<String, ChildStatus> {
-        lock(&self.0).clone()
-    }
-
-    pub fn get(&self, path: &str) -> Option<ChildStatus> {
-        lock(&self.0).get(path).cloned()
-    }
-
-    pub(crate) fn started(&self, path: &str) {
-        let mut map = lock(&self.0);
-        let entry = map.entry(path.to_owned()).or_insert(ChildStatus {
-            state: ChildState::Running,
-            started: SystemTime::now(),
-            restarts: 0,
-            last_failure: None,
-        });
-        entry.state = ChildState::Running;
-        entry.started = SystemTime::now();
-    }
-
-    /// A worker thread (not an actor) caught a panic and goes on with a fresh state.
-    pub(crate) fn restarted(&self, path: &str, why: &str) {
-        self.started(path);
-        let mut map = lock(&self.0);
-        if let Some(entry) = map.get_mut(path) {
-            entry.restarts += 1;
-            entry.last_failure = Some((SystemTime::now(), format!("panicked: {why}")));
-        }
-    }
-
-    fn exited(&self, path: &str, exit: &Exit, restarting: bool, given_up: bool) {
-        let mut map = lock(&self.0);
-        let Some(entry) = map.get_mut(path) else {
-            return;
-        };
-        if !matches!(exit, Exit::Normal) {
-            entry.last_failure = Some((SystemTime::now(), exit.describe()));
-        }
-        if restarting {
-            entry.restarts += 1;
-        }
-        entry.state = if given_up {
-            ChildState::GivenUp
-        } else {
-            ChildState::Stopped
-        };
     }
 }
 
