@@ -5,6 +5,7 @@
 
 pub mod ami;
 pub mod announce;
+pub mod ask;
 pub mod auth;
 pub mod directory;
 pub mod fagi;

@@ -70,21 +70,13 @@ pub struct Reconcile {
 /// Builds the line a session gets right before its events, given the current sequence.
 pub type Ack = Box<dyn FnOnce(u64) -> Bytes + Send>;
 
-/// Subscribes a session: `ack` is queued first, then (for a resume) every kept event after
+/// A session joining: `ack` is queued first, then (for a resume) every kept event after
 /// `resume_after`, then live events, with no gap and no duplicate.
-#[derive(Message)]
-#[rtype(result = "Result<u64, ErrorCode>")]
 pub struct Subscribe {
     pub session: SessionId,
     pub member: Member,
     pub resume_after: Option<u64>,
     pub ack: Ack,
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Unsubscribe {
-    pub session: SessionId,
 }
 
 /// Counters of one partition.
@@ -414,6 +406,19 @@ impl Partitions {
         self.core(key).map(|c| lock(&c).live()).unwrap_or_default()
     }
 
+    /// Makes a session a member of partition `key`, under its lock: nothing to wait for,
+    /// even while the partition's actor is busy or restarting. None if there is no such
+    /// partition.
+    pub fn subscribe(&self, key: &str, sub: Subscribe) -> Option<Result<u64, ErrorCode>> {
+        self.core(key).map(|c| lock(&c).subscribe(sub))
+    }
+
+    pub fn unsubscribe(&self, key: &str, session: SessionId) {
+        if let Some(core) = self.core(key) {
+            lock(&core).leave(session);
+        }
+    }
+
     pub fn keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.read().keys().cloned().collect();
         keys.sort();
@@ -528,22 +533,6 @@ impl Handler<Reconcile> for Partition {
     fn handle(&mut self, msg: Reconcile, _: &mut Context<Self>) {
         let slow = lock(&self.core).reconcile(&msg.live);
         Self::kick(slow);
-    }
-}
-
-impl Handler<Subscribe> for Partition {
-    type Result = Result<u64, ErrorCode>;
-
-    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
-        lock(&self.core).subscribe(msg)
-    }
-}
-
-impl Handler<Unsubscribe> for Partition {
-    type Result = ();
-
-    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) {
-        lock(&self.core).leave(msg.session);
     }
 }
 

@@ -26,6 +26,7 @@ use log::{debug, error, info, warn};
 use crate::ami::{
     AmiError, AmiEvents, AmiItem, AmiLink, AmiRequest, LinkChanged, LinkState, LinkStats, ListTag,
 };
+use crate::ask::{ask, Unanswered};
 use crate::directory::DirectoryHandle;
 use crate::metrics::Metrics;
 use crate::partition::{Change, PartitionEvents, Partitions, Reconcile, ALL};
@@ -274,19 +275,23 @@ impl Router {
                 (queues, (List::Queues, None)),
             ]),
         });
-        let ask = async move {
-            let list =
-                |action, tag| link.send(AmiRequest::in_stream(AmiPacket::action(action), tag));
+        let limit = self.resync_bound;
+        let asking = async move {
+            let list = |action, tag| {
+                let request = AmiRequest::in_stream(AmiPacket::action(action), tag);
+                ask(&link, request, limit)
+            };
             let sent = list("CoreShowChannels", channels).await;
             let queues_sent = list("QueueStatus", queues).await;
             (sent, queues_sent)
         };
-        ctx.spawn(actix::fut::wrap_future::<_, Self>(ask).map(
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(asking).map(
             move |(sent, queues_sent), act, _| {
-                let failed = |r: Result<Result<_, AmiError>, MailboxError>| match r {
+                let failed = |r: Result<Result<_, AmiError>, Unanswered>| match r {
                     Ok(Ok(_)) => None,
                     Ok(Err(e)) => Some(e.to_string()),
-                    Err(_) => Some("the AMI link stopped".to_owned()),
+                    Err(Unanswered::Late) => Some("the AMI link is busy".to_owned()),
+                    Err(Unanswered::Gone) => Some("the AMI link stopped".to_owned()),
                 };
                 let Some(resync) = act.resyncing.as_mut().filter(|r| r.number == number) else {
                     return;

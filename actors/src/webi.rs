@@ -14,8 +14,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
+use crate::ask::{ask, Unanswered};
 use crate::directory::{DirectoryWatcher, ReloadNow};
 use crate::listener::Accept;
+use crate::settings::human_duration;
 use crate::supervisor::Slot;
 
 const MAX_LINE: usize = 1024;
@@ -88,13 +90,25 @@ fn present(dir: &Directory, kind: &str, id: &str) -> bool {
     }
 }
 
-async fn answer(line: &str, directory: &Slot<DirectoryWatcher>) -> Result<(), String> {
+async fn answer(
+    line: &str,
+    directory: &Slot<DirectoryWatcher>,
+    timeout: Duration,
+) -> Result<(), String> {
     let command = parse(line)?;
     let watcher = directory.get().ok_or("the directory is restarting")?;
-    let dir = watcher
-        .send(ReloadNow)
-        .await
-        .map_err(|_| "the directory is restarting".to_owned())??;
+    // A reload reads the file, or asks the web service within `timeout`.
+    let limit = timeout * 2;
+    let dir = match ask(&watcher, ReloadNow, limit).await {
+        Ok(loaded) => loaded?,
+        Err(Unanswered::Late) => {
+            return Err(format!(
+                "the directory did not reload within {}",
+                human_duration(limit)
+            ))
+        }
+        Err(Unanswered::Gone) => return Err("the directory is restarting".into()),
+    };
     match command {
         Command::Reload => Ok(()),
         Command::Object { kind, verb, id } => match (verb.as_str(), present(&dir, &kind, &id)) {
@@ -130,7 +144,7 @@ async fn serve(
         if line.trim().is_empty() {
             continue;
         }
-        let reply = match answer(&line, &directory).await {
+        let reply = match answer(&line, &directory, timeout).await {
             Ok(()) => {
                 info!("webi: {peer}: {} done", line.trim());
                 "CTID-WEBI:OK\n".to_owned()

@@ -59,6 +59,8 @@ pub enum ErrorCode {
     Kicked,
     /// Too many requests of the session still unanswered.
     TooManyRequests,
+    /// The part of ctid that answers this did not within `timeouts.socket`.
+    Busy,
 }
 
 impl fmt::Display for ErrorCode {
@@ -85,6 +87,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::LoginBusy => "login_busy",
             ErrorCode::Kicked => "kicked",
             ErrorCode::TooManyRequests => "too_many_requests",
+            ErrorCode::Busy => "busy",
         };
         f.write_str(s)
     }

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::{disconnect, Phase, Session, PROTOCOL_VERSION};
 use crate::auth::{Resumable, DUMMY_HASH};
-use crate::partition::{Member, Partition, Subscribe, ALL};
+use crate::partition::{Member, Subscribe, ALL};
 
 /// What ctid allows a logged-in user to send, as listed in `login_capas`.
 const REGCOMMANDS: [&str; 6] = [
@@ -185,14 +185,13 @@ impl Session {
         ack: crate::partition::Ack,
         ctx: &mut Context<Self>,
     ) {
-        let partition = key
-            .as_deref()
-            .and_then(|k| self.shared.partitions.slot(k))
-            .and_then(|s| s.get());
-        let Some(partition) = partition else {
-            if key.is_some() {
+        let Some(k) = key
+            .clone()
+            .filter(|k| self.shared.partitions.core(k).is_some())
+        else {
+            if let Some(k) = &key {
                 warn!(
-                    "{}: no partition for context {key:?} yet; the user sees nothing",
+                    "{}: no partition for context {k:?} yet; the user sees nothing",
                     self.who()
                 );
             }
@@ -207,41 +206,37 @@ impl Session {
             outbox: self.outbox.clone(),
             session: ctx.address().recipient(),
         };
-        let subscribe = partition.send(Subscribe {
+        let sub = Subscribe {
             session: self.id,
             member,
             resume_after: resume.as_ref().map(|r| r.last_seq),
             ack,
-        });
-        // The partition queues the ack to the client itself: no client line may be handled
-        // before this session knows the subscription succeeded.
-        ctx.wait(actix::fut::wrap_future::<_, Self>(subscribe).map(
-            move |res, act, ctx| match res {
-                Ok(Ok(_seq)) => act.ready(user, Some(partition), key, ctx),
-                Ok(Err(code)) => {
-                    if let Some(resume) = resume {
-                        if let Some(token) = act.cleanup.token.take() {
-                            act.shared.tokens.revoke(&token);
-                        }
-                        act.phase = Phase::LoginId;
-                        act.error("resume", code, resume.commandid.as_ref(), ctx);
-                    } else {
-                        act.close(Some(code), "could not join its context", ctx);
+        };
+        // The partition queues the ack itself, under its lock, before any later event.
+        match self.shared.partitions.subscribe(&k, sub) {
+            Some(Ok(_seq)) => self.ready(user, Some(k), key, ctx),
+            Some(Err(code)) => match resume {
+                Some(resume) => {
+                    if let Some(token) = self.cleanup.token.take() {
+                        self.shared.tokens.revoke(&token);
                     }
+                    self.phase = Phase::LoginId;
+                    self.error("resume", code, resume.commandid.as_ref(), ctx);
                 }
-                Err(_) => act.close(
-                    Some(ErrorCode::Shutdown),
-                    "its context partition is gone",
-                    ctx,
-                ),
+                None => self.close(Some(code), "could not join its context", ctx),
             },
-        ));
+            None => self.close(
+                Some(ErrorCode::Shutdown),
+                "its context partition is gone",
+                ctx,
+            ),
+        }
     }
 
     fn ready(
         &mut self,
         user: User,
-        partition: Option<Addr<Partition>>,
+        partition: Option<String>,
         key: Option<String>,
         ctx: &mut Context<Self>,
     ) {

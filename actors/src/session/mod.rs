@@ -34,7 +34,7 @@ use crate::auth::{LoginThrottle, PasswordChecker, ResumeTokens};
 use crate::directory::DirectoryHandle;
 use crate::net::BoxedIo;
 use crate::outbox::{write_outbox, Budget, Outbox, Writers};
-use crate::partition::{Kick, Partition, Partitions, SessionId, Unsubscribe};
+use crate::partition::{Kick, Partitions, SessionId};
 use crate::router::Router;
 use crate::settings::human_duration;
 use crate::store::Queries;
@@ -46,7 +46,7 @@ const MAX_ERRORS: u32 = 10;
 /// The client protocol version ctid speaks.
 pub const PROTOCOL_VERSION: &str = "2.0";
 
-/// Most requests a session may have unanswered (getlist, ipbxcommand, disposition, history):
+/// Most requests a session may have unanswered (ipbxcommand, disposition, history):
 /// they queue in actors every tenant shares.
 const MAX_IN_FLIGHT: usize = 16;
 
@@ -84,7 +84,8 @@ struct Cleanup {
     id: SessionId,
     shared: Arc<SessionShared>,
     outbox: Arc<Outbox>,
-    partition: Option<Addr<Partition>>,
+    /// The key of the partition the session is a member of.
+    partition: Option<String>,
     token: Option<String>,
     /// The client logged out: its token cannot be resumed.
     logged_out: bool,
@@ -94,8 +95,8 @@ struct Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         self.outbox.close(None);
-        if let Some(p) = &self.partition {
-            p.do_send(Unsubscribe { session: self.id });
+        if let Some(key) = &self.partition {
+            self.shared.partitions.unsubscribe(key, self.id);
         }
         self.shared.registry.lock().remove(&self.id);
         if let Some(token) = &self.token {

@@ -13,8 +13,10 @@ use serde_json::Value;
 
 use super::{Phase, Session, Ticket};
 use crate::ami::{AmiRequest, Completion};
+use crate::ask::{ask, Unanswered};
 use crate::partition::ALL;
 use crate::router::{PlanCommand, SetDisposition};
+use crate::settings::human_duration;
 use crate::store::{Disposer, HistoryFilter};
 
 /// Most history rows a client may ask for at once.
@@ -27,6 +29,14 @@ fn disposition_reply(call_id: String, outcome: Result<(), ErrorCode>) -> Reply {
         Err(code) => reply
             .with("response", "ko")
             .with("error_string", code.to_string()),
+    }
+}
+
+/// What a client is told when the router did not answer.
+fn unanswered(why: Unanswered) -> ErrorCode {
+    match why {
+        Unanswered::Late => ErrorCode::Busy,
+        Unanswered::Gone => ErrorCode::Shutdown,
     }
 }
 
@@ -97,11 +107,13 @@ impl Session {
         let Some((user, partition)) = self.me() else {
             return self.error("ipbxcommand", ErrorCode::Unallowed, commandid.as_ref(), ctx);
         };
-        let planning = router.send(PlanCommand {
+        let ask_plan = PlanCommand {
             request: req,
             user,
             partition: partition.map(str::to_owned),
-        });
+        };
+        let limit = self.shared.config.stall;
+        let planning = async move { ask(&router, ask_plan, limit).await };
         ctx.spawn(actix::fut::wrap_future::<_, Self>(planning).map(
             move |res, act, ctx| match res {
                 Ok(Ok(plan)) => {
@@ -121,7 +133,7 @@ impl Session {
                         .reply_to(commandid.as_ref());
                     act.send(reply, ctx);
                 }
-                Err(_) => act.error("ipbxcommand", ErrorCode::Shutdown, commandid.as_ref(), ctx),
+                Err(why) => act.error("ipbxcommand", unanswered(why), commandid.as_ref(), ctx),
             },
         ));
     }
@@ -151,10 +163,17 @@ impl Session {
                     completion,
                     timeout: Some(timeout),
                 };
-                let reply = match link.send(request).await {
+                // The link times the action out itself; this bounds its mailbox too.
+                let reply = match ask(&link, request, timeout + socket).await {
                     Ok(Ok(reply)) => reply,
                     Ok(Err(e)) => return Err(e.to_string()),
-                    Err(_) => return Err("AMI link stopped".to_owned()),
+                    Err(Unanswered::Late) => {
+                        return Err(format!(
+                            "AMI link busy (no answer within {})",
+                            human_duration(timeout + socket)
+                        ))
+                    }
+                    Err(Unanswered::Gone) => return Err("AMI link stopped".to_owned()),
                 };
                 match reply.outcome() {
                     Ok(()) => {}
@@ -197,7 +216,8 @@ impl Session {
             let reply = disposition_reply(call_id, Err(ErrorCode::Unallowed));
             return self.send(reply.reply_to(commandid.as_ref()), ctx);
         };
-        let set = router.send(SetDisposition {
+        let limit = self.shared.config.stall;
+        let asked = SetDisposition {
             call_id: call_id.clone(),
             disposition: Disposition {
                 code: req.str("code").unwrap_or_default().to_owned(),
@@ -211,11 +231,12 @@ impl Session {
                 context: partition.filter(|p| *p != ALL).map(str::to_owned),
                 supervisor: user.supervisor,
             },
-        });
+        };
+        let set = async move { ask(&router, asked, limit).await };
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(set).map(move |res, act, ctx| {
                 drop(ticket);
-                let outcome = res.unwrap_or(Err(ErrorCode::Shutdown));
+                let outcome = res.unwrap_or_else(|why| Err(unanswered(why)));
                 act.send(
                     disposition_reply(call_id, outcome).reply_to(commandid.as_ref()),
                     ctx,
