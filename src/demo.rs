@@ -44,9 +44,10 @@ fn demo_store() -> PathBuf {
 
 fn settings(args: &DemoArgs, ami_port: u16) -> Settings {
     let mut s = Settings::default();
-    s.ami.port = ami_port;
-    s.ami.username = "cti".into();
-    s.ami.secret = ctid_actors::settings::Secret::new("ctipass");
+    let ami = &mut s.pbxes[0].ami;
+    ami.port = ami_port;
+    ami.username = "cti".into();
+    ami.secret = ctid_actors::settings::Secret::new("ctipass");
     s.directory.path = args.directory.clone();
     s.store.path = demo_store();
     s.listen.cti.address = [127, 0, 0, 1].into();

@@ -20,6 +20,7 @@ use ctid_actors::listener::{CtiAccept, TcpService};
 use ctid_actors::metrics::Metrics;
 use ctid_actors::outbox::{Budget, Writers};
 use ctid_actors::partition::{Partitions, ReplayLimits};
+use ctid_actors::pbx::{Pbx, Pbxes};
 use ctid_actors::records::Records;
 use ctid_actors::router::{Router, RouterConfig};
 use ctid_actors::session::{SessionConfig, SessionRegistry, SessionShared};
@@ -54,7 +55,8 @@ pub struct Prepared {
     /// The settings file, as shown by the console.
     pub config: PathBuf,
     pub directory: Directory,
-    pub link: LinkConfig,
+    /// One per PBX.
+    pub links: Vec<LinkConfig>,
     pub sockets: Sockets,
 }
 
@@ -78,8 +80,13 @@ fn bind(name: &str, l: &Listener) -> Result<Option<Arc<TcpListener>>, Refusal> {
         .map_err(|e| refusal(name, l, &e))
 }
 
-/// What the settings name, loaded and checked: the directory, TLS material.
-type Loaded = (Directory, LinkConfig, Option<Arc<rustls::ServerConfig>>);
+/// What the settings name, loaded and checked: the directory, each PBX's link, TLS
+/// material.
+type Loaded = (
+    Directory,
+    Vec<LinkConfig>,
+    Option<Arc<rustls::ServerConfig>>,
+);
 
 /// Loads what the settings name; on failure, every problem, one per item.
 fn load(settings: &Settings) -> Result<Loaded, Vec<String>> {
@@ -88,10 +95,19 @@ fn load(settings: &Settings) -> Result<Loaded, Vec<String>> {
             info!("directory: loading from {url}");
             Ok(Directory::default())
         }
-        None => load_file(&settings.directory.path).map_err(|e| format!("directory.path: {e}")),
+        None => load_file(&settings.directory.path, &settings.pbx_names())
+            .map_err(|e| format!("directory.path: {e}")),
     };
-    let link = LinkConfig::new(settings.ami.clone(), settings.timeouts.socket)
-        .map_err(|e| format!("ami.tls_ca: {e}"));
+    let mut problems = Vec::new();
+    let links: Vec<LinkConfig> = settings
+        .pbxes
+        .iter()
+        .filter_map(|pbx| {
+            LinkConfig::new(pbx, settings.timeouts.socket)
+                .map_err(|e| problems.push(format!("{}.tls_ca: {e}", pbx.section)))
+                .ok()
+        })
+        .collect();
     let ctis = &settings.listen.ctis;
     let ctis_tls = match (&ctis.cert, &ctis.key) {
         (Some(cert), Some(key)) if ctis.listener.enabled => tls::server_config(cert, key)
@@ -99,9 +115,13 @@ fn load(settings: &Settings) -> Result<Loaded, Vec<String>> {
             .map_err(|e| format!("listen.ctis: {e}")),
         _ => Ok(None),
     };
-    match (directory, link, ctis_tls) {
-        (Ok(d), Ok(l), Ok(t)) => Ok((d, l, t)),
-        (d, l, t) => Err([d.err(), l.err(), t.err()].into_iter().flatten().collect()),
+    match (directory, problems.is_empty(), ctis_tls) {
+        (Ok(d), true, Ok(t)) => Ok((d, links, t)),
+        (d, _, t) => {
+            problems.extend(d.err());
+            problems.extend(t.err());
+            Err(problems)
+        }
     }
 }
 
@@ -112,7 +132,7 @@ pub fn check(settings: &Settings) -> Result<(), Vec<String>> {
 
 /// Checks and prepares everything; nothing runs yet.
 pub fn prepare(settings: Settings, config: &Path) -> Result<Prepared, Refusal> {
-    let (directory, link, ctis_tls) =
+    let (directory, links, ctis_tls) =
         load(&settings).map_err(|m| Refusal(m.join("; "), ExitCode::from(EXIT_CONFIG)))?;
     if settings.store.enabled {
         ctid_actors::store::open(&settings.store.path)
@@ -138,7 +158,7 @@ pub fn prepare(settings: Settings, config: &Path) -> Result<Prepared, Refusal> {
         settings,
         config: config.to_path_buf(),
         directory,
-        link,
+        links,
         sockets,
     })
 }
@@ -252,7 +272,7 @@ pub fn start(p: Prepared) -> Server {
         settings,
         config,
         directory,
-        link,
+        links,
         sockets,
     } = p;
     let report = Report::default();
@@ -268,8 +288,6 @@ pub fn start(p: Prepared) -> Server {
         threads(settings.threads.sessions),
         threads(settings.threads.partitions),
     );
-    // The AMI link and its router: reading Asterisk never waits behind client work.
-    let ami_thread = Arbiter::new();
     let handle = DirectoryHandle::new(directory);
     let s = &settings.sessions;
     let partitions = Partitions::new(
@@ -287,9 +305,16 @@ pub fn start(p: Prepared) -> Server {
         .store
         .enabled
         .then(|| ctid_actors::store::start(&settings.store, &report, &metrics));
-    let (link_stats, taps) = (LinkStats::default(), AmiTaps::default());
-    let link_slot = Slot::<AmiLink>::new();
-    let router_slot = Slot::<Router>::new();
+    let taps = AmiTaps::default();
+    let pbxes = Pbxes::new(settings.pbxes.iter().map(|p| Pbx {
+        name: p.name.as_str().into(),
+        endpoint: p.ami.endpoint(),
+        link: Slot::new(),
+        router: Slot::new(),
+        stats: LinkStats::default(),
+        taps: taps.clone(),
+        fagi_from: p.fagi_from.clone(),
+    }));
     let directory_slot = Slot::<DirectoryWatcher>::new();
     let partitions_slot = Slot::new();
     let writers = Writers::default();
@@ -312,8 +337,7 @@ pub fn start(p: Prepared) -> Server {
         unauthenticated: Arc::new(AtomicUsize::new(0)),
         max_unauthenticated: s.max_unauthenticated,
         next_id: AtomicU64::new(1),
-        router: router_slot.clone(),
-        link: link_slot.clone(),
+        pbxes: pbxes.clone(),
         store: store.as_ref().map(|s| s.reader.clone()),
         commands: settings.commands.clone(),
         writers: writers.clone(),
@@ -326,11 +350,15 @@ pub fn start(p: Prepared) -> Server {
             None => (Source::File(d.path.clone()), d.check_interval),
         };
         let (timeout, handle) = (settings.timeouts.socket, handle.clone());
+        let names: Arc<[String]> = settings.pbx_names().into();
         ChildSpec::new(
             "directory",
             Restart::Permanent,
             directory_slot.clone(),
-            move |_| DirectoryWatcher::new(source.clone(), every, timeout, handle.clone()),
+            move |_| {
+                let source = source.clone();
+                DirectoryWatcher::new(source, names.clone(), every, timeout, handle.clone())
+            },
         )
     };
     let partition_specs = partitions
@@ -345,43 +373,56 @@ pub fn start(p: Prepared) -> Server {
         report.clone(),
         partitions_slot.clone(),
     );
-    let router = {
-        let (handle, partitions) = (handle.clone(), partitions.clone());
-        let config = RouterConfig {
-            link: link_slot.clone(),
-            link_stats: link_stats.clone(),
-            resync_every: settings.ami.resync_interval,
-            socket_timeout: settings.timeouts.socket,
-            store: store.clone(),
-            commands: settings.commands.clone(),
-            metrics: metrics.clone(),
-        };
-        ChildSpec::new(
-            "router",
-            Restart::Permanent,
-            router_slot.clone(),
-            move |_| Router::new(handle.clone(), partitions.clone(), config.clone()),
-        )
-        .on(ami_thread.handle())
-    };
-    let ami = {
-        let (stats, taps, router_slot) = (link_stats.clone(), taps.clone(), router_slot.clone());
-        ChildSpec::new("ami", Restart::Permanent, link_slot, move |_| {
-            AmiLink::new(
-                link.clone(),
-                router_slot.outlet(),
-                router_slot.outlet(),
-                stats.clone(),
-                taps.clone(),
+    // Each PBX: its link and router on a thread of their own, under their own supervisor,
+    // so that reading one Asterisk never waits behind client work or another PBX.
+    let mut pbx_threads = Vec::new();
+    let pbx_sups: Vec<ChildSpec> = links
+        .into_iter()
+        .zip(&settings.pbxes)
+        .filter_map(|(link, p)| Some((link, p, pbxes.get(&p.name)?.clone())))
+        .map(|(link, p, pbx)| {
+            let thread = Arbiter::new();
+            let config = RouterConfig {
+                pbx: pbx.name.clone(),
+                link: pbx.link.clone(),
+                link_stats: pbx.stats.clone(),
+                resync_every: p.ami.resync_interval,
+                socket_timeout: settings.timeouts.socket,
+                store: store.clone(),
+                commands: settings.commands.clone(),
+                metrics: metrics.clone(),
+            };
+            let (handle, partitions) = (handle.clone(), partitions.clone());
+            let router = ChildSpec::new("router", Restart::Permanent, pbx.router.clone(), {
+                move |_| Router::new(handle.clone(), partitions.clone(), config.clone())
+            })
+            .on(thread.handle());
+            let (stats, taps, router_slot) =
+                (pbx.stats.clone(), pbx.taps.clone(), pbx.router.clone());
+            let ami = ChildSpec::new("ami", Restart::Permanent, pbx.link.clone(), move |_| {
+                AmiLink::new(
+                    link.clone(),
+                    router_slot.outlet(),
+                    router_slot.outlet(),
+                    stats.clone(),
+                    taps.clone(),
+                )
+            })
+            .on(thread.handle());
+            pbx_threads.push(thread);
+            ChildSpec::supervisor(
+                format!("pbx-{}", pbx.name),
+                Intensity::default(),
+                vec![router, ami],
+                report.clone(),
+                Slot::new(),
             )
         })
-        .on(ami_thread.handle())
-    };
+        .collect();
     let info = Arc::new(InfoShared {
         started: Instant::now(),
         config,
-        ami: settings.ami.endpoint(),
-        link: link_stats,
+        pbxes: pbxes.clone(),
         taps,
         report: report.clone(),
         sessions,
@@ -400,10 +441,10 @@ pub fn start(p: Prepared) -> Server {
         info: info_socket,
         announce,
     } = sockets;
-    let (r, d) = (router_slot.clone(), directory_slot.clone());
+    let (p, d) = (pbxes.clone(), directory_slot.clone());
     let listeners = [
         listener("fagi", fagi, move |socket| {
-            TcpService::new("fagi", socket, FagiAccept::new(r.clone(), timeout))
+            TcpService::new("fagi", socket, FagiAccept::new(p.clone(), timeout))
         }),
         listener("cti", cti, {
             let (shared, handles) = (shared.clone(), handles.clone());
@@ -429,7 +470,7 @@ pub fn start(p: Prepared) -> Server {
             TcpService::new("info", socket, InfoAccept::new(info.clone()))
         }),
         listener("announce", announce, move |socket| {
-            Announce::new(socket, router_slot.clone(), directory_slot.clone())
+            Announce::new(socket, pbxes.clone(), directory_slot.clone())
         }),
     ];
     let listeners = ChildSpec::supervisor(
@@ -439,12 +480,8 @@ pub fn start(p: Prepared) -> Server {
         report.clone(),
         Slot::new(),
     );
-    let root = Root::start(
-        "ctid",
-        Intensity::default(),
-        vec![watcher, partition_sup, router, ami, listeners],
-        report,
-    );
+    let children = [vec![watcher, partition_sup], pbx_sups, vec![listeners]].concat();
+    let root = Root::start("ctid", Intensity::default(), children, report);
 
     // A context added to the directory gets its partition.
     let (added, changes) = (partitions.clone(), handle.changes());
@@ -466,7 +503,7 @@ pub fn start(p: Prepared) -> Server {
     Server {
         root,
         workers: Workers {
-            arbiters: [session_threads, partition_threads, vec![ami_thread]]
+            arbiters: [session_threads, partition_threads, pbx_threads]
                 .into_iter()
                 .flatten()
                 .collect(),

@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
 use ctid_actors::settings::{
-    AmiAuth, AmiSettings, AmiTls, DirectorySettings, ListenSettings, Listener, Parting, Secret,
-    SessionSettings, Settings, StoreSettings, ThreadSettings, Timeouts, TlsListener,
+    AmiAuth, AmiSettings, AmiTls, DirectorySettings, ListenSettings, Listener, Parting,
+    PbxSettings, Secret, SessionSettings, Settings, StoreSettings, ThreadSettings, Timeouts,
+    TlsListener,
 };
+use ctid_proto::cidr::Cidr;
 use ctid_proto::commands::CommandSettings;
 
 /// Prefix of the environment variables that override the file.
@@ -113,7 +115,7 @@ pub fn io_reason(e: &std::io::Error) -> String {
 
 fn read(r: &mut Reader) -> Settings {
     let d = Settings::default();
-    let ami = read_ami(r, &d.ami);
+    let pbxes = read_pbxes(r, &d.pbxes[0]);
     let timeouts = Timeouts {
         update_period: r.seconds(
             "timeouts.update_period",
@@ -196,7 +198,7 @@ fn read(r: &mut Reader) -> Settings {
         sessions: r.integer("threads.sessions", d.threads.sessions, 0, 1024),
     };
     Settings {
-        ami,
+        pbxes,
         listen,
         timeouts,
         parting,
@@ -208,49 +210,122 @@ fn read(r: &mut Reader) -> Settings {
     }
 }
 
-fn read_ami(r: &mut Reader, d: &AmiSettings) -> AmiSettings {
-    let host = r.string("ami.host", &d.host);
-    if host.is_empty() {
-        r.problem("ami.host", "must not be empty");
+/// The PBXes: one per `[pbx.<name>]` table, or the `[ami]` table alone as the PBX named
+/// `default`.
+fn read_pbxes(r: &mut Reader, d: &PbxSettings) -> Vec<PbxSettings> {
+    let names: Vec<String> = match r.lookup("pbx").map(|v| &v.kind) {
+        Some(ValueKind::Table(t)) => t.keys().cloned().collect(),
+        Some(_) => {
+            r.problem("pbx", "expected tables such as [pbx.main]");
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
+    if names.is_empty() {
+        return vec![PbxSettings {
+            name: d.name.clone(),
+            section: "ami".to_owned(),
+            ami: read_ami(r, "ami", &d.ami),
+            fagi_from: read_fagi_from(r, "ami"),
+        }];
     }
-    let secret = Secret::new(r.string("ami.secret", ""));
+    if r.lookup("ami").is_some() {
+        r.problem(
+            "ami",
+            "both [ami] and [pbx.*] tables are set: keep [pbx.*] ([ami] alone is the PBX named default)",
+        );
+    }
+    let mut names = names;
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let prefix = format!("pbx.{name}");
+            if !valid_pbx_name(&name) {
+                r.problem(
+                    &prefix,
+                    "a PBX name is 1 to 32 lowercase letters, digits, '-' or '_'",
+                );
+            }
+            PbxSettings {
+                ami: read_ami(r, &prefix, &d.ami),
+                fagi_from: read_fagi_from(r, &prefix),
+                name,
+                section: prefix,
+            }
+        })
+        .collect()
+}
+
+/// PBX names go into call ids (`<pbx>:<Linkedid>`) and environment variable names.
+fn valid_pbx_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn read_fagi_from(r: &mut Reader, prefix: &str) -> Vec<Cidr> {
+    let key = format!("{prefix}.fagi_from");
+    r.strings(&key)
+        .into_iter()
+        .filter_map(|item| match item.parse::<Cidr>() {
+            Ok(cidr) => Some(cidr),
+            Err(e) => {
+                r.problem(&key, &e);
+                None
+            }
+        })
+        .collect()
+}
+
+fn read_ami(r: &mut Reader, prefix: &str, d: &AmiSettings) -> AmiSettings {
+    let k = |key: &str| format!("{prefix}.{key}");
+    let host = r.string(&k("host"), &d.host);
+    if host.is_empty() {
+        r.problem(&k("host"), "must not be empty");
+    }
+    let secret = Secret::new(r.string(&k("secret"), ""));
     if secret.is_empty() {
         r.problem(
-            "ami.secret",
+            &k("secret"),
             "required: the secret of the AMI user in Asterisk's manager.conf",
         );
     }
-    let auth = match r.choice("ami.auth", "md5", &["md5", "plain"]).as_str() {
+    let auth = match r.choice(&k("auth"), "md5", &["md5", "plain"]).as_str() {
         "plain" => AmiAuth::Plain,
         _ => AmiAuth::Md5,
     };
-    let tls = if r.boolean("ami.tls", false) {
-        let ca = r.path("ami.tls_ca");
+    let tls = if r.boolean(&k("tls"), false) {
+        let ca = r.path(&k("tls_ca"));
         if ca.is_none() {
-            r.problem("ami.tls_ca", "required when ami.tls = true");
+            r.problem(&k("tls_ca"), &format!("required when {prefix}.tls = true"));
         }
-        let server_name = r.string("ami.tls_server_name", &host);
+        let server_name = r.string(&k("tls_server_name"), &host);
         ca.map(|ca| AmiTls { ca, server_name })
     } else {
-        r.skip(&["ami.tls_ca", "ami.tls_server_name"]);
+        r.skip(&[&k("tls_ca"), &k("tls_server_name")]);
         None
     };
-    let reconnect_min = r.seconds("ami.reconnect_min", d.reconnect_min, 0.01, 3600.0);
-    let reconnect_max = r.seconds("ami.reconnect_max", d.reconnect_max, 0.01, 3600.0);
+    let reconnect_min = r.seconds(&k("reconnect_min"), d.reconnect_min, 0.01, 3600.0);
+    let reconnect_max = r.seconds(&k("reconnect_max"), d.reconnect_max, 0.01, 3600.0);
     if reconnect_min > reconnect_max {
-        r.problem("ami.reconnect_min", "must not exceed ami.reconnect_max");
+        r.problem(
+            &k("reconnect_min"),
+            &format!("must not exceed {prefix}.reconnect_max"),
+        );
     }
     AmiSettings {
-        port: r.port("ami.port", d.port),
-        username: r.string("ami.username", &d.username),
+        port: r.port(&k("port"), d.port),
+        username: r.string(&k("username"), &d.username),
         secret,
         auth,
         tls,
         reconnect_min,
         reconnect_max,
-        ping_interval: r.seconds("ami.ping_interval", d.ping_interval, 0.0, 3600.0),
-        resync_interval: r.seconds("ami.resync_interval", d.resync_interval, 0.0, 86400.0),
-        max_message_bytes: r.integer("ami.max_message_bytes", d.max_message_bytes, 4096, 64 << 20),
+        ping_interval: r.seconds(&k("ping_interval"), d.ping_interval, 0.0, 3600.0),
+        resync_interval: r.seconds(&k("resync_interval"), d.resync_interval, 0.0, 86400.0),
+        max_message_bytes: r.integer(&k("max_message_bytes"), d.max_message_bytes, 4096, 64 << 20),
         host,
     }
 }
@@ -390,6 +465,21 @@ impl Reader {
             ValueKind::String(s) => Ok(s.clone()),
             ValueKind::I64(_) | ValueKind::U64(_) | ValueKind::Float(_) => Ok(scalar_text(k)),
             _ => Err("expected a string".into()),
+        })
+    }
+
+    /// A list of strings (a single string is a list of one); empty if unset.
+    fn strings(&mut self, key: &str) -> Vec<String> {
+        self.typed(key, Vec::new(), |k| match k {
+            ValueKind::String(s) => Ok(vec![s.clone()]),
+            ValueKind::Array(items) => items
+                .iter()
+                .map(|v| match &v.kind {
+                    ValueKind::String(s) => Ok(s.clone()),
+                    _ => Err("expected a list of strings".to_owned()),
+                })
+                .collect(),
+            _ => Err("expected a list of strings".into()),
         })
     }
 
@@ -593,16 +683,20 @@ mod tests {
         (path, text)
     }
 
-    /// The keys of a TOML file, commented-out examples (`# key = ...`) included.
+    /// The keys of a TOML file, commented-out examples (`# key = ...`) included; a
+    /// `[pbx.<name>]` table's keys are those of `[ami]`.
     fn keys_of_example(text: &str) -> BTreeSet<String> {
         let mut section = String::new();
         let mut keys = BTreeSet::new();
         for line in text.lines().map(str::trim) {
+            let line = line.trim_start_matches("# ");
             if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                section = name.to_owned();
+                section = match name.strip_prefix("pbx.") {
+                    Some(_) => "ami".to_owned(),
+                    None => name.to_owned(),
+                };
                 continue;
             }
-            let line = line.trim_start_matches("# ");
             if let Some((key, _)) = line.split_once(" = ") {
                 if !key.contains(' ') && !section.is_empty() {
                     keys.insert(format!("{section}.{key}"));
@@ -654,7 +748,7 @@ mod tests {
         // The example's own paths (documented in it), and the secret, which has no default.
         expected.directory.path = loaded.directory.path.clone();
         expected.store.path = loaded.store.path.clone();
-        expected.ami.secret = loaded.ami.secret.clone();
+        expected.pbxes[0].ami.secret = loaded.pbxes[0].ami.secret.clone();
         assert_eq!(format!("{loaded:#?}"), format!("{expected:#?}"));
 
         let known = known_keys();
@@ -691,7 +785,7 @@ mod tests {
     #[test]
     fn defaults_are_xivo_s() {
         let s = load_str("[ami]\nsecret = \"x\"\n", &[]).unwrap();
-        assert_eq!(s.ami.port, 5038);
+        assert_eq!(s.pbxes[0].ami.port, 5038);
         assert_eq!(s.listen.fagi.socket_addr().to_string(), "127.0.0.1:5002");
         assert_eq!(s.listen.cti.port, 5003);
         assert_eq!(s.listen.ctis.listener.port, 5013);
@@ -770,7 +864,10 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!((s.ami.host.as_str(), s.listen.cti.port), ("pbx2", 6003));
+        assert_eq!(
+            (s.pbxes[0].ami.host.as_str(), s.listen.cti.port),
+            ("pbx2", 6003)
+        );
         let problems =
             load_str("[ami]\nsecret = \"x\"\n", &[("CTID__AMI__PORT", "many")]).unwrap_err();
         assert_eq!(

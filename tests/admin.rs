@@ -6,7 +6,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{actions_named, ami_config_with, test_hash, two_tenants, Cti, Ctid};
+use common::{actions_named, ami_config_with, ctid_id, test_hash, two_tenants, Cti, Ctid};
 use ctid_pbxsim::{PbxSim, SimConfig};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -259,7 +259,7 @@ async fn the_info_console_shows_and_acts() {
     assert!(
         actors
             .iter()
-            .any(|l| l.starts_with("ctid/router running, 0 restarts")),
+            .any(|l| l.starts_with("ctid/pbx-default/router running, 0 restarts")),
         "{actors:?}"
     );
     assert!(
@@ -306,6 +306,7 @@ async fn the_info_console_shows_and_acts() {
         Duration::from_millis(50),
         Duration::from_secs(30),
     );
+    let call = ctid_id(&call);
     alice.events(2).await;
     let (calls, _) = console.ask("show_calls").await;
     assert!(
@@ -326,7 +327,7 @@ async fn the_info_console_shows_and_acts() {
 
     assert_eq!(
         console.ask("dumpami on Newchannel").await.0,
-        ["dumping AMI events Newchannel"]
+        ["dumping AMI events Newchannel of every PBX"]
     );
     sim.place_call(
         "internal",

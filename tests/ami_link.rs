@@ -42,18 +42,18 @@ async fn logs_in_pings_and_logs_in_again_after_a_drop() {
     // Events it reads are logged at debug level.
     sim.replay(&fixture("ami/bridged_call.txt"));
     ctid.wait_line(&format!(
-        "AMI 127.0.0.1:{port}: Newchannel Local/1001@default-00000001;1"
+        "AMI default (127.0.0.1:{port}): Newchannel Local/1001@default-00000001;1"
     ))
     .await;
     ctid.wait_line(&format!(
-        "AMI 127.0.0.1:{port}: Hangup Local/1002@default-00000002;2"
+        "AMI default (127.0.0.1:{port}): Hangup Local/1002@default-00000002;2"
     ))
     .await;
 
     sim.drop_connections();
     let lost = ctid
         .wait_line(&format!(
-            "AMI 127.0.0.1:{port} lost (closed by Asterisk), retrying in"
+            "AMI default (127.0.0.1:{port}) lost (closed by Asterisk), retrying in"
         ))
         .await;
     let delay = retry_delay(&lost);
@@ -175,7 +175,10 @@ async fn no_asterisk_is_retried_with_a_clear_line() {
     let line = ctid
         .wait_line("unreachable (connection refused), retrying in")
         .await;
-    assert!(line.contains(&format!("AMI 127.0.0.1:{port} ")), "{line}");
+    assert!(
+        line.contains(&format!("AMI default (127.0.0.1:{port}) ")),
+        "{line}"
+    );
     ctid.wait_lines("unreachable (connection refused), retrying in", 3)
         .await;
 }

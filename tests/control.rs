@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ami_config_with, Cti, Ctid};
+use common::{ami_config_with, ctid_id, Cti, Ctid};
 use ctid_pbxsim::{PbxSim, SimConfig};
 use ctid_proto::ami::AmiMessage;
 use serde_json::{json, Value};
@@ -70,6 +70,7 @@ async fn live_call(sim: &PbxSim, alice: &mut Cti) -> (String, String, String) {
         Duration::from_millis(50),
         Duration::from_secs(60),
     );
+    let id = ctid_id(&id);
     loop {
         let e = alice.events(1).await.remove(0);
         if e["call"]["id"] == json!(id) && e["event"] == "bridged" {
@@ -152,7 +153,7 @@ async fn each_command_becomes_the_right_ami_action_then_ok() {
             "MixMonitor",
             vec![
                 ("Channel", mine.clone()),
-                ("File", format!("ctid-{call}-alice.wav")),
+                ("File", format!("ctid-{}-alice.wav", call.replace(':', "-"))),
             ],
         ),
         (
@@ -266,6 +267,7 @@ async fn a_ringing_call_can_be_picked_up() {
         Duration::from_secs(60),
         Duration::from_secs(1),
     );
+    let call = ctid_id(&call);
     loop {
         let e = alice.events(1).await.remove(0);
         if e["call"]["id"] == json!(call) && e["event"] == "ringing" {

@@ -102,7 +102,7 @@ async fn agi_data_reaches_the_screen_pop_of_its_context_only() {
     let events = alice.events(1).await;
     let offered = &events[0];
     assert_eq!(offered["event"], "offered");
-    assert_eq!(offered["call"]["id"], "1795348247.38");
+    assert_eq!(offered["call"]["id"], "default:1795348247.38");
     assert_eq!(
         offered["call"]["attached"],
         json!({"account": "42", "lang": "fr CA"})

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{ami_config_with, two_tenant_calls, Cti, Ctid, PATIENCE};
+use common::{ami_config_with, ctid_id, two_tenant_calls, Cti, Ctid, PATIENCE};
 use ctid_pbxsim::calls::{CallPlan, Tenant};
 use ctid_pbxsim::{PbxSim, SimConfig};
 use serde_json::{json, Value};
@@ -86,6 +86,7 @@ async fn call_that_ends(sim: &PbxSim, ctid: &Ctid) -> String {
         Duration::from_millis(50),
         Duration::from_millis(100),
     );
+    let call = ctid_id(&call);
     for channel in [caller, callee] {
         ctid.wait_line(&format!("Hangup {channel}")).await;
     }
@@ -191,6 +192,7 @@ async fn dispositions_are_for_the_call_s_agents_and_supervisors() {
         Duration::from_millis(50),
         Duration::from_millis(500),
     );
+    let call = ctid_id(&call);
     let alice = clients.get_mut("alice").unwrap();
     loop {
         let e = alice.events(1).await.remove(0);

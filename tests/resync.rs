@@ -65,7 +65,8 @@ async fn resyncs_during_live_calls_change_nothing_clients_see() {
             ["offered", "ringing", "answered", "bridged", "hungup"],
             "call {id}"
         );
-        let answered_by_pbx = trace[id][1].expect("the PBX answered the call");
+        let sim_id = id.trim_start_matches("default:");
+        let answered_by_pbx = trace[sim_id][1].expect("the PBX answered the call");
         let (_, told) = events[2];
         assert!(
             told >= answered_by_pbx,

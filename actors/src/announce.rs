@@ -1,9 +1,10 @@
 //! The Announce port (UDP): a `reload` datagram says the dialplan was reloaded; ctid then
-//! resyncs its calls with Asterisk and re-reads the directory (the dialplan contexts of
-//! each CTI context are there). Reloads run at most once a second: those that come sooner
+//! resyncs its calls with every Asterisk (`reload <pbx>`: with that one) and re-reads the
+//! directory (the dialplan contexts of each CTI context are there). Reloads run at most once a second: those that come sooner
 //! are folded into one at the end of that second. Other datagrams are logged, at most
 //! every ten seconds, and ignored.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +14,8 @@ use log::{info, warn};
 
 use crate::directory::{DirectoryWatcher, ReloadNow};
 use crate::net::io_reason;
-use crate::router::{Resync, Router};
+use crate::pbx::Pbxes;
+use crate::router::Resync;
 use crate::supervisor::{Shutdown, Slot};
 
 /// Longest datagram read; anything longer is cut (and is no `reload`).
@@ -24,36 +26,46 @@ const RELOAD_GAP: Duration = Duration::from_secs(1);
 
 pub struct Announce {
     socket: Arc<std::net::UdpSocket>,
-    router: Slot<Router>,
+    pbxes: Pbxes,
     directory: Slot<DirectoryWatcher>,
     quiet_until: Option<Instant>,
     ignored: u64,
     last_reload: Option<Instant>,
     /// Reloads received since the last one ran, waiting for the end of the gap.
     folded: u64,
+    /// The PBXes they asked for; None: every PBX.
+    asked: Option<BTreeSet<String>>,
 }
 
 impl Announce {
     pub fn new(
         socket: Arc<std::net::UdpSocket>,
-        router: Slot<Router>,
+        pbxes: Pbxes,
         directory: Slot<DirectoryWatcher>,
     ) -> Self {
         Announce {
             socket,
-            router,
+            pbxes,
             directory,
             quiet_until: None,
             ignored: 0,
             last_reload: None,
             folded: 0,
+            asked: Some(BTreeSet::new()),
         }
     }
 }
 
 impl Announce {
-    /// A reload now, or at the end of the gap since the last one.
-    fn reload_asked(&mut self, peer: SocketAddr, ctx: &mut Context<Self>) {
+    /// A reload of one PBX (or of all) now, or at the end of the gap since the last one.
+    fn reload_asked(&mut self, pbx: Option<&str>, peer: SocketAddr, ctx: &mut Context<Self>) {
+        match (pbx, &mut self.asked) {
+            (None, asked) => *asked = None,
+            (Some(pbx), Some(asked)) => {
+                asked.insert(pbx.to_owned());
+            }
+            (Some(_), None) => {}
+        }
         let now = Instant::now();
         match self.last_reload.map(|last| last + RELOAD_GAP) {
             Some(next) if now < next => {
@@ -71,9 +83,21 @@ impl Announce {
             0 => String::new(),
             n => format!(" ({n} reload(s) folded into this one)"),
         };
-        info!("announce: reload from {peer}{folded}: resyncing with Asterisk and re-reading the directory");
+        let asked = self.asked.replace(BTreeSet::new());
+        let which = match &asked {
+            None => "every PBX".to_owned(),
+            Some(names) => names.iter().cloned().collect::<Vec<_>>().join(", "),
+        };
+        info!(
+            "announce: reload from {peer}{folded}: resyncing {which} and re-reading the directory"
+        );
         self.last_reload = Some(Instant::now());
-        if let Some(router) = self.router.get() {
+        let routers = self
+            .pbxes
+            .iter()
+            .filter(|p| asked.as_ref().is_none_or(|a| a.contains(&*p.name)))
+            .filter_map(|p| p.router.get());
+        for router in routers {
             router.do_send(Resync);
         }
         if let Some(directory) = self.directory.get() {
@@ -122,15 +146,20 @@ impl StreamHandler<std::io::Result<(Vec<u8>, SocketAddr)>> for Announce {
             return;
         };
         let text = String::from_utf8_lossy(&data);
-        if text.trim().eq_ignore_ascii_case("reload") {
-            return self.reload_asked(peer, ctx);
+        let mut words = text.split_whitespace();
+        let (verb, pbx, rest) = (words.next(), words.next(), words.next());
+        if verb.is_some_and(|v| v.eq_ignore_ascii_case("reload")) && rest.is_none() {
+            match pbx {
+                Some(name) if self.pbxes.get(name).is_none() => {}
+                _ => return self.reload_asked(pbx, peer, ctx),
+            }
         }
         self.ignored += 1;
         let now = Instant::now();
         if self.quiet_until.is_none_or(|t| now >= t) {
             let preview: String = text.trim().chars().take(40).collect();
             warn!(
-                "announce: ignored {} datagram(s), the last from {peer} ({} bytes: {preview:?}); only \"reload\" is known",
+                "announce: ignored {} datagram(s), the last from {peer} ({} bytes: {preview:?}); only \"reload\" and \"reload <pbx>\" are known",
                 self.ignored,
                 data.len()
             );

@@ -78,16 +78,17 @@ impl std::fmt::Display for Source {
     }
 }
 
-/// Reads and checks a directory file; the error says what is wrong, with every problem.
-pub fn load_file(path: &Path) -> Result<Directory, String> {
+/// Reads and checks a directory file whose lines and queues are on `pbxes`; the error says
+/// what is wrong, with every problem.
+pub fn load_file(path: &Path, pbxes: &[String]) -> Result<Directory, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{}: {}", path.display(), io_reason(&e)))?;
-    Directory::parse(&text)
+    Directory::parse_for(&text, pbxes)
         .map_err(|problems| format!("{}: {}", path.display(), problems.join("; ")))
 }
 
 /// Fetches and checks a directory from a web service.
-pub async fn load_url(url: &str, timeout: Duration) -> Result<Directory, String> {
+pub async fn load_url(url: &str, timeout: Duration, pbxes: &[String]) -> Result<Directory, String> {
     let parsed = Url::parse(url)?;
     let fetch = async {
         let mut stream = tokio::net::TcpStream::connect((parsed.host.as_str(), parsed.port))
@@ -114,7 +115,7 @@ pub async fn load_url(url: &str, timeout: Duration) -> Result<Directory, String>
         .map_err(|e| format!("{url}: {e}"))?;
     let body = response_body(&response).map_err(|e| format!("{url}: {e}"))?;
     let text = std::str::from_utf8(body).map_err(|_| format!("{url}: the body is not UTF-8"))?;
-    Directory::parse_json(text).map_err(|problems| format!("{url}: {}", problems.join("; ")))
+    Directory::parse_json(text, pbxes).map_err(|problems| format!("{url}: {}", problems.join("; ")))
 }
 
 /// What identifies a version of the file without reading it.
@@ -136,6 +137,8 @@ pub struct ReloadNow;
 /// Watches the directory source and publishes it again when it changes.
 pub struct DirectoryWatcher {
     source: Source,
+    /// The configured PBXes, which lines and queues name.
+    pbxes: Arc<[String]>,
     interval: Duration,
     timeout: Duration,
     handle: DirectoryHandle,
@@ -148,6 +151,7 @@ impl DirectoryWatcher {
     /// `interval` is how often the source is checked; `timeout` bounds a fetch.
     pub fn new(
         source: Source,
+        pbxes: Arc<[String]>,
         interval: Duration,
         timeout: Duration,
         handle: DirectoryHandle,
@@ -158,6 +162,7 @@ impl DirectoryWatcher {
         };
         DirectoryWatcher {
             source,
+            pbxes,
             interval,
             timeout,
             handle,
@@ -172,21 +177,21 @@ impl DirectoryWatcher {
     fn load(&self, force: bool) -> ResponseFuture<Option<Loaded>> {
         match self.source.clone() {
             Source::File(path) => {
-                let seen = self.seen;
+                let (seen, pbxes) = (self.seen, self.pbxes.clone());
                 Box::pin(async move {
                     let work = tokio::task::spawn_blocking(move || {
                         let now = stamp(&path);
                         if !force && (now == seen || now.is_none()) {
                             return None;
                         }
-                        Some((now, load_file(&path)))
+                        Some((now, load_file(&path, &pbxes)))
                     });
                     work.await.ok().flatten()
                 })
             }
             Source::Url(url) => {
-                let timeout = self.timeout;
-                Box::pin(async move { Some((None, load_url(&url, timeout).await)) })
+                let (timeout, pbxes) = (self.timeout, self.pbxes.clone());
+                Box::pin(async move { Some((None, load_url(&url, timeout, &pbxes).await)) })
             }
         }
     }
@@ -329,23 +334,31 @@ mod tests {
             r#"{"contexts":[{"name":"a","dialplan":["a"]}]}"#.into(),
         )
         .await;
+        let pbxes = [ctid_proto::directory::DEFAULT_PBX.to_owned()];
         let dir = load_url(
             &format!("http://127.0.0.1:{port}/d.json"),
             Duration::from_secs(5),
+            &pbxes,
         )
         .await
         .unwrap();
         assert!(dir.has_context("a"));
         let port = serve_once("503 Service Unavailable", String::new()).await;
-        let err = load_url(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(5))
-            .await
-            .unwrap_err();
+        let err = load_url(
+            &format!("http://127.0.0.1:{port}/"),
+            Duration::from_secs(5),
+            &pbxes,
+        )
+        .await
+        .unwrap_err();
         assert!(err.ends_with("HTTP 503 Service Unavailable"), "{err}");
         let port = serve_once("200 OK", r#"{"contexts":[{"name":1}]}"#.into()).await;
-        assert!(
-            load_url(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(5))
-                .await
-                .is_err()
-        );
+        assert!(load_url(
+            &format!("http://127.0.0.1:{port}/"),
+            Duration::from_secs(5),
+            &pbxes
+        )
+        .await
+        .is_err());
     }
 }

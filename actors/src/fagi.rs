@@ -3,37 +3,42 @@
 //! the channel's Linkedid (to attach data even before the channel's AMI events arrive),
 //! runs the script, sets the resulting channel variables and `CTID_AGI_STATUS` (`ok` or
 //! `error`, with `CTID_AGI_REASON`), and hangs up the AGI connection.
+//!
+//! A request is for the PBX it names (`pbx=` in the URL), else for the PBX whose
+//! `fagi_from` holds its source address, else for the only PBX; otherwise it is answered
+//! `error` with why.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ctid_proto::agi::{AgiCodec, AgiCommand, AgiFrame, AgiReply};
+use ctid_proto::agi::{AgiCodec, AgiCommand, AgiFrame, AgiReply, AgiRequest};
 use futures_util::{SinkExt, StreamExt};
 use log::{debug, info, warn};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+use crate::ask::{ask, Unanswered};
 use crate::listener::Accept;
-use crate::router::{Router, RunAgi};
+use crate::pbx::{Pbx, Pbxes};
+use crate::router::RunAgi;
 use crate::settings::human_duration;
-use crate::supervisor::Slot;
 
 /// AGI requests served at once, at most; more are closed (the dialplan goes on).
 const MAX_ACTIVE: usize = 1024;
 
 #[derive(Clone)]
 pub struct FagiAccept {
-    router: Slot<Router>,
+    pbxes: Pbxes,
     timeout: Duration,
     active: Arc<AtomicUsize>,
 }
 
 impl FagiAccept {
-    pub fn new(router: Slot<Router>, timeout: Duration) -> Self {
+    pub fn new(pbxes: Pbxes, timeout: Duration) -> Self {
         FagiAccept {
-            router,
+            pbxes,
             timeout,
             active: Arc::default(),
         }
@@ -46,9 +51,9 @@ impl Accept for FagiAccept {
             self.active.fetch_sub(1, Ordering::SeqCst);
             return warn!("fagi: refused {peer}: {MAX_ACTIVE} requests already under way");
         }
-        let (router, timeout, active) = (self.router.clone(), self.timeout, self.active.clone());
+        let (pbxes, timeout, active) = (self.pbxes.clone(), self.timeout, self.active.clone());
         actix_rt::spawn(async move {
-            serve(stream, peer, router, timeout).await;
+            serve(stream, peer, pbxes, timeout).await;
             active.fetch_sub(1, Ordering::SeqCst);
         });
     }
@@ -83,7 +88,27 @@ impl Conversation {
     }
 }
 
-async fn serve(stream: TcpStream, peer: SocketAddr, router: Slot<Router>, timeout: Duration) {
+/// Runs the request's script on its PBX's router.
+async fn run(
+    agi: &mut Conversation,
+    request: AgiRequest,
+    pbx: &Pbx,
+    timeout: Duration,
+) -> Result<Vec<(String, String)>, String> {
+    let linkedid = agi
+        .ask(AgiCommand("GET FULL VARIABLE ${CHANNEL(linkedid)}".into()))
+        .await
+        .and_then(|r| r.data)
+        .filter(|l| !l.is_empty());
+    let router = pbx.router.get().ok_or("ctid is restarting")?;
+    match ask(&router, RunAgi { request, linkedid }, timeout).await {
+        Ok(outcome) => outcome,
+        Err(Unanswered::Late) => Err(format!("no answer within {}", human_duration(timeout))),
+        Err(Unanswered::Gone) => Err("ctid is restarting".into()),
+    }
+}
+
+async fn serve(stream: TcpStream, peer: SocketAddr, pbxes: Pbxes, timeout: Duration) {
     let _ = stream.set_nodelay(true);
     let mut framed = Framed::new(stream, AgiCodec::default());
     let request = match tokio::time::timeout(timeout, framed.next()).await {
@@ -103,18 +128,10 @@ async fn serve(stream: TcpStream, peer: SocketAddr, router: Slot<Router>, timeou
         hung_up: false,
     };
     let channel = request.get("channel").unwrap_or("?").to_owned();
-    let linkedid = agi
-        .ask(AgiCommand("GET FULL VARIABLE ${CHANNEL(linkedid)}".into()))
-        .await
-        .and_then(|r| r.data)
-        .filter(|l| !l.is_empty());
     let script = request.script.clone();
-    let outcome = match router.get() {
-        Some(r) => tokio::time::timeout(timeout, r.send(RunAgi { request, linkedid }))
-            .await
-            .unwrap_or_else(|_| Ok(Err(format!("no answer within {}", human_duration(timeout)))))
-            .unwrap_or_else(|_| Err("ctid is restarting".into())),
-        None => Err("ctid is restarting".into()),
+    let outcome = match pbxes.for_agi(request.param("pbx"), peer.ip()) {
+        Ok(pbx) => run(&mut agi, request, pbx, timeout).await,
+        Err(reason) => Err(reason),
     };
     let commands: Vec<AgiCommand> = match outcome {
         Ok(variables) => {

@@ -17,11 +17,12 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, LinesCodec};
 
-use crate::ami::{AmiTaps, LinkStats};
+use crate::ami::AmiTaps;
 use crate::directory::DirectoryHandle;
 use crate::listener::Accept;
 use crate::metrics::Metrics;
 use crate::partition::Partitions;
+use crate::pbx::{Pbx, Pbxes};
 use crate::session::SessionRegistry;
 use crate::settings::human_duration;
 use crate::supervisor::{ChildState, Report};
@@ -37,8 +38,7 @@ pub type SetLogLevel = Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>
 pub struct InfoShared {
     pub started: Instant,
     pub config: PathBuf,
-    pub ami: String,
-    pub link: LinkStats,
+    pub pbxes: Pbxes,
     pub taps: AmiTaps,
     pub report: Report,
     pub sessions: SessionRegistry,
@@ -83,16 +83,16 @@ impl Accept for InfoAccept {
 const HELP: &str = "\
 help                      this list
 show_infos                version, uptime, settings file
-show_ami                  the AMI link: state, events, reconnects
+show_ami [pbx]            the AMI links (of one PBX): state, events, reconnects
 show_actors               the supervision tree: state, restarts, last failure
 show_sessions             connected CTI sessions
 show_users                users and how many sessions each has
 show_calls [context]      live calls (of one context)
 show_contexts             contexts: dialplan contexts, sessions, calls, events
-stats                     event lag, call setup, screen pops, drops
+stats [pbx]               event lag, call setup, screen pops, drops; each AMI link's
 kick <session>            closes a CTI session
 loglevel <level>          error, warn, info, debug, trace, or default (RUST_LOG)
-dumpami on [Event ...]    streams raw AMI events (those named) to this console
+dumpami on [pbx] [Event ...]  streams raw AMI events (of one PBX, those named) here
 dumpami off               stops it";
 
 fn ago(t: SystemTime) -> String {
@@ -114,6 +114,18 @@ fn ms(us: u64) -> String {
     format!("{:.2}ms", us as f64 / 1000.0)
 }
 
+/// The PBXes a command names (its first argument), or all of them.
+fn links<'a>(s: &'a InfoShared, args: &[&str]) -> Result<Vec<&'a Pbx>, String> {
+    match args.first() {
+        Some(name) => s
+            .pbxes
+            .get(name)
+            .map(|p| vec![p])
+            .ok_or_else(|| format!("no PBX {name:?}")),
+        None => Ok(s.pbxes.iter().collect()),
+    }
+}
+
 /// Runs one command; `Ok` holds the lines of its answer.
 fn run(command: &str, args: &[&str], s: &InfoShared) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
@@ -125,19 +137,22 @@ fn run(command: &str, args: &[&str], s: &InfoShared) -> Result<Vec<String>, Stri
             out.push(format!("config {}", s.config.display()));
         }
         "show_ami" => {
-            let l = s.link.snapshot();
-            let rate = l.events as f64 / s.started.elapsed().as_secs_f64().max(1.0);
-            out.push(format!(
-                "{} {} since {}; {} events ({rate:.1}/s since start), last {}; {} logins, {} overflows, {} oversized messages skipped",
-                s.ami,
-                l.state,
-                ago(l.since),
-                l.events,
-                l.last_event.map_or_else(|| "never".to_owned(), ago),
-                l.logins,
-                l.overflows,
-                l.discarded
-            ));
+            for pbx in links(s, args)? {
+                let l = pbx.stats.snapshot();
+                let rate = l.events as f64 / s.started.elapsed().as_secs_f64().max(1.0);
+                out.push(format!(
+                    "{} {} {} since {}; {} events ({rate:.1}/s since start), last {}; {} logins, {} overflows, {} oversized messages skipped",
+                    pbx.name,
+                    pbx.endpoint,
+                    l.state,
+                    ago(l.since),
+                    l.events,
+                    l.last_event.map_or_else(|| "never".to_owned(), ago),
+                    l.logins,
+                    l.overflows,
+                    l.discarded
+                ));
+            }
         }
         "show_actors" => {
             for (path, c) in s.report.snapshot() {
@@ -278,15 +293,22 @@ fn run(command: &str, args: &[&str], s: &InfoShared) -> Result<Vec<String>, Stri
                         .slow_consumers
                 })
                 .sum();
-            let link = s.link.snapshot();
+            let pbxes = links(s, args)?;
+            let stats: Vec<_> = pbxes.iter().map(|p| p.stats.snapshot()).collect();
             out.push(format!(
                 "drops: {slow} slow consumers, {} AMI overflows, {} oversized AMI messages, {} partition gaps, {} dumpami events, {} call records",
-                link.overflows,
-                link.discarded,
+                stats.iter().map(|l| l.overflows).sum::<u64>(),
+                stats.iter().map(|l| l.discarded).sum::<u64>(),
                 m.gaps,
                 s.taps.dropped(),
                 m.dropped_records
             ));
+            for (pbx, l) in pbxes.iter().zip(&stats) {
+                out.push(format!(
+                    "AMI {}: {}, {} events, {} logins, {} overflows, {} oversized messages",
+                    pbx.name, l.state, l.events, l.logins, l.overflows, l.discarded
+                ));
+            }
         }
         "kick" => {
             let id = args
@@ -349,12 +371,18 @@ async fn serve(stream: TcpStream, s: &InfoShared) {
                     if let Some((id, _)) = tap.take() {
                         s.taps.remove(id);
                     }
+                    // A first word naming a PBX is that PBX, not an event.
+                    let (pbx, names) = match names.split_first() {
+                        Some((first, rest)) if s.pbxes.get(first).is_some() => (Some(*first), rest),
+                        _ => (None, names),
+                    };
                     let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-                    tap = Some(s.taps.add(&names));
+                    tap = Some(s.taps.add(pbx, &names));
+                    let of = pbx.map_or_else(|| "every PBX".to_owned(), |p| format!("PBX {p}"));
                     Ok(vec![if names.is_empty() {
-                        "dumping every AMI event".to_owned()
+                        format!("dumping every AMI event of {of}")
                     } else {
-                        format!("dumping AMI events {}", names.join(" "))
+                        format!("dumping AMI events {} of {of}", names.join(" "))
                     }])
                 }
                 Some((&"off", _)) => {
@@ -363,7 +391,7 @@ async fn serve(stream: TcpStream, s: &InfoShared) {
                     }
                     Ok(vec!["dump stopped".to_owned()])
                 }
-                _ => Err("usage: dumpami on [Event ...] | dumpami off".to_owned()),
+                _ => Err("usage: dumpami on [pbx] [Event ...] | dumpami off".to_owned()),
             }
         } else {
             run(command, args, s)

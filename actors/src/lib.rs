@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod net;
 pub mod outbox;
 pub mod partition;
+pub mod pbx;
 pub mod pool;
 pub mod records;
 pub mod router;

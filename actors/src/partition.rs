@@ -67,6 +67,14 @@ pub struct Reconcile {
     pub live: HashSet<String>,
 }
 
+/// A PBX link went down, or came back up and resynced: the sessions are told.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PbxStatus {
+    pub pbx: Arc<str>,
+    pub state: &'static str,
+}
+
 /// Builds the line a session gets right before its events, given the current sequence.
 pub type Ack = Box<dyn FnOnce(u64) -> Bytes + Send>;
 
@@ -252,6 +260,7 @@ impl PartitionCore {
         Live {
             calls: self.calls.values().cloned().collect(),
             presence,
+            pbxes: Default::default(),
         }
     }
 
@@ -536,6 +545,19 @@ impl Handler<Reconcile> for Partition {
     }
 }
 
+impl Handler<PbxStatus> for Partition {
+    type Result = ();
+
+    fn handle(&mut self, msg: PbxStatus, _: &mut Context<Self>) {
+        let line = Reply::new("pbx_status")
+            .with("pbx", msg.pbx.to_string())
+            .with("state", msg.state)
+            .encode(timenow());
+        let slow = lock(&self.core).fan_out(&[line]);
+        Self::kick(slow);
+    }
+}
+
 impl Handler<Shutdown> for Partition {
     type Result = ();
 
@@ -560,7 +582,7 @@ mod tests {
 
     fn call(id: &str) -> Arc<Call> {
         let dir = Directory::default();
-        let mut model = ctid_proto::calls::CallModel::new();
+        let mut model = ctid_proto::calls::CallModel::new(ctid_proto::directory::DEFAULT_PBX);
         let ev = ctid_proto::ami::AmiMessage::parse(&format!(
             "Event: Newchannel\r\nChannel: PJSIP/x-1\r\nUniqueid: {id}\r\nLinkedid: {id}\r\n"
         ));

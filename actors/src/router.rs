@@ -29,7 +29,7 @@ use crate::ami::{
 use crate::ask::{ask, Unanswered};
 use crate::directory::DirectoryHandle;
 use crate::metrics::Metrics;
-use crate::partition::{Change, PartitionEvents, Partitions, Reconcile, ALL};
+use crate::partition::{Change, PartitionEvents, Partitions, PbxStatus, Reconcile, ALL};
 use crate::store::{Dispose, Disposer, LastAgent, Stores};
 use crate::supervisor::{Outlet, Shutdown, Slot};
 
@@ -57,6 +57,9 @@ struct Resyncing {
 
 pub struct Router {
     model: CallModel,
+    pbx: Arc<str>,
+    /// The link state the PBX's sessions were last told (`up`, `down`).
+    told: Option<&'static str>,
     directory: DirectoryHandle,
     partitions: Partitions,
     outlets: HashMap<String, Outlet<PartitionEvents>>,
@@ -79,6 +82,8 @@ pub struct Router {
 /// What the router needs besides the directory and the partitions.
 #[derive(Clone)]
 pub struct RouterConfig {
+    /// The PBX whose calls this router follows.
+    pub pbx: Arc<str>,
     pub link: Slot<AmiLink>,
     pub link_stats: LinkStats,
     pub resync_every: Duration,
@@ -93,7 +98,9 @@ pub struct RouterConfig {
 impl Router {
     pub fn new(directory: DirectoryHandle, partitions: Partitions, config: RouterConfig) -> Self {
         Router {
-            model: CallModel::new(),
+            model: CallModel::new(&config.pbx),
+            pbx: config.pbx,
+            told: None,
             directory,
             partitions,
             outlets: HashMap::new(),
@@ -238,6 +245,31 @@ impl Router {
             .collect()
     }
 
+    /// Tells the sessions of the contexts that use this PBX that its link is `state`: `down`
+    /// when it is lost, `up` once it came back and resynced.
+    fn tell(&mut self, state: &'static str) {
+        if self.told.replace(state) == Some(state) {
+            return;
+        }
+        let dir = self.directory.get();
+        let keys: BTreeSet<String> = if self.partitions.separated() {
+            dir.contexts_of_pbx(&self.pbx)
+                .into_iter()
+                .map(str::to_owned)
+                .collect()
+        } else {
+            BTreeSet::from([ALL.to_owned()])
+        };
+        for key in keys {
+            if let Some(partition) = self.partitions.slot(&key).and_then(|s| s.get()) {
+                partition.do_send(PbxStatus {
+                    pbx: self.pbx.clone(),
+                    state,
+                });
+            }
+        }
+    }
+
     /// Tells a partition which calls are alive, so that it ends the others.
     fn reconcile(&self, key: &str) {
         if let Some(partition) = self.partitions.slot(key).and_then(|s| s.get()) {
@@ -350,7 +382,8 @@ impl Router {
         if done {
             self.resyncing = None;
             info!(
-                "resynced with Asterisk: {} live channels in {} calls",
+                "AMI {}: resynced with Asterisk: {} live channels in {} calls",
+                self.pbx,
                 self.model.channel_count(),
                 self.model.calls().count()
             );
@@ -406,6 +439,7 @@ impl Handler<AmiEvents> for Router {
             for key in self.partitions.keys() {
                 self.reconcile(&key);
             }
+            self.tell("up");
         }
     }
 }
@@ -417,7 +451,10 @@ impl Handler<LinkChanged> for Router {
         match msg.state {
             LinkState::Up => self.resync(ctx),
             // Its lists went with the link.
-            LinkState::Down(_) => self.resyncing = None,
+            LinkState::Down(_) => {
+                self.resyncing = None;
+                self.tell("down");
+            }
             LinkState::Connecting => {}
         }
     }
@@ -543,14 +580,13 @@ impl Router {
     fn agi_context(&self, req: &AgiRequest) -> Option<String> {
         let call = req
             .get("uniqueid")
-            .and_then(|u| self.model.channel(u))
-            .and_then(|c| self.model.call(&c.linkedid));
+            .and_then(|u| self.model.call_of_channel(u));
         match call.and_then(|c| c.contexts.first()) {
             Some(context) => Some(context.clone()),
             None => req.get("context").and_then(|d| {
                 self.directory
                     .get()
-                    .context_of_dialplan(d)
+                    .context_of_dialplan(&self.pbx, d)
                     .map(str::to_owned)
             }),
         }

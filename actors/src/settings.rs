@@ -30,9 +30,11 @@ impl fmt::Debug for Secret {
     }
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Settings {
-    pub ami: AmiSettings,
+    /// Every PBX, in the order of their names: `[pbx.<name>]` tables, or the `[ami]` table
+    /// as the PBX named `default`.
+    pub pbxes: Vec<PbxSettings>,
     pub listen: ListenSettings,
     pub timeouts: Timeouts,
     pub parting: Parting,
@@ -41,6 +43,51 @@ pub struct Settings {
     pub store: StoreSettings,
     pub commands: ctid_proto::commands::CommandSettings,
     pub threads: ThreadSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            pbxes: vec![PbxSettings::default()],
+            listen: ListenSettings::default(),
+            timeouts: Timeouts::default(),
+            parting: Parting::default(),
+            directory: DirectorySettings::default(),
+            sessions: SessionSettings::default(),
+            store: StoreSettings::default(),
+            commands: Default::default(),
+            threads: ThreadSettings::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// The names of the PBXes, in order.
+    pub fn pbx_names(&self) -> Vec<String> {
+        self.pbxes.iter().map(|p| p.name.clone()).collect()
+    }
+}
+
+/// One Asterisk: how to reach its AMI, and which FastAGI peers are its own.
+#[derive(Clone, Debug)]
+pub struct PbxSettings {
+    pub name: String,
+    /// Where its keys are in the settings: `ami` or `pbx.<name>`.
+    pub section: String,
+    pub ami: AmiSettings,
+    /// Addresses whose FastAGI requests are this PBX's (when a request does not say).
+    pub fagi_from: Vec<ctid_proto::cidr::Cidr>,
+}
+
+impl Default for PbxSettings {
+    fn default() -> Self {
+        PbxSettings {
+            name: ctid_proto::directory::DEFAULT_PBX.to_owned(),
+            section: "ami".to_owned(),
+            ami: AmiSettings::default(),
+            fagi_from: Vec::new(),
+        }
+    }
 }
 
 /// Threads the work is spread over; 0 means one per core. The AMI link and its router

@@ -505,13 +505,14 @@ pub(crate) mod tests {
     use ctid_proto::calls::CallModel;
     use ctid_proto::directory::Directory;
 
-    /// A call from `number` in `context` that lasted 5 s and was answered by agent `alice`.
+    /// A call from `number` in `context` that lasted 5 s and was answered by agent `alice`;
+    /// its id is `id` itself (the tests name calls, not PBXes).
     pub(crate) fn ended_call(id: &str, context: &str, number: &str, created: f64) -> Call {
         let dir = Directory::parse(&format!(
             "[[contexts]]\nname = \"{context}\"\ndialplan = [\"{context}\"]\n"
         ))
         .unwrap();
-        let mut m = CallModel::new();
+        let mut m = CallModel::new(ctid_proto::directory::DEFAULT_PBX);
         let chan = format!(
             "Channel: PJSIP/trunk-1\r\nUniqueid: {id}\r\nLinkedid: {id}\r\nContext: {context}\r\nExten: 555\r\nCallerIDNum: {number}\r\n"
         );
@@ -530,10 +531,13 @@ pub(crate) mod tests {
             created + 5.0,
             &dir,
         );
-        out.into_iter()
+        let mut call = out
+            .into_iter()
             .find(|e| e.call.ended.is_some())
             .unwrap()
-            .call
+            .call;
+        call.id = id.to_owned();
+        call
     }
 
     fn record(conn: &mut Connection, calls: &[Call]) -> rusqlite::Result<Vec<i64>> {

@@ -85,7 +85,7 @@ fn present(dir: &Directory, kind: &str, id: &str) -> bool {
             .users()
             .filter_map(|u| u.line.as_ref())
             .any(|l| l.interface == id || l.number == id),
-        "queue" => dir.queue(id).is_some(),
+        "queue" => dir.queues().any(|q| q.name == id),
         _ => dir.has_context(id),
     }
 }

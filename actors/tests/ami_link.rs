@@ -9,7 +9,7 @@ use ctid_actors::ami::{
     AmiError, AmiEvents, AmiLink, AmiRequest, AmiTaps, Completion, LinkChanged, LinkConfig,
     LinkState, LinkStats,
 };
-use ctid_actors::settings::{AmiAuth, AmiSettings, Secret};
+use ctid_actors::settings::{AmiAuth, AmiSettings, PbxSettings, Secret};
 use ctid_actors::supervisor::Outlet;
 use ctid_pbxsim::calls::{CallPlan, Tenant};
 use ctid_pbxsim::{PbxSim, SimConfig};
@@ -67,7 +67,11 @@ fn link(
     states: Outlet<LinkChanged>,
 ) -> (Addr<AmiLink>, LinkStats) {
     let stats = LinkStats::default();
-    let cfg = LinkConfig::new(settings(sim), socket).unwrap();
+    let pbx = PbxSettings {
+        ami: settings(sim),
+        ..PbxSettings::default()
+    };
+    let cfg = LinkConfig::new(&pbx, socket).unwrap();
     (
         AmiLink::new(cfg, events, states, stats.clone(), AmiTaps::default()).start(),
         stats,

@@ -54,6 +54,7 @@ async fn a_partition_added_after_its_first_events_gets_the_live_calls() {
         handle,
         partitions.clone(),
         RouterConfig {
+            pbx: "default".into(),
             link: Slot::new(),
             link_stats: LinkStats::default(),
             resync_every: Duration::ZERO,
@@ -85,6 +86,9 @@ async fn a_partition_added_after_its_first_events_gets_the_live_calls() {
         ids.sort();
         ids
     };
-    eventually("both calls in the partition", || ids() == ["1.1", "1.2"]).await;
+    eventually("both calls in the partition", || {
+        ids() == ["default:1.1", "default:1.2"]
+    })
+    .await;
     assert_eq!(metrics.snapshot().gaps, 1);
 }

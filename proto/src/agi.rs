@@ -48,7 +48,9 @@ impl AgiRequest {
             .iter()
             .filter_map(|a| a.split_once('='))
             .map(|(k, v)| (k.to_owned(), v.to_owned()));
-        for (k, v) in self.params.iter().cloned().chain(args) {
+        // `pbx=` names the PBX the request is for: it is not data.
+        let params = self.params.iter().filter(|(k, _)| k != "pbx").cloned();
+        for (k, v) in params.chain(args) {
             if k.is_empty() || k.len() > MAX_KEY || v.len() > MAX_VALUE {
                 return Err(format!("attach: {k:?} is empty or too long"));
             }
@@ -344,8 +346,10 @@ mod tests {
 
     #[test]
     fn attached_data_and_ivr_steps_are_bounded() {
-        let data = request("attach?account=42&lang=fr").call_data().unwrap();
-        assert_eq!(data.attached.len(), 2);
+        let data = request("attach?account=42&lang=fr&pbx=b")
+            .call_data()
+            .unwrap();
+        assert_eq!(data.attached.len(), 2, "pbx= is not data");
         let data = request_with_arg("ivr", "menu-1").call_data().unwrap();
         assert_eq!(data.ivr_steps, ["menu-1"]);
         let long_key = format!("attach?{}=1", "k".repeat(MAX_KEY + 1));

@@ -317,8 +317,9 @@ impl<'a> Shown<'a> {
 impl Serialize for Shown<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let c = self.call;
-        let mut m = s.serialize_struct("Call", 18)?;
+        let mut m = s.serialize_struct("Call", 19)?;
         m.serialize_field("id", &c.id)?;
+        m.serialize_field("pbx", &c.pbx)?;
         match self.only {
             Some(own) => m.serialize_field("contexts", &[own])?,
             None => m.serialize_field("contexts", &c.contexts)?,
@@ -377,7 +378,7 @@ mod tests {
 
     #[test]
     fn a_shown_call_has_every_field_of_the_call() {
-        let mut call = Call::new("1.1", 5.0);
+        let mut call = Call::new("a", "1.1", 5.0);
         call.contexts = vec!["a".into(), "b".into()];
         call.record_id = Some(3);
         assert_eq!(

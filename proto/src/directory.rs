@@ -1,8 +1,13 @@
 //! The directory: CTI contexts (tenants), users with their line, and queues, as operators
 //! write them in `directory.toml`. Parsing reports every problem at once; lookups are
 //! indexed (a channel's line is found by its interface, not by a scan of every line).
+//!
+//! Lines and queues belong to a PBX (`pbx = "<name>"`, which may be left out when only one
+//! is configured): the same interface or queue name on two PBXes are two different things.
+//! A context may span several PBXes. A context's `dialplan` entries name dialplan contexts
+//! of every PBX, or of one when written `<pbx>:<dialplan>`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -27,6 +32,10 @@ struct ContextDef {
     dialplan: Vec<String>,
 }
 
+/// The PBX of a configuration with a single `[ami]` table, and of a directory read without
+/// a list of PBXes.
+pub const DEFAULT_PBX: &str = "default";
+
 /// A CTI context (tenant) and the Asterisk dialplan contexts that belong to it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Context {
@@ -44,6 +53,9 @@ pub struct Line {
     pub context: String,
     /// The dialplan context calls placed for this line start in.
     pub dialplan: String,
+    /// The PBX the line is on.
+    #[serde(default)]
+    pub pbx: String,
 }
 
 #[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -95,6 +107,9 @@ pub struct Queue {
     pub context: String,
     #[serde(default)]
     pub number: Option<String>,
+    /// The PBX the queue is on.
+    #[serde(default)]
+    pub pbx: String,
 }
 
 /// A validated, indexed directory.
@@ -103,26 +118,36 @@ pub struct Directory {
     contexts: BTreeMap<String, Context>,
     users: BTreeMap<u64, User>,
     by_login: HashMap<String, u64>,
-    by_interface: HashMap<String, u64>,
-    queues: BTreeMap<String, Queue>,
+    /// Users by PBX, then by the interface of their line.
+    by_interface: HashMap<String, HashMap<String, u64>>,
+    /// Queues by PBX and name.
+    queues: BTreeMap<(String, String), Queue>,
+    /// CTI contexts by dialplan context: `<pbx>:<dialplan>` for one PBX's, or the plain
+    /// name for every PBX's.
     by_dialplan: HashMap<String, String>,
 }
 
 impl Directory {
-    /// Parses and checks a directory file (TOML); on failure returns every problem found.
+    /// Parses and checks a directory file (TOML) for a single PBX named [`DEFAULT_PBX`].
     pub fn parse(text: &str) -> Result<Directory, Vec<String>> {
+        Self::parse_for(text, &[DEFAULT_PBX.to_owned()])
+    }
+
+    /// Parses and checks a directory file (TOML) whose lines and queues are on `pbxes`; on
+    /// failure returns every problem found.
+    pub fn parse_for(text: &str, pbxes: &[String]) -> Result<Directory, Vec<String>> {
         let file: DirectoryFile = toml::from_str(text).map_err(|e| vec![toml_problem(text, &e)])?;
-        Self::check(file)
+        Self::check(file, pbxes)
     }
 
     /// Parses and checks a directory in JSON, as a directory web service sends it: the same
     /// shape as the file.
-    pub fn parse_json(text: &str) -> Result<Directory, Vec<String>> {
+    pub fn parse_json(text: &str, pbxes: &[String]) -> Result<Directory, Vec<String>> {
         let file: DirectoryFile = serde_json::from_str(text).map_err(|e| vec![e.to_string()])?;
-        Self::check(file)
+        Self::check(file, pbxes)
     }
 
-    fn check(file: DirectoryFile) -> Result<Directory, Vec<String>> {
+    fn check(file: DirectoryFile, pbxes: &[String]) -> Result<Directory, Vec<String>> {
         let mut problems = Vec::new();
         let mut dir = Directory::default();
         for (i, c) in file.contexts.into_iter().enumerate() {
@@ -132,6 +157,15 @@ impl Directory {
                 continue;
             }
             for d in &c.dialplan {
+                if let Some((pbx, _)) = d
+                    .split_once(':')
+                    .filter(|(p, _)| !pbxes.contains(&(*p).to_owned()))
+                {
+                    problems.push(format!(
+                        "{at}: dialplan {d:?} names PBX {pbx:?}, which is not configured ({})",
+                        pbxes.join(", ")
+                    ));
+                }
                 if let Some(other) = dir.by_dialplan.insert(d.clone(), c.name.clone()) {
                     problems.push(format!(
                         "{at}: dialplan context {d:?} already belongs to context {other:?}"
@@ -153,7 +187,9 @@ impl Directory {
                 problems.push(format!("{at}: context defined twice"));
             }
         }
-        for (i, u) in file.users.into_iter().enumerate() {
+        // A context's lists name lines by interface and queues by name, whatever their PBX.
+        let mut in_context: HashMap<(String, String), String> = HashMap::new();
+        for (i, mut u) in file.users.into_iter().enumerate() {
             let at = format!("users[{i}] ({})", u.login);
             if u.login.is_empty() {
                 problems.push(format!("users[{i}]: login must not be empty"));
@@ -175,10 +211,28 @@ impl Directory {
                         "{at}: line.interface and line.number must not be empty"
                     ));
                 }
-                if let Some(other) = dir.by_interface.insert(line.interface.clone(), u.id) {
+            }
+            if let Some(line) = &mut u.line {
+                match resolve_pbx(&line.pbx, pbxes) {
+                    Ok(pbx) => line.pbx = pbx,
+                    Err(why) => problems.push(format!("{at}: line.pbx {why}")),
+                }
+            }
+            if let Some(line) = u.line.as_ref().filter(|l| pbxes.contains(&l.pbx)) {
+                let seen = (line.context.clone(), line.interface.clone());
+                if let Some(other) = in_context.insert(seen, line.pbx.clone()) {
+                    if other != line.pbx {
+                        problems.push(format!(
+                            "{at}: context {:?} has a line {:?} on PBX {other:?} already",
+                            line.context, line.interface
+                        ));
+                    }
+                }
+                let on_pbx = dir.by_interface.entry(line.pbx.clone()).or_default();
+                if let Some(other) = on_pbx.insert(line.interface.clone(), u.id) {
                     problems.push(format!(
-                        "{at}: line {:?} is also the line of user {other}",
-                        line.interface
+                        "{at}: line {:?} of PBX {:?} is also the line of user {other}",
+                        line.interface, line.pbx
                     ));
                 }
             }
@@ -191,16 +245,33 @@ impl Directory {
                 problems.push(format!("{at}: user id defined twice"));
             }
         }
-        for (i, q) in file.queues.into_iter().enumerate() {
+        for (i, mut q) in file.queues.into_iter().enumerate() {
             let at = format!("queues[{i}] ({})", q.name);
+            match resolve_pbx(&q.pbx, pbxes) {
+                Ok(pbx) => q.pbx = pbx,
+                Err(why) => problems.push(format!("{at}: pbx {why}")),
+            }
             if !dir.contexts.contains_key(&q.context) {
                 problems.push(format!(
                     "{at}: context {:?} is not a [[contexts]] name",
                     q.context
                 ));
             }
-            if dir.queues.insert(q.name.clone(), q).is_some() {
-                problems.push(format!("{at}: queue defined twice"));
+            let seen = (q.context.clone(), format!("queue {}", q.name));
+            if let Some(other) = in_context.insert(seen, q.pbx.clone()) {
+                if other != q.pbx {
+                    problems.push(format!(
+                        "{at}: context {:?} has a queue of that name on PBX {other:?} already",
+                        q.context
+                    ));
+                }
+            }
+            if dir
+                .queues
+                .insert((q.pbx.clone(), q.name.clone()), q)
+                .is_some()
+            {
+                problems.push(format!("{at}: queue defined twice on its PBX"));
             }
         }
         if problems.is_empty() {
@@ -230,9 +301,10 @@ impl Directory {
         self.by_login.get(login).and_then(|id| self.users.get(id))
     }
 
-    /// The user whose line is `interface`.
-    pub fn user_by_interface(&self, interface: &str) -> Option<&User> {
+    /// The user whose line is `interface` on `pbx`.
+    pub fn user_by_interface(&self, pbx: &str, interface: &str) -> Option<&User> {
         self.by_interface
+            .get(pbx)?
             .get(interface)
             .and_then(|id| self.users.get(id))
     }
@@ -250,13 +322,55 @@ impl Directory {
         self.queues.values()
     }
 
-    pub fn queue(&self, name: &str) -> Option<&Queue> {
-        self.queues.get(name)
+    /// Queue `name` of `pbx`.
+    pub fn queue(&self, pbx: &str, name: &str) -> Option<&Queue> {
+        self.queues.get(&(pbx.to_owned(), name.to_owned()))
     }
 
-    /// The CTI context a dialplan context belongs to.
-    pub fn context_of_dialplan(&self, dialplan: &str) -> Option<&str> {
-        self.by_dialplan.get(dialplan).map(String::as_str)
+    /// The contexts with a line or a queue on `pbx`, or a dialplan context of its own.
+    pub fn contexts_of_pbx(&self, pbx: &str) -> BTreeSet<&str> {
+        let lines = self
+            .users
+            .values()
+            .filter_map(|u| u.line.as_ref())
+            .filter(|l| l.pbx == pbx)
+            .map(|l| l.context.as_str());
+        let queues = self
+            .queues
+            .values()
+            .filter(|q| q.pbx == pbx)
+            .map(|q| q.context.as_str());
+        let own = format!("{pbx}:");
+        let dialplans = self
+            .by_dialplan
+            .iter()
+            .filter(|(d, _)| d.starts_with(&own))
+            .map(|(_, c)| c.as_str());
+        lines.chain(queues).chain(dialplans).collect()
+    }
+
+    /// The CTI context a dialplan context of `pbx` belongs to.
+    pub fn context_of_dialplan(&self, pbx: &str, dialplan: &str) -> Option<&str> {
+        self.by_dialplan
+            .get(&format!("{pbx}:{dialplan}"))
+            .or_else(|| self.by_dialplan.get(dialplan))
+            .map(String::as_str)
+    }
+}
+
+/// The PBX a line or queue is on: the one it names, or the only one configured.
+fn resolve_pbx(named: &str, pbxes: &[String]) -> Result<String, String> {
+    match (named, pbxes) {
+        ("", [only]) => Ok(only.clone()),
+        ("", _) => Err(format!(
+            "is required: several PBXes are configured ({})",
+            pbxes.join(", ")
+        )),
+        (name, _) if pbxes.iter().any(|p| p == name) => Ok(name.to_owned()),
+        (name, _) => Err(format!(
+            "{name:?} is not a configured PBX ({})",
+            pbxes.join(", ")
+        )),
     }
 }
 
@@ -353,15 +467,95 @@ context = "default"
         let alice = dir.user_by_login("alice").unwrap();
         assert_eq!(alice.fullname(), "Alice Martin");
         assert_eq!(alice.context(), Some("default"));
-        assert_eq!(dir.user_by_interface("PJSIP/1001").unwrap().id, 1);
+        assert_eq!(
+            dir.user_by_interface("default", "PJSIP/1001").unwrap().id,
+            1
+        );
+        assert_eq!(dir.user_by_interface("other", "PJSIP/1001"), None);
         assert_eq!(dir.user_by_number("default", "1001").unwrap().id, 1);
         assert_eq!(dir.user_by_login("nobody").unwrap().context(), None);
-        assert_eq!(dir.context_of_dialplan("internal"), Some("default"));
-        assert_eq!(dir.context_of_dialplan("tenant-b"), Some("tenant-b"));
-        assert_eq!(dir.queue("support").unwrap().context, "default");
+        assert_eq!(
+            dir.context_of_dialplan("default", "internal"),
+            Some("default")
+        );
+        assert_eq!(
+            dir.context_of_dialplan("default", "tenant-b"),
+            Some("tenant-b")
+        );
+        assert_eq!(dir.queue("default", "support").unwrap().context, "default");
         assert!(
             !format!("{alice:?}").contains("argon2"),
             "the hash must not be debug-printed"
+        );
+    }
+
+    fn line(pbx: &str, interface: &str, context: &str) -> String {
+        let pbx = if pbx.is_empty() {
+            String::new()
+        } else {
+            format!(", pbx = \"{pbx}\"")
+        };
+        format!("line = {{ interface = \"{interface}\", number = \"1\", context = \"{context}\", dialplan = \"d\"{pbx} }}\n")
+    }
+
+    #[test]
+    fn lines_and_queues_belong_to_a_pbx() {
+        let two = ["a".to_owned(), "b".to_owned()];
+        let contexts = "[[contexts]]\nname = \"t1\"\ndialplan = [\"in\", \"b:trunk\"]\n\
+                        [[contexts]]\nname = \"t2\"\ndialplan = [\"a:trunk\"]\n";
+        let user = |id: u32, line: String| {
+            format!("[[users]]\nid = {id}\nlogin = \"u{id}\"\npassword = \"{SECRET}\"\n{line}")
+        };
+        // The same interface on two PBXes, in two contexts: two lines.
+        let text = format!(
+            "{contexts}{}{}[[queues]]\nname = \"q\"\ncontext = \"t1\"\npbx = \"b\"\n",
+            user(1, line("a", "PJSIP/1", "t1")),
+            user(2, line("b", "PJSIP/1", "t2")),
+        );
+        let dir = Directory::parse_for(&text, &two).unwrap();
+        assert_eq!(dir.user_by_interface("a", "PJSIP/1").unwrap().id, 1);
+        assert_eq!(dir.user_by_interface("b", "PJSIP/1").unwrap().id, 2);
+        assert!(dir.queue("b", "q").is_some() && dir.queue("a", "q").is_none());
+        // A dialplan entry may be scoped to one PBX.
+        assert_eq!(dir.context_of_dialplan("b", "trunk"), Some("t1"));
+        assert_eq!(dir.context_of_dialplan("a", "trunk"), Some("t2"));
+        assert_eq!(dir.context_of_dialplan("a", "in"), Some("t1"));
+        // One PBX: it may be left out.
+        let one = Directory::parse(&format!("{contexts}{}", user(1, line("", "PJSIP/1", "t1"))));
+        let one = one.unwrap_err().join("; ");
+        assert!(
+            one.contains("names PBX \"b\", which is not configured (default)"),
+            "{one}"
+        );
+
+        let problems = Directory::parse_for(
+            &format!(
+                "{contexts}{}{}{}",
+                user(1, line("", "PJSIP/1", "t1")),
+                user(2, line("c", "PJSIP/2", "t1")),
+                user(3, line("b", "PJSIP/2", "t1"))
+            ),
+            &two,
+        )
+        .unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(problems[0]
+            .contains("users[0] (u1): line.pbx is required: several PBXes are configured (a, b)"));
+        assert!(
+            problems[1].contains("users[1] (u2): line.pbx \"c\" is not a configured PBX (a, b)")
+        );
+        let clash = Directory::parse_for(
+            &format!(
+                "{contexts}{}{}",
+                user(1, line("a", "PJSIP/1", "t1")),
+                user(2, line("b", "PJSIP/1", "t1"))
+            ),
+            &two,
+        )
+        .unwrap_err();
+        assert!(
+            clash[0].contains("context \"t1\" has a line \"PJSIP/1\" on PBX \"a\" already"),
+            "{clash:?}"
         );
     }
 
@@ -405,15 +599,16 @@ context = "c"
             r#"{{"contexts":[{{"name":"a","dialplan":["a"]}}],"users":[{{"id":1,"login":"x","password":"{SECRET}","line":{{"interface":"PJSIP/1","number":"1","context":"a","dialplan":"a"}}}}]}}"#
         );
         assert_eq!(
-            Directory::parse_json(&json)
+            Directory::parse_json(&json, &[DEFAULT_PBX.to_owned()])
                 .unwrap()
                 .user(1)
                 .unwrap()
                 .context(),
             Some("a")
         );
-        assert!(Directory::parse_json(r#"{"users":[{"id":1,"login":"x","password":"p","line":{"interface":"i","number":"1","context":"nowhere","dialplan":"d"}}]}"#).is_err());
-        assert!(Directory::parse_json("[").is_err());
+        let pbxes = [DEFAULT_PBX.to_owned()];
+        assert!(Directory::parse_json(r#"{"users":[{"id":1,"login":"x","password":"p","line":{"interface":"i","number":"1","context":"nowhere","dialplan":"d"}}]}"#, &pbxes).is_err());
+        assert!(Directory::parse_json("[", &pbxes).is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod agi;
 pub mod ami;
 pub mod calls;
+pub mod cidr;
 pub mod commands;
 pub mod cti;
 pub mod directory;

@@ -2,7 +2,7 @@
 //! changes, as one partition's sessions see them. Pure: built from the directory, the
 //! partition's calls and who is connected, by whoever asks, off the event path.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
@@ -38,12 +38,13 @@ impl<'a> Scope<'a> {
     }
 }
 
-/// What a partition holds that lists show: its live calls, and the presence of each
-/// connected user (by user id).
+/// What a partition holds that lists show: its live calls, the presence of each
+/// connected user (by user id), and the state of each PBX link.
 #[derive(Clone, Debug, Default)]
 pub struct Live {
     pub calls: Vec<Arc<Call>>,
     pub presence: HashMap<u64, String>,
+    pub pbxes: BTreeMap<String, String>,
 }
 
 /// A list item: its id, config and status.
@@ -88,11 +89,12 @@ fn items(
             }
         }
         "phones" => {
-            let busy: HashMap<&str, Vec<&str>> = live.map_or_else(HashMap::new, |l| {
-                let mut by_line: HashMap<&str, Vec<&str>> = HashMap::new();
+            type Busy<'l> = HashMap<(&'l str, &'l str), Vec<&'l str>>;
+            let busy: Busy<'_> = live.map_or_else(HashMap::new, |l| {
+                let mut by_line: Busy<'_> = HashMap::new();
                 for c in &l.calls {
                     for line in &c.lines {
-                        by_line.entry(line).or_default().push(&c.id);
+                        by_line.entry((&c.pbx, line)).or_default().push(&c.id);
                     }
                 }
                 by_line
@@ -106,11 +108,12 @@ fn items(
                     "interface": line.interface,
                     "number": line.number,
                     "context": line.context,
+                    "pbx": line.pbx,
                     "userid": u.id.to_string(),
                 });
                 let st = status(&|_| {
                     let calls = busy
-                        .get(line.interface.as_str())
+                        .get(&(line.pbx.as_str(), line.interface.as_str()))
                         .cloned()
                         .unwrap_or_default();
                     json!({"state": if calls.is_empty() { "idle" } else { "busy" }, "calls": calls})
@@ -125,14 +128,36 @@ fn items(
                         .calls
                         .iter()
                         .filter(|c| {
-                            c.state == CallState::Queued && c.queue.as_deref() == Some(&q.name)
+                            c.state == CallState::Queued
+                                && c.pbx == q.pbx
+                                && c.queue.as_deref() == Some(&q.name)
                         })
                         .count();
                     json!({"waiting": waiting})
                 });
-                let config =
-                    json!({"id": q.name, "name": q.name, "number": q.number, "context": q.context});
+                let config = json!({"id": q.name, "name": q.name, "number": q.number,
+                    "context": q.context, "pbx": q.pbx});
                 items.push((q.name.clone(), config, st));
+            }
+        }
+        "pbxes" => {
+            let mut used: BTreeSet<&str> = dir
+                .users()
+                .filter_map(|u| u.line.as_ref())
+                .filter(|l| scope.sees(Some(&l.context)))
+                .map(|l| l.pbx.as_str())
+                .chain(
+                    dir.queues()
+                        .filter(|q| scope.sees(Some(&q.context)))
+                        .map(|q| q.pbx.as_str()),
+                )
+                .collect();
+            if scope == Scope::All {
+                used.extend(live.iter().flat_map(|l| l.pbxes.keys().map(String::as_str)));
+            }
+            for pbx in used {
+                let st = status(&|l| json!({"state": l.pbxes.get(pbx)}));
+                items.push((pbx.to_owned(), json!({"id": pbx, "name": pbx}), st));
             }
         }
         "calls" => {

@@ -10,7 +10,7 @@ use ctid_proto::calls::{
     coalesce, CallData, CallEvent, CallModel, CallState, Direction, EventKind, MAX_ATTACHED,
     MAX_DATA_BYTES, MAX_IVR_STEPS,
 };
-use ctid_proto::directory::Directory;
+use ctid_proto::directory::{Directory, DEFAULT_PBX};
 use proptest::prelude::*;
 
 fn milestones(out: &[CallEvent]) -> Vec<EventKind> {
@@ -29,7 +29,10 @@ fn bridged_call_is_offered_ringing_answered_bridged_hungup() {
         milestones(&out),
         [Offered, Ringing, Answered, Bridged, Hungup]
     );
-    assert!(out.iter().all(|e| e.call.id == "1795348189.2"), "one call");
+    assert!(
+        out.iter().all(|e| e.call.id == "default:1795348189.2"),
+        "one call"
+    );
     assert_eq!(model.calls().count(), 0);
     assert_eq!(model.channel_count(), 0);
 
@@ -150,7 +153,7 @@ fn updated_is_only_sent_for_visible_changes() {
 #[test]
 fn user_events_attach_data_and_ivr_steps() {
     let dir = directory();
-    let mut model = CallModel::new();
+    let mut model = CallModel::new(DEFAULT_PBX);
     let chan = "Channel: PJSIP/trunk-00000001\r\nUniqueid: 9.1\r\nLinkedid: 9.1\r\nContext: default\r\nExten: 2001\r\n";
     model.apply(
         &AmiMessage::parse(&format!(
@@ -205,7 +208,7 @@ proptest! {
             .map(|(i, e)| (order[i % order.len()], e))
             .collect();
         picked.sort_by_key(|(k, _)| *k);
-        let mut model = CallModel::new();
+        let mut model = CallModel::new(DEFAULT_PBX);
         let mut hung_up = HashSet::new();
         for (i, (_, e)) in picked.iter().enumerate() {
             if e.event() == Some("Hangup") {
@@ -259,7 +262,7 @@ fn agi_data_attaches_before_or_after_the_channel_is_seen() {
         ivr_steps: vec![step.to_owned()],
     };
     // Before: the AGI request for channel .39 (call .38) comes first and waits.
-    let mut model = CallModel::new();
+    let mut model = CallModel::new(DEFAULT_PBX);
     assert!(model
         .attach(
             "1795348247.39",
@@ -276,7 +279,7 @@ fn agi_data_attaches_before_or_after_the_channel_is_seen() {
         (model, out)
     };
     let offered = out.iter().find(|e| e.kind == EventKind::Offered).unwrap();
-    assert_eq!(offered.call.id, "1795348247.38");
+    assert_eq!(offered.call.id, "default:1795348247.38");
     let with_data = out.iter().find(|e| !e.call.attached.is_empty()).unwrap();
     assert_eq!(with_data.call.attached["account"], "42");
     assert_eq!(with_data.call.ivr_path, ["menu-1"]);
@@ -288,7 +291,7 @@ fn agi_data_attaches_before_or_after_the_channel_is_seen() {
 
     // After: the call is live, the data lands at once.
     let all = events("agi_call");
-    let mut model = CallModel::new();
+    let mut model = CallModel::new(DEFAULT_PBX);
     for e in &all[..10] {
         model.apply(e, 1.0, &dir);
     }
@@ -297,7 +300,7 @@ fn agi_data_attaches_before_or_after_the_channel_is_seen() {
     assert_eq!(out[0].call.attached["lang"], "42");
 
     // Data waits a minute at most: the stale entry is dropped, the fresh one attaches.
-    let mut model = CallModel::new();
+    let mut model = CallModel::new(DEFAULT_PBX);
     model.attach("9.9", None, data("stale", "old"), 0.0);
     model.attach("9.8", None, data("fresh", "new"), 100.0);
     let mut late = Vec::new();
@@ -317,7 +320,7 @@ fn agi_data_attaches_before_or_after_the_channel_is_seen() {
 fn a_calls_dialplan_data_is_bounded() {
     let dir = directory();
     let all = events("agi_call");
-    let mut model = CallModel::new();
+    let mut model = CallModel::new(DEFAULT_PBX);
     for e in &all[..10] {
         model.apply(e, 1.0, &dir);
     }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use common::{directory, events, fixture_names, run};
 use ctid_proto::ami::AmiMessage;
 use ctid_proto::calls::{CallEvent, CallModel, CallState, EventKind};
-use ctid_proto::directory::Directory;
+use ctid_proto::directory::{Directory, DEFAULT_PBX};
 
 /// Asterisk's own view, rebuilt from its events: what CoreShowChannels and QueueStatus
 /// would list after each event.
@@ -139,7 +139,7 @@ fn replay_with_resync(
     applied: usize,
     dir: &Directory,
 ) -> (Vec<CallEvent>, Vec<CallEvent>) {
-    let mut model = CallModel::new();
+    let mut model = CallModel::new(DEFAULT_PBX);
     let mut out = Vec::new();
     let mut mark = None;
     let mut resync = Vec::new();
@@ -199,7 +199,7 @@ fn a_resync_after_lost_events_never_invents_a_milestone() {
     let dir = directory();
     for name in fixture_names() {
         let all = events(name);
-        let mut model = CallModel::new();
+        let mut model = CallModel::new(DEFAULT_PBX);
         let mut expected = Vec::new();
         for (i, e) in all.iter().enumerate() {
             expected.extend(model.apply(e, i as f64, &dir).into_iter().map(|e| (i, e)));
@@ -210,7 +210,7 @@ fn a_resync_after_lost_events_never_invents_a_milestone() {
             for back in [lost + 1, lost + 5, lost + 20] {
                 let back = back.min(all.len());
                 let (live, waiting) = &lists[back];
-                let mut model = CallModel::new();
+                let mut model = CallModel::new(DEFAULT_PBX);
                 let mut out = Vec::new();
                 for i in 0..=all.len() {
                     if i == back {
@@ -302,13 +302,13 @@ fn resync_ends_vanished_channels_and_adopts_unknown_ones() {
     let out = model.resync_channels(mark, &[item], 5000.0, &dir);
     let ended: Vec<_> = out.iter().filter(|e| e.kind == EventKind::Hungup).collect();
     assert_eq!(ended.len(), 1);
-    assert_eq!(ended[0].call.id, "1795348189.2");
+    assert_eq!(ended[0].call.id, "default:1795348189.2");
     assert!(out
         .iter()
-        .any(|e| e.kind == EventKind::Offered && e.call.id == "7.7"));
+        .any(|e| e.kind == EventKind::Offered && e.call.id == "default:7.7"));
     assert_eq!(
         model.calls().map(|c| c.id.as_str()).collect::<Vec<_>>(),
-        ["7.7"]
+        ["default:7.7"]
     );
 }
 
@@ -317,7 +317,7 @@ fn resync_ends_vanished_channels_and_adopts_unknown_ones() {
 fn a_channel_newer_than_the_list_is_kept() {
     let dir = directory();
     let all = events("bridged_call");
-    let mut model = CallModel::new();
+    let mut model = CallModel::new(DEFAULT_PBX);
     let mark = model.mark();
     let mut out = Vec::new();
     for (i, e) in all.iter().take(5).enumerate() {
@@ -335,7 +335,7 @@ fn a_channel_newer_than_the_list_is_kept() {
 #[test]
 fn resync_puts_back_the_callers_waiting_in_queues() {
     let dir = directory();
-    let mut model = CallModel::new();
+    let mut model = CallModel::new(DEFAULT_PBX);
     // A caller transferred into the queue: its Linkedid is not its Uniqueid.
     let channel = AmiMessage::parse(
         "Event: CoreShowChannel\r\nChannel: PJSIP/trunk-00000001\r\nChannelState: 6\r\nUniqueid: 8.1\r\nLinkedid: 8.0\r\nCallerIDNum: 0611223344\r\nContext: default\r\nExten: 3000\r\n",
@@ -354,7 +354,7 @@ fn resync_puts_back_the_callers_waiting_in_queues() {
     model.resync_channels(mark, std::slice::from_ref(&channel), 10.0, &dir);
     let out = model.resync_queues(mark, &status, &dir);
     let queued = out.iter().find(|e| e.kind == EventKind::Queued).unwrap();
-    assert_eq!(queued.call.id, "8.0");
+    assert_eq!(queued.call.id, "default:8.0");
     assert_eq!(queued.call.queue.as_deref(), Some("support"));
     assert_eq!(queued.call.state, CallState::Queued);
     assert_eq!(

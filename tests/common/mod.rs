@@ -18,6 +18,12 @@ pub fn fixture(path: &str) -> Vec<u8> {
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+/// The id ctid gives a call the simulator placed: `<pbx>:<Linkedid>`, on the PBX an
+/// `[ami]` table names `default`.
+pub fn ctid_id(sim_id: &str) -> String {
+    format!("default:{sim_id}")
+}
+
 /// How many actions named `name` the simulator received.
 pub fn actions_named(sim: &ctid_pbxsim::PbxSim, name: &str) -> usize {
     sim.actions()

@@ -31,7 +31,7 @@ use tokio_rustls::TlsConnector;
 use tokio_util::codec::FramedRead;
 
 use crate::net::{io_reason, write_queue, BoxedIo};
-use crate::settings::{human_duration, AmiSettings};
+use crate::settings::{human_duration, AmiSettings, PbxSettings};
 use crate::supervisor::{Outlet, Shutdown};
 use crate::tls::{client_config, TlsError};
 
@@ -75,24 +75,28 @@ impl AmiItem {
 /// stops start-up instead of every reconnect.
 #[derive(Clone)]
 pub struct LinkConfig {
+    /// The PBX's name.
+    pub pbx: Arc<str>,
     pub settings: AmiSettings,
     pub socket_timeout: Duration,
     tls: Option<(TlsConnector, ServerName<'static>)>,
 }
 
 impl LinkConfig {
-    pub fn new(settings: AmiSettings, socket_timeout: Duration) -> Result<Self, TlsError> {
+    pub fn new(pbx: &PbxSettings, socket_timeout: Duration) -> Result<Self, TlsError> {
+        let settings = pbx.ami.clone();
         let tls = match &settings.tls {
             None => None,
             Some(t) => {
                 let name = ServerName::try_from(t.server_name.clone()).map_err(|e| TlsError {
-                    path: "ami.tls_server_name".into(),
+                    path: format!("{}.tls_server_name", pbx.section),
                     reason: e.to_string(),
                 })?;
                 Some((TlsConnector::from(client_config(&t.ca)?), name))
             }
         };
         Ok(LinkConfig {
+            pbx: pbx.name.as_str().into(),
             settings,
             socket_timeout,
             tls,
@@ -141,6 +145,8 @@ struct WriterFailed(u64, String);
 
 pub struct AmiLink {
     cfg: LinkConfig,
+    pbx: Arc<str>,
+    /// How logs name the link: `<pbx> (<host>:<port>)`.
     name: Arc<str>,
     events: Outlet<AmiEvents>,
     states: Outlet<LinkChanged>,
@@ -164,7 +170,8 @@ impl AmiLink {
         taps: AmiTaps,
     ) -> Self {
         AmiLink {
-            name: cfg.settings.endpoint().into(),
+            name: format!("{} ({})", cfg.pbx, cfg.settings.endpoint()).into(),
+            pbx: cfg.pbx.clone(),
             cfg,
             events,
             states,
@@ -189,7 +196,7 @@ impl AmiLink {
             stats.since = SystemTime::now();
         }
         let _ = self.states.try_send(LinkChanged {
-            pbx: self.name.clone(),
+            pbx: self.pbx.clone(),
             state,
         });
     }
@@ -498,7 +505,7 @@ impl AmiLink {
             stats.events += events().count() as u64;
             stats.last_event = Some(SystemTime::now());
         }
-        self.taps.feed(events());
+        self.taps.feed(&self.pbx, events());
         if log_enabled!(Level::Debug) {
             for e in events() {
                 debug!(
@@ -523,7 +530,7 @@ impl AmiLink {
         }
         let count = items.len();
         let batch = AmiEvents {
-            pbx: self.name.clone(),
+            pbx: self.pbx.clone(),
             received: Instant::now(),
             items,
         };

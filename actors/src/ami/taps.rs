@@ -1,5 +1,5 @@
-//! Consoles watching the raw AMI stream (`dumpami`). Each event's bytes, as read, are
-//! shared by every tap that wants it: nothing is copied.
+//! Consoles watching the raw AMI streams (`dumpami`), of every PBX or of one. Each event's
+//! bytes, as read, are shared by every tap that wants it: nothing is copied.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,6 +21,8 @@ struct Taps {
 
 struct Tap {
     id: u64,
+    /// The PBX watched; None: every PBX.
+    pbx: Option<String>,
     /// Lowercase event names; empty: every event.
     names: Vec<String>,
     tx: mpsc::Sender<Bytes>,
@@ -34,12 +36,14 @@ impl AmiTaps {
         self.0.list.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A new tap on events named in `names` (all if empty); returns its id and its feed.
-    pub fn add(&self, names: &[String]) -> (u64, mpsc::Receiver<Bytes>) {
+    /// A new tap on the events of `pbx` (every PBX if None) named in `names` (all if
+    /// empty); returns its id and its feed.
+    pub fn add(&self, pbx: Option<&str>, names: &[String]) -> (u64, mpsc::Receiver<Bytes>) {
         let (tx, rx) = mpsc::channel(TAP_QUEUE);
         let id = self.0.next.fetch_add(1, Ordering::SeqCst);
         let names = names.iter().map(|n| n.to_ascii_lowercase()).collect();
-        self.list().push(Tap { id, names, tx });
+        let pbx = pbx.map(str::to_owned);
+        self.list().push(Tap { id, pbx, names, tx });
         self.0.any.store(true, Ordering::SeqCst);
         (id, rx)
     }
@@ -55,17 +59,17 @@ impl AmiTaps {
         self.0.dropped.load(Ordering::Relaxed)
     }
 
-    pub(super) fn feed<'a>(&self, events: impl Iterator<Item = &'a AmiMessage>) {
+    pub(super) fn feed<'a>(&self, pbx: &str, events: impl Iterator<Item = &'a AmiMessage>) {
         if !self.0.any.load(Ordering::Relaxed) {
             return;
         }
         let list = self.list();
         for e in events {
             let name = e.event().unwrap_or("").to_ascii_lowercase();
-            for tap in list
-                .iter()
-                .filter(|t| t.names.is_empty() || t.names.contains(&name))
-            {
+            for tap in list.iter().filter(|t| {
+                t.pbx.as_deref().is_none_or(|p| p == pbx)
+                    && (t.names.is_empty() || t.names.contains(&name))
+            }) {
                 if tap.tx.try_send(e.wire_bytes()).is_err() {
                     self.0.dropped.fetch_add(1, Ordering::Relaxed);
                 }

@@ -29,16 +29,14 @@ use log::{debug, info, warn};
 use serde_json::Value;
 use tokio_util::codec::FramedRead;
 
-use crate::ami::AmiLink;
 use crate::auth::{LoginThrottle, PasswordChecker, ResumeTokens};
 use crate::directory::DirectoryHandle;
 use crate::net::BoxedIo;
 use crate::outbox::{write_outbox, Budget, Outbox, Writers};
 use crate::partition::{Kick, Partitions, SessionId};
-use crate::router::Router;
+use crate::pbx::Pbxes;
 use crate::settings::human_duration;
 use crate::store::Queries;
-use crate::supervisor::Slot;
 
 /// Consecutive bad messages after which a session is closed.
 const MAX_ERRORS: u32 = 10;
@@ -71,8 +69,8 @@ pub struct SessionShared {
     pub unauthenticated: Arc<AtomicUsize>,
     pub max_unauthenticated: usize,
     pub next_id: AtomicU64,
-    pub router: Slot<Router>,
-    pub link: Slot<AmiLink>,
+    /// Every PBX: commands go to the router and link of the PBX they concern.
+    pub pbxes: Pbxes,
     /// Where `history` is answered; None if call records are off.
     pub store: Option<Queries>,
     pub commands: CommandSettings,

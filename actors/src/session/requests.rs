@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use ctid_proto::calls::Disposition;
-use ctid_proto::commands::{originate_reason, Plan, Wait};
+use ctid_proto::commands::{originate_reason, pbx_of, Plan, Sender, Wait};
 use ctid_proto::cti::{timenow, ErrorCode, Reply, Request};
 use ctid_proto::directory::{Directory, User};
 use ctid_proto::lists::{get_list, GetList, Scope};
@@ -12,12 +12,13 @@ use log::{info, warn};
 use serde_json::Value;
 
 use super::{Phase, Session, Ticket};
-use crate::ami::{AmiRequest, Completion};
+use crate::ami::{AmiLink, AmiRequest, Completion};
 use crate::ask::{ask, Unanswered};
 use crate::partition::ALL;
 use crate::router::{PlanCommand, SetDisposition};
 use crate::settings::human_duration;
 use crate::store::{Disposer, HistoryFilter};
+use crate::supervisor::Slot;
 
 /// Most history rows a client may ask for at once.
 const MAX_HISTORY: u64 = 1000;
@@ -70,7 +71,8 @@ impl Session {
         } else {
             Scope::Context(&key)
         };
-        let live = self.shared.partitions.live(&key);
+        let mut live = self.shared.partitions.live(&key);
+        live.pbxes = self.shared.pbxes.states();
         match get_list(&asked, &self.shared.directory.get(), scope, &live) {
             Ok(reply) => self.send(reply.reply_to(commandid.as_ref()), ctx),
             Err(code) => self.error("getlist", code, commandid.as_ref(), ctx),
@@ -101,11 +103,33 @@ impl Session {
     pub(super) fn ipbxcommand(&mut self, req: Request, ticket: Ticket, ctx: &mut Context<Self>) {
         let commandid = req.commandid.clone();
         let command = req.str("command").unwrap_or_default().to_owned();
-        let Some(router) = self.shared.router.get() else {
-            return self.error("ipbxcommand", ErrorCode::Shutdown, commandid.as_ref(), ctx);
-        };
         let Some((user, partition)) = self.me() else {
             return self.error("ipbxcommand", ErrorCode::Unallowed, commandid.as_ref(), ctx);
+        };
+        let sender = Sender {
+            user: &user,
+            partition,
+            separated: self.shared.partitions.separated(),
+        };
+        // The PBX it goes to: its router plans it on its calls, and its link carries it.
+        let pbx = pbx_of(&req, &sender, &self.shared.directory.get()).and_then(|name| {
+            self.shared
+                .pbxes
+                .get(&name)
+                .cloned()
+                .ok_or(ErrorCode::Unallowed)
+        });
+        let pbx = match pbx {
+            Ok(pbx) => pbx,
+            Err(code) => {
+                let reply = Reply::error("ipbxcommand", &code)
+                    .with("command", command)
+                    .reply_to(commandid.as_ref());
+                return self.send(reply, ctx);
+            }
+        };
+        let Some(router) = pbx.router.get() else {
+            return self.error("ipbxcommand", ErrorCode::Shutdown, commandid.as_ref(), ctx);
         };
         let ask_plan = PlanCommand {
             request: req,
@@ -122,7 +146,7 @@ impl Session {
                         .with("ipbxreply", "sent")
                         .reply_to(commandid.as_ref());
                     act.send(ack, ctx);
-                    act.execute(plan, commandid, ticket, ctx);
+                    act.execute(plan, pbx.link, commandid, ticket, ctx);
                 }
                 Ok(Err(code)) => {
                     if code == ErrorCode::Unallowed {
@@ -138,15 +162,15 @@ impl Session {
         ));
     }
 
-    /// Runs a plan's actions in order on the AMI link; the first failure is the outcome.
+    /// Runs a plan's actions in order on `link`; the first failure is the outcome.
     fn execute(
         &mut self,
         plan: Plan,
+        link: Slot<AmiLink>,
         commandid: Option<Value>,
         ticket: Ticket,
         ctx: &mut Context<Self>,
     ) {
-        let link = self.shared.link.clone();
         let socket = self.shared.config.stall;
         let ring = Duration::from_millis(self.shared.commands.originate_timeout_ms);
         let run = async move {
@@ -208,10 +232,18 @@ impl Session {
         if let Err(code) = req.require(&["call_id", "code"]) {
             return self.error("disposition", code, commandid.as_ref(), ctx);
         }
-        let Some(router) = self.shared.router.get() else {
+        let call_id = req.str("call_id").unwrap_or_default().to_owned();
+        // The router of the call's PBX knows it if it is live, and records it otherwise.
+        let pbx = call_id
+            .split_once(':')
+            .and_then(|(p, _)| self.shared.pbxes.get(p));
+        let Some(pbx) = pbx else {
+            let reply = disposition_reply(call_id, Err(ErrorCode::Unallowed));
+            return self.send(reply.reply_to(commandid.as_ref()), ctx);
+        };
+        let Some(router) = pbx.router.get() else {
             return self.error("disposition", ErrorCode::Shutdown, commandid.as_ref(), ctx);
         };
-        let call_id = req.str("call_id").unwrap_or_default().to_owned();
         let Some((user, partition @ Some(_))) = self.me() else {
             let reply = disposition_reply(call_id, Err(ErrorCode::Unallowed));
             return self.send(reply.reply_to(commandid.as_ref()), ctx);

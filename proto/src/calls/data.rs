@@ -76,15 +76,16 @@ impl CallModel {
         }
     }
 
-    /// Sets a live call's disposition; None if there is no such live call.
+    /// Sets live call `call_id`'s disposition; None if there is no such live call.
     pub fn set_disposition(
         &mut self,
         call_id: &str,
         disposition: Disposition,
     ) -> Option<Vec<CallEvent>> {
-        let call = self.calls.get_mut(call_id)?;
+        let key = self.key(call_id)?.to_owned();
+        let call = self.calls.get_mut(&key)?;
         call.disposition = Some(disposition);
-        self.changed.insert(call_id.to_owned());
+        self.changed.insert(key);
         Some(self.finish())
     }
 

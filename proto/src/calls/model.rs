@@ -25,6 +25,8 @@ pub(super) const TOMBSTONES: usize = 16384;
 /// A live call and what the model derives it from.
 pub(super) struct Tracked {
     pub(super) call: Call,
+    /// The call's Linkedid: its key in the model (its id is `<pbx>:<Linkedid>`).
+    pub(super) key: String,
     /// Uniqueids of its live channels.
     pub(super) channels: BTreeSet<String>,
     line_contexts: BTreeSet<String>,
@@ -48,9 +50,10 @@ impl DerefMut for Tracked {
 }
 
 impl Tracked {
-    fn new(id: &str, now: f64) -> Tracked {
+    fn new(pbx: &str, linkedid: &str, now: f64) -> Tracked {
         Tracked {
-            call: Call::new(id, now),
+            call: Call::new(pbx, linkedid, now),
+            key: linkedid.to_owned(),
             channels: BTreeSet::new(),
             line_contexts: BTreeSet::new(),
             queue_contexts: BTreeSet::new(),
@@ -104,6 +107,8 @@ fn uid_order(uid: &str) -> (u64, u64) {
 /// The model of every live call of one PBX.
 #[derive(Default)]
 pub struct CallModel {
+    /// The PBX's name: its calls' ids are `<pbx>:<Linkedid>`.
+    pub(super) pbx: String,
     pub(super) channels: HashMap<String, Channel>,
     pub(super) calls: HashMap<String, Tracked>,
     pub(super) bridges: HashMap<String, BTreeSet<String>>,
@@ -113,8 +118,8 @@ pub struct CallModel {
     pub(super) out: Vec<(String, EventKind)>,
     /// Calls whose visible state changed during the event being applied.
     pub(super) changed: BTreeSet<String>,
-    /// Calls ended during the event being applied, as they were at the end.
-    pub(super) ended: Vec<Call>,
+    /// Calls ended during the event being applied, by key, as they were at the end.
+    pub(super) ended: Vec<(String, Call)>,
     /// Data for channels the model has not seen yet, by Uniqueid, with when it came.
     pub(super) pending: HashMap<String, (CallData, f64)>,
     /// The Uniqueid of pending data, by the Linkedid of its call.
@@ -124,22 +129,42 @@ pub struct CallModel {
 }
 
 impl CallModel {
-    pub fn new() -> Self {
-        Self::default()
+    /// The model of the calls of PBX `pbx`.
+    pub fn new(pbx: &str) -> Self {
+        CallModel {
+            pbx: pbx.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    pub fn pbx(&self) -> &str {
+        &self.pbx
     }
 
     pub fn calls(&self) -> impl Iterator<Item = &Call> {
         self.calls.values().map(|t| &t.call)
     }
 
+    /// The key of call `id` (`<pbx>:<Linkedid>`), if it is one of this PBX's.
+    pub(super) fn key<'a>(&self, id: &'a str) -> Option<&'a str> {
+        id.strip_prefix(self.pbx.as_str())?.strip_prefix(':')
+    }
+
+    /// Live call `id` (`<pbx>:<Linkedid>`).
     pub fn call(&self, id: &str) -> Option<&Call> {
-        self.calls.get(id).map(|t| &t.call)
+        self.calls.get(self.key(id)?).map(|t| &t.call)
+    }
+
+    /// The live call of channel `uniqueid`.
+    pub fn call_of_channel(&self, uniqueid: &str) -> Option<&Call> {
+        let ch = self.channels.get(uniqueid)?;
+        self.calls.get(&ch.linkedid).map(|t| &t.call)
     }
 
     /// The live channels of call `id`.
     pub fn channels_of(&self, id: &str) -> impl Iterator<Item = &Channel> {
-        self.calls
-            .get(id)
+        self.key(id)
+            .and_then(|k| self.calls.get(k))
             .into_iter()
             .flat_map(|t| t.channels.iter().filter_map(|u| self.channels.get(u)))
     }
@@ -340,7 +365,7 @@ impl CallModel {
         }
         if !self.calls.contains_key(&linkedid) {
             self.calls
-                .insert(linkedid.clone(), Tracked::new(&linkedid, now));
+                .insert(linkedid.clone(), Tracked::new(&self.pbx, &linkedid, now));
             self.out.push((linkedid.clone(), EventKind::Offered));
         }
         if let Some(call) = self.calls.get_mut(&linkedid) {
@@ -367,7 +392,7 @@ impl CallModel {
             if let Some(mut call) = self.calls.remove(old) {
                 call.state = CallState::Ended;
                 call.ended = Some(now);
-                self.ended.push(call.call);
+                self.ended.push((call.key, call.call));
             }
         } else {
             self.recompute(old, dir);
@@ -377,9 +402,9 @@ impl CallModel {
     /// The call's originating channel: the one whose Uniqueid is the Linkedid, else (if
     /// that one was never seen) the oldest one still there. None once it has hung up.
     fn originator<'a>(&'a self, call: &Tracked) -> Option<&'a Channel> {
-        match self.channels.get(&call.id) {
+        match self.channels.get(&call.key) {
             Some(ch) => Some(ch),
-            None if self.dead.contains(&call.id) => None,
+            None if self.dead.contains(&call.key) => None,
             None => call
                 .channels
                 .iter()
@@ -402,7 +427,7 @@ impl CallModel {
         };
         for ch in call.channels.iter().filter_map(|u| self.channels.get(u)) {
             if let Some(line) = dir
-                .user_by_interface(&ch.interface)
+                .user_by_interface(&self.pbx, &ch.interface)
                 .and_then(|u| u.line.as_ref())
             {
                 lines.insert(line.interface.clone());
@@ -410,12 +435,12 @@ impl CallModel {
             }
         }
         let orig = self.originator(call);
-        let orig_user = orig.and_then(|o| dir.user_by_interface(&o.interface));
+        let orig_user = orig.and_then(|o| dir.user_by_interface(&self.pbx, &o.interface));
         let orig_line = orig_user.and_then(|u| u.line.as_ref());
         let fallback = match orig {
             Some(o) => std::iter::once(o)
                 .chain(call.channels.iter().filter_map(|u| self.channels.get(u)))
-                .find_map(|c| dir.context_of_dialplan(&c.context))
+                .find_map(|c| dir.context_of_dialplan(&self.pbx, &c.context))
                 .map(str::to_owned),
             None => call.fallback_context.clone(),
         };
@@ -529,7 +554,7 @@ impl CallModel {
                 .calls
                 .get(&id)
                 .map(|t| &t.call)
-                .or_else(|| self.ended.iter().find(|c| c.id == id))
+                .or_else(|| self.ended.iter().find(|(k, _)| *k == id).map(|(_, c)| c))
             else {
                 continue;
             };
@@ -552,7 +577,7 @@ impl CallModel {
                 });
             }
         }
-        for call in std::mem::take(&mut self.ended) {
+        for (_, call) in std::mem::take(&mut self.ended) {
             events.push(CallEvent {
                 kind: EventKind::Hungup,
                 call,

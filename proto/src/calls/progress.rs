@@ -29,7 +29,7 @@ impl CallModel {
             return;
         };
         dest_ch.dialed_by = Some(caller);
-        let dest_user = dir.user_by_interface(&dest_ch.interface);
+        let dest_user = dir.user_by_interface(&self.pbx, &dest_ch.interface);
         let callee = Party {
             number: dest_user
                 .and_then(|u| u.line.as_ref())
@@ -203,7 +203,7 @@ impl CallModel {
 
     pub(super) fn queue_call(&mut self, call_id: &str, queue: Option<String>, dir: &Directory) {
         if let Some(call) = self.calls.get_mut(call_id) {
-            if let Some(q) = queue.as_deref().and_then(|q| dir.queue(q)) {
+            if let Some(q) = queue.as_deref().and_then(|q| dir.queue(&self.pbx, q)) {
                 call.queue_contexts.insert(q.context.clone());
             }
             call.queue = queue;
@@ -219,7 +219,7 @@ impl CallModel {
         let interface = known(ev.get("Interface"));
         let login = interface
             .as_deref()
-            .and_then(|i| dir.user_by_interface(i))
+            .and_then(|i| dir.user_by_interface(&self.pbx, i))
             .map(|u| u.login.clone());
         let agent = Agent {
             name: known(ev.get("MemberName")),
@@ -257,7 +257,7 @@ impl CallModel {
         };
         call.channels.remove(uid);
         if let Some(c) = cause {
-            if uid == call.id || call.hangup_cause.is_none() {
+            if uid == call.key || call.hangup_cause.is_none() {
                 call.hangup_cause = Some(c);
             }
         }
@@ -265,8 +265,8 @@ impl CallModel {
             let mut call = self.calls.remove(&ch.linkedid).expect("looked up above");
             call.state = CallState::Ended;
             call.ended = Some(now);
-            self.changed.remove(&call.id);
-            self.ended.push(call.call);
+            self.changed.remove(&call.key);
+            self.ended.push((call.key, call.call));
         } else {
             self.recompute(&ch.linkedid, dir);
         }

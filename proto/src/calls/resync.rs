@@ -121,7 +121,8 @@ impl CallModel {
             };
             let queue = known(entry.get("Queue")).map(str::to_owned);
             let known_there = self
-                .call(&call_id)
+                .calls
+                .get(&call_id)
                 .is_none_or(|c| c.agent.is_some() || c.queue == queue);
             if !known_there {
                 self.queue_call(&call_id, queue, dir);

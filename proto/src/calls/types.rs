@@ -139,7 +139,10 @@ pub struct HangupCause {
 /// A call as clients see it. Unknown values are `None` (JSON null).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Call {
+    /// `<pbx>:<Linkedid>`: unique across PBXes.
     pub id: String,
+    /// The PBX the call is on.
+    pub pbx: String,
     pub contexts: Vec<String>,
     pub direction: Direction,
     pub state: CallState,
@@ -165,9 +168,10 @@ pub struct Call {
 }
 
 impl Call {
-    pub(crate) fn new(id: &str, now: f64) -> Call {
+    pub(crate) fn new(pbx: &str, linkedid: &str, now: f64) -> Call {
         Call {
-            id: id.to_owned(),
+            id: format!("{pbx}:{linkedid}"),
+            pbx: pbx.to_owned(),
             contexts: Vec::new(),
             direction: Direction::Inbound,
             state: CallState::Offered,

@@ -94,28 +94,33 @@ pub(super) fn target<'a>(
     })
 }
 
-/// The line of a directory member given by number or interface, if the sender may use it.
+/// The line of a directory member given by number or interface, if the sender may use it;
+/// on `pbx` only, if given.
 pub(super) fn member_line<'d>(
     dir: &'d Directory,
     sender: &Sender<'_>,
     member: &str,
+    pbx: Option<&str>,
 ) -> Result<&'d Line, ErrorCode> {
     dir.users()
         .filter_map(|u| u.line.as_ref())
         .find(|l| {
-            (l.interface == member || l.number == member) && sender.may_use_context(&l.context)
+            (l.interface == member || l.number == member)
+                && sender.may_use_context(&l.context)
+                && pbx.is_none_or(|p| l.pbx == p)
         })
         .ok_or(ErrorCode::Unallowed)
 }
 
-/// The queues a request names (`queues`), or every queue the sender may use.
+/// The queues of `pbx` a request names (`queues`), or every one the sender may use.
 pub(super) fn queue_names(
     dir: &Directory,
     sender: &Sender<'_>,
     req: &Request,
+    pbx: &str,
 ) -> Result<Vec<String>, ErrorCode> {
     let allowed = |name: &str| {
-        dir.queue(name)
+        dir.queue(pbx, name)
             .is_some_and(|q| sender.may_use_context(&q.context))
     };
     match req.fields.get("queues") {
@@ -131,7 +136,7 @@ pub(super) fn queue_names(
         Some(_) => Err(ErrorCode::Invalid("queues".into())),
         None => Ok(dir
             .queues()
-            .filter(|q| sender.may_use_context(&q.context))
+            .filter(|q| q.pbx == pbx && sender.may_use_context(&q.context))
             .map(|q| q.name.clone())
             .collect()),
     }

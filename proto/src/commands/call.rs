@@ -15,7 +15,7 @@ pub(super) fn plan(command: &str, i: &Input<'_>) -> Result<Vec<Step>, ErrorCode>
         let t = target(i.model, i.sender, i.req)?;
         return Ok(t.channels.iter().map(|c| hangup(&c.name)).collect());
     }
-    let line = i.sender.line()?;
+    let line = i.line()?;
     let t = target(i.model, i.sender, i.req)?;
     let own = t.own(line)?;
     let hold_context = &i.settings.hold_context;
@@ -41,7 +41,12 @@ pub(super) fn plan(command: &str, i: &Input<'_>) -> Result<Vec<Step>, ErrorCode>
                 .field("Channel", own.name.clone())
                 .field(
                     "File",
-                    format!("ctid-{}-{}.wav", own.linkedid, i.sender.user.login),
+                    format!(
+                        "ctid-{}-{}-{}.wav",
+                        i.model.pbx(),
+                        own.linkedid,
+                        i.sender.user.login
+                    ),
                 )
                 .field("Options", "b"),
             "stop" => AmiPacket::action("StopMixMonitor").field("Channel", own.name.clone()),

@@ -12,15 +12,16 @@ use crate::directory::{Line, User};
 pub(super) fn plan(command: &str, i: &Input<'_>) -> Result<Vec<Step>, ErrorCode> {
     match command {
         "dial" => {
-            let line = i.sender.line()?;
+            let line = i.line()?;
             let destination = exten(i.req, "destination")?;
             Ok(vec![originate(i.sender.user, line, destination, i)])
         }
         "originate" => {
-            let source = member_line(i.dir, i.sender, text(i.req, "source")?)?;
+            let pbx = i.model.pbx();
+            let source = member_line(i.dir, i.sender, text(i.req, "source")?, Some(pbx))?;
             let owner = i
                 .dir
-                .user_by_interface(&source.interface)
+                .user_by_interface(pbx, &source.interface)
                 .ok_or(ErrorCode::Unallowed)?;
             let destination = exten(i.req, "destination")?;
             Ok(vec![originate(owner, source, destination, i)])
@@ -31,7 +32,7 @@ pub(super) fn plan(command: &str, i: &Input<'_>) -> Result<Vec<Step>, ErrorCode>
 
 /// `pickup` or `intercept`: the user's phone takes a call ringing elsewhere.
 fn pickup(i: &Input<'_>) -> Result<Vec<Step>, ErrorCode> {
-    let line = i.sender.line()?;
+    let line = i.line()?;
     let t = target(i.model, i.sender, i.req)?;
     if t.state != CallState::Ringing {
         return Err(ErrorCode::Invalid("call_id".into()));

@@ -148,6 +148,45 @@ struct Input<'a> {
     settings: &'a CommandSettings,
 }
 
+impl Input<'_> {
+    /// The sender's own line, on the PBX planned for: the one their actions go to.
+    fn line(&self) -> Result<&Line, ErrorCode> {
+        self.sender
+            .line()
+            .ok()
+            .filter(|l| l.pbx == self.model.pbx())
+            .ok_or(ErrorCode::Unallowed)
+    }
+}
+
+/// The PBX a command goes to: a call's own (its id is `<pbx>:<Linkedid>`), the PBX of the
+/// line it originates from, or of the member or agent it changes.
+pub fn pbx_of(req: &Request, sender: &Sender<'_>, dir: &Directory) -> Result<String, ErrorCode> {
+    let command = args::text(req, "command")?;
+    let family = TABLE
+        .iter()
+        .find(|(name, _)| *name == command)
+        .map(|(_, family)| *family)
+        .ok_or(ErrorCode::UnknownFunction)?;
+    let on_call = matches!(family, Family::Call | Family::Transfer)
+        || matches!(command, "pickup" | "intercept");
+    if on_call {
+        let id = args::text(req, "call_id")?;
+        return id
+            .split_once(':')
+            .map(|(pbx, _)| pbx.to_owned())
+            .ok_or(ErrorCode::Unallowed);
+    }
+    let line = match command {
+        "originate" => args::member_line(dir, sender, args::text(req, "source")?, None)?,
+        "queueadd" | "queueremove" | "queuepause" | "queueunpause" => {
+            args::member_line(dir, sender, args::text(req, "member")?, None)?
+        }
+        _ => sender.line()?,
+    };
+    Ok(line.pbx.clone())
+}
+
 /// Checks an `ipbxcommand` and plans its AMI actions.
 pub fn plan(
     req: &Request,
@@ -196,6 +235,7 @@ pub fn plan(
 mod tests {
     use super::*;
     use crate::ami::AmiMessage;
+    use crate::directory::DEFAULT_PBX;
 
     const PW: &str =
         "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$LEoDiKolAdO6CICRtIsNfS7pzASNysREYbKPF9VwGok";
@@ -217,7 +257,7 @@ mod tests {
 
     /// A bridged call from 1001 to 1002, id "5.1".
     fn model(dir: &Directory) -> CallModel {
-        let mut m = CallModel::new();
+        let mut m = CallModel::new(DEFAULT_PBX);
         let chan = |name: &str, uid: &str, state: u8| {
             format!("Channel: {name}\r\nUniqueid: {uid}\r\nLinkedid: 5.1\r\nChannelState: {state}\r\nContext: a-in\r\nExten: 1002\r\n")
         };
@@ -323,7 +363,7 @@ mod tests {
 
     #[test]
     fn a_user_acts_only_within_their_context() {
-        let hangup = r#"{"class":"ipbxcommand","command":"hangup","call_id":"5.1"}"#;
+        let hangup = r#"{"class":"ipbxcommand","command":"hangup","call_id":"default:5.1"}"#;
         assert_eq!(wire(&run("bob", hangup, true).unwrap()).len(), 2);
         assert_eq!(run("dave", hangup, true).unwrap_err(), ErrorCode::Unallowed);
         assert_eq!(
@@ -375,7 +415,7 @@ mod tests {
     fn transfers_act_on_the_users_own_channel() {
         let p = sent(
             "bob",
-            r#"{"class":"ipbxcommand","command":"transfer","call_id":"5.1","destination":"1003"}"#,
+            r#"{"class":"ipbxcommand","command":"transfer","call_id":"default:5.1","destination":"1003"}"#,
         );
         assert_eq!(
             p,
@@ -383,18 +423,18 @@ mod tests {
         );
         let p = sent(
             "bob",
-            r#"{"class":"ipbxcommand","command":"atxfer","call_id":"5.1","destination":"1003"}"#,
+            r#"{"class":"ipbxcommand","command":"atxfer","call_id":"default:5.1","destination":"1003"}"#,
         );
         assert!(p[0].starts_with("Action: Atxfer|Channel: PJSIP/1002-00000002|"));
         let p = sent(
             "bob",
-            r#"{"class":"ipbxcommand","command":"atxfer_cancel","call_id":"5.1"}"#,
+            r#"{"class":"ipbxcommand","command":"atxfer_cancel","call_id":"default:5.1"}"#,
         );
         assert_eq!(p, ["Action: CancelAtxfer|Channel: PJSIP/1002-00000002||"]);
         // Park sends the other party to the parking lot; it comes back to bob.
         let park = sent(
             "bob",
-            r#"{"class":"ipbxcommand","command":"park","call_id":"5.1"}"#,
+            r#"{"class":"ipbxcommand","command":"park","call_id":"default:5.1"}"#,
         );
         assert_eq!(
             park,
@@ -406,7 +446,7 @@ mod tests {
     fn hold_redirects_both_parties_and_resume_bridges_them() {
         let p = sent(
             "alice",
-            r#"{"class":"ipbxcommand","command":"hold","call_id":"5.1"}"#,
+            r#"{"class":"ipbxcommand","command":"hold","call_id":"default:5.1"}"#,
         );
         assert_eq!(
             p,
@@ -414,7 +454,7 @@ mod tests {
         );
         let p = sent(
             "alice",
-            r#"{"class":"ipbxcommand","command":"resume","call_id":"5.1"}"#,
+            r#"{"class":"ipbxcommand","command":"resume","call_id":"default:5.1"}"#,
         );
         assert_eq!(p, ["Action: Bridge|Channel1: PJSIP/1001-00000001|Channel2: PJSIP/1002-00000002|Tone: no||"]);
     }
@@ -484,6 +524,6 @@ mod tests {
             .unwrap_err(),
             ErrorCode::Missing(vec!["call_id".into()])
         );
-        assert_eq!(run("alice", r#"{"class":"ipbxcommand","command":"record","call_id":"5.1","subcommand":"pause"}"#, true).unwrap_err(), ErrorCode::Invalid("subcommand".into()));
+        assert_eq!(run("alice", r#"{"class":"ipbxcommand","command":"record","call_id":"default:5.1","subcommand":"pause"}"#, true).unwrap_err(), ErrorCode::Invalid("subcommand".into()));
     }
 }

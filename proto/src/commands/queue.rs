@@ -12,8 +12,8 @@ use crate::cti::ErrorCode;
 pub(super) fn plan(command: &str, i: &Input<'_>) -> Result<Vec<Step>, ErrorCode> {
     match command {
         "agentlogin" | "agentlogout" => {
-            let line = i.sender.line()?;
-            let steps = queue_names(i.dir, i.sender, i.req)?
+            let line = i.line()?;
+            let steps = queue_names(i.dir, i.sender, i.req, i.model.pbx())?
                 .into_iter()
                 .map(|q| {
                     let packet = AmiPacket::action(if command == "agentlogin" {
@@ -33,22 +33,22 @@ pub(super) fn plan(command: &str, i: &Input<'_>) -> Result<Vec<Step>, ErrorCode>
             Ok(steps)
         }
         "agentpause" | "agentunpause" => {
-            let line = i.sender.line()?;
+            let line = i.line()?;
             let packet = AmiPacket::action("QueuePause")
                 .field("Interface", line.interface.clone())
                 .field("Paused", (command == "agentpause").to_string());
             Ok(vec![Step::new(with_reason(packet, i))])
         }
         _ => {
-            let queue = text(i.req, "queue")?;
+            let (queue, pbx) = (text(i.req, "queue")?, i.model.pbx());
             if !i
                 .dir
-                .queue(queue)
+                .queue(pbx, queue)
                 .is_some_and(|q| i.sender.may_use_context(&q.context))
             {
                 return Err(ErrorCode::Unallowed);
             }
-            let member = member_line(i.dir, i.sender, text(i.req, "member")?)?;
+            let member = member_line(i.dir, i.sender, text(i.req, "member")?, Some(pbx))?;
             let action = match command {
                 "queueadd" => "QueueAdd",
                 "queueremove" => "QueueRemove",

@@ -8,7 +8,7 @@ use crate::ami::AmiPacket;
 use crate::cti::ErrorCode;
 
 pub(super) fn plan(command: &str, i: &Input<'_>) -> Result<Vec<Step>, ErrorCode> {
-    let line = i.sender.line()?;
+    let line = i.line()?;
     let packet = match command {
         "transfer" | "atxfer" => {
             let destination = exten(i.req, "destination")?;

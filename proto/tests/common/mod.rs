@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use bytes::BytesMut;
 use ctid_proto::ami::{AmiCodec, AmiFrame, AmiMessage, MessageKind};
 use ctid_proto::calls::{CallEvent, CallModel};
-use ctid_proto::directory::Directory;
+use ctid_proto::directory::{Directory, DEFAULT_PBX};
 use tokio_util::codec::Decoder;
 
 const PW: &str =
@@ -52,7 +52,7 @@ pub fn events(name: &str) -> Vec<AmiMessage> {
 }
 
 pub fn run(events: &[AmiMessage], dir: &Directory) -> (CallModel, Vec<CallEvent>) {
-    let mut model = CallModel::new();
+    let mut model = CallModel::new(DEFAULT_PBX);
     let mut out = Vec::new();
     for (i, e) in events.iter().enumerate() {
         out.extend(model.apply(e, 1000.0 + i as f64, dir));
