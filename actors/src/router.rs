@@ -60,6 +60,8 @@ pub struct Router {
     pbx: Arc<str>,
     /// The link state the PBX's sessions were last told (`up`, `down`).
     told: Option<&'static str>,
+    /// A state to tell once the hungups waiting for their records are out.
+    deferred: Option<&'static str>,
     directory: DirectoryHandle,
     partitions: Partitions,
     outlets: HashMap<String, Outlet<PartitionEvents>>,
@@ -101,6 +103,7 @@ impl Router {
             model: CallModel::new(&config.pbx),
             pbx: config.pbx,
             told: None,
+            deferred: None,
             directory,
             partitions,
             outlets: HashMap::new(),
@@ -169,6 +172,9 @@ impl Router {
                     event.call.record_id = id;
                 }
                 act.dispatch(ended, received);
+                if let Some(state) = act.ending.is_empty().then(|| act.deferred.take()).flatten() {
+                    act.announce(state);
+                }
             }),
         );
     }
@@ -251,6 +257,15 @@ impl Router {
         if self.told.replace(state) == Some(state) {
             return;
         }
+        // After the hungups still waiting for their records (a resync's, say).
+        if !self.ending.is_empty() {
+            self.deferred = Some(state);
+            return;
+        }
+        self.announce(state);
+    }
+
+    fn announce(&mut self, state: &'static str) {
         let dir = self.directory.get();
         let keys: BTreeSet<String> = if self.partitions.separated() {
             dir.contexts_of_pbx(&self.pbx)

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod agi;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -39,10 +41,21 @@ pub fn ami_config(port: u16, extra_ami: &str) -> String {
 
 /// Settings pointed at an AMI on `port`, with the listeners of `on` enabled on free ports.
 pub fn ami_config_with(port: u16, extra_ami: &str, on: &[&str]) -> String {
+    config_with(&ami_table("ami", port, extra_ami), on)
+}
+
+/// An AMI table (`[ami]`, `[pbx.<name>]`) for the simulator on `port`.
+pub fn ami_table(section: &str, port: u16, extra: &str) -> String {
+    format!(
+        "[{section}]\nhost = \"127.0.0.1\"\nport = {port}\nusername = \"cti\"\n\
+         reconnect_min = 0.2\nreconnect_max = 1\n{extra}\n"
+    )
+}
+
+/// Settings with the AMI tables `pbxes`, and the listeners of `on` enabled on free ports.
+pub fn config_with(pbxes: &str, on: &[&str]) -> String {
     let mut s = format!(
-        "[ami]\nhost = \"127.0.0.1\"\nport = {port}\nusername = \"cti\"\n\
-         reconnect_min = 0.2\nreconnect_max = 1\n{extra_ami}\n\
-         [timeouts]\nsocket = 2\n[directory]\npath = \"directory.toml\"\ncheck_interval = 0.2\n\
+        "{pbxes}[timeouts]\nsocket = 2\n[directory]\npath = \"directory.toml\"\ncheck_interval = 0.2\n\
          [store]\npath = \"data/ctid.sqlite\"\n"
     );
     for l in ["fagi", "cti", "ctis", "webi", "info", "announce"] {
