@@ -234,6 +234,7 @@ fn read_pbxes(r: &mut Reader, d: &PbxSettings) -> Vec<PbxSettings> {
             "ami",
             "both [ami] and [pbx.*] tables are set: keep [pbx.*] ([ami] alone is the PBX named default)",
         );
+        r.skip(&["ami"]);
     }
     let mut names = names;
     names.sort();
@@ -780,6 +781,34 @@ mod tests {
 
     fn keys(problems: &[Problem]) -> Vec<&str> {
         problems.iter().map(|p| p.key.as_str()).collect()
+    }
+
+    #[test]
+    fn several_pbxes_are_tables_of_their_own() {
+        let text =
+            "[pbx.paris]\nhost = \"10.1.0.10\"\nsecret = \"p\"\nfagi_from = [\"10.1.0.0/24\"]\n\
+                    [pbx.lyon]\nhost = \"10.2.0.10\"\n";
+        let s = load_str(text, &[("CTID__PBX__LYON__SECRET", "l")]).unwrap();
+        let names: Vec<&str> = s.pbxes.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["lyon", "paris"]);
+        assert_eq!(s.pbxes[0].ami.secret.expose(), "l", "from the environment");
+        assert_eq!(s.pbxes[1].section, "pbx.paris");
+        assert!(s.pbxes[1].fagi_from[0].contains("10.1.0.7".parse().unwrap()));
+
+        // Every problem of every PBX, with its key.
+        let text = "[pbx.a]\nport = 99999\n[pbx.B]\nsecret = \"x\"\nfagi_from = [\"nope\"]\n";
+        let problems = load_str(text, &[]).unwrap_err();
+        assert_eq!(
+            keys(&problems),
+            ["pbx.B", "pbx.B.fagi_from", "pbx.a.secret", "pbx.a.port"],
+            "{problems:?}"
+        );
+        let both = load_str("[ami]\nsecret = \"x\"\n[pbx.a]\nsecret = \"y\"\n", &[]).unwrap_err();
+        assert_eq!(keys(&both), ["ami"]);
+        assert!(
+            both[0].message.contains("both [ami] and [pbx.*]"),
+            "{both:?}"
+        );
     }
 
     #[test]

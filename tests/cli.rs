@@ -67,6 +67,33 @@ fn check_config_lists_every_problem_of_what_the_settings_name() {
 }
 
 #[test]
+fn check_config_reports_each_pbx_problem_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ctid.toml");
+    std::fs::write(dir.path().join("ca.pem"), "not PEM").unwrap();
+    std::fs::write(
+        dir.path().join("directory.toml"),
+        "[[contexts]]\nname = \"t\"\n[[queues]]\nname = \"q\"\ncontext = \"t\"\npbx = \"c\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &path,
+        "[pbx.a]\nsecret = \"x\"\ntls = true\ntls_ca = \"ca.pem\"\n\
+         [pbx.b]\nsecret = \"y\"\n[directory]\npath = \"directory.toml\"\n",
+    )
+    .unwrap();
+    let out = ctid(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(78));
+    let report = text(&out.stdout);
+    assert!(report.contains("pbx.a.tls_ca: "), "{report}");
+    assert!(
+        report.contains("queues[0] (q): pbx \"c\" is not a configured PBX (a, b)"),
+        "{report}"
+    );
+    assert!(report.contains("2 problem(s)"), "{report}");
+}
+
+#[test]
 fn hash_password_prints_a_hash_of_its_input_and_nothing_of_the_password() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ctid"))
         .arg("hash-password")
