@@ -261,7 +261,7 @@ async fn without_context_separation_everyone_sees_every_context() {
 
 #[tokio::test]
 async fn a_slow_consumer_is_dropped_and_a_fast_one_keeps_receiving() {
-    let extra = "[sessions]\noutbound_max_bytes = 65536\noutbound_max_messages = 100\n";
+    let extra = "[sessions]\noutbound_max_bytes = 262144\noutbound_max_messages = 1000\n";
     let (sim, ctid, port) = server(extra).await;
     // The slow client has a tiny receive buffer and never reads after its login.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();

@@ -40,6 +40,10 @@ pub enum Closed {
 struct Queue {
     items: VecDeque<Bytes>,
     bytes: usize,
+    /// Taken by the writer and not written yet: still counted against the budget, since
+    /// they are still in memory and the client has not read them.
+    writing: usize,
+    writing_bytes: usize,
     closed: Option<Closed>,
     /// Sent last, after which the writer shuts the stream down.
     last: Option<Bytes>,
@@ -105,6 +109,8 @@ impl Outbox {
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
                 bytes: 0,
+                writing: 0,
+                writing_bytes: 0,
                 closed: None,
                 last: None,
             }),
@@ -130,8 +136,8 @@ impl Outbox {
         if let Some(closed) = q.closed {
             return Err(closed);
         }
-        if q.items.len() >= self.budget.max_messages
-            || q.bytes + bytes.len() > self.budget.max_bytes
+        if q.items.len() + q.writing >= self.budget.max_messages
+            || q.bytes + q.writing_bytes + bytes.len() > self.budget.max_bytes
         {
             q.items.clear();
             q.bytes = 0;
@@ -171,10 +177,10 @@ impl Outbox {
         self.lock().closed
     }
 
-    /// Messages queued and not yet written.
+    /// Messages and bytes queued and not yet written.
     pub fn pending(&self) -> (usize, usize) {
         let q = self.lock();
-        (q.items.len(), q.bytes)
+        (q.items.len() + q.writing, q.bytes + q.writing_bytes)
     }
 
     /// Bytes written to the socket so far.
@@ -182,16 +188,28 @@ impl Outbox {
         self.written.load(Ordering::Relaxed)
     }
 
-    /// Takes everything queued; the flag says the outbox is closed.
+    /// Takes everything queued for writing; the flag says the outbox is closed. What it
+    /// takes counts against the budget until [`Outbox::wrote`] says it is written.
     fn take(&self) -> (VecDeque<Bytes>, bool) {
         let mut q = self.lock();
         let mut items = std::mem::take(&mut q.items);
-        q.bytes = 0;
         let closed = q.closed.is_some();
         if closed {
             items.extend(q.last.take());
         }
+        q.writing += items.len();
+        q.writing_bytes += items.iter().map(Bytes::len).sum::<usize>();
+        q.bytes = 0;
         (items, closed)
+    }
+
+    /// The writer wrote `bytes` more, which completed `messages` of those it took.
+    fn wrote(&self, bytes: usize, messages: usize) {
+        let mut q = self.lock();
+        q.writing_bytes = q.writing_bytes.saturating_sub(bytes);
+        q.writing = q.writing.saturating_sub(messages);
+        drop(q);
+        self.written.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 }
 
@@ -221,15 +239,11 @@ pub async fn write_outbox<W: AsyncWrite + Unpin>(
             notified.await;
             continue;
         }
-        let total: usize = items.iter().map(Bytes::len).sum();
-        match write_all_vectored(&mut w, &mut items, stall).await {
-            Err(e) if e.kind() == ErrorKind::TimedOut => {
-                return Err(format!("client read nothing for {}", human_duration(stall)))
-            }
-            Err(e) => return Err(format!("write failed ({})", io_reason(&e))),
-            Ok(()) => {
-                outbox.written.fetch_add(total as u64, Ordering::Relaxed);
-            }
+        if let Err(e) = write_all_vectored(&mut w, &mut items, stall, &outbox).await {
+            return Err(match e.kind() {
+                ErrorKind::TimedOut => format!("client read nothing for {}", human_duration(stall)),
+                _ => format!("write failed ({})", io_reason(&e)),
+            });
         }
         if closed {
             let _ = tokio::time::timeout(stall, async {
@@ -242,12 +256,14 @@ pub async fn write_outbox<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Writes every buffer, as few syscalls as the socket allows; `TimedOut` when one write, or
-/// the flush (where TLS does its socket writes), waits longer than `stall`.
+/// Writes every buffer, as few syscalls as the socket allows, telling `outbox` what each
+/// write completed; `TimedOut` when one write, or the flush (where TLS does its socket
+/// writes), waits longer than `stall`.
 async fn write_all_vectored<W: AsyncWrite + Unpin>(
     w: &mut W,
     items: &mut VecDeque<Bytes>,
     stall: Duration,
+    outbox: &Outbox,
 ) -> std::io::Result<()> {
     const MAX_SLICES: usize = 64;
     while !items.is_empty() {
@@ -256,22 +272,25 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
             .take(MAX_SLICES)
             .map(|b| IoSlice::new(b))
             .collect();
-        let mut n = within(stall, w.write_vectored(&slices)).await?;
+        let n = within(stall, w.write_vectored(&slices)).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        while n > 0 {
+        let (mut left, mut done) = (n, 0);
+        while left > 0 {
             let Some(front) = items.front_mut() else {
                 break;
             };
-            if n >= front.len() {
-                n -= front.len();
+            if left >= front.len() {
+                left -= front.len();
                 items.pop_front();
+                done += 1;
             } else {
-                front.advance(n);
-                n = 0;
+                front.advance(left);
+                left = 0;
             }
         }
+        outbox.wrote(n, done);
     }
     within(stall, w.flush()).await
 }
@@ -348,6 +367,39 @@ mod tests {
         let (items, closed) = outbox.take();
         assert!(closed);
         assert_eq!(items, [notice()]);
+    }
+
+    #[tokio::test]
+    async fn what_the_writer_took_counts_against_the_budget_until_written() {
+        let outbox = Outbox::new(budget(1000, 1000));
+        // The client reads nothing: 64 bytes fit in the pipe, then the writer stalls.
+        let (_client, server) = tokio::io::duplex(64);
+        for _ in 0..10 {
+            outbox
+                .push(Bytes::from(vec![b'x'; 100]), notice, true)
+                .unwrap();
+        }
+        let writer = tokio::spawn(write_outbox(
+            outbox.clone(),
+            server,
+            Duration::from_secs(60),
+        ));
+        for _ in 0..1000 {
+            if outbox.written() > 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(outbox.written(), 64);
+        assert_eq!(outbox.pending(), (10, 936));
+        outbox
+            .push(Bytes::from(vec![b'y'; 64]), notice, false)
+            .unwrap();
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"z"), notice, false),
+            Err(Closed::SlowConsumer)
+        );
+        writer.abort();
     }
 
     #[test]
