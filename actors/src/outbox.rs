@@ -2,7 +2,7 @@
 //!
 //! Partitions push the bytes of an event (encoded once, shared) into every subscribed
 //! session's outbox; the writer takes whatever has queued and writes it in one vectored
-//! write. The queue has a byte and a message budget: a push past either marks the session
+//! write, optionally after letting events gather for a short window. The queue has a byte and a message budget: a push past either marks the session
 //! a slow consumer, drops what it still had queued, and closes it after a final notice. No
 //! push ever waits, so a slow client slows nobody else.
 
@@ -99,6 +99,8 @@ impl Drop for WriterGuard {
 pub struct Outbox {
     queue: Mutex<Queue>,
     notify: Notify,
+    /// Woken when the outbox closes, so that a writer letting events gather stops waiting.
+    closing: Notify,
     budget: Budget,
     written: AtomicU64,
 }
@@ -115,6 +117,7 @@ impl Outbox {
                 last: None,
             }),
             notify: Notify::new(),
+            closing: Notify::new(),
             budget,
             written: AtomicU64::new(0),
         })
@@ -144,7 +147,7 @@ impl Outbox {
             q.closed = Some(Closed::SlowConsumer);
             q.last = Some(notice());
             drop(q);
-            self.notify.notify_one();
+            self.notify_closed();
             return Err(Closed::SlowConsumer);
         }
         q.bytes += bytes.len();
@@ -170,7 +173,12 @@ impl Outbox {
             q.last = last;
         }
         drop(q);
+        self.notify_closed();
+    }
+
+    fn notify_closed(&self) {
         self.notify.notify_one();
+        self.closing.notify_one();
     }
 
     pub fn closed(&self) -> Option<Closed> {
@@ -203,6 +211,19 @@ impl Outbox {
         (items, closed)
     }
 
+    fn has_work(&self) -> bool {
+        let q = self.lock();
+        !q.items.is_empty() || q.closed.is_some()
+    }
+
+    /// Waits `delay`, or until the outbox is closed.
+    async fn gather(&self, delay: Duration) {
+        let closing = self.closing.notified();
+        if self.closed().is_none() {
+            let _ = tokio::time::timeout(delay, closing).await;
+        }
+    }
+
     /// The writer wrote `bytes` more, which completed `messages` of those it took.
     fn wrote(&self, bytes: usize, messages: usize) {
         let mut q = self.lock();
@@ -226,14 +247,20 @@ impl Outbox {
 }
 
 /// Writes `outbox` to `w` until it is closed and drained. A write that makes no progress
-/// for `stall` ends the session: its client stopped reading.
+/// for `stall` ends the session: its client stopped reading. Once woken, the writer lets
+/// events gather for `delay` before it takes them (none if zero), unless the outbox
+/// closes meanwhile.
 pub async fn write_outbox<W: AsyncWrite + Unpin>(
     outbox: Arc<Outbox>,
     mut w: W,
     stall: Duration,
+    delay: Duration,
 ) -> Result<(), String> {
     loop {
         let notified = outbox.notify.notified();
+        if !delay.is_zero() && outbox.has_work() {
+            outbox.gather(delay).await;
+        }
         let (mut items, closed) = outbox.take();
         if items.is_empty() && !closed {
             notified.await;
@@ -329,7 +356,12 @@ mod tests {
     async fn everything_queued_is_written_in_order_then_the_last_line() {
         let outbox = Outbox::new(budget(1 << 20, 1000));
         let (client, server) = tokio::io::duplex(1 << 16);
-        let writer = tokio::spawn(write_outbox(outbox.clone(), server, Duration::from_secs(5)));
+        let writer = tokio::spawn(write_outbox(
+            outbox.clone(),
+            server,
+            Duration::from_secs(5),
+            Duration::ZERO,
+        ));
         for i in 0..300 {
             outbox
                 .push(Bytes::from(format!("{i}\n")), notice, i % 7 == 0)
@@ -383,6 +415,7 @@ mod tests {
             outbox.clone(),
             server,
             Duration::from_secs(60),
+            Duration::ZERO,
         ));
         for _ in 0..1000 {
             if outbox.written() > 0 {
@@ -416,17 +449,19 @@ mod tests {
             .is_err());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_client_that_never_reads_times_the_writer_out() {
-        let outbox = Outbox::new(budget(1 << 24, 100_000));
-        let (_client, server) = tokio::io::duplex(64);
-        outbox
-            .push(Bytes::from(vec![b'x'; 4096]), notice, true)
-            .unwrap();
-        let err = write_outbox(outbox, server, Duration::from_millis(100))
-            .await
-            .unwrap_err();
-        assert_eq!(err, "client read nothing for 100ms");
+        for window in [Duration::ZERO, Duration::from_millis(50)] {
+            let outbox = Outbox::new(budget(1 << 24, 100_000));
+            let (_client, server) = tokio::io::duplex(64);
+            outbox
+                .push(Bytes::from(vec![b'x'; 4096]), notice, true)
+                .unwrap();
+            let err = write_outbox(outbox, server, Duration::from_millis(100), window)
+                .await
+                .unwrap_err();
+            assert_eq!(err, "client read nothing for 100ms");
+        }
     }
 
     /// Takes every write and never completes a flush: TLS to a peer that stopped reading.
@@ -462,9 +497,14 @@ mod tests {
         outbox
             .push(Bytes::from_static(b"x\n"), notice, true)
             .unwrap();
-        let err = write_outbox(outbox, NeverFlushes, Duration::from_millis(100))
-            .await
-            .unwrap_err();
+        let err = write_outbox(
+            outbox,
+            NeverFlushes,
+            Duration::from_millis(100),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err, "client read nothing for 100ms");
     }
 
@@ -489,9 +529,155 @@ mod tests {
                 }
             }
         });
-        write_outbox(outbox, server, Duration::from_millis(100))
+        write_outbox(outbox, server, Duration::from_millis(100), Duration::ZERO)
             .await
             .unwrap();
         assert_eq!(reader.await.unwrap().len(), 4096);
+    }
+
+    /// A stream that keeps the bytes of each write it passes on.
+    struct Recorded<W> {
+        inner: W,
+        writes: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl<W: AsyncWrite + Unpin> Recorded<W> {
+        fn record(&self, bufs: &[IoSlice<'_>], n: usize) {
+            let bytes: Vec<u8> = bufs
+                .iter()
+                .flat_map(|b| b.iter().copied())
+                .take(n)
+                .collect();
+            let mut writes = self.writes.lock().unwrap();
+            writes.push(String::from_utf8(bytes).unwrap());
+        }
+    }
+
+    impl<W: AsyncWrite + Unpin> AsyncWrite for Recorded<W> {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.as_mut().poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            let done = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+            if let Poll::Ready(Ok(n)) = done {
+                self.record(bufs, n);
+            }
+            done
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.inner.is_write_vectored()
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    /// Two events pushed 5 ms apart to a session whose writer gathers for `window`, over
+    /// a TCP socket: the writes made, and what the client read.
+    async fn two_events_with(window: Duration) -> (Vec<String>, String) {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Recorded {
+            inner: server,
+            writes: writes.clone(),
+        };
+        let outbox = Outbox::new(budget(1 << 20, 1000));
+        let stall = Duration::from_secs(5);
+        let writer = tokio::spawn(write_outbox(outbox.clone(), recorded, stall, window));
+        outbox
+            .push(Bytes::from_static(b"a\n"), notice, true)
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        outbox
+            .push(Bytes::from_static(b"b\n"), notice, true)
+            .unwrap();
+        let mut read = [0; 4];
+        client.read_exact(&mut read).await.unwrap();
+        outbox.close(None);
+        writer.await.unwrap().unwrap();
+        let writes = writes.lock().unwrap().clone();
+        (writes, String::from_utf8(read.to_vec()).unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_window_sends_events_pushed_within_it_in_one_write() {
+        let (writes, read) = two_events_with(Duration::from_millis(50)).await;
+        assert_eq!(writes, ["a\nb\n"]);
+        assert_eq!(read, "a\nb\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_window_each_event_is_written_at_once() {
+        let (writes, read) = two_events_with(Duration::ZERO).await;
+        assert_eq!(writes, ["a\n", "b\n"]);
+        assert_eq!(read, "a\nb\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_ends_a_window_at_once() {
+        use tokio::io::AsyncReadExt;
+        let outbox = Outbox::new(budget(1 << 20, 1000));
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let window = Duration::from_secs(10);
+        let writer = tokio::spawn(write_outbox(outbox.clone(), server, window, window));
+        let began = tokio::time::Instant::now();
+        outbox
+            .push(Bytes::from_static(b"a\n"), notice, true)
+            .unwrap();
+        tokio::task::yield_now().await;
+        outbox.close(Some(Bytes::from_static(b"end\n")));
+        writer.await.unwrap().unwrap();
+        assert!(began.elapsed() < window);
+        let mut got = String::new();
+        client.read_to_string(&mut got).await.unwrap();
+        assert_eq!(got, "a\nend\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_consumer_notice_ends_a_window_at_once() {
+        use tokio::io::AsyncReadExt;
+        let outbox = Outbox::new(budget(4, 1000));
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let window = Duration::from_secs(10);
+        let writer = tokio::spawn(write_outbox(outbox.clone(), server, window, window));
+        let began = tokio::time::Instant::now();
+        outbox
+            .push(Bytes::from_static(b"a\n"), notice, true)
+            .unwrap();
+        tokio::task::yield_now().await;
+        assert!(outbox
+            .push(Bytes::from_static(b"bb\n"), notice, true)
+            .is_err());
+        writer.await.unwrap().unwrap();
+        assert!(began.elapsed() < window);
+        let mut got = String::new();
+        client.read_to_string(&mut got).await.unwrap();
+        assert_eq!(got, "bye\n");
     }
 }
