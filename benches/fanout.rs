@@ -23,9 +23,14 @@
 //!   see, and ctid's CPU seconds over the burst; call records on unless `--store off`. With
 //!   `--baseline-bin PATH`, the same for another ctid binary, the two interleaved over
 //!   `--rounds` rounds: medians, after/before.
+//! - `--write-delay 0,0.001,0.002`: for each `sessions.write_delay`, 2,000 sessions in one
+//!   context (`--sessions`) at `--rate` calls/s (default 10): deliveries per CPU-second of
+//!   ctid and the lag of `offered` p50/p99, medians over rounds, against the first window.
 
 #[path = "fanout/burst.rs"]
 mod burst;
+#[path = "fanout/window.rs"]
+mod window;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -43,7 +48,8 @@ use tokio::net::TcpStream;
 
 const USAGE: &str = "\
 fan-out (default): --sessions 1000,10000 --contexts 10,100 --rate 50 --seconds 10
-burst:             --burst N [--sessions 200] [--rounds 5] [--store on|off] [--baseline-bin PATH]";
+burst:             --burst N [--sessions 200] [--rounds 5] [--store on|off] [--baseline-bin PATH]
+write window:      --write-delay 0,0.001,0.002 [--sessions 2000] [--rate 10] [--seconds 10] [--rounds 3] [--store on|off]";
 
 const WARMUP: Duration = Duration::from_secs(2);
 const USERS_PER_CONTEXT: usize = 10;
@@ -55,12 +61,14 @@ struct Options {
     /// None: each mode's default.
     sessions: Option<Vec<usize>>,
     contexts: Vec<usize>,
-    rate: f64,
+    /// Calls per second; None: each mode's default.
+    rate: Option<f64>,
     seconds: u64,
     burst: Option<usize>,
+    write_delay: Option<Vec<f64>>,
     rounds: Option<usize>,
     baseline_bin: Option<PathBuf>,
-    /// Call records on (as by default) in the burst mode.
+    /// Call records on (as by default) in the burst and write-window modes.
     store: bool,
 }
 
@@ -68,9 +76,10 @@ fn options() -> Options {
     let mut o = Options {
         sessions: None,
         contexts: vec![10, 100],
-        rate: 50.0,
+        rate: None,
         seconds: 10,
         burst: None,
+        write_delay: None,
         rounds: None,
         baseline_bin: None,
         store: true,
@@ -88,9 +97,10 @@ fn options() -> Options {
         match pair[0].as_str() {
             "--sessions" => o.sessions = Some(list(v)),
             "--contexts" => o.contexts = list(v),
-            "--rate" => o.rate = v.parse().unwrap_or(o.rate),
+            "--rate" => o.rate = v.parse().ok(),
             "--seconds" => o.seconds = v.parse().unwrap_or(o.seconds),
             "--burst" => o.burst = v.parse().ok(),
+            "--write-delay" => o.write_delay = Some(list(v)),
             "--rounds" => o.rounds = v.parse().ok(),
             "--baseline-bin" => o.baseline_bin = Some(PathBuf::from(v)),
             "--store" => o.store = v != "off",
@@ -101,6 +111,11 @@ fn options() -> Options {
 }
 
 impl Options {
+    /// The fan-out's call rate.
+    fn rate(&self) -> f64 {
+        self.rate.unwrap_or(50.0)
+    }
+
     fn sessions_or(&self, default: &[usize]) -> Vec<usize> {
         self.sessions.clone().unwrap_or_else(|| default.to_vec())
     }
@@ -326,6 +341,8 @@ struct Launch<'a> {
     store: bool,
     /// Opens the info console, on a free port.
     info: bool,
+    /// More `key = value` lines of the `[sessions]` table.
+    sessions: &'a str,
 }
 
 impl Launch<'_> {
@@ -335,6 +352,7 @@ impl Launch<'_> {
             bin: Path::new(env!("CARGO_BIN_EXE_ctid")),
             store,
             info: false,
+            sessions: "",
         }
     }
 }
@@ -346,10 +364,10 @@ async fn start_ctid(dir: &Path, ami_port: u16, launch: &Launch<'_>) -> Server {
     let mut config = format!(
         "[ami]\nport = {ami_port}\nusername = \"cti\"\nsecret = \"ctipass\"\n\
          [directory]\npath = \"directory.toml\"\n\
-         [sessions]\nmax_unauthenticated = 100000\n\
+         [sessions]\nmax_unauthenticated = 100000\n{}\n\
          [store]\nenabled = {}\npath = \"ctid.sqlite\"\n\
          [listen.cti]\naddress = \"127.0.0.1\"\nport = 0\n",
-        launch.store
+        launch.sessions, launch.store
     );
     for l in ["fagi", "ctis", "webi", "info", "announce"] {
         if l == "info" && launch.info {
@@ -607,7 +625,7 @@ async fn run_ctid(
     let rss1 = rss_kib(pid);
     let tally = Tally::new(contexts, true);
     let calls = sim.run_calls(CallPlan {
-        rate: opts.rate,
+        rate: opts.rate(),
         ring: Duration::from_millis(500),
         talk: Duration::from_secs(2),
         tenants: tenants(contexts),
@@ -851,7 +869,10 @@ fn main() {
         return relay(&args[2], args[3].parse().unwrap());
     }
     let opts = options();
-    let modes = [opts.burst.map(|n| burst::run(&opts, n))];
+    let modes = [
+        opts.burst.map(|n| burst::run(&opts, n)),
+        opts.write_delay.as_ref().map(|w| window::run(&opts, w)),
+    ];
     if modes.iter().all(Option::is_none) {
         fan_out(&opts);
     }
@@ -870,7 +891,7 @@ fn on_runtime<T>(f: impl std::future::Future<Output = T>) -> T {
 fn fan_out(opts: &Options) {
     println!(
         "fan-out: {} calls/s from the simulated PBX (~5 events per call after coalescing), {} s warm-up, {} s measured",
-        opts.rate,
+        opts.rate(),
         WARMUP.as_secs(),
         opts.seconds
     );
@@ -907,7 +928,7 @@ fn records_section(opts: &Options, sessions: &[usize]) {
     let (Some(&n), Some(&contexts)) = (sessions.first(), opts.contexts.first()) else {
         return;
     };
-    println!("call records: {n} sessions, {contexts} contexts, {} calls/s; hungup lag is from the PBX's hangup to the client", opts.rate);
+    println!("call records: {n} sessions, {contexts} contexts, {} calls/s; hungup lag is from the PBX's hangup to the client", opts.rate());
     println!(
         "    {:<10} {:>10} {:>12} {:>10} {:>10} {:>10} {:>10} {:>7}",
         "store", "records/s", "offered p50", "hungup p50", "p99", "p999", "events/s", "CPU"

@@ -153,6 +153,7 @@ async fn one(bin: &Path, calls: usize, sessions: usize, store: bool) -> Burst {
         bin,
         store,
         info: true,
+        sessions: "",
     };
     let server = start_ctid(dir.path(), sim.port(), &launch).await;
     let (pid, port, info) = (
