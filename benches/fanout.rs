@@ -26,15 +26,21 @@
 //! - `--write-delay 0,0.001,0.002`: for each `sessions.write_delay`, 2,000 sessions in one
 //!   context (`--sessions`) at `--rate` calls/s (default 10): deliveries per CPU-second of
 //!   ctid and the lag of `offered` p50/p99, medians over rounds, against the first window.
+//! - `--idle N`: N logged-in idle sessions (clients spread over 127.0.0.2-9): RSS per
+//!   session and logins per second; the first `--idle-real` logins (default 1,000) check
+//!   a default-strength argon2id hash (m=19456,t=2,p=1), the others the cheap one below.
 
 #[path = "fanout/burst.rs"]
 mod burst;
+#[path = "fanout/idle.rs"]
+mod idle;
 #[path = "fanout/window.rs"]
 mod window;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
@@ -42,20 +48,25 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ctid_pbxsim::calls::{CallPlan, Tenant};
 use ctid_pbxsim::{PbxSim, SimConfig};
+use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as TokioBufReader};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 const USAGE: &str = "\
 fan-out (default): --sessions 1000,10000 --contexts 10,100 --rate 50 --seconds 10
 burst:             --burst N [--sessions 200] [--rounds 5] [--store on|off] [--baseline-bin PATH]
-write window:      --write-delay 0,0.001,0.002 [--sessions 2000] [--rate 10] [--seconds 10] [--rounds 3] [--store on|off]";
+write window:      --write-delay 0,0.001,0.002 [--sessions 2000] [--rate 10] [--seconds 10] [--rounds 3] [--store on|off]
+idle:              --idle 20000 [--idle-real 1000] [--rounds 1] [--baseline-bin PATH]";
 
 const WARMUP: Duration = Duration::from_secs(2);
 const USERS_PER_CONTEXT: usize = 10;
 /// An argon2id hash of "pw" with small parameters: 10,000 logins must not take minutes.
 const HASH: &str =
     "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$Ppmdan2yDv6l5sdaRM52bjjoXuSF2+ZrIcKRt4sHWoc";
+/// An argon2id hash of "pw" at the default strength of `ctid hash-password`.
+const REAL_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$7gTkzYMkT4KiOPlBwN0LlQ$0jZgNsk8wEvC9AwiuMgzoHQBtskRDkaQv7nuJvphGx8";
 
 struct Options {
     /// None: each mode's default.
@@ -66,6 +77,8 @@ struct Options {
     seconds: u64,
     burst: Option<usize>,
     write_delay: Option<Vec<f64>>,
+    idle: Option<usize>,
+    idle_real: usize,
     rounds: Option<usize>,
     baseline_bin: Option<PathBuf>,
     /// Call records on (as by default) in the burst and write-window modes.
@@ -80,6 +93,8 @@ fn options() -> Options {
         seconds: 10,
         burst: None,
         write_delay: None,
+        idle: None,
+        idle_real: 1000,
         rounds: None,
         baseline_bin: None,
         store: true,
@@ -101,6 +116,8 @@ fn options() -> Options {
             "--seconds" => o.seconds = v.parse().unwrap_or(o.seconds),
             "--burst" => o.burst = v.parse().ok(),
             "--write-delay" => o.write_delay = Some(list(v)),
+            "--idle" => o.idle = v.parse().ok(),
+            "--idle-real" => o.idle_real = v.parse().unwrap_or(o.idle_real),
             "--rounds" => o.rounds = v.parse().ok(),
             "--baseline-bin" => o.baseline_bin = Some(PathBuf::from(v)),
             "--store" => o.store = v != "off",
@@ -539,9 +556,28 @@ impl Drop for Sim {
     }
 }
 
-async fn login(port: u16, user: String) -> std::io::Result<TcpStream> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+/// A connection to ctid's CTI port, from `source` if given.
+async fn connect(source: Option<IpAddr>, port: u16) -> std::io::Result<TcpStream> {
+    let to = (Ipv4Addr::LOCALHOST, port).into();
+    let s = match source {
+        Some(ip) => {
+            let socket = TcpSocket::new_v4()?;
+            socket.bind((ip, 0).into())?;
+            socket.connect(to).await?
+        }
+        None => TcpStream::connect(to).await?,
+    };
     s.set_nodelay(true)?;
+    Ok(s)
+}
+
+async fn login(port: u16, user: String) -> std::io::Result<TcpStream> {
+    login_from(None, port, user).await
+}
+
+/// Logs `user` in (password "pw") over a connection from `source`.
+async fn login_from(source: Option<IpAddr>, port: u16, user: String) -> std::io::Result<TcpStream> {
+    let mut s = connect(source, port).await?;
     let first = format!(
         "{{\"class\":\"login_id\",\"userlogin\":\"{user}\"}}\n{{\"class\":\"login_pass\",\"password\":\"pw\"}}\n"
     );
@@ -568,20 +604,30 @@ async fn login(port: u16, user: String) -> std::io::Result<TcpStream> {
     Ok(s)
 }
 
-/// Connects `n` clients with `connect(i)`, 256 at a time.
+/// Connects `n` clients with `connect(i)`, 256 at a time, in order.
 async fn connect_all<F, Fut>(n: usize, connect: F) -> Vec<TcpStream>
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = std::io::Result<TcpStream>>,
 {
-    let mut out = Vec::with_capacity(n);
-    for chunk in (0..n).collect::<Vec<_>>().chunks(256) {
-        let batch = futures_util::future::join_all(chunk.iter().map(|i| connect(*i))).await;
-        for s in batch {
-            out.push(s.expect("a client could not connect"));
-        }
-    }
-    out
+    connect_some(0..n, 256, connect).await
+}
+
+/// Connects clients `range` with `connect(i)`, at most `at_once` under way, in order.
+async fn connect_some<F, Fut>(
+    range: std::ops::Range<usize>,
+    at_once: usize,
+    connect: F,
+) -> Vec<TcpStream>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<TcpStream>>,
+{
+    futures_util::stream::iter(range.map(connect))
+        .buffered(at_once)
+        .map(|s| s.expect("a client could not connect"))
+        .collect()
+        .await
 }
 
 /// Call records in ctid's database so far.
@@ -872,6 +918,7 @@ fn main() {
     let modes = [
         opts.burst.map(|n| burst::run(&opts, n)),
         opts.write_delay.as_ref().map(|w| window::run(&opts, w)),
+        opts.idle.map(|n| idle::run(&opts, n)),
     ];
     if modes.iter().all(Option::is_none) {
         fan_out(&opts);
