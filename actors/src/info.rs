@@ -90,6 +90,7 @@ show_users                users and how many sessions each has
 show_calls [context]      live calls (of one context)
 show_contexts             contexts: dialplan contexts, sessions, calls, events
 stats                     event lag, call setup, screen pops, drops
+stats reset               starts event lag, call setup and screen pops afresh
 kick <session>            closes a CTI session
 loglevel <level>          error, warn, info, debug, trace, or default (RUST_LOG)
 dumpami on [Event ...]    streams raw AMI events (those named) to this console
@@ -238,6 +239,11 @@ fn run(command: &str, args: &[&str], s: &InfoShared) -> Result<Vec<String>, Stri
                 ));
             }
         }
+        "stats" if args == ["reset"] => {
+            s.metrics.reset();
+            out.push("event lag, call setup and screen pops start afresh".to_owned());
+        }
+        "stats" if !args.is_empty() => return Err("usage: stats [reset]".to_owned()),
         "stats" => {
             let m = s.metrics.snapshot();
             let l = m.event_lag_us;
