@@ -441,8 +441,8 @@ async fn start_ctid(dir: &Path, ami_port: u16, launch: &Launch<'_>) -> Server {
     }
 }
 
-/// Runs one info console command; the lines of its answer.
-async fn console(port: u16, command: &str) -> Vec<String> {
+/// Runs one info console command; the lines of its answer, then its status line.
+async fn console(port: u16, command: &str) -> (Vec<String>, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("info console");
@@ -453,11 +453,11 @@ async fn console(port: u16, command: &str) -> Vec<String> {
     let mut out = Vec::new();
     while let Ok(Some(line)) = lines.next_line().await {
         if line.starts_with("CTID-INFO:") {
-            break;
+            return (out, line);
         }
         out.push(line);
     }
-    out
+    (out, String::new())
 }
 
 /// What the `stats` line "event lag (AMI read to client queues): p50 .. p99 .. p999 ..
@@ -471,7 +471,7 @@ struct EventLag {
 }
 
 async fn event_lag(info: u16) -> EventLag {
-    let stats = console(info, "stats").await;
+    let (stats, _) = console(info, "stats").await;
     let line = stats
         .iter()
         .find(|l| l.starts_with("event lag"))

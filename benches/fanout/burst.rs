@@ -2,8 +2,9 @@
 //! in that context.
 //!
 //! The calls are bridged before ctid starts, so that it learns them from the resync at its
-//! AMI login: their setup adds nothing to the lag ctid reports, and the console's `stats`
-//! after the burst describe the burst (the batches counted before it are shown).
+//! AMI login and their setup adds no batch to the lag it reports; `stats reset` then drops
+//! the resync's batch, so that the figures describe the burst alone. A ctid without
+//! `stats reset` reports the burst with the resync's batch in it: its lag is shown apart.
 
 use super::*;
 
@@ -17,8 +18,14 @@ const DEADLINE: Duration = Duration::from_secs(60);
 struct Burst {
     /// ctid's own lag, AMI read to client queues.
     lag: EventLag,
-    /// Batches ctid had counted before the burst.
+    /// The lag of the batches before the burst (the resync), and how many there were.
+    resync: f64,
     before: u64,
+    /// The figures are of the burst alone (`stats reset` worked).
+    alone: bool,
+    /// Without `stats reset`, the largest lag was the resync's: the burst's p99 and max
+    /// are at most that.
+    bounded: bool,
     /// `hungup` as the clients read it, from the PBX's hangup: p50, p99, max (ms).
     hungup: [f64; 3],
     /// ctid's CPU seconds from the first hangup to the last `hungup` read.
@@ -41,11 +48,12 @@ pub fn run(opts: &Options, calls: usize) {
             println!("    {name:<7} {}", bin.display());
         }
         println!(
-            "    {:<5} {:<7} {:>31} {:>8} | {:>26} | {:>6}",
+            "    {:<5} {:<7} {:>35} {:>8} {:>8} | {:>26} | {:>6}",
             "round",
             "binary",
             "ctid lag p50     p99     max",
             "batches",
+            "resync",
             "hungup p50     p99     max",
             "CPU s"
         );
@@ -64,9 +72,13 @@ pub fn run(opts: &Options, calls: usize) {
         for ((name, _), m) in binaries.iter().zip(&medians) {
             print_row("", name, m);
         }
+        if medians.iter().any(|m| !m.alone) {
+            println!("    +N: batches before the burst (the resync, its lag under \"resync\") are in the figures, as that ctid has no `stats reset`; <= marks a p99 and max that were the resync's, so the burst's are at most that");
+        }
         if let [after, before] = medians.as_slice() {
+            let at_least = if before.bounded { ">=" } else { "" };
             println!(
-                "    after / before: ctid lag p50 {}, p99 {}, max {}; hungup p50 {}, p99 {}, max {}; CPU {}",
+                "    after / before: ctid lag p50 {}, p99 {at_least}{}, max {at_least}{}; hungup p50 {}, p99 {}, max {}; CPU {}",
                 ratio(after.lag.p50, before.lag.p50),
                 ratio(after.lag.p99, before.lag.p99),
                 ratio(after.lag.max, before.lag.max),
@@ -84,13 +96,17 @@ fn print_row(round: &str, name: &str, r: &Burst) {
         (0, 0) => String::new(),
         (m, s) => format!("  ({m} hungup missing, {s} slow consumers dropped)"),
     };
+    let le = if r.bounded { "<=" } else { "  " };
+    let batches = match r.alone {
+        true => r.lag.batches.to_string(),
+        false => format!("{}+{}", r.lag.batches.saturating_sub(r.before), r.before),
+    };
     println!(
-        "    {round:<5} {name:<7} {:>10.2}ms {:>5.2}ms {:>5.2}ms {:>4}+{:<3} | {:>8.2}ms {:>5.2}ms {:>5.2}ms | {:>6.2}{problems}",
+        "    {round:<5} {name:<7} {:>10.2}ms {le}{:>5.2}ms {le}{:>5.2}ms {batches:>8} {:>6.2}ms | {:>8.2}ms {:>5.2}ms {:>5.2}ms | {:>6.2}{problems}",
         r.lag.p50,
         r.lag.p99,
         r.lag.max,
-        r.lag.batches.saturating_sub(r.before),
-        r.before,
+        r.resync,
         r.hungup[0],
         r.hungup[1],
         r.hungup[2],
@@ -107,7 +123,10 @@ fn median_burst(rows: &[Burst]) -> Burst {
             max: m(&|r| r.lag.max),
             batches: m(&|r| r.lag.batches as f64) as u64,
         },
+        resync: m(&|r| r.resync),
         before: m(&|r| r.before as f64) as u64,
+        alone: rows.iter().all(|r| r.alone),
+        bounded: rows.iter().filter(|r| r.bounded).count() * 2 > rows.len(),
         hungup: [0, 1, 2].map(|i| m(&|r| r.hungup[i])),
         cpu: m(&|r| r.cpu),
         missing: rows.iter().map(|r| r.missing).sum(),
@@ -119,6 +138,7 @@ fn median_burst(rows: &[Burst]) -> Burst {
 async fn calls_known(info: u16) -> usize {
     console(info, "show_contexts")
         .await
+        .0
         .iter()
         .filter_map(|l| {
             let (_, rest) = l.split_once(" sessions, ")?;
@@ -176,7 +196,10 @@ async fn one(bin: &Path, calls: usize, sessions: usize, store: bool) -> Burst {
         tokio::task::spawn_local(read_events(s, tally.clone(), sent_at.clone(), None));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = event_lag(info).await.batches;
+    let before = event_lag(info).await;
+    console(info, "stats reset").await;
+    // A ctid without `stats reset` answers it as `stats`.
+    let alone = event_lag(info).await.batches == 0;
     tally.measuring.set(true);
     let cpu0 = cpu_seconds(pid);
     let ending = sim.on(|s| s.hang_up_all(WINDOW));
@@ -199,7 +222,10 @@ async fn one(bin: &Path, calls: usize, sessions: usize, store: bool) -> Burst {
     });
     Burst {
         lag,
-        before,
+        resync: before.max,
+        before: before.batches,
+        alone,
+        bounded: !alone && lag.max <= before.max,
         hungup,
         cpu,
         missing: expected.saturating_sub(got()),
