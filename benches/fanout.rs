@@ -13,56 +13,138 @@
 //! its record is on disk).
 //!
 //! `cargo bench --bench fanout [-- --sessions 1000,10000 --contexts 10,100 --rate 50 --seconds 10]`
+//!
+//! Other modes (see `USAGE`, or `scripts/bench-fanout --help`); given any, the above does
+//! not run:
+//!
+//! - `--burst N`: N bridged calls of one context all hang up within 100 ms, with S
+//!   sessions in that context (`--sessions`, default 200). ctid's own lag from AMI read to
+//!   client queues (the info console's `stats`, p50/p99/max), the `hungup` lag the clients
+//!   see, and ctid's CPU seconds over the burst; call records on unless `--store off`. With
+//!   `--baseline-bin PATH`, the same for another ctid binary, the two interleaved over
+//!   `--rounds` rounds: medians, after/before.
+//! - `--write-delay 0,0.001,0.002`: for each `sessions.write_delay`, 2,000 sessions in one
+//!   context (`--sessions`) at `--rate` calls/s (default 10): deliveries per CPU-second of
+//!   ctid and the lag of `offered` p50/p99, medians over rounds, against the first window.
+//! - `--idle N`: N logged-in idle sessions (clients spread over 127.0.0.2-9): RSS per
+//!   session and logins per second; the first `--idle-real` logins (default 1,000) check
+//!   a default-strength argon2id hash (m=19456,t=2,p=1), the others the cheap one below.
+
+#[path = "fanout/burst.rs"]
+mod burst;
+#[path = "fanout/idle.rs"]
+mod idle;
+#[path = "fanout/window.rs"]
+mod window;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ctid_pbxsim::calls::{CallPlan, Tenant};
 use ctid_pbxsim::{PbxSim, SimConfig};
+use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as TokioBufReader};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
+
+const USAGE: &str = "\
+fan-out (default): --sessions 1000,10000 --contexts 10,100 --rate 50 --seconds 10
+burst:             --burst N [--sessions 200] [--rounds 5] [--store on|off] [--baseline-bin PATH]
+write window:      --write-delay 0,0.001,0.002 [--sessions 2000] [--rate 10] [--seconds 10] [--rounds 3] [--store on|off]
+idle:              --idle 20000 [--idle-real 1000] [--rounds 1] [--baseline-bin PATH]";
 
 const WARMUP: Duration = Duration::from_secs(2);
 const USERS_PER_CONTEXT: usize = 10;
 /// An argon2id hash of "pw" with small parameters: 10,000 logins must not take minutes.
 const HASH: &str =
     "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$Ppmdan2yDv6l5sdaRM52bjjoXuSF2+ZrIcKRt4sHWoc";
+/// An argon2id hash of "pw" at the default strength of `ctid hash-password`.
+const REAL_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$7gTkzYMkT4KiOPlBwN0LlQ$0jZgNsk8wEvC9AwiuMgzoHQBtskRDkaQv7nuJvphGx8";
 
 struct Options {
-    sessions: Vec<usize>,
+    /// None: each mode's default.
+    sessions: Option<Vec<usize>>,
     contexts: Vec<usize>,
-    rate: f64,
+    /// Calls per second; None: each mode's default.
+    rate: Option<f64>,
     seconds: u64,
+    burst: Option<usize>,
+    write_delay: Option<Vec<f64>>,
+    idle: Option<usize>,
+    idle_real: usize,
+    rounds: Option<usize>,
+    baseline_bin: Option<PathBuf>,
+    /// Call records on (as by default) in the burst and write-window modes.
+    store: bool,
 }
 
 fn options() -> Options {
     let mut o = Options {
-        sessions: vec![1000, 10000],
+        sessions: None,
         contexts: vec![10, 100],
-        rate: 50.0,
+        rate: None,
         seconds: 10,
+        burst: None,
+        write_delay: None,
+        idle: None,
+        idle_real: 1000,
+        rounds: None,
+        baseline_bin: None,
+        store: true,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let list = |v: &str| {
-        v.split(',')
-            .filter_map(|x| x.parse().ok())
-            .collect::<Vec<usize>>()
-    };
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        std::process::exit(0);
+    }
+    fn list<T: std::str::FromStr>(v: &str) -> Vec<T> {
+        v.split(',').filter_map(|x| x.parse().ok()).collect()
+    }
     for pair in args.windows(2) {
+        let v = pair[1].as_str();
         match pair[0].as_str() {
-            "--sessions" => o.sessions = list(&pair[1]),
-            "--contexts" => o.contexts = list(&pair[1]),
-            "--rate" => o.rate = pair[1].parse().unwrap_or(o.rate),
-            "--seconds" => o.seconds = pair[1].parse().unwrap_or(o.seconds),
+            "--sessions" => o.sessions = Some(list(v)),
+            "--contexts" => o.contexts = list(v),
+            "--rate" => o.rate = v.parse().ok(),
+            "--seconds" => o.seconds = v.parse().unwrap_or(o.seconds),
+            "--burst" => o.burst = v.parse().ok(),
+            "--write-delay" => o.write_delay = Some(list(v)),
+            "--idle" => o.idle = v.parse().ok(),
+            "--idle-real" => o.idle_real = v.parse().unwrap_or(o.idle_real),
+            "--rounds" => o.rounds = v.parse().ok(),
+            "--baseline-bin" => o.baseline_bin = Some(PathBuf::from(v)),
+            "--store" => o.store = v != "off",
             _ => {}
         }
     }
     o
+}
+
+impl Options {
+    /// The fan-out's call rate.
+    fn rate(&self) -> f64 {
+        self.rate.unwrap_or(50.0)
+    }
+
+    fn sessions_or(&self, default: &[usize]) -> Vec<usize> {
+        self.sessions.clone().unwrap_or_else(|| default.to_vec())
+    }
+
+    /// The binaries to compare: this build's ctid ("after"), then the baseline's.
+    fn binaries(&self) -> Vec<(&'static str, PathBuf)> {
+        let this = PathBuf::from(env!("CARGO_BIN_EXE_ctid"));
+        match &self.baseline_bin {
+            Some(base) => vec![("after", this), ("before", base.clone())],
+            None => vec![("ctid", this)],
+        }
+    }
 }
 
 /// What one run measured.
@@ -254,6 +336,8 @@ fn tenants(contexts: usize) -> Vec<Tenant> {
 struct Server {
     child: Child,
     port: u16,
+    /// The info console's port, if it is on.
+    info: Option<u16>,
     /// Sessions ctid dropped as slow consumers so far.
     slow: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -267,21 +351,50 @@ impl Drop for Server {
     }
 }
 
-/// Starts ctid on a temporary configuration; returns once it is logged in to the PBX. Its
-/// log is read on a thread, so that the simulated PBX on this runtime can answer it.
-async fn start_ctid(dir: &std::path::Path, ami_port: u16, contexts: usize, store: bool) -> Server {
-    std::fs::write(dir.join("directory.toml"), directory(contexts)).unwrap();
+/// How ctid runs for one measurement.
+struct Launch<'a> {
+    /// This build's ctid, or a baseline's.
+    bin: &'a Path,
+    store: bool,
+    /// Opens the info console, on a free port.
+    info: bool,
+    /// More `key = value` lines of the `[sessions]` table.
+    sessions: &'a str,
+}
+
+impl Launch<'_> {
+    /// This build's ctid, console closed.
+    fn this(store: bool) -> Launch<'static> {
+        Launch {
+            bin: Path::new(env!("CARGO_BIN_EXE_ctid")),
+            store,
+            info: false,
+            sessions: "",
+        }
+    }
+}
+
+/// Starts ctid on a temporary configuration and the `directory.toml` already in `dir`;
+/// returns once it is logged in to the PBX. Its log is read on a thread, so that a
+/// simulated PBX on this runtime can answer it.
+async fn start_ctid(dir: &Path, ami_port: u16, launch: &Launch<'_>) -> Server {
     let mut config = format!(
         "[ami]\nport = {ami_port}\nusername = \"cti\"\nsecret = \"ctipass\"\n\
-         [directory]\npath = \"directory.toml\"\n[sessions]\nmax_unauthenticated = 100000\n\
-         [store]\nenabled = {store}\npath = \"ctid.sqlite\"\n\
-         [listen.cti]\naddress = \"127.0.0.1\"\nport = 0\n"
+         [directory]\npath = \"directory.toml\"\n\
+         [sessions]\nmax_unauthenticated = 100000\n{}\n\
+         [store]\nenabled = {}\npath = \"ctid.sqlite\"\n\
+         [listen.cti]\naddress = \"127.0.0.1\"\nport = 0\n",
+        launch.sessions, launch.store
     );
     for l in ["fagi", "ctis", "webi", "info", "announce"] {
-        config.push_str(&format!("[listen.{l}]\nenabled = false\n"));
+        if l == "info" && launch.info {
+            config.push_str("[listen.info]\naddress = \"127.0.0.1\"\nport = 0\n");
+        } else {
+            config.push_str(&format!("[listen.{l}]\nenabled = false\n"));
+        }
     }
     std::fs::write(dir.join("ctid.toml"), config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ctid"))
+    let mut child = Command::new(launch.bin)
         .args(["run", "--config"])
         .arg(dir.join("ctid.toml"))
         .env(
@@ -291,18 +404,23 @@ async fn start_ctid(dir: &std::path::Path, ami_port: u16, contexts: usize, store
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("ctid");
+        .unwrap_or_else(|e| panic!("{}: {e}", launch.bin.display()));
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let slow = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = slow.clone();
     let (ready, mut started) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
-        let mut port = 0u16;
+        const CTI: &str = "cti: listening on 127.0.0.1:";
+        const INFO: &str = "info: listening on 127.0.0.1:";
+        let (mut port, mut info) = (0u16, None);
+        let port_after = |l: &str, at: usize| l[at..].trim().parse::<u16>().ok();
         for l in stderr.lines().map_while(Result::ok) {
-            if let Some(at) = l.find("cti: listening on 127.0.0.1:") {
-                port = l[at + 28..].trim().parse().unwrap_or(0);
+            if let Some(at) = l.find(CTI) {
+                port = port_after(&l, at + CTI.len()).unwrap_or(0);
+            } else if let Some(at) = l.find(INFO) {
+                info = port_after(&l, at + INFO.len());
             } else if l.contains("logged in as 'cti'") {
-                let _ = ready.send(port);
+                let _ = ready.send((port, info));
             } else if l.contains("dropped: slow consumer") {
                 counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             } else if l.contains("WARN") || l.contains("ERROR") {
@@ -310,17 +428,156 @@ async fn start_ctid(dir: &std::path::Path, ami_port: u16, contexts: usize, store
             }
         }
     });
-    let port = tokio::time::timeout(Duration::from_secs(30), started.recv())
+    let (port, info) = tokio::time::timeout(Duration::from_secs(30), started.recv())
         .await
         .ok()
         .flatten()
         .expect("ctid did not start");
-    Server { child, port, slow }
+    Server {
+        child,
+        port,
+        info,
+        slow,
+    }
+}
+
+/// Runs one info console command; the lines of its answer, then its status line.
+async fn console(port: u16, command: &str) -> (Vec<String>, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("info console");
+    s.write_all(format!("{command}\n").as_bytes())
+        .await
+        .unwrap();
+    let mut lines = TokioBufReader::new(s).lines();
+    let mut out = Vec::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.starts_with("CTID-INFO:") {
+            return (out, line);
+        }
+        out.push(line);
+    }
+    (out, String::new())
+}
+
+/// What the `stats` line "event lag (AMI read to client queues): p50 .. p99 .. p999 ..
+/// max .. (N batches)" says: milliseconds, and batches counted since ctid started.
+#[derive(Clone, Copy, Debug, Default)]
+struct EventLag {
+    p50: f64,
+    p99: f64,
+    max: f64,
+    batches: u64,
+}
+
+async fn event_lag(info: u16) -> EventLag {
+    let (stats, _) = console(info, "stats").await;
+    let line = stats
+        .iter()
+        .find(|l| l.starts_with("event lag"))
+        .expect("a stats line for the event lag");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let after = |name: &str| -> f64 {
+        words
+            .iter()
+            .position(|w| *w == name)
+            .and_then(|i| words.get(i + 1))
+            .and_then(|v| v.trim_end_matches("ms").parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    EventLag {
+        p50: after("p50"),
+        p99: after("p99"),
+        max: after("max"),
+        batches: words
+            .iter()
+            .rev()
+            .nth(1)
+            .and_then(|n| n.trim_start_matches('(').parse().ok())
+            .unwrap_or(0),
+    }
+}
+
+/// The simulated PBX on a thread of its own, so that reading thousands of client sockets
+/// on the bench's thread does not delay what it sends.
+struct Sim {
+    sim: Option<PbxSim>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Sim {
+    async fn start() -> Sim {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let sim = runtime
+            .spawn(PbxSim::start(SimConfig {
+                trace: true,
+                ..SimConfig::default()
+            }))
+            .await
+            .unwrap()
+            .unwrap();
+        Sim {
+            sim: Some(sim),
+            runtime: Some(runtime),
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.get().addr().port()
+    }
+
+    fn get(&self) -> &PbxSim {
+        self.sim.as_ref().expect("running")
+    }
+
+    /// Runs `f`, which may spawn tasks, on the simulator's runtime.
+    fn on<T>(&self, f: impl FnOnce(&PbxSim) -> T) -> T {
+        let _on = self.runtime.as_ref().expect("running").enter();
+        f(self.get())
+    }
+
+    /// When the simulator sent each stage of a call.
+    fn sent_at(&self) -> SentAt {
+        let trace = self.get().trace();
+        Rc::new(move |id, stage| trace.lock().ok()?.get(id)?[stage])
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        drop(self.sim.take());
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A connection to ctid's CTI port, from `source` if given.
+async fn connect(source: Option<IpAddr>, port: u16) -> std::io::Result<TcpStream> {
+    let to = (Ipv4Addr::LOCALHOST, port).into();
+    let s = match source {
+        Some(ip) => {
+            let socket = TcpSocket::new_v4()?;
+            socket.bind((ip, 0).into())?;
+            socket.connect(to).await?
+        }
+        None => TcpStream::connect(to).await?,
+    };
+    s.set_nodelay(true)?;
+    Ok(s)
 }
 
 async fn login(port: u16, user: String) -> std::io::Result<TcpStream> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
-    s.set_nodelay(true)?;
+    login_from(None, port, user).await
+}
+
+/// Logs `user` in (password "pw") over a connection from `source`.
+async fn login_from(source: Option<IpAddr>, port: u16, user: String) -> std::io::Result<TcpStream> {
+    let mut s = connect(source, port).await?;
     let first = format!(
         "{{\"class\":\"login_id\",\"userlogin\":\"{user}\"}}\n{{\"class\":\"login_pass\",\"password\":\"pw\"}}\n"
     );
@@ -347,20 +604,30 @@ async fn login(port: u16, user: String) -> std::io::Result<TcpStream> {
     Ok(s)
 }
 
-/// Connects `n` clients with `connect(i)`, 256 at a time.
+/// Connects `n` clients with `connect(i)`, 256 at a time, in order.
 async fn connect_all<F, Fut>(n: usize, connect: F) -> Vec<TcpStream>
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = std::io::Result<TcpStream>>,
 {
-    let mut out = Vec::with_capacity(n);
-    for chunk in (0..n).collect::<Vec<_>>().chunks(256) {
-        let batch = futures_util::future::join_all(chunk.iter().map(|i| connect(*i))).await;
-        for s in batch {
-            out.push(s.expect("a client could not connect"));
-        }
-    }
-    out
+    connect_some(0..n, 256, connect).await
+}
+
+/// Connects clients `range` with `connect(i)`, at most `at_once` under way, in order.
+async fn connect_some<F, Fut>(
+    range: std::ops::Range<usize>,
+    at_once: usize,
+    connect: F,
+) -> Vec<TcpStream>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<TcpStream>>,
+{
+    futures_util::stream::iter(range.map(connect))
+        .buffered(at_once)
+        .map(|s| s.expect("a client could not connect"))
+        .collect()
+        .await
 }
 
 /// Call records in ctid's database so far.
@@ -387,7 +654,8 @@ async fn run_ctid(
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let server = start_ctid(dir.path(), sim.addr().port(), contexts, store).await;
+    std::fs::write(dir.path().join("directory.toml"), directory(contexts)).unwrap();
+    let server = start_ctid(dir.path(), sim.addr().port(), &Launch::this(store)).await;
     let pid = server.child.id();
     let rss0 = rss_kib(pid);
     let port = server.port;
@@ -403,7 +671,7 @@ async fn run_ctid(
     let rss1 = rss_kib(pid);
     let tally = Tally::new(contexts, true);
     let calls = sim.run_calls(CallPlan {
-        rate: opts.rate,
+        rate: opts.rate(),
         ring: Duration::from_millis(500),
         talk: Duration::from_secs(2),
         tenants: tenants(contexts),
@@ -647,9 +915,30 @@ fn main() {
         return relay(&args[2], args[3].parse().unwrap());
     }
     let opts = options();
+    let modes = [
+        opts.burst.map(|n| burst::run(&opts, n)),
+        opts.write_delay.as_ref().map(|w| window::run(&opts, w)),
+        opts.idle.map(|n| idle::run(&opts, n)),
+    ];
+    if modes.iter().all(Option::is_none) {
+        fan_out(&opts);
+    }
+}
+
+/// Runs `f` on a fresh single-threaded runtime, where the clients' tasks are local.
+fn on_runtime<T>(f: impl std::future::Future<Output = T>) -> T {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio::task::LocalSet::new().block_on(&runtime, f)
+}
+
+/// The default mode: ctid beside the bare relay, then call records on and off.
+fn fan_out(opts: &Options) {
     println!(
         "fan-out: {} calls/s from the simulated PBX (~5 events per call after coalescing), {} s warm-up, {} s measured",
-        opts.rate,
+        opts.rate(),
         WARMUP.as_secs(),
         opts.seconds
     );
@@ -657,16 +946,12 @@ fn main() {
         "    {:<9} {:>10} {:>9} {:>9} {:>9} {:>13} {:>7}",
         "server", "events/s", "lag p50", "p99", "p999", "RSS/session", "CPU"
     );
-    for &n in &opts.sessions {
+    let sessions = opts.sessions_or(&[1000, 10000]);
+    for &n in &sessions {
         for &contexts in &opts.contexts {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let local = tokio::task::LocalSet::new();
-            let (ctid, base) = local.block_on(&runtime, async {
-                let (ctid, recording, length) = run_ctid(n, contexts, &opts, true).await;
-                let base = run_baseline(n, contexts, &recording, length, &opts).await;
+            let (ctid, base) = on_runtime(async {
+                let (ctid, recording, length) = run_ctid(n, contexts, opts, true).await;
+                let base = run_baseline(n, contexts, &recording, length, opts).await;
                 (ctid, base)
             });
             println!("  {n} sessions, {contexts} contexts:");
@@ -682,27 +967,22 @@ fn main() {
             );
         }
     }
-    records_section(&opts);
+    records_section(opts, &sessions);
 }
 
 /// ctid with call records on and off, at the first (sessions, contexts) of the options.
-fn records_section(opts: &Options) {
-    let (Some(&n), Some(&contexts)) = (opts.sessions.first(), opts.contexts.first()) else {
+fn records_section(opts: &Options, sessions: &[usize]) {
+    let (Some(&n), Some(&contexts)) = (sessions.first(), opts.contexts.first()) else {
         return;
     };
-    println!("call records: {n} sessions, {contexts} contexts, {} calls/s; hungup lag is from the PBX's hangup to the client", opts.rate);
+    println!("call records: {n} sessions, {contexts} contexts, {} calls/s; hungup lag is from the PBX's hangup to the client", opts.rate());
     println!(
         "    {:<10} {:>10} {:>12} {:>10} {:>10} {:>10} {:>10} {:>7}",
         "store", "records/s", "offered p50", "hungup p50", "p99", "p999", "events/s", "CPU"
     );
     let mut rows = Vec::new();
     for store in [false, true] {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let local = tokio::task::LocalSet::new();
-        let (row, _, _) = local.block_on(&runtime, run_ctid(n, contexts, opts, store));
+        let (row, _, _) = on_runtime(run_ctid(n, contexts, opts, store));
         println!(
             "    {:<10} {:>10.1} {:>12} {:>10} {:>10} {:>10} {:>10.0} {:>6.0}%",
             if store { "on" } else { "off" },

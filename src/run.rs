@@ -322,6 +322,7 @@ pub fn start(p: Prepared) -> Server {
         config: SessionConfig {
             login_timeout: settings.timeouts.login,
             stall: settings.timeouts.socket,
+            write_delay: s.write_delay,
             budget: Budget {
                 max_bytes: s.outbound_max_bytes,
                 max_messages: s.outbound_max_messages,

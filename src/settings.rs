@@ -165,6 +165,7 @@ fn read(r: &mut Reader) -> Settings {
             1,
             1 << 24,
         ),
+        write_delay: r.seconds("sessions.write_delay", s.write_delay, 0.0, 0.1),
         resume_window: r.seconds("sessions.resume_window", s.resume_window, 0.0, 86400.0),
         replay_events: r.integer("sessions.replay_events", s.replay_events, 0, 1 << 24),
         replay_bytes: r.integer("sessions.replay_bytes", s.replay_bytes, 0, 1 << 32),
@@ -854,6 +855,18 @@ mod tests {
             "{}",
             problems[0]
         );
+    }
+
+    #[test]
+    fn the_write_window_is_off_by_default_and_at_most_a_tenth_of_a_second() {
+        let base = "[ami]\nsecret = \"x\"\n";
+        let s = load_str(base, &[]).unwrap();
+        assert_eq!(s.sessions.write_delay, Duration::ZERO);
+        let s = load_str(&format!("{base}[sessions]\nwrite_delay = 0.002\n"), &[]).unwrap();
+        assert_eq!(s.sessions.write_delay, Duration::from_millis(2));
+        let problems =
+            load_str(&format!("{base}[sessions]\nwrite_delay = 0.5\n"), &[]).unwrap_err();
+        assert_eq!(keys(&problems), ["sessions.write_delay"]);
     }
 
     #[test]

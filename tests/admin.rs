@@ -324,6 +324,14 @@ async fn the_info_console_shows_and_acts() {
     assert!(stats[2].contains("of 1 offered calls"), "{stats:?}");
     assert!(stats[3].starts_with("drops: 0 slow consumers"), "{stats:?}");
     assert!(stats[3].ends_with(", 0 call records"), "{stats:?}");
+    assert_eq!(
+        console.ask("stats now").await.1,
+        "CTID-INFO:KO no PBX \"now\""
+    );
+    assert_eq!(console.ask("stats reset").await.1, "CTID-INFO:OK");
+    let (stats, _) = console.ask("stats").await;
+    assert!(stats[0].ends_with("(0 batches)"), "{stats:?}");
+    assert!(stats[2].contains("of 0 offered calls"), "{stats:?}");
 
     assert_eq!(
         console.ask("dumpami on Newchannel").await.0,

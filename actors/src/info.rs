@@ -90,6 +90,7 @@ show_users                users and how many sessions each has
 show_calls [context]      live calls (of one context)
 show_contexts             contexts: dialplan contexts, sessions, calls, events
 stats [pbx]               event lag, call setup, screen pops, drops; each AMI link's
+stats reset               starts event lag, call setup and screen pops afresh
 kick <session>            closes a CTI session
 loglevel <level>          error, warn, info, debug, trace, or default (RUST_LOG)
 dumpami on [pbx] [Event ...]  streams raw AMI events (of one PBX, those named) here
@@ -252,6 +253,10 @@ fn run(command: &str, args: &[&str], s: &InfoShared) -> Result<Vec<String>, Stri
                     c.dialplan.join(",")
                 ));
             }
+        }
+        "stats" if args == ["reset"] => {
+            s.metrics.reset();
+            out.push("event lag, call setup and screen pops start afresh".to_owned());
         }
         "stats" => {
             let m = s.metrics.snapshot();

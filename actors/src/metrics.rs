@@ -99,6 +99,15 @@ impl Metrics {
         }
     }
 
+    /// Starts the event lag, call setup and screen pop figures afresh; drops keep counting.
+    pub fn reset(&self) {
+        let mut m = self.lock();
+        m.event_lag.reset();
+        m.setup.reset();
+        m.offered = 0;
+        m.complete = 0;
+    }
+
     pub fn gap(&self) {
         self.lock().gaps += 1;
     }

@@ -2,7 +2,7 @@
 //!
 //! Partitions push the bytes of an event (encoded once, shared) into every subscribed
 //! session's outbox; the writer takes whatever has queued and writes it in one vectored
-//! write. The queue has a byte and a message budget: a push past either marks the session
+//! write, optionally after letting events gather for a short window. The queue has a byte and a message budget: a push past either marks the session
 //! a slow consumer, drops what it still had queued, and closes it after a final notice. No
 //! push ever waits, so a slow client slows nobody else.
 
@@ -40,6 +40,10 @@ pub enum Closed {
 struct Queue {
     items: VecDeque<Bytes>,
     bytes: usize,
+    /// Taken by the writer and not written yet: still counted against the budget, since
+    /// they are still in memory and the client has not read them.
+    writing: usize,
+    writing_bytes: usize,
     closed: Option<Closed>,
     /// Sent last, after which the writer shuts the stream down.
     last: Option<Bytes>,
@@ -95,6 +99,8 @@ impl Drop for WriterGuard {
 pub struct Outbox {
     queue: Mutex<Queue>,
     notify: Notify,
+    /// Woken when the outbox closes, so that a writer letting events gather stops waiting.
+    closing: Notify,
     budget: Budget,
     written: AtomicU64,
 }
@@ -105,10 +111,13 @@ impl Outbox {
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
                 bytes: 0,
+                writing: 0,
+                writing_bytes: 0,
                 closed: None,
                 last: None,
             }),
             notify: Notify::new(),
+            closing: Notify::new(),
             budget,
             written: AtomicU64::new(0),
         })
@@ -130,15 +139,15 @@ impl Outbox {
         if let Some(closed) = q.closed {
             return Err(closed);
         }
-        if q.items.len() >= self.budget.max_messages
-            || q.bytes + bytes.len() > self.budget.max_bytes
+        if q.items.len() + q.writing >= self.budget.max_messages
+            || q.bytes + q.writing_bytes + bytes.len() > self.budget.max_bytes
         {
             q.items.clear();
             q.bytes = 0;
             q.closed = Some(Closed::SlowConsumer);
             q.last = Some(notice());
             drop(q);
-            self.notify.notify_one();
+            self.notify_closed();
             return Err(Closed::SlowConsumer);
         }
         q.bytes += bytes.len();
@@ -164,17 +173,22 @@ impl Outbox {
             q.last = last;
         }
         drop(q);
+        self.notify_closed();
+    }
+
+    fn notify_closed(&self) {
         self.notify.notify_one();
+        self.closing.notify_one();
     }
 
     pub fn closed(&self) -> Option<Closed> {
         self.lock().closed
     }
 
-    /// Messages queued and not yet written.
+    /// Messages and bytes queued and not yet written.
     pub fn pending(&self) -> (usize, usize) {
         let q = self.lock();
-        (q.items.len(), q.bytes)
+        (q.items.len() + q.writing, q.bytes + q.writing_bytes)
     }
 
     /// Bytes written to the socket so far.
@@ -182,16 +196,41 @@ impl Outbox {
         self.written.load(Ordering::Relaxed)
     }
 
-    /// Takes everything queued; the flag says the outbox is closed.
+    /// Takes everything queued for writing; the flag says the outbox is closed. What it
+    /// takes counts against the budget until [`Outbox::wrote`] says it is written.
     fn take(&self) -> (VecDeque<Bytes>, bool) {
         let mut q = self.lock();
         let mut items = std::mem::take(&mut q.items);
-        q.bytes = 0;
         let closed = q.closed.is_some();
         if closed {
             items.extend(q.last.take());
         }
+        q.writing += items.len();
+        q.writing_bytes += items.iter().map(Bytes::len).sum::<usize>();
+        q.bytes = 0;
         (items, closed)
+    }
+
+    fn has_work(&self) -> bool {
+        let q = self.lock();
+        !q.items.is_empty() || q.closed.is_some()
+    }
+
+    /// Waits `delay`, or until the outbox is closed.
+    async fn gather(&self, delay: Duration) {
+        let closing = self.closing.notified();
+        if self.closed().is_none() {
+            let _ = tokio::time::timeout(delay, closing).await;
+        }
+    }
+
+    /// The writer wrote `bytes` more, which completed `messages` of those it took.
+    fn wrote(&self, bytes: usize, messages: usize) {
+        let mut q = self.lock();
+        q.writing_bytes = q.writing_bytes.saturating_sub(bytes);
+        q.writing = q.writing.saturating_sub(messages);
+        drop(q);
+        self.written.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 }
 
@@ -208,28 +247,30 @@ impl Outbox {
 }
 
 /// Writes `outbox` to `w` until it is closed and drained. A write that makes no progress
-/// for `stall` ends the session: its client stopped reading.
+/// for `stall` ends the session: its client stopped reading. Once woken, the writer lets
+/// events gather for `delay` before it takes them (none if zero), unless the outbox
+/// closes meanwhile.
 pub async fn write_outbox<W: AsyncWrite + Unpin>(
     outbox: Arc<Outbox>,
     mut w: W,
     stall: Duration,
+    delay: Duration,
 ) -> Result<(), String> {
     loop {
         let notified = outbox.notify.notified();
+        if !delay.is_zero() && outbox.has_work() {
+            outbox.gather(delay).await;
+        }
         let (mut items, closed) = outbox.take();
         if items.is_empty() && !closed {
             notified.await;
             continue;
         }
-        let total: usize = items.iter().map(Bytes::len).sum();
-        match write_all_vectored(&mut w, &mut items, stall).await {
-            Err(e) if e.kind() == ErrorKind::TimedOut => {
-                return Err(format!("client read nothing for {}", human_duration(stall)))
-            }
-            Err(e) => return Err(format!("write failed ({})", io_reason(&e))),
-            Ok(()) => {
-                outbox.written.fetch_add(total as u64, Ordering::Relaxed);
-            }
+        if let Err(e) = write_all_vectored(&mut w, &mut items, stall, &outbox).await {
+            return Err(match e.kind() {
+                ErrorKind::TimedOut => format!("client read nothing for {}", human_duration(stall)),
+                _ => format!("write failed ({})", io_reason(&e)),
+            });
         }
         if closed {
             let _ = tokio::time::timeout(stall, async {
@@ -242,12 +283,14 @@ pub async fn write_outbox<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Writes every buffer, as few syscalls as the socket allows; `TimedOut` when one write, or
-/// the flush (where TLS does its socket writes), waits longer than `stall`.
+/// Writes every buffer, as few syscalls as the socket allows, telling `outbox` what each
+/// write completed; `TimedOut` when one write, or the flush (where TLS does its socket
+/// writes), waits longer than `stall`.
 async fn write_all_vectored<W: AsyncWrite + Unpin>(
     w: &mut W,
     items: &mut VecDeque<Bytes>,
     stall: Duration,
+    outbox: &Outbox,
 ) -> std::io::Result<()> {
     const MAX_SLICES: usize = 64;
     while !items.is_empty() {
@@ -256,22 +299,25 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
             .take(MAX_SLICES)
             .map(|b| IoSlice::new(b))
             .collect();
-        let mut n = within(stall, w.write_vectored(&slices)).await?;
+        let n = within(stall, w.write_vectored(&slices)).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        while n > 0 {
+        let (mut left, mut done) = (n, 0);
+        while left > 0 {
             let Some(front) = items.front_mut() else {
                 break;
             };
-            if n >= front.len() {
-                n -= front.len();
+            if left >= front.len() {
+                left -= front.len();
                 items.pop_front();
+                done += 1;
             } else {
-                front.advance(n);
-                n = 0;
+                front.advance(left);
+                left = 0;
             }
         }
+        outbox.wrote(n, done);
     }
     within(stall, w.flush()).await
 }
@@ -310,7 +356,12 @@ mod tests {
     async fn everything_queued_is_written_in_order_then_the_last_line() {
         let outbox = Outbox::new(budget(1 << 20, 1000));
         let (client, server) = tokio::io::duplex(1 << 16);
-        let writer = tokio::spawn(write_outbox(outbox.clone(), server, Duration::from_secs(5)));
+        let writer = tokio::spawn(write_outbox(
+            outbox.clone(),
+            server,
+            Duration::from_secs(5),
+            Duration::ZERO,
+        ));
         for i in 0..300 {
             outbox
                 .push(Bytes::from(format!("{i}\n")), notice, i % 7 == 0)
@@ -350,6 +401,40 @@ mod tests {
         assert_eq!(items, [notice()]);
     }
 
+    #[tokio::test]
+    async fn what_the_writer_took_counts_against_the_budget_until_written() {
+        let outbox = Outbox::new(budget(1000, 1000));
+        // The client reads nothing: 64 bytes fit in the pipe, then the writer stalls.
+        let (_client, server) = tokio::io::duplex(64);
+        for _ in 0..10 {
+            outbox
+                .push(Bytes::from(vec![b'x'; 100]), notice, true)
+                .unwrap();
+        }
+        let writer = tokio::spawn(write_outbox(
+            outbox.clone(),
+            server,
+            Duration::from_secs(60),
+            Duration::ZERO,
+        ));
+        for _ in 0..1000 {
+            if outbox.written() > 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(outbox.written(), 64);
+        assert_eq!(outbox.pending(), (10, 936));
+        outbox
+            .push(Bytes::from(vec![b'y'; 64]), notice, false)
+            .unwrap();
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"z"), notice, false),
+            Err(Closed::SlowConsumer)
+        );
+        writer.abort();
+    }
+
     #[test]
     fn the_message_budget_counts_too() {
         let outbox = Outbox::new(budget(1 << 20, 2));
@@ -364,17 +449,19 @@ mod tests {
             .is_err());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_client_that_never_reads_times_the_writer_out() {
-        let outbox = Outbox::new(budget(1 << 24, 100_000));
-        let (_client, server) = tokio::io::duplex(64);
-        outbox
-            .push(Bytes::from(vec![b'x'; 4096]), notice, true)
-            .unwrap();
-        let err = write_outbox(outbox, server, Duration::from_millis(100))
-            .await
-            .unwrap_err();
-        assert_eq!(err, "client read nothing for 100ms");
+        for window in [Duration::ZERO, Duration::from_millis(50)] {
+            let outbox = Outbox::new(budget(1 << 24, 100_000));
+            let (_client, server) = tokio::io::duplex(64);
+            outbox
+                .push(Bytes::from(vec![b'x'; 4096]), notice, true)
+                .unwrap();
+            let err = write_outbox(outbox, server, Duration::from_millis(100), window)
+                .await
+                .unwrap_err();
+            assert_eq!(err, "client read nothing for 100ms");
+        }
     }
 
     /// Takes every write and never completes a flush: TLS to a peer that stopped reading.
@@ -410,9 +497,14 @@ mod tests {
         outbox
             .push(Bytes::from_static(b"x\n"), notice, true)
             .unwrap();
-        let err = write_outbox(outbox, NeverFlushes, Duration::from_millis(100))
-            .await
-            .unwrap_err();
+        let err = write_outbox(
+            outbox,
+            NeverFlushes,
+            Duration::from_millis(100),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err, "client read nothing for 100ms");
     }
 
@@ -437,9 +529,155 @@ mod tests {
                 }
             }
         });
-        write_outbox(outbox, server, Duration::from_millis(100))
+        write_outbox(outbox, server, Duration::from_millis(100), Duration::ZERO)
             .await
             .unwrap();
         assert_eq!(reader.await.unwrap().len(), 4096);
+    }
+
+    /// A stream that keeps the bytes of each write it passes on.
+    struct Recorded<W> {
+        inner: W,
+        writes: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl<W: AsyncWrite + Unpin> Recorded<W> {
+        fn record(&self, bufs: &[IoSlice<'_>], n: usize) {
+            let bytes: Vec<u8> = bufs
+                .iter()
+                .flat_map(|b| b.iter().copied())
+                .take(n)
+                .collect();
+            let mut writes = self.writes.lock().unwrap();
+            writes.push(String::from_utf8(bytes).unwrap());
+        }
+    }
+
+    impl<W: AsyncWrite + Unpin> AsyncWrite for Recorded<W> {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.as_mut().poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            let done = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+            if let Poll::Ready(Ok(n)) = done {
+                self.record(bufs, n);
+            }
+            done
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.inner.is_write_vectored()
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    /// Two events pushed 5 ms apart to a session whose writer gathers for `window`, over
+    /// a TCP socket: the writes made, and what the client read.
+    async fn two_events_with(window: Duration) -> (Vec<String>, String) {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Recorded {
+            inner: server,
+            writes: writes.clone(),
+        };
+        let outbox = Outbox::new(budget(1 << 20, 1000));
+        let stall = Duration::from_secs(5);
+        let writer = tokio::spawn(write_outbox(outbox.clone(), recorded, stall, window));
+        outbox
+            .push(Bytes::from_static(b"a\n"), notice, true)
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        outbox
+            .push(Bytes::from_static(b"b\n"), notice, true)
+            .unwrap();
+        let mut read = [0; 4];
+        client.read_exact(&mut read).await.unwrap();
+        outbox.close(None);
+        writer.await.unwrap().unwrap();
+        let writes = writes.lock().unwrap().clone();
+        (writes, String::from_utf8(read.to_vec()).unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_window_sends_events_pushed_within_it_in_one_write() {
+        let (writes, read) = two_events_with(Duration::from_millis(50)).await;
+        assert_eq!(writes, ["a\nb\n"]);
+        assert_eq!(read, "a\nb\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_window_each_event_is_written_at_once() {
+        let (writes, read) = two_events_with(Duration::ZERO).await;
+        assert_eq!(writes, ["a\n", "b\n"]);
+        assert_eq!(read, "a\nb\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_ends_a_window_at_once() {
+        use tokio::io::AsyncReadExt;
+        let outbox = Outbox::new(budget(1 << 20, 1000));
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let window = Duration::from_secs(10);
+        let writer = tokio::spawn(write_outbox(outbox.clone(), server, window, window));
+        let began = tokio::time::Instant::now();
+        outbox
+            .push(Bytes::from_static(b"a\n"), notice, true)
+            .unwrap();
+        tokio::task::yield_now().await;
+        outbox.close(Some(Bytes::from_static(b"end\n")));
+        writer.await.unwrap().unwrap();
+        assert!(began.elapsed() < window);
+        let mut got = String::new();
+        client.read_to_string(&mut got).await.unwrap();
+        assert_eq!(got, "a\nend\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_consumer_notice_ends_a_window_at_once() {
+        use tokio::io::AsyncReadExt;
+        let outbox = Outbox::new(budget(4, 1000));
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let window = Duration::from_secs(10);
+        let writer = tokio::spawn(write_outbox(outbox.clone(), server, window, window));
+        let began = tokio::time::Instant::now();
+        outbox
+            .push(Bytes::from_static(b"a\n"), notice, true)
+            .unwrap();
+        tokio::task::yield_now().await;
+        assert!(outbox
+            .push(Bytes::from_static(b"bb\n"), notice, true)
+            .is_err());
+        writer.await.unwrap().unwrap();
+        assert!(began.elapsed() < window);
+        let mut got = String::new();
+        client.read_to_string(&mut got).await.unwrap();
+        assert_eq!(got, "bye\n");
     }
 }

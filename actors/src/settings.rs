@@ -169,6 +169,9 @@ pub struct SessionSettings {
     /// consumer.
     pub outbound_max_bytes: usize,
     pub outbound_max_messages: usize,
+    /// How long a session's writer, once woken, lets events gather before it writes them
+    /// (several in one write); zero writes at once.
+    pub write_delay: Duration,
     /// How long after a disconnect a session can be resumed.
     pub resume_window: Duration,
     /// Events kept per context for resumes, by count and by size.
@@ -183,6 +186,7 @@ impl Default for SessionSettings {
             max_line_bytes: ctid_proto::cti::DEFAULT_MAX_LINE,
             outbound_max_bytes: 4 << 20,
             outbound_max_messages: 10_000,
+            write_delay: Duration::ZERO,
             resume_window: Duration::from_secs(60),
             replay_events: 10_000,
             replay_bytes: 16 << 20,

@@ -216,22 +216,25 @@ impl Shared {
 
     /// Ends the call that has a channel named `channel`; false if there is none.
     fn hang_up(&self, channel: &str) -> bool {
-        let mut schedule = lock(&self.schedule);
-        let Some(seq) = schedule
+        let seq = lock(&self.schedule)
             .calls
             .iter()
             .find(|(_, (c, _))| c.caller.name == channel || c.callee.name == channel)
-            .map(|(seq, _)| *seq)
-        else {
+            .map(|(seq, _)| *seq);
+        seq.is_some_and(|seq| self.end(seq))
+    }
+
+    /// Ends call `seq` now; false if it already ended.
+    fn end(&self, seq: u64) -> bool {
+        let mut schedule = lock(&self.schedule);
+        let Some((mut call, _)) = schedule.calls.remove(&seq) else {
             return false;
         };
-        if let Some((mut call, _)) = schedule.calls.remove(&seq) {
-            let events = call.events(Stage::Hangup);
-            let _order = lock(&self.order);
-            lock(&self.channels).update(&call, true);
-            self.stamp(&call, 2);
-            self.broadcast(&events);
-        }
+        let events = call.events(Stage::Hangup);
+        let _order = lock(&self.order);
+        lock(&self.channels).update(&call, true);
+        self.stamp(&call, 2);
+        self.broadcast(&events);
         true
     }
 
@@ -394,6 +397,35 @@ impl PbxSim {
             talk,
         );
         (call.caller.uniqueid, call.caller.name, call.callee.name)
+    }
+
+    /// Live calls, and how many of them are answered (bridged).
+    pub fn calls(&self) -> (usize, usize) {
+        let schedule = lock(&self.shared.schedule);
+        let bridged = schedule
+            .calls
+            .values()
+            .filter(|(c, _)| !c.caller.bridge.is_empty())
+            .count();
+        (schedule.calls.len(), bridged)
+    }
+
+    /// Ends every live call, one after another, evenly spread over `window` (a burst of
+    /// hangups); the task answers how many it ended.
+    pub fn hang_up_all(&self, window: Duration) -> JoinHandle<usize> {
+        let shared = self.shared.clone();
+        let mut live: Vec<u64> = lock(&shared.schedule).calls.keys().copied().collect();
+        live.sort_unstable();
+        tokio::spawn(async move {
+            let begin = tokio::time::Instant::now();
+            let step = window / live.len().max(1) as u32;
+            let mut ended = 0;
+            for (i, seq) in live.into_iter().enumerate() {
+                tokio::time::sleep_until(begin + step * i as u32).await;
+                ended += usize::from(shared.end(seq));
+            }
+            ended
+        })
     }
 
     /// When each call's stages were sent (filled only with `SimConfig::trace`).
@@ -742,5 +774,28 @@ fn answer(m: &AmiMessage, auth: &mut Auth, shared: &Shared, out: &mut BytesMut) 
             ));
             Next::Continue
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn hang_up_all_ends_every_live_call_within_its_window() {
+        let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+        for n in 0..5 {
+            let from = format!("{}", 1001 + n);
+            let (ring, talk) = (Duration::from_millis(10), Duration::from_secs(3600));
+            sim.place_call("internal", "PJSIP", &from, "2000", ring, talk);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(sim.calls(), (5, 5));
+        let begin = tokio::time::Instant::now();
+        let ended = sim.hang_up_all(Duration::from_millis(100)).await.unwrap();
+        assert_eq!(ended, 5);
+        assert!(begin.elapsed() < Duration::from_millis(100));
+        assert_eq!(sim.calls(), (0, 0));
+        assert!(lock(&sim.shared.channels).channels().is_empty());
     }
 }

@@ -1,5 +1,6 @@
 //! `ctid-pbxsim`: run the simulated Asterisk on its own, for demos and load tests.
-//! Commands on standard input: `drop`, `mute`, `unmute`, `replay FILE`, `status`, `quit`.
+//! Commands on standard input: `drop`, `mute`, `unmute`, `replay FILE`, `hangup_all [MS]`,
+//! `status`, `quit`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -116,19 +117,33 @@ fn command(sim: &PbxSim, line: &str) -> bool {
         "drop" => sim.drop_connections(),
         "mute" => sim.set_muted(true),
         "unmute" => sim.set_muted(false),
-        "status" => println!(
-            "connections {} logins {} actions {}",
-            sim.connections(),
-            sim.logins().len(),
-            sim.actions().len()
-        ),
+        "status" => {
+            let (calls, bridged) = sim.calls();
+            println!(
+                "connections {} logins {} actions {} calls {calls} ({bridged} answered)",
+                sim.connections(),
+                sim.logins().len(),
+                sim.actions().len()
+            )
+        }
+        "hangup_all" => {
+            let ms = if arg.is_empty() {
+                Some(0)
+            } else {
+                arg.parse::<u64>().ok()
+            };
+            match ms {
+                Some(ms) => drop(sim.hang_up_all(Duration::from_millis(ms))),
+                None => println!("hangup_all {arg:?}: expected milliseconds"),
+            }
+        }
         "replay" => match std::fs::read(arg) {
             Ok(bytes) => println!("replayed {} events", sim.replay(&bytes)),
             Err(e) => println!("{arg}: {e}"),
         },
         "quit" => return false,
         other => {
-            println!("unknown command {other:?}: drop, mute, unmute, replay FILE, status, quit")
+            println!("unknown command {other:?}: drop, mute, unmute, replay FILE, hangup_all [MS], status, quit")
         }
     }
     true

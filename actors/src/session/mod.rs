@@ -53,6 +53,8 @@ pub struct SessionConfig {
     pub login_timeout: Duration,
     /// How long a write may make no progress before the client counts as gone.
     pub stall: Duration,
+    /// How long a woken writer lets events gather before it writes them.
+    pub write_delay: Duration,
     pub budget: Budget,
     pub max_line: usize,
 }
@@ -334,10 +336,10 @@ impl Actor for Session {
         let (read, write) = tokio::io::split(io);
         let me = ctx.address();
         let outbox = self.outbox.clone();
-        let stall = self.shared.config.stall;
+        let (stall, delay) = (self.shared.config.stall, self.shared.config.write_delay);
         let running = self.shared.writers.enter();
         actix_rt::spawn(async move {
-            let result = write_outbox(outbox, write, stall).await;
+            let result = write_outbox(outbox, write, stall, delay).await;
             drop(running);
             me.do_send(WriterDone(result));
         });
