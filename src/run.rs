@@ -33,6 +33,7 @@ use ctid_actors::webi::WebiAccept;
 use ctid_proto::directory::Directory;
 use futures_util::StreamExt;
 use log::{error, info, warn};
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_rustls::TlsAcceptor;
 
@@ -71,11 +72,24 @@ fn refusal(name: &str, l: &Listener, e: &std::io::Error) -> Refusal {
     )
 }
 
+/// Connections the kernel holds for a listener until it accepts them. The default (128)
+/// overflows when thousands of desktops reconnect at once (after a restart): those beyond
+/// it wait a second before trying again.
+const BACKLOG: i32 = 4096;
+
 fn bind(name: &str, l: &Listener) -> Result<Option<Arc<TcpListener>>, Refusal> {
     if !l.enabled {
         return Ok(None);
     }
-    TcpListener::bind(l.socket_addr())
+    let addr = l.socket_addr();
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(BACKLOG)?;
+        Ok(socket.into())
+    };
+    listen()
         .map(|s| Some(Arc::new(s)))
         .map_err(|e| refusal(name, l, &e))
 }
