@@ -13,6 +13,10 @@ use actix::prelude::*;
 use ctid_actors::ami::{AmiLink, AmiTaps, LinkConfig, LinkStats};
 use ctid_actors::announce::Announce;
 use ctid_actors::auth::{LoginThrottle, PasswordChecker, ResumeTokens};
+use ctid_actors::cluster::lease::{Holding, LeaseKeeper};
+use ctid_actors::cluster::remote::{Remote, Responder};
+use ctid_actors::cluster::tokens::SharedTokens;
+use ctid_actors::cluster::{Cluster, Notices, Retention};
 use ctid_actors::directory::{load_file, DirectoryHandle, DirectoryWatcher, Source};
 use ctid_actors::fagi::FagiAccept;
 use ctid_actors::info::{InfoAccept, InfoShared};
@@ -24,9 +28,9 @@ use ctid_actors::pbx::{Pbx, Pbxes};
 use ctid_actors::records::Records;
 use ctid_actors::router::{Router, RouterConfig};
 use ctid_actors::session::{SessionConfig, SessionRegistry, SessionShared};
-use ctid_actors::settings::{human_duration, Listener, Settings, ThreadSettings};
+use ctid_actors::settings::{human_duration, ClusterSettings, Listener, Settings, ThreadSettings};
 use ctid_actors::supervisor::{
-    ChildSpec, Exit, Intensity, Report, Restart, Root, Shutdown, Slot, StartChild,
+    ChildSpec, Exit, Intensity, Report, Restart, Root, Shutdown, Slot, StartChild, StopChild,
 };
 use ctid_actors::tls;
 use ctid_actors::webi::WebiAccept;
@@ -280,8 +284,9 @@ where
     ))
 }
 
-/// Starts the supervision tree on the current actix system.
-pub fn start(p: Prepared) -> Server {
+/// Starts the supervision tree on the current actix system (in cluster mode, once the NATS
+/// client is set up: it connects, and reconnects, in the background).
+pub async fn start(p: Prepared) -> Result<Server, String> {
     let Prepared {
         settings,
         config,
@@ -289,6 +294,28 @@ pub fn start(p: Prepared) -> Server {
         links,
         sockets,
     } = p;
+    let s = &settings.sessions;
+    let cluster = match settings.cluster.enabled {
+        true => {
+            let retention = Retention {
+                events: s.replay_events,
+                bytes: s.replay_bytes,
+                resume_window: s.resume_window,
+            };
+            info!(
+                "cluster: node {} ({}) on NATS {}",
+                settings.cluster.node,
+                roles(&settings.cluster),
+                settings.cluster.nats_url
+            );
+            Some(Cluster::connect(&settings.cluster, retention).await?)
+        }
+        false => None,
+    };
+    let (ingest, edge) = match &cluster {
+        Some(_) => (settings.cluster.ingest, settings.cluster.edge),
+        None => (true, true),
+    };
     let report = Report::default();
     let metrics = Metrics::default();
     let cores = ThreadSettings::count(0);
@@ -303,7 +330,6 @@ pub fn start(p: Prepared) -> Server {
         threads(settings.threads.partitions),
     );
     let handle = DirectoryHandle::new(directory);
-    let s = &settings.sessions;
     let partitions = Partitions::new(
         settings.parting.context_separation,
         ReplayLimits {
@@ -314,6 +340,10 @@ pub fn start(p: Prepared) -> Server {
         metrics.clone(),
         handles(&partition_threads),
     );
+    let partitions = match &cluster {
+        Some(c) => partitions.fed_by(c.clone(), settings.cluster.contexts.clone()),
+        None => partitions,
+    };
     let sessions = SessionRegistry::default();
     let store = settings
         .store
@@ -328,6 +358,7 @@ pub fn start(p: Prepared) -> Server {
         stats: LinkStats::default(),
         taps: taps.clone(),
         fagi_from: p.fagi_from.clone(),
+        remote: cluster.clone().map(Remote::new),
     }));
     let directory_slot = Slot::<DirectoryWatcher>::new();
     let partitions_slot = Slot::new();
@@ -347,7 +378,10 @@ pub fn start(p: Prepared) -> Server {
         partitions: partitions.clone(),
         checker: PasswordChecker::start(cores.min(2), &report),
         throttle: LoginThrottle::new(settings.timeouts.login),
-        tokens: ResumeTokens::new(s.resume_window),
+        tokens: match &cluster {
+            Some(c) => ResumeTokens::new(s.resume_window).shared(SharedTokens::new(c.clone())),
+            None => ResumeTokens::new(s.resume_window),
+        },
         registry: sessions.clone(),
         unauthenticated: Arc::new(AtomicUsize::new(0)),
         max_unauthenticated: s.max_unauthenticated,
@@ -376,11 +410,14 @@ pub fn start(p: Prepared) -> Server {
             },
         )
     };
-    let partition_specs = partitions
-        .wanted(&handle.get())
-        .iter()
-        .map(|k| partitions.spec(k))
-        .collect();
+    let partition_specs = match edge {
+        true => partitions
+            .wanted(&handle.get())
+            .iter()
+            .map(|k| partitions.spec(k))
+            .collect(),
+        false => Vec::new(),
+    };
     let partition_sup = ChildSpec::supervisor(
         "partitions",
         Intensity::default(),
@@ -389,51 +426,98 @@ pub fn start(p: Prepared) -> Server {
         partitions_slot.clone(),
     );
     // Each PBX: its link and router on a thread of their own, under their own supervisor,
-    // so that reading one Asterisk never waits behind client work or another PBX.
+    // so that reading one Asterisk never waits behind client work or another PBX. In
+    // cluster mode, it runs while this node holds the PBX's lease.
     let mut pbx_threads = Vec::new();
-    let pbx_sups: Vec<ChildSpec> = links
-        .into_iter()
-        .zip(&settings.pbxes)
-        .filter_map(|(link, p)| Some((link, p, pbxes.get(&p.name)?.clone())))
-        .map(|(link, p, pbx)| {
-            let thread = Arbiter::new();
-            let config = RouterConfig {
-                pbx: pbx.name.clone(),
-                link: pbx.link.clone(),
-                link_stats: pbx.stats.clone(),
-                resync_every: p.ami.resync_interval,
-                socket_timeout: settings.timeouts.socket,
-                store: store.clone(),
-                commands: settings.commands.clone(),
-                metrics: metrics.clone(),
-            };
-            let (handle, partitions) = (handle.clone(), partitions.clone());
-            let router = ChildSpec::new("router", Restart::Permanent, pbx.router.clone(), {
-                move |_| Router::new(handle.clone(), partitions.clone(), config.clone())
-            })
-            .on(thread.handle());
-            let (stats, taps, router_slot) =
-                (pbx.stats.clone(), pbx.taps.clone(), pbx.router.clone());
-            let ami = ChildSpec::new("ami", Restart::Permanent, pbx.link.clone(), move |_| {
-                AmiLink::new(
-                    link.clone(),
-                    router_slot.outlet(),
-                    router_slot.outlet(),
-                    stats.clone(),
-                    taps.clone(),
-                )
-            })
-            .on(thread.handle());
-            pbx_threads.push(thread);
-            ChildSpec::supervisor(
-                format!("pbx-{}", pbx.name),
-                Intensity::default(),
-                vec![router, ami],
-                report.clone(),
-                Slot::new(),
+    let mut pbx_sups = Vec::new();
+    let mut leases = Vec::new();
+    let ingest_slot = Slot::<ctid_actors::supervisor::Supervisor>::new();
+    let taken = |name: &str| {
+        let only = &settings.cluster.pbxes;
+        ingest && (only.is_empty() || only.iter().any(|p| p == name))
+    };
+    for (link, p) in links.into_iter().zip(&settings.pbxes) {
+        let Some(pbx) = pbxes.get(&p.name).filter(|_| taken(&p.name)).cloned() else {
+            continue;
+        };
+        let thread = Arbiter::new();
+        let holding = Holding::default();
+        let config = RouterConfig {
+            pbx: pbx.name.clone(),
+            link: pbx.link.clone(),
+            link_stats: pbx.stats.clone(),
+            resync_every: p.ami.resync_interval,
+            socket_timeout: settings.timeouts.socket,
+            store: store.clone(),
+            commands: settings.commands.clone(),
+            metrics: metrics.clone(),
+            cluster: cluster.clone().map(|c| (c, holding.clone())),
+        };
+        let (dir, partitions) = (handle.clone(), partitions.clone());
+        let router = ChildSpec::new("router", Restart::Permanent, pbx.router.clone(), {
+            move |_| Router::new(dir.clone(), partitions.clone(), config.clone())
+        })
+        .on(thread.handle());
+        let (stats, taps, router_slot) = (pbx.stats.clone(), pbx.taps.clone(), pbx.router.clone());
+        let ami = ChildSpec::new("ami", Restart::Permanent, pbx.link.clone(), move |_| {
+            AmiLink::new(
+                link.clone(),
+                router_slot.outlet(),
+                router_slot.outlet(),
+                stats.clone(),
+                taps.clone(),
             )
         })
-        .collect();
+        .on(thread.handle());
+        let mut children = vec![router, ami];
+        if let Some(c) = &cluster {
+            let (c, name, handle) = (c.clone(), pbx.name.clone(), handle.clone());
+            let (router, link) = (pbx.router.clone(), pbx.link.clone());
+            let (socket, ring) = (
+                settings.timeouts.socket,
+                Duration::from_millis(settings.commands.originate_timeout_ms),
+            );
+            children.push(ChildSpec::new(
+                "responder",
+                Restart::Permanent,
+                Slot::new(),
+                move |_| {
+                    let (router, link) = (router.clone(), link.clone());
+                    Responder::new(c.clone(), &name, router, link, handle.clone(), socket, ring)
+                },
+            ));
+        }
+        pbx_threads.push(thread);
+        let sup = ChildSpec::supervisor(
+            format!("pbx-{}", pbx.name),
+            Intensity::default(),
+            children,
+            report.clone(),
+            Slot::new(),
+        );
+        match &cluster {
+            None => pbx_sups.push(sup),
+            Some(c) => leases.push(lease_keeper(c, &pbx.name, holding, sup, &ingest_slot)),
+        }
+    }
+    if cluster.is_some() {
+        pbx_sups = vec![
+            ChildSpec::supervisor(
+                "ingest",
+                Intensity::default(),
+                Vec::new(),
+                report.clone(),
+                ingest_slot,
+            ),
+            ChildSpec::supervisor(
+                "leases",
+                Intensity::default(),
+                leases,
+                report.clone(),
+                Slot::new(),
+            ),
+        ];
+    }
     let info = Arc::new(InfoShared {
         started: Instant::now(),
         config,
@@ -457,6 +541,15 @@ pub fn start(p: Prepared) -> Server {
         announce,
     } = sockets;
     let (p, d) = (pbxes.clone(), directory_slot.clone());
+    let notices = cluster.clone().map(Notices::new);
+    if let Some(notices) = &notices {
+        notices.follow(directory_slot.clone());
+    }
+    // Client listeners are an edge's.
+    let (cti, ctis) = match edge {
+        true => (cti, ctis),
+        false => (None, None),
+    };
     let listeners = [
         listener("fagi", fagi, move |socket| {
             TcpService::new("fagi", socket, FagiAccept::new(p.clone(), timeout))
@@ -479,7 +572,11 @@ pub fn start(p: Prepared) -> Server {
             )
         }),
         listener("webi", webi, move |socket| {
-            TcpService::new("webi", socket, WebiAccept::new(d.clone(), timeout))
+            TcpService::new(
+                "webi",
+                socket,
+                WebiAccept::new(d.clone(), timeout, notices.clone()),
+            )
         }),
         listener("info", info_socket, move |socket| {
             TcpService::new("info", socket, InfoAccept::new(info.clone()))
@@ -515,7 +612,7 @@ pub fn start(p: Prepared) -> Server {
             }
         }
     }));
-    Server {
+    Ok(Server {
         root,
         workers: Workers {
             arbiters: [session_threads, partition_threads, pbx_threads]
@@ -526,11 +623,52 @@ pub fn start(p: Prepared) -> Server {
             records: store.map(|s| s.writer),
             flush: settings.timeouts.socket,
         },
+    })
+}
+
+/// The roles of a cluster node, as logged.
+fn roles(c: &ClusterSettings) -> &'static str {
+    match (c.ingest, c.edge) {
+        (true, true) => "ingest and edge",
+        (true, false) => "ingest",
+        _ => "edge",
     }
 }
 
+/// The keeper of a PBX's lease: while it holds it, the PBX's supervisor `sup` runs under
+/// the `ingest` supervisor.
+fn lease_keeper(
+    cluster: &Cluster,
+    pbx: &str,
+    holding: Holding,
+    sup: ChildSpec,
+    ingest: &Slot<ctid_actors::supervisor::Supervisor>,
+) -> ChildSpec {
+    let (cluster, name, ingest) = (cluster.clone(), pbx.to_owned(), ingest.clone());
+    ChildSpec::new(
+        format!("lease-{pbx}"),
+        Restart::Permanent,
+        Slot::new(),
+        move |_| {
+            let (sup, ingest) = (sup.clone(), ingest.clone());
+            let on_change = Box::new(move |held: bool| match ingest.get() {
+                Some(ingest) if held => ingest.do_send(StartChild(sup.clone())),
+                Some(ingest) => ingest.do_send(StopChild(sup.name().to_owned())),
+                None => warn!("cluster: the ingest supervisor is not running"),
+            });
+            LeaseKeeper::new(cluster.clone(), &name, holding.clone(), on_change)
+        },
+    )
+}
+
 async fn serve(prepared: Prepared) -> ExitCode {
-    let Server { root, workers } = start(prepared);
+    let Server { root, workers } = match start(prepared).await {
+        Ok(server) => server,
+        Err(why) => {
+            error!("{why}; not starting");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     until_stopped(root, workers.finish()).await
 }
 

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
 use ctid_actors::settings::{
-    AmiAuth, AmiSettings, AmiTls, DirectorySettings, ListenSettings, Listener, Parting,
-    PbxSettings, Secret, SessionSettings, Settings, StoreSettings, ThreadSettings, Timeouts,
-    TlsListener,
+    AmiAuth, AmiSettings, AmiTls, ClusterSettings, DirectorySettings, ListenSettings, Listener,
+    Parting, PbxSettings, Secret, SessionSettings, Settings, StoreSettings, ThreadSettings,
+    Timeouts, TlsListener,
 };
 use ctid_proto::cidr::Cidr;
 use ctid_proto::commands::CommandSettings;
@@ -194,6 +194,7 @@ fn read(r: &mut Reader) -> Settings {
     if commands.hold_context.is_empty() {
         r.problem("commands.hold_context", "must not be empty");
     }
+    let cluster = read_cluster(r, &d.cluster);
     let threads = ThreadSettings {
         partitions: r.integer("threads.partitions", d.threads.partitions, 0, 1024),
         sessions: r.integer("threads.sessions", d.threads.sessions, 0, 1024),
@@ -208,6 +209,71 @@ fn read(r: &mut Reader) -> Settings {
         store,
         commands,
         threads,
+        cluster,
+    }
+}
+
+fn read_cluster(r: &mut Reader, d: &ClusterSettings) -> ClusterSettings {
+    let enabled = r.boolean("cluster.enabled", d.enabled);
+    let node = r.string("cluster.node", &d.node);
+    if enabled && node.is_empty() {
+        r.problem(
+            "cluster.node",
+            "required with cluster.enabled: a name unique in the cluster",
+        );
+    }
+    if !node.is_empty() && !valid_pbx_name(&node) {
+        r.problem(
+            "cluster.node",
+            "a node name is 1 to 32 lowercase letters, digits, '-' or '_'",
+        );
+    }
+    let nats_url = r.string("cluster.nats_url", &d.nats_url);
+    if !nats_url.starts_with("nats://") && !nats_url.starts_with("tls://") {
+        r.problem(
+            "cluster.nats_url",
+            "expected nats://host:port or tls://host:port",
+        );
+    }
+    let given = r.lookup("cluster.roles").is_some();
+    let mut roles = r.strings("cluster.roles");
+    if !given {
+        roles = vec!["ingest".to_owned(), "edge".to_owned()];
+    }
+    if let Some(bad) = roles
+        .iter()
+        .find(|x| !matches!(x.as_str(), "ingest" | "edge"))
+    {
+        r.problem(
+            "cluster.roles",
+            &format!("{bad:?} is not a role: ingest, edge"),
+        );
+    }
+    if roles.is_empty() {
+        r.problem(
+            "cluster.roles",
+            "a node has at least one role: ingest, edge",
+        );
+    }
+    let namespace = r.string("cluster.namespace", &d.namespace);
+    if !valid_pbx_name(&namespace) {
+        r.problem(
+            "cluster.namespace",
+            "1 to 32 lowercase letters, digits, '-' or '_'",
+        );
+    }
+    ClusterSettings {
+        enabled,
+        node,
+        nats_url,
+        nats_creds: r.existing_file("cluster.nats_creds"),
+        nats_tls_ca: r.existing_file("cluster.nats_tls_ca"),
+        ingest: roles.iter().any(|x| x == "ingest"),
+        edge: roles.iter().any(|x| x == "edge"),
+        contexts: r.strings("cluster.contexts"),
+        pbxes: r.strings("cluster.pbxes"),
+        namespace,
+        lease_ttl: r.seconds("cluster.lease_ttl", d.lease_ttl, 1.0, 60.0),
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use ctid_proto::wire::Ask;
 use log::{info, warn};
 
 use crate::directory::{DirectoryWatcher, ReloadNow};
@@ -92,13 +93,20 @@ impl Announce {
             "announce: reload from {peer}{folded}: resyncing {which} and re-reading the directory"
         );
         self.last_reload = Some(Instant::now());
-        let routers = self
+        let pbxes = self
             .pbxes
             .iter()
-            .filter(|p| asked.as_ref().is_none_or(|a| a.contains(&*p.name)))
-            .filter_map(|p| p.router.get());
-        for router in routers {
-            router.do_send(Resync);
+            .filter(|p| asked.as_ref().is_none_or(|a| a.contains(&*p.name)));
+        for pbx in pbxes {
+            match (pbx.router.get(), &pbx.remote) {
+                (Some(router), _) => router.do_send(Resync),
+                // Cluster mode: the node that holds the PBX's link resyncs it.
+                (None, Some(remote)) => {
+                    let (remote, name) = (remote.clone(), pbx.name.clone());
+                    actix_rt::spawn(async move { remote.tell(&name, &Ask::Resync).await });
+                }
+                (None, None) => {}
+            }
         }
         if let Some(directory) = self.directory.get() {
             directory.do_send(ReloadNow);

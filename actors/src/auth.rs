@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use ring::rand::{SecureRandom, SystemRandom};
 
+use crate::cluster::tokens::SharedTokens;
 use crate::pool::{Pool, Refused};
 use crate::supervisor::Report;
 
@@ -162,8 +163,8 @@ pub fn random_hex(n: usize) -> Result<String, NoRandom> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// A session that may be resumed: who, in which partition, and until when.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A session that may be resumed: who, in which partition.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Resumable {
     pub user_id: u64,
     pub partition: Option<String>,
@@ -191,6 +192,8 @@ struct Tokens {
 pub struct ResumeTokens {
     inner: Arc<Mutex<Tokens>>,
     window: Duration,
+    /// Cluster mode: the tokens every edge can take.
+    shared: Option<SharedTokens>,
 }
 
 impl ResumeTokens {
@@ -198,7 +201,57 @@ impl ResumeTokens {
         ResumeTokens {
             inner: Arc::default(),
             window,
+            shared: None,
         }
+    }
+
+    /// Cluster mode: tokens are shared with every edge, and renewed there while their
+    /// sessions are connected here.
+    pub fn shared(mut self, shared: SharedTokens) -> Self {
+        self.shared = Some(shared.clone());
+        let (inner, every) = (
+            self.inner.clone(),
+            (self.window / 3).max(Duration::from_secs(1)),
+        );
+        actix_rt::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            loop {
+                ticks.tick().await;
+                let live: Vec<(String, Resumable)> = lock(&inner)
+                    .map
+                    .iter()
+                    .filter(|(_, (_, state))| matches!(state, TokenState::Live))
+                    .map(|(token, (what, _))| (token.clone(), what.clone()))
+                    .collect();
+                for (token, what) in live {
+                    shared.put(&token, &what).await;
+                }
+            }
+        });
+        self
+    }
+
+    fn share(&self, token: &str, what: Option<Resumable>) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let token = token.to_owned();
+        actix_rt::spawn(async move {
+            match what {
+                Some(what) => shared.put(&token, &what).await,
+                None => shared.forget(&token).await,
+            }
+        });
+    }
+
+    /// Cluster mode: takes a token another edge issued.
+    pub async fn take_shared(&self, token: &str, within: Duration) -> Option<Resumable> {
+        let shared = self.shared.as_ref()?;
+        let taken = shared.take(token, within).await?;
+        // A session of this edge may hold it still (its client left without a word): it
+        // must not share it again when it closes.
+        lock(&self.inner).map.remove(token);
+        Some(taken)
     }
 
     fn purge(tokens: &mut Tokens) {
@@ -219,6 +272,7 @@ impl ResumeTokens {
     /// A new token for a connected session.
     pub fn issue(&self, what: Resumable) -> Result<String, NoRandom> {
         let token = random_hex(16)?;
+        self.share(&token, Some(what.clone()));
         let mut tokens = lock(&self.inner);
         Self::purge(&mut tokens);
         tokens.map.insert(token.clone(), (what, TokenState::Live));
@@ -229,8 +283,10 @@ impl ResumeTokens {
     pub fn detach(&self, token: &str) {
         let until = Instant::now() + self.window;
         let mut tokens = lock(&self.inner);
-        if let Some((_, state)) = tokens.map.get_mut(token) {
+        if let Some((what, state)) = tokens.map.get_mut(token) {
             *state = TokenState::Detached { until };
+            // The window starts now on every edge too.
+            self.share(token, Some(what.clone()));
             tokens.expiry.push_back((until, token.to_owned()));
         }
         Self::purge(&mut tokens);
@@ -239,6 +295,19 @@ impl ResumeTokens {
     /// Forgets a token (its session logged out, or its resume was refused).
     pub fn revoke(&self, token: &str) {
         lock(&self.inner).map.remove(token);
+        self.share(token, None);
+    }
+
+    /// Puts back a token taken for a resume that could not complete yet (`busy`): the
+    /// client may try again with it.
+    pub fn restore(&self, token: &str, what: Resumable) {
+        let until = Instant::now() + self.window;
+        self.share(token, Some(what.clone()));
+        let mut tokens = lock(&self.inner);
+        tokens
+            .map
+            .insert(token.to_owned(), (what, TokenState::Detached { until }));
+        tokens.expiry.push_back((until, token.to_owned()));
     }
 
     /// Uses up a detached, unexpired token.
@@ -246,7 +315,10 @@ impl ResumeTokens {
         let mut tokens = lock(&self.inner);
         Self::purge(&mut tokens);
         match tokens.map.get(token) {
-            Some((_, TokenState::Detached { .. })) => tokens.map.remove(token).map(|(r, _)| r),
+            Some((_, TokenState::Detached { .. })) => {
+                self.share(token, None);
+                tokens.map.remove(token).map(|(r, _)| r)
+            }
             _ => None,
         }
     }

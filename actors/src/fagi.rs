@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ctid_proto::agi::{AgiCodec, AgiCommand, AgiFrame, AgiReply, AgiRequest};
+use ctid_proto::wire::{Answer, Ask};
 use futures_util::{SinkExt, StreamExt};
 use log::{debug, info, warn};
 use tokio::net::TcpStream;
@@ -100,7 +101,18 @@ async fn run(
         .await
         .and_then(|r| r.data)
         .filter(|l| !l.is_empty());
-    let router = pbx.router.get().ok_or("ctid is restarting")?;
+    let Some(router) = pbx.router.get() else {
+        let remote = pbx.remote.as_ref().ok_or("ctid is restarting")?;
+        let unavailable = || format!("no node holds PBX {}'s link now", pbx.name);
+        let mut answers = remote
+            .ask(&pbx.name, &Ask::Agi { request, linkedid })
+            .await
+            .map_err(|_| unavailable())?;
+        return match answers.next(timeout).await {
+            Ok(Answer::Agi { outcome }) => outcome,
+            _ => Err(unavailable()),
+        };
+    };
     match ask(&router, RunAgi { request, linkedid }, timeout).await {
         Ok(outcome) => outcome,
         Err(Unanswered::Late) => Err(format!("no answer within {}", human_duration(timeout))),

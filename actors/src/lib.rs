@@ -7,6 +7,7 @@ pub mod ami;
 pub mod announce;
 pub mod ask;
 pub mod auth;
+pub mod cluster;
 pub mod directory;
 pub mod fagi;
 pub mod info;

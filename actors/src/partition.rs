@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_rt::ArbiterHandle;
@@ -18,8 +18,12 @@ use ctid_proto::calls::{Call, CallState, EventKind};
 use ctid_proto::cti::{encode_call_event, timenow, ErrorCode, Reply};
 use ctid_proto::directory::Directory;
 use ctid_proto::lists::{config_changes, Live, Scope};
+use ctid_proto::wire::{LiveCall, WireChange, WireEvent};
+use log::info;
 use serde::Serialize;
 
+use crate::cluster::feed::{self, Fed};
+use crate::cluster::Cluster;
 use crate::directory::DirectoryHandle;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -113,6 +117,12 @@ pub struct PartitionCore {
     replay_bytes: usize,
     limits: ReplayLimits,
     pub stats: PartitionStats,
+    /// Sessions may join (in cluster mode, once the feed caught up with the stream).
+    ready: bool,
+    /// The last sequence known to exist upstream (cluster mode: in the context's stream).
+    known: u64,
+    /// The newest lease epoch seen per PBX (cluster mode): older ones are dropped.
+    epochs: HashMap<String, u64>,
 }
 
 #[derive(Serialize)]
@@ -137,6 +147,10 @@ fn slow_notice() -> Bytes {
 
 impl PartitionCore {
     pub fn new(key: &str, limits: ReplayLimits) -> Arc<Mutex<PartitionCore>> {
+        Self::with_readiness(key, limits, true)
+    }
+
+    fn with_readiness(key: &str, limits: ReplayLimits, ready: bool) -> Arc<Mutex<PartitionCore>> {
         Arc::new(Mutex::new(PartitionCore {
             key: key.to_owned(),
             calls: HashMap::new(),
@@ -147,6 +161,9 @@ impl PartitionCore {
             replay_bytes: 0,
             limits,
             stats: PartitionStats::default(),
+            ready,
+            known: 0,
+            epochs: HashMap::new(),
         }))
     }
 
@@ -212,6 +229,51 @@ impl PartitionCore {
         self.fan_out(&lines)
     }
 
+    /// Cluster mode: publishes the event of stream sequence `seq` (an event whose lease
+    /// epoch is older than one seen for its PBX is dropped; its `seq` stays unused).
+    pub fn publish_at(&mut self, seq: u64, known: u64, event: Option<WireEvent>) -> Vec<Member> {
+        self.known = self.known.max(known);
+        if seq <= self.seq {
+            return Vec::new();
+        }
+        let change = event.and_then(|event| {
+            let newest = self.epochs.entry(event.pbx).or_insert(event.epoch);
+            if event.epoch < *newest {
+                return None;
+            }
+            *newest = event.epoch;
+            Some(match event.change {
+                WireChange::Call { kind, call } => Change::Call(kind, Arc::new(call.into_call())),
+                WireChange::Left { id } => Change::Left(id),
+            })
+        });
+        let slow = match change {
+            Some(change) => {
+                self.seq = seq - 1;
+                self.publish(vec![change])
+            }
+            None => Vec::new(),
+        };
+        self.seq = seq;
+        slow
+    }
+
+    /// Cluster mode: live calls older than the events read, taken as they are.
+    pub fn seed(&mut self, calls: Vec<LiveCall>) {
+        for live in calls {
+            let newest = self.epochs.entry(live.call.call.pbx.clone()).or_insert(0);
+            *newest = (*newest).max(live.epoch);
+            let call = live.call.into_call();
+            self.calls
+                .entry(call.id.clone())
+                .or_insert_with(|| Arc::new(call));
+        }
+    }
+
+    pub fn set_ready(&mut self) {
+        self.ready = true;
+    }
+
     /// Queues `lines` for every member, one wake-up each; returns the members dropped as
     /// slow consumers.
     fn fan_out(&mut self, lines: &[Bytes]) -> Vec<Member> {
@@ -265,8 +327,13 @@ impl PartitionCore {
     }
 
     fn subscribe(&mut self, sub: Subscribe) -> Result<u64, ErrorCode> {
+        if !self.ready {
+            return Err(ErrorCode::Busy);
+        }
         let replay: Vec<Bytes> = match sub.resume_after {
             None => Vec::new(),
+            // Another edge was further along the same stream: this one soon will be.
+            Some(after) if after > self.seq && after <= self.known => return Err(ErrorCode::Busy),
             Some(after) if after > self.seq => return Err(ErrorCode::ResyncRequired),
             Some(after) => {
                 let oldest = self.replay.front().map_or(self.seq + 1, |(s, _)| *s);
@@ -356,6 +423,10 @@ pub struct Partitions {
     metrics: Metrics,
     /// Where partitions run, in turn: never on the AMI link's thread.
     arbiters: Arc<[ArbiterHandle]>,
+    /// Cluster mode: the NATS connection the partitions read their streams from.
+    cluster: Option<Cluster>,
+    /// Cluster mode: the contexts this edge serves (empty: all).
+    only: Arc<[String]>,
 }
 
 impl Partitions {
@@ -373,7 +444,17 @@ impl Partitions {
             directory,
             metrics,
             arbiters: arbiters.into(),
+            cluster: None,
+            only: Arc::new([]),
         }
+    }
+
+    /// Cluster mode: partitions are fed from their context's stream, and only the contexts
+    /// in `only` (if any) are served.
+    pub fn fed_by(mut self, cluster: Cluster, only: Vec<String>) -> Self {
+        self.cluster = Some(cluster);
+        self.only = only.into();
+        self
     }
 
     pub fn separated(&self) -> bool {
@@ -392,7 +473,10 @@ impl Partitions {
     /// The keys the directory calls for: one per context, or `*`.
     pub fn wanted(&self, dir: &Directory) -> Vec<String> {
         if self.separated {
-            dir.contexts().map(|c| c.name.clone()).collect()
+            dir.contexts()
+                .map(|c| c.name.clone())
+                .filter(|c| self.only.is_empty() || self.only.contains(c))
+                .collect()
         } else {
             vec![ALL.to_owned()]
         }
@@ -439,20 +523,26 @@ impl Partitions {
         let (slot, core, index) = {
             let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
             let index = map.len();
+            let ready = self.cluster.is_none();
             let (slot, core) = map
                 .entry(key.to_owned())
-                .or_insert_with(|| (Slot::new(), PartitionCore::new(key, self.limits)))
+                .or_insert_with(|| {
+                    let core = PartitionCore::with_readiness(key, self.limits, ready);
+                    (Slot::new(), core)
+                })
                 .clone();
             (slot, core, index)
         };
         let key = key.to_owned();
         let (directory, metrics) = (self.directory.clone(), self.metrics.clone());
+        let feed = self.cluster.clone().map(|c| (c, self.limits.events));
         let spec = ChildSpec::new(key.clone(), Restart::Permanent, slot, move |_| Partition {
             key: key.clone(),
             core: core.clone(),
             told: directory.get(),
             directory: directory.clone(),
             metrics: metrics.clone(),
+            feed: feed.clone(),
         });
         match self.arbiters.get(index % self.arbiters.len().max(1)) {
             Some(arbiter) => spec.on(arbiter.clone()),
@@ -468,6 +558,8 @@ pub struct Partition {
     /// The directory version the sessions were last told about.
     told: Arc<Directory>,
     metrics: Metrics,
+    /// Cluster mode: where its events come from, and how many it reads when it starts.
+    feed: Option<(Cluster, usize)>,
 }
 
 impl Partition {
@@ -490,6 +582,58 @@ impl Actor for Partition {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(4096);
         ctx.add_stream(self.directory.changes());
+        self.follow(ctx);
+    }
+}
+
+/// How long a broken feed waits before it starts again.
+const FEED_RETRY: Duration = Duration::from_secs(1);
+
+impl Partition {
+    /// Cluster mode: reads the context's stream from the event after the last one held.
+    fn follow(&mut self, ctx: &mut Context<Self>) {
+        let Some((cluster, keep)) = self.feed.clone() else {
+            return;
+        };
+        let after = lock(&self.core).seq;
+        let fed = feed::start(cluster, self.key.clone(), after, keep);
+        ctx.add_stream(futures_util::stream::unfold(fed, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }));
+    }
+}
+
+impl StreamHandler<Fed> for Partition {
+    fn handle(&mut self, fed: Fed, _: &mut Context<Self>) {
+        let mut core = lock(&self.core);
+        let slow = match fed {
+            Fed::Event { seq, known, event } => core.publish_at(seq, known, event),
+            Fed::Seed(calls) => {
+                core.seed(calls);
+                Vec::new()
+            }
+            Fed::Ready => {
+                info!(
+                    "partition {}: caught up with its stream at event {}",
+                    self.key, core.seq
+                );
+                core.set_ready();
+                Vec::new()
+            }
+            Fed::Status { pbx, state } => {
+                let line = Reply::new("pbx_status")
+                    .with("pbx", pbx)
+                    .with("state", state)
+                    .encode(timenow());
+                core.fan_out(&[line])
+            }
+        };
+        drop(core);
+        Self::kick(slow);
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_later(FEED_RETRY, |act, ctx| act.follow(ctx));
     }
 }
 

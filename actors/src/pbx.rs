@@ -8,6 +8,7 @@ use std::sync::Arc;
 use ctid_proto::cidr::Cidr;
 
 use crate::ami::{AmiLink, AmiTaps, LinkStats};
+use crate::cluster::remote::Remote;
 use crate::router::Router;
 use crate::supervisor::Slot;
 
@@ -22,6 +23,8 @@ pub struct Pbx {
     pub stats: LinkStats,
     pub taps: AmiTaps,
     pub fagi_from: Vec<Cidr>,
+    /// Cluster mode: the way to the PBX's active ingest, when it is another node.
+    pub remote: Option<Remote>,
 }
 
 /// Every PBX, by name.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use ctid_proto::agi::AgiRequest;
 use ctid_proto::ami::{AmiMessage, AmiPacket};
-use ctid_proto::calls::{coalesce, CallEvent, CallModel, Disposition, EventKind, Mark};
+use ctid_proto::calls::{coalesce, Call, CallEvent, CallModel, Disposition, EventKind, Mark};
 use ctid_proto::commands::{plan, CommandSettings, Plan, Sender};
 use ctid_proto::cti::{timenow, ErrorCode, Request};
 use ctid_proto::directory::{Directory, User};
@@ -27,6 +27,9 @@ use crate::ami::{
     AmiError, AmiEvents, AmiItem, AmiLink, AmiRequest, LinkChanged, LinkState, LinkStats, ListTag,
 };
 use crate::ask::{ask, Unanswered};
+use crate::cluster::lease::Holding;
+use crate::cluster::publish::{ended, PublishFailed, Sink};
+use crate::cluster::Cluster;
 use crate::directory::DirectoryHandle;
 use crate::metrics::Metrics;
 use crate::partition::{Change, PartitionEvents, Partitions, PbxStatus, Reconcile, ALL};
@@ -79,6 +82,15 @@ pub struct Router {
     store: Option<Stores>,
     commands: CommandSettings,
     metrics: Metrics,
+    /// Cluster mode: the NATS cluster and this node's lease of the PBX.
+    cluster: Option<(Cluster, Holding)>,
+    /// Cluster mode: where call events go (the contexts' streams), instead of partitions.
+    sink: Option<Sink>,
+    /// Cluster mode: live calls as the edges last heard of them (from the node this one
+    /// took over from) that this model has not seen yet.
+    restoring: HashMap<String, Call>,
+    /// Cluster mode: ended calls whose `hungup` was not published, by context.
+    ghosts: HashMap<String, Vec<Arc<Call>>>,
 }
 
 /// What the router needs besides the directory and the partitions.
@@ -95,7 +107,12 @@ pub struct RouterConfig {
     pub store: Option<Stores>,
     pub commands: CommandSettings,
     pub metrics: Metrics,
+    /// Cluster mode: events go to the contexts' streams, while this node holds the lease.
+    pub cluster: Option<(Cluster, Holding)>,
 }
+
+/// How long a context whose events could not be published waits before it is healed.
+const HEAL_AFTER: Duration = Duration::from_secs(1);
 
 impl Router {
     pub fn new(directory: DirectoryHandle, partitions: Partitions, config: RouterConfig) -> Self {
@@ -118,6 +135,10 @@ impl Router {
             store: config.store,
             commands: config.commands,
             metrics: config.metrics,
+            cluster: config.cluster,
+            sink: None,
+            restoring: HashMap::new(),
+            ghosts: HashMap::new(),
         }
     }
 
@@ -145,10 +166,11 @@ impl Router {
     /// timeout (without).
     fn record_then_dispatch(
         &mut self,
-        events: Vec<CallEvent>,
+        mut events: Vec<CallEvent>,
         received: Instant,
         ctx: &mut Context<Self>,
     ) {
+        self.restore(&mut events);
         let Some(store) = self.store.as_ref().map(|s| s.writer.clone()) else {
             return self.dispatch(events, received);
         };
@@ -205,12 +227,74 @@ impl Router {
         }
     }
 
+    /// Cluster mode, until the first resync is over: calls the edges knew from the node
+    /// this one took over from take what it knew of them, and milestones the edges were
+    /// told already are updates.
+    fn restore(&mut self, events: &mut [CallEvent]) {
+        for event in events {
+            let Some(earlier) = self.restoring.get(&event.call.id) else {
+                continue;
+            };
+            self.model.inherit(&event.call.id, earlier);
+            event.call.inherit(earlier);
+            event.kind = event.kind.after(earlier);
+            if event.kind == EventKind::Hungup {
+                self.restoring.remove(&event.call.id);
+            }
+        }
+    }
+
+    /// Cluster mode: ends the calls the edges still hold that the PBX no longer has (they
+    /// ended while no node held its link), with their records.
+    fn end_restored(&mut self, ctx: &mut Context<Self>) {
+        if self.restoring.is_empty() {
+            return;
+        }
+        let now = timenow();
+        let ended: Vec<CallEvent> = std::mem::take(&mut self.restoring)
+            .into_values()
+            .filter(|call| {
+                self.model.call(&call.id).is_none() && !self.ending.contains_key(&call.id)
+            })
+            .map(|call| CallEvent {
+                kind: EventKind::Hungup,
+                call: ended(call, now),
+                left: Vec::new(),
+            })
+            .collect();
+        if ended.is_empty() {
+            return;
+        }
+        info!(
+            "AMI {}: {} call(s) ended while no node held the PBX: hung up",
+            self.pbx,
+            ended.len()
+        );
+        self.record_then_dispatch(ended, Instant::now(), ctx);
+    }
+
     fn send(&mut self, key: String, mut changes: Vec<Change>, received: Instant) {
         let healing = self.gaps.contains(&key);
         if healing {
             let mut current = self.live_changes(&key);
+            if let Some(ghosts) = self.ghosts.remove(&key) {
+                current.extend(
+                    ghosts
+                        .into_iter()
+                        .map(|c| Change::Call(EventKind::Hungup, c)),
+                );
+            }
             current.append(&mut changes);
             changes = current;
+        }
+        if let Some(sink) = &self.sink {
+            match sink.publish(&key, changes) {
+                Ok(()) => {
+                    self.gaps.remove(&key);
+                }
+                Err(changes) => self.missed(key, changes, "is a full publishing queue behind"),
+            }
+            return;
         }
         let events = PartitionEvents { received, changes };
         let missed = match self.outlet(&key).map(|o| o.try_send(events)) {
@@ -228,6 +312,25 @@ impl Router {
         self.metrics.gap();
         if self.gaps.insert(key.clone()) {
             error!("partition {key} {missed}; its clients miss events until it takes them again");
+        }
+    }
+
+    /// Cluster mode: a context's events were not published; it is healed soon.
+    fn missed(&mut self, key: String, changes: Vec<Change>, why: &str) {
+        let ended = changes.into_iter().filter_map(|c| match c {
+            Change::Call(EventKind::Hungup, call) => Some(call),
+            _ => None,
+        });
+        self.ghosts.entry(key.clone()).or_default().extend(ended);
+        self.metrics.gap();
+        if self.gaps.insert(key.clone()) {
+            error!("context {key} {why}; its clients miss events until it is healed");
+        }
+    }
+
+    fn heal(&mut self, key: String) {
+        if self.gaps.contains(&key) {
+            self.send(key, Vec::new(), Instant::now());
         }
     }
 
@@ -276,6 +379,10 @@ impl Router {
             BTreeSet::from([ALL.to_owned()])
         };
         for key in keys {
+            if let Some(sink) = &self.sink {
+                sink.status(&key, state);
+                continue;
+            }
             if let Some(partition) = self.partitions.slot(&key).and_then(|s| s.get()) {
                 partition.do_send(PbxStatus {
                     pbx: self.pbx.clone(),
@@ -416,9 +523,42 @@ impl Actor for Router {
         if !self.resync_every.is_zero() {
             ctx.run_interval(self.resync_every, |act, ctx| act.resync(ctx));
         }
+        if let Some((cluster, holding)) = self.cluster.clone() {
+            let sink = Sink::start(cluster, &self.pbx, holding, ctx.address().recipient());
+            self.sink = Some(sink.clone());
+            // What the edges hold, before any event of this PBX is handled.
+            ctx.wait(
+                actix::fut::wrap_future::<_, Self>(async move { sink.stored().await }).map(
+                    |stored, act, ctx| {
+                        if !stored.is_empty() {
+                            info!(
+                                "AMI {}: {} live call(s) taken over from the cluster",
+                                act.pbx,
+                                stored.len()
+                            );
+                        }
+                        act.restoring = stored;
+                        if act.link_stats.snapshot().state == LinkState::Up {
+                            act.resync(ctx);
+                        }
+                    },
+                ),
+            );
+            return;
+        }
         if self.link_stats.snapshot().state == LinkState::Up {
             self.resync(ctx);
         }
+    }
+}
+
+impl Handler<PublishFailed> for Router {
+    type Result = ();
+
+    fn handle(&mut self, failed: PublishFailed, ctx: &mut Context<Self>) {
+        let key = failed.key.clone();
+        self.missed(failed.key, failed.changes, "lost events on NATS");
+        ctx.run_later(HEAL_AFTER, move |act, _| act.heal(key));
     }
 }
 
@@ -451,8 +591,12 @@ impl Handler<AmiEvents> for Router {
             self.record_then_dispatch(coalesce(out), batch.received, ctx);
         }
         if resynced {
-            for key in self.partitions.keys() {
-                self.reconcile(&key);
+            if self.sink.is_some() {
+                self.end_restored(ctx);
+            } else {
+                for key in self.partitions.keys() {
+                    self.reconcile(&key);
+                }
             }
             self.tell("up");
         }
@@ -521,6 +665,34 @@ pub struct SetDisposition {
     pub call_id: String,
     pub disposition: Disposition,
     pub by: Disposer,
+}
+
+impl SetDisposition {
+    /// `user`'s disposition of a call, from their partition.
+    pub fn by(
+        user: &User,
+        partition: Option<&str>,
+        call_id: String,
+        code: String,
+        note: Option<String>,
+        at: f64,
+    ) -> SetDisposition {
+        SetDisposition {
+            call_id,
+            disposition: Disposition {
+                code,
+                note,
+                by: user.login.clone(),
+                at,
+            },
+            by: Disposer {
+                login: user.login.clone(),
+                line: user.line.as_ref().map(|l| l.interface.clone()),
+                context: partition.filter(|p| *p != ALL).map(str::to_owned),
+                supervisor: user.supervisor,
+            },
+        }
+    }
 }
 
 impl Handler<SetDisposition> for Router {

@@ -43,6 +43,50 @@ pub struct Settings {
     pub store: StoreSettings,
     pub commands: ctid_proto::commands::CommandSettings,
     pub threads: ThreadSettings,
+    pub cluster: ClusterSettings,
+}
+
+/// Several ctid nodes sharing the work over NATS JetStream (see docs/cluster.md).
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    pub enabled: bool,
+    /// This node's name, unique in the cluster.
+    pub node: String,
+    pub nats_url: String,
+    /// A NATS credentials file, if the server asks for one.
+    pub nats_creds: Option<PathBuf>,
+    /// The CA of the NATS server's certificate, for TLS.
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Holds AMI links and call models (one active node per PBX, the others stand by).
+    pub ingest: bool,
+    /// Holds client listeners, sessions and partitions.
+    pub edge: bool,
+    /// The contexts an edge serves; empty: all.
+    pub contexts: Vec<String>,
+    /// The PBXes an ingest node may take; empty: all.
+    pub pbxes: Vec<String>,
+    /// Prefix of every stream, bucket and subject: clusters sharing a NATS server apart.
+    pub namespace: String,
+    /// How long an active ingest's lease lasts without a renewal.
+    pub lease_ttl: Duration,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            enabled: false,
+            node: String::new(),
+            nats_url: "nats://127.0.0.1:4222".into(),
+            nats_creds: None,
+            nats_tls_ca: None,
+            ingest: true,
+            edge: true,
+            contexts: Vec::new(),
+            pbxes: Vec::new(),
+            namespace: "ctid".into(),
+            lease_ttl: Duration::from_secs(3),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -57,6 +101,7 @@ impl Default for Settings {
             store: StoreSettings::default(),
             commands: Default::default(),
             threads: ThreadSettings::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }

@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
 use crate::ask::{ask, Unanswered};
+use crate::cluster::Notices;
 use crate::directory::{DirectoryWatcher, ReloadNow};
 use crate::listener::Accept;
 use crate::settings::human_duration;
@@ -26,17 +27,27 @@ const MAX_LINE: usize = 1024;
 pub struct WebiAccept {
     directory: Slot<DirectoryWatcher>,
     timeout: Duration,
+    /// Cluster mode: every other node re-reads the directory too.
+    notices: Option<Notices>,
 }
 
 impl WebiAccept {
-    pub fn new(directory: Slot<DirectoryWatcher>, timeout: Duration) -> Self {
-        WebiAccept { directory, timeout }
+    pub fn new(
+        directory: Slot<DirectoryWatcher>,
+        timeout: Duration,
+        notices: Option<Notices>,
+    ) -> Self {
+        WebiAccept {
+            directory,
+            timeout,
+            notices,
+        }
     }
 }
 
 impl Accept for WebiAccept {
     fn accept(&mut self, stream: TcpStream, peer: SocketAddr) {
-        actix_rt::spawn(serve(stream, peer, self.directory.clone(), self.timeout));
+        actix_rt::spawn(serve(stream, peer, self.clone()));
     }
 }
 
@@ -119,12 +130,12 @@ async fn answer(
     }
 }
 
-async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    directory: Slot<DirectoryWatcher>,
-    timeout: Duration,
-) {
+async fn serve(stream: TcpStream, peer: SocketAddr, webi: WebiAccept) {
+    let WebiAccept {
+        directory,
+        timeout,
+        notices,
+    } = webi;
     let (read, mut write) = stream.into_split();
     let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_LINE));
     loop {
@@ -143,6 +154,9 @@ async fn serve(
         };
         if line.trim().is_empty() {
             continue;
+        }
+        if let (Some(notices), Ok(_)) = (&notices, parse(&line)) {
+            notices.directory_changed().await;
         }
         let reply = match answer(&line, &directory, timeout).await {
             Ok(()) => {

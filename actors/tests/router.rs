@@ -62,6 +62,7 @@ async fn a_partition_added_after_its_first_events_gets_the_live_calls() {
             store: None,
             commands: Default::default(),
             metrics: metrics.clone(),
+            cluster: None,
         },
     )
     .start();

@@ -20,7 +20,7 @@ pub const MAX_HEADER: usize = 16 << 10;
 pub const MAX_LINE: usize = 16 << 10;
 
 /// The request Asterisk sends when a channel runs `AGI(agi://host/<script>?k=v,arg1,...)`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AgiRequest {
     /// Every `agi_` variable, without the prefix, in order.
     pub env: Vec<(String, String)>,

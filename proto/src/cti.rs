@@ -61,6 +61,8 @@ pub enum ErrorCode {
     TooManyRequests,
     /// The part of ctid that answers this did not within `timeouts.socket`.
     Busy,
+    /// No node holds the PBX's AMI link now (cluster mode: no active ingest for it).
+    PbxUnavailable,
 }
 
 impl fmt::Display for ErrorCode {
@@ -88,8 +90,52 @@ impl fmt::Display for ErrorCode {
             ErrorCode::Kicked => "kicked",
             ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::Busy => "busy",
+            ErrorCode::PbxUnavailable => "pbx_unavailable",
         };
         f.write_str(s)
+    }
+}
+
+impl std::str::FromStr for ErrorCode {
+    type Err = ();
+
+    /// Reads back what [`fmt::Display`] wrote (nodes of a cluster pass codes as text).
+    fn from_str(s: &str) -> Result<Self, ()> {
+        if let Some(fields) = s.strip_prefix("missing:") {
+            return Ok(ErrorCode::Missing(
+                fields.split(',').map(str::to_owned).collect(),
+            ));
+        }
+        if let Some(field) = s.strip_prefix("invalid:") {
+            return Ok(ErrorCode::Invalid(field.to_owned()));
+        }
+        use ErrorCode::*;
+        [
+            LoginPassword,
+            NotLoggedYet,
+            Unallowed,
+            UnknownClass,
+            UnknownFunction,
+            BadJson,
+            FrameTooLarge,
+            LoginTimeout,
+            SlowConsumer,
+            ResyncRequired,
+            TooManyConnections,
+            TooManyErrors,
+            UserChanged,
+            Shutdown,
+            StoreUnavailable,
+            StoreBusy,
+            LoginBusy,
+            Kicked,
+            TooManyRequests,
+            Busy,
+            PbxUnavailable,
+        ]
+        .into_iter()
+        .find(|c| c.to_string() == s)
+        .ok_or(())
     }
 }
 
@@ -387,6 +433,22 @@ mod tests {
         );
         let only = serde_json::to_value(Shown::only(&call, "b")).unwrap();
         assert_eq!(only["contexts"], serde_json::json!(["b"]));
+    }
+
+    #[test]
+    fn error_codes_read_back_as_written() {
+        for text in [
+            "pbx_unavailable",
+            "busy",
+            "missing:a,b",
+            "invalid:exten",
+            "resync_required",
+            "login_password",
+        ] {
+            let code: ErrorCode = text.parse().unwrap();
+            assert_eq!(code.to_string(), text);
+        }
+        assert!("no_such_code".parse::<ErrorCode>().is_err());
     }
 
     fn lines(codec: &mut CtiCodec, input: &[u8]) -> Vec<CtiFrame> {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod agi;
+pub mod cluster;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

@@ -35,7 +35,7 @@ use crate::settings::{human_duration, AmiSettings, PbxSettings};
 use crate::supervisor::{Outlet, Shutdown};
 use crate::tls::{client_config, TlsError};
 
-pub use requests::{AmiError, AmiReply, AmiRequest, Completion, ListTag};
+pub use requests::{run_plan, AmiError, AmiReply, AmiRequest, Completion, ListTag};
 pub use status::{LinkChanged, LinkState, LinkStats, LinkStatus};
 pub use taps::AmiTaps;
 

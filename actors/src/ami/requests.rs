@@ -4,10 +4,14 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use ctid_proto::ami::AmiPacket;
+use ctid_proto::commands::{originate_reason, Plan, Wait};
 
 pub use ctid_proto::ami::actions::AmiReply;
 
+use super::AmiLink;
+use crate::ask::{ask, Unanswered};
 use crate::settings::human_duration;
+use crate::supervisor::Slot;
 
 /// What ends an action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,4 +90,49 @@ pub enum AmiError {
     Busy,
     #[error("refused by Asterisk ({0})")]
     Refused(String),
+}
+
+/// Runs a command's actions in order on `link`; the first failure is the outcome. `socket`
+/// bounds each action, and `ring` adds to those that wait for a phone to answer.
+pub async fn run_plan(
+    plan: Plan,
+    link: Slot<AmiLink>,
+    socket: Duration,
+    ring: Duration,
+) -> Result<(), String> {
+    for step in plan.steps {
+        let Some(link) = link.get() else {
+            return Err("AMI link is down (not running)".to_owned());
+        };
+        let (completion, timeout) = match step.wait {
+            Wait::Response => (Completion::Response, socket),
+            Wait::Event(name) => (Completion::Event(name), ring + socket),
+        };
+        let request = AmiRequest {
+            packet: step.packet,
+            completion,
+            timeout: Some(timeout),
+        };
+        // The link times the action out itself; this bounds its mailbox too.
+        let reply = match ask(&link, request, timeout + socket).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(Unanswered::Late) => {
+                return Err(format!(
+                    "AMI link busy (no answer within {})",
+                    human_duration(timeout + socket)
+                ))
+            }
+            Err(Unanswered::Gone) => return Err("AMI link stopped".to_owned()),
+        };
+        match reply.outcome() {
+            Ok(()) => {}
+            Err(m) if step.tolerate == Some(m.as_str()) => {}
+            Err(_) if matches!(step.wait, Wait::Event(_)) && !reply.events.is_empty() => {
+                return Err(originate_reason(reply.events[0].get("Reason")));
+            }
+            Err(m) => return Err(m),
+        }
+    }
+    Ok(())
 }

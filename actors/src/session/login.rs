@@ -22,10 +22,13 @@ const REGCOMMANDS: [&str; 6] = [
     "history",
 ];
 
-/// A resume in progress: the events it asks for, and the request to answer.
+/// A resume in progress: the events it asks for, the request to answer, and the token it
+/// came with (put back if the partition is not ready yet).
 struct Resuming {
     last_seq: u64,
     commandid: Option<Value>,
+    old: String,
+    was: Resumable,
 }
 
 impl Session {
@@ -220,6 +223,9 @@ impl Session {
                     if let Some(token) = self.cleanup.token.take() {
                         self.shared.tokens.revoke(&token);
                     }
+                    if code == ErrorCode::Busy {
+                        self.shared.tokens.restore(&resume.old, resume.was);
+                    }
                     self.phase = Phase::LoginId;
                     self.error("resume", code, resume.commandid.as_ref(), ctx);
                 }
@@ -267,9 +273,36 @@ impl Session {
         if let Err(code) = req.require(&["token", "last_seq"]) {
             return self.error("resume", code, req.commandid.as_ref(), ctx);
         }
+        let token = req.str("token").unwrap_or_default().to_owned();
+        if let Some(was) = self.shared.tokens.take(&token) {
+            return self.resumed(req, token, Some(was), ctx);
+        }
+        // Cluster mode: another edge may have issued it.
+        self.phase = Phase::Busy;
+        let (tokens, within) = (self.shared.tokens.clone(), self.shared.config.stall);
+        let taking = async move { tokens.take_shared(&token, within).await.map(|w| (token, w)) };
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(taking).map(move |taken, act, ctx| {
+                act.phase = Phase::LoginId;
+                match taken {
+                    Some((token, was)) => act.resumed(req, token, Some(was), ctx),
+                    None => act.resumed(req, String::new(), None, ctx),
+                }
+            }),
+        );
+    }
+
+    /// Resumes the session of token `old` (None: unknown, expired, or used).
+    fn resumed(
+        &mut self,
+        req: Request,
+        old: String,
+        was: Option<Resumable>,
+        ctx: &mut Context<Self>,
+    ) {
         let ip = self.peer.ip();
         let last_seq = req.u64("last_seq").unwrap_or(0);
-        let Some(was) = req.str("token").and_then(|t| self.shared.tokens.take(t)) else {
+        let Some(was) = was else {
             self.shared.throttle.failed(ip);
             return self.error(
                 "resume",
@@ -301,6 +334,8 @@ impl Session {
         let resume = Resuming {
             last_seq,
             commandid: commandid.clone(),
+            old,
+            was: was.clone(),
         };
         let ack = Box::new(move |seq: u64| {
             identity

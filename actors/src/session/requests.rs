@@ -3,21 +3,21 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use ctid_proto::calls::Disposition;
-use ctid_proto::commands::{originate_reason, pbx_of, Plan, Sender, Wait};
+use ctid_proto::commands::{pbx_of, Plan, Sender};
 use ctid_proto::cti::{timenow, ErrorCode, Reply, Request};
 use ctid_proto::directory::{Directory, User};
 use ctid_proto::lists::{get_list, GetList, Scope};
+use ctid_proto::wire::{Answer, Ask};
 use log::{info, warn};
 use serde_json::Value;
 
 use super::{Phase, Session, Ticket};
-use crate::ami::{AmiLink, AmiRequest, Completion};
+use crate::ami::{run_plan, AmiLink};
 use crate::ask::{ask, Unanswered};
+use crate::cluster::remote::{self, Remote};
 use crate::partition::ALL;
 use crate::router::{PlanCommand, SetDisposition};
-use crate::settings::human_duration;
-use crate::store::{Disposer, HistoryFilter};
+use crate::store::HistoryFilter;
 use crate::supervisor::Slot;
 
 /// Most history rows a client may ask for at once.
@@ -129,7 +129,25 @@ impl Session {
             }
         };
         let Some(router) = pbx.router.get() else {
-            return self.error("ipbxcommand", ErrorCode::Shutdown, commandid.as_ref(), ctx);
+            return match pbx.remote {
+                Some(remote) => {
+                    let ask = Ask::Command {
+                        user_id: user.id,
+                        partition: partition.map(str::to_owned),
+                        fields: req.fields,
+                    };
+                    self.command_remote(
+                        remote,
+                        pbx.name.to_string(),
+                        ask,
+                        command,
+                        commandid,
+                        ticket,
+                        ctx,
+                    )
+                }
+                None => self.error("ipbxcommand", ErrorCode::Shutdown, commandid.as_ref(), ctx),
+            };
         };
         let ask_plan = PlanCommand {
             request: req,
@@ -162,6 +180,60 @@ impl Session {
         ));
     }
 
+    /// Cluster mode: the PBX's active ingest is another node; it plans the command (it is
+    /// answered `sent` then), then runs it.
+    #[allow(clippy::too_many_arguments)]
+    fn command_remote(
+        &mut self,
+        remote: Remote,
+        pbx: String,
+        ask: Ask,
+        command: String,
+        commandid: Option<Value>,
+        ticket: Ticket,
+        ctx: &mut Context<Self>,
+    ) {
+        let socket = self.shared.config.stall;
+        let ring = Duration::from_millis(self.shared.commands.originate_timeout_ms);
+        let planning = async move {
+            let mut answers = remote.ask(&pbx, &ask).await?;
+            match answers.next(socket).await? {
+                Answer::Planned { error: None } => Ok(answers),
+                Answer::Planned { error: Some(code) } => Err(remote::code(&code)),
+                _ => Err(ErrorCode::PbxUnavailable),
+            }
+        };
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(planning).map(
+                move |planned, act, ctx| match planned {
+                    Ok(mut answers) => {
+                        let ack = Reply::new("ipbxcommand")
+                            .with("command", command.clone())
+                            .with("ipbxreply", "sent")
+                            .reply_to(commandid.as_ref());
+                        act.send(ack, ctx);
+                        // Each action may take the socket timeout, and a ring more.
+                        let within = ring + socket * 4;
+                        let done = async move {
+                            match answers.next(within).await {
+                                Ok(Answer::Done { error: None }) => Ok(()),
+                                Ok(Answer::Done { error: Some(why) }) => Err(why),
+                                _ => Err("the PBX's active ingest went away".to_owned()),
+                            }
+                        };
+                        act.outcome(command, done, commandid, ticket, ctx);
+                    }
+                    Err(code) => {
+                        let reply = Reply::error("ipbxcommand", &code)
+                            .with("command", command)
+                            .reply_to(commandid.as_ref());
+                        act.send(reply, ctx);
+                    }
+                },
+            ),
+        );
+    }
+
     /// Runs a plan's actions in order on `link`; the first failure is the outcome.
     fn execute(
         &mut self,
@@ -173,44 +245,20 @@ impl Session {
     ) {
         let socket = self.shared.config.stall;
         let ring = Duration::from_millis(self.shared.commands.originate_timeout_ms);
-        let run = async move {
-            for step in plan.steps {
-                let Some(link) = link.get() else {
-                    return Err("AMI link is down (not running)".to_owned());
-                };
-                let (completion, timeout) = match step.wait {
-                    Wait::Response => (Completion::Response, socket),
-                    Wait::Event(name) => (Completion::Event(name), ring + socket),
-                };
-                let request = AmiRequest {
-                    packet: step.packet,
-                    completion,
-                    timeout: Some(timeout),
-                };
-                // The link times the action out itself; this bounds its mailbox too.
-                let reply = match ask(&link, request, timeout + socket).await {
-                    Ok(Ok(reply)) => reply,
-                    Ok(Err(e)) => return Err(e.to_string()),
-                    Err(Unanswered::Late) => {
-                        return Err(format!(
-                            "AMI link busy (no answer within {})",
-                            human_duration(timeout + socket)
-                        ))
-                    }
-                    Err(Unanswered::Gone) => return Err("AMI link stopped".to_owned()),
-                };
-                match reply.outcome() {
-                    Ok(()) => {}
-                    Err(m) if step.tolerate == Some(m.as_str()) => {}
-                    Err(_) if matches!(step.wait, Wait::Event(_)) && !reply.events.is_empty() => {
-                        return Err(originate_reason(reply.events[0].get("Reason")));
-                    }
-                    Err(m) => return Err(m),
-                }
-            }
-            Ok(())
-        };
-        let command = plan.command;
+        let command = plan.command.clone();
+        let run = run_plan(plan, link, socket, ring);
+        self.outcome(command, run, commandid, ticket, ctx);
+    }
+
+    /// Answers a command once `run` is over.
+    fn outcome(
+        &mut self,
+        command: String,
+        run: impl std::future::Future<Output = Result<(), String>> + 'static,
+        commandid: Option<Value>,
+        ticket: Ticket,
+        ctx: &mut Context<Self>,
+    ) {
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(run).map(move |outcome, act, ctx| {
                 drop(ticket);
@@ -241,34 +289,51 @@ impl Session {
             let reply = disposition_reply(call_id, Err(ErrorCode::Unallowed));
             return self.send(reply.reply_to(commandid.as_ref()), ctx);
         };
-        let Some(router) = pbx.router.get() else {
-            return self.error("disposition", ErrorCode::Shutdown, commandid.as_ref(), ctx);
-        };
+        let (router, remote) = (pbx.router.get(), pbx.remote.clone());
+        let pbx = pbx.name.to_string();
         let Some((user, partition @ Some(_))) = self.me() else {
             let reply = disposition_reply(call_id, Err(ErrorCode::Unallowed));
             return self.send(reply.reply_to(commandid.as_ref()), ctx);
         };
         let limit = self.shared.config.stall;
-        let asked = SetDisposition {
-            call_id: call_id.clone(),
-            disposition: Disposition {
-                code: req.str("code").unwrap_or_default().to_owned(),
-                note: req.str("note").map(str::to_owned),
-                by: user.login.clone(),
-                at: timenow(),
-            },
-            by: Disposer {
-                login: user.login.clone(),
-                line: user.line.as_ref().map(|l| l.interface.clone()),
-                context: partition.filter(|p| *p != ALL).map(str::to_owned),
-                supervisor: user.supervisor,
-            },
+        let (code, note, at) = (
+            req.str("code").unwrap_or_default().to_owned(),
+            req.str("note").map(str::to_owned),
+            timenow(),
+        );
+        let set: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> = match (router, remote) {
+            (Some(router), _) => {
+                let asked = SetDisposition::by(&user, partition, call_id.clone(), code, note, at);
+                Box::pin(async move {
+                    ask(&router, asked, limit)
+                        .await
+                        .unwrap_or_else(|why| Err(unanswered(why)))
+                })
+            }
+            (None, Some(remote)) => {
+                let asked = Ask::Disposition {
+                    user_id: user.id,
+                    partition: partition.map(str::to_owned),
+                    call_id: call_id.clone(),
+                    code,
+                    note,
+                    at,
+                };
+                Box::pin(async move {
+                    match remote.ask(&pbx, &asked).await?.next(limit).await? {
+                        Answer::Done { error: None } => Ok(()),
+                        Answer::Done { error: Some(code) } => Err(remote::code(&code)),
+                        _ => Err(ErrorCode::PbxUnavailable),
+                    }
+                })
+            }
+            (None, None) => {
+                return self.error("disposition", ErrorCode::Shutdown, commandid.as_ref(), ctx)
+            }
         };
-        let set = async move { ask(&router, asked, limit).await };
         ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(set).map(move |res, act, ctx| {
+            actix::fut::wrap_future::<_, Self>(set).map(move |outcome, act, ctx| {
                 drop(ticket);
-                let outcome = res.unwrap_or_else(|why| Err(unanswered(why)));
                 act.send(
                     disposition_reply(call_id, outcome).reply_to(commandid.as_ref()),
                     ctx,

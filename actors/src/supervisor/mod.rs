@@ -237,6 +237,8 @@ struct Child {
     running: Option<Running>,
     generation: u64,
     restarts: VecDeque<Instant>,
+    /// Stopped by [`StopChild`]: not restarted until started again.
+    retired: bool,
 }
 
 /// Time a stopping child gets before it is dropped.
@@ -277,6 +279,7 @@ impl Supervisor {
                 running: None,
                 generation: 0,
                 restarts: VecDeque::new(),
+                retired: false,
             })
             .collect();
         Supervisor {
@@ -329,6 +332,11 @@ impl Supervisor {
         if self.stopping.is_some() {
             self.report.exited(&child.path, &exit, false, false);
             self.stop_next(ctx);
+            return;
+        }
+        if child.retired {
+            info!("{} stopped", child.path);
+            self.report.exited(&child.path, &exit, false, false);
             return;
         }
         if exit == Exit::Normal && child.spec.restart == Restart::Transient {
@@ -434,23 +442,61 @@ impl Handler<StartChild> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, StartChild(spec): StartChild, ctx: &mut Context<Self>) {
-        if self.stopping.is_some() || self.children.iter().any(|c| c.spec.name == spec.name) {
+        if self.stopping.is_some() {
             return;
         }
-        lock(&self.specs).push(spec.clone());
-        self.children.push(Child {
-            path: format!("{}/{}", self.path, spec.name),
-            spec,
-            running: None,
-            generation: 0,
-            restarts: VecDeque::new(),
-        });
-        info!(
-            "{}/{} added",
-            self.path,
-            self.children[self.children.len() - 1].spec.name
-        );
-        self.start_child(self.children.len() - 1, ctx);
+        let index = match self.children.iter().position(|c| c.spec.name == spec.name) {
+            // A child stopped by StopChild starts again; if it is still stopping, its exit
+            // restarts it.
+            Some(i) if self.children[i].retired => {
+                let child = &mut self.children[i];
+                child.retired = false;
+                child.spec = spec.clone();
+                if child.running.is_some() {
+                    lock(&self.specs).push(spec);
+                    return;
+                }
+                i
+            }
+            Some(_) => return,
+            None => {
+                self.children.push(Child {
+                    path: format!("{}/{}", self.path, spec.name),
+                    spec: spec.clone(),
+                    running: None,
+                    generation: 0,
+                    restarts: VecDeque::new(),
+                    retired: false,
+                });
+                self.children.len() - 1
+            }
+        };
+        lock(&self.specs).push(spec);
+        info!("{} added", self.children[index].path);
+        self.start_child(index, ctx);
+    }
+}
+
+/// Stops a child of a running supervisor for good (until a [`StartChild`] of the same
+/// name): it is not restarted, nor started again by the supervisor's next instance.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopChild(pub String);
+
+impl Handler<StopChild> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, StopChild(name): StopChild, _: &mut Context<Self>) {
+        lock(&self.specs).retain(|s| s.name != name);
+        let Some(child) = self.children.iter_mut().find(|c| c.spec.name == name) else {
+            return;
+        };
+        child.retired = true;
+        if let Some(running) = &child.running {
+            (running.stop)(Shutdown {
+                reason: "stopped by its supervisor",
+            });
+        }
     }
 }
 

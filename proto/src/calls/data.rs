@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use super::model::{known, CallModel, Tracked};
-use super::types::{add_step, attach, CallData, CallEvent, Disposition};
+use super::types::{add_step, attach, Call, CallData, CallEvent, Disposition};
 use crate::ami::AmiMessage;
 use crate::directory::Directory;
 
@@ -87,6 +87,21 @@ impl CallModel {
         call.disposition = Some(disposition);
         self.changed.insert(key);
         Some(self.finish())
+    }
+
+    /// Live call `call_id` takes what an earlier view of it knew ([`Call::inherit`]);
+    /// false if there is no such live call.
+    pub fn inherit(&mut self, call_id: &str, earlier: &Call) -> bool {
+        let Some(key) = self.key(call_id).map(str::to_owned) else {
+            return false;
+        };
+        match self.calls.get_mut(&key) {
+            Some(call) => {
+                call.call.inherit(earlier);
+                true
+            }
+            None => false,
+        }
     }
 
     /// `UserEvent(CtiIvr,Step: menu-1)` appends to the IVR path; `UserEvent(CtiAttach,k: v)`

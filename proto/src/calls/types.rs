@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Dialplan data one call holds, at most: attached keys, IVR steps, and the longest key or
 /// value. More is dropped: every event of the call carries it to every session.
@@ -53,13 +53,13 @@ pub(crate) fn add_step(ivr_path: &mut Vec<String>, step: String) -> bool {
     true
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Party {
     pub number: Option<String>,
     pub name: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     Inbound,
@@ -67,7 +67,7 @@ pub enum Direction {
     Internal,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CallState {
     Offered,
@@ -79,7 +79,7 @@ pub enum CallState {
     Ended,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Offered,
@@ -113,7 +113,7 @@ impl EventKind {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Agent {
     pub name: Option<String>,
     pub interface: Option<String>,
@@ -122,7 +122,7 @@ pub struct Agent {
 }
 
 /// The outcome an agent gives a call (a sale, a callback, ...), with who and when.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Disposition {
     pub code: String,
     pub note: Option<String>,
@@ -130,14 +130,14 @@ pub struct Disposition {
     pub at: f64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HangupCause {
     pub code: Option<u32>,
     pub text: Option<String>,
 }
 
 /// A call as clients see it. Unknown values are `None` (JSON null).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Call {
     /// `<pbx>:<Linkedid>`: unique across PBXes.
     pub id: String,
@@ -223,4 +223,101 @@ pub fn coalesce(events: Vec<CallEvent>) -> Vec<CallEvent> {
         out.push(event);
     }
     out
+}
+
+impl Call {
+    /// Takes what an earlier view of this call knew and this one cannot (this one was
+    /// rebuilt from a resync, by a node that took over the PBX): its start, answer, IVR
+    /// path, attached data, queue, agent, disposition and parties.
+    pub fn inherit(&mut self, earlier: &Call) {
+        self.created = self.created.min(earlier.created);
+        self.direction = earlier.direction;
+        self.answered = match (self.answered, earlier.answered) {
+            (Some(mine), Some(theirs)) => Some(mine.min(theirs)),
+            (mine, theirs) => mine.or(theirs),
+        };
+        let keep = |mine: &mut Option<String>, theirs: &Option<String>| {
+            if mine.is_none() {
+                mine.clone_from(theirs);
+            }
+        };
+        keep(&mut self.ani, &earlier.ani);
+        keep(&mut self.dnis, &earlier.dnis);
+        keep(&mut self.queue, &earlier.queue);
+        keep(&mut self.caller.number, &earlier.caller.number);
+        keep(&mut self.caller.name, &earlier.caller.name);
+        keep(&mut self.callee.number, &earlier.callee.number);
+        keep(&mut self.callee.name, &earlier.callee.name);
+        if self.agent.is_none() {
+            self.agent.clone_from(&earlier.agent);
+        }
+        if self.disposition.is_none() {
+            self.disposition.clone_from(&earlier.disposition);
+        }
+        if self.ivr_path.is_empty() {
+            self.ivr_path.clone_from(&earlier.ivr_path);
+        }
+        for (k, v) in &earlier.attached {
+            if !self.attached.contains_key(k) {
+                attach(&mut self.attached, k.clone(), v.clone());
+            }
+        }
+        self.lines.extend(earlier.lines.iter().cloned());
+    }
+}
+
+impl EventKind {
+    /// This event of a call that clients already saw as `earlier`: a milestone they were
+    /// told already is only an `updated` (no second screen pop after a takeover).
+    pub fn after(self, earlier: &Call) -> EventKind {
+        let told = match self {
+            EventKind::Offered => true,
+            EventKind::Ringing => earlier.state != CallState::Offered,
+            EventKind::Answered => earlier.answered.is_some(),
+            EventKind::Queued => earlier.queue.is_some(),
+            EventKind::AgentConnected => earlier.agent.is_some(),
+            EventKind::Bridged => matches!(earlier.state, CallState::Bridged | CallState::Held),
+            EventKind::Held => earlier.state == CallState::Held,
+            _ => false,
+        };
+        if told {
+            EventKind::Updated
+        } else {
+            self
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rebuilt_call_keeps_what_only_the_earlier_node_knew() {
+        let mut earlier = Call::new("a", "1.1", 10.0);
+        earlier.answered = Some(12.0);
+        earlier.ivr_path = vec!["menu".into()];
+        earlier.attached.insert("crm".into(), "42".into());
+        earlier.queue = Some("sales".into());
+        earlier.direction = Direction::Outbound;
+        let mut rebuilt = Call::new("a", "1.1", 30.0);
+        rebuilt.attached.insert("crm".into(), "43".into());
+        rebuilt.inherit(&earlier);
+        assert_eq!(rebuilt.created, 10.0);
+        assert_eq!(rebuilt.answered, Some(12.0));
+        assert_eq!(rebuilt.ivr_path, ["menu"]);
+        assert_eq!(rebuilt.attached["crm"], "43", "the newer value stays");
+        assert_eq!(rebuilt.queue.as_deref(), Some("sales"));
+        assert_eq!(rebuilt.direction, Direction::Outbound);
+    }
+
+    #[test]
+    fn milestones_already_told_are_updates() {
+        let mut earlier = Call::new("a", "1.1", 10.0);
+        assert_eq!(EventKind::Offered.after(&earlier), EventKind::Updated);
+        assert_eq!(EventKind::Answered.after(&earlier), EventKind::Answered);
+        earlier.answered = Some(11.0);
+        assert_eq!(EventKind::Answered.after(&earlier), EventKind::Updated);
+        assert_eq!(EventKind::Hungup.after(&earlier), EventKind::Hungup);
+    }
 }
