@@ -134,9 +134,10 @@ pub fn check(settings: &Settings) -> Result<(), Vec<String>> {
 pub fn prepare(settings: Settings, config: &Path) -> Result<Prepared, Refusal> {
     let (directory, links, ctis_tls) =
         load(&settings).map_err(|m| Refusal(m.join("; "), ExitCode::from(EXIT_CONFIG)))?;
-    if settings.store.enabled {
-        ctid_actors::store::open(&settings.store.path)
-            .map_err(|e| Refusal(format!("store.path: {e}"), ExitCode::FAILURE))?;
+    let store = &settings.store;
+    if store.enabled {
+        ctid_actors::store::migrate(&store.database)
+            .map_err(|e| Refusal(format!("{}: {e}", store.database.key()), ExitCode::FAILURE))?;
     }
     let l = &settings.listen;
     let announce = match l.announce.enabled {
