@@ -24,7 +24,7 @@ use ctid_actors::pbx::{Pbx, Pbxes};
 use ctid_actors::records::Records;
 use ctid_actors::router::{Router, RouterConfig};
 use ctid_actors::session::{SessionConfig, SessionRegistry, SessionShared};
-use ctid_actors::settings::{human_duration, Listener, Settings, ThreadSettings};
+use ctid_actors::settings::{human_duration, Database, Listener, Settings, ThreadSettings};
 use ctid_actors::supervisor::{
     ChildSpec, Exit, Intensity, Report, Restart, Root, Shutdown, Slot, StartChild,
 };
@@ -125,9 +125,24 @@ fn load(settings: &Settings) -> Result<Loaded, Vec<String>> {
     }
 }
 
-/// Checks what the settings name (the directory, TLS files) without starting anything.
+/// Checks what the settings name (the directory, TLS files, a PostgreSQL database)
+/// without starting anything. A PostgreSQL database is migrated, as start-up would; a
+/// SQLite file is left alone, not created.
 pub fn check(settings: &Settings) -> Result<(), Vec<String>> {
-    load(settings).map(|_| ())
+    let store = &settings.store;
+    let database = match &store.database {
+        Database::Postgres(_) if store.enabled => ctid_actors::store::migrate(&store.database)
+            .map_err(|e| format!("{}: {e}", store.database.key())),
+        _ => Ok(()),
+    };
+    match (load(settings), database) {
+        (Ok(_), Ok(())) => Ok(()),
+        (loaded, database) => {
+            let mut problems = loaded.err().unwrap_or_default();
+            problems.extend(database.err());
+            Err(problems)
+        }
+    }
 }
 
 /// Checks and prepares everything; nothing runs yet.
