@@ -1110,7 +1110,7 @@ pub(crate) mod tests {
             let queries = Queries::start(
                 db.database.clone(),
                 1,
-                Duration::from_millis(500),
+                Duration::from_secs(2),
                 &Report::default(),
             );
             let asked = || LastAgent {
