@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ctid_actors::settings::Settings;
+use ctid_actors::settings::{Database, Settings};
 use ctid_actors::supervisor::Shutdown;
 use ctid_pbxsim::calls::{CallPlan, Tenant};
 use ctid_pbxsim::{PbxSim, SimConfig};
@@ -49,7 +49,7 @@ fn settings(args: &DemoArgs, ami_port: u16) -> Settings {
     ami.username = "cti".into();
     ami.secret = ctid_actors::settings::Secret::new("ctipass");
     s.directory.path = args.directory.clone();
-    s.store.path = demo_store();
+    s.store.database = Database::Sqlite(demo_store());
     s.listen.cti.address = [127, 0, 0, 1].into();
     s.listen.cti.port = args.cti_port;
     for l in [

@@ -28,7 +28,9 @@ use ctid_actors::pbx::{Pbx, Pbxes};
 use ctid_actors::records::Records;
 use ctid_actors::router::{Router, RouterConfig};
 use ctid_actors::session::{SessionConfig, SessionRegistry, SessionShared};
-use ctid_actors::settings::{human_duration, ClusterSettings, Listener, Settings, ThreadSettings};
+use ctid_actors::settings::{
+    human_duration, ClusterSettings, Database, Listener, Settings, ThreadSettings,
+};
 use ctid_actors::supervisor::{
     ChildSpec, Exit, Intensity, Report, Restart, Root, Shutdown, Slot, StartChild, StopChild,
 };
@@ -143,18 +145,34 @@ fn load(settings: &Settings) -> Result<Loaded, Vec<String>> {
     }
 }
 
-/// Checks what the settings name (the directory, TLS files) without starting anything.
+/// Checks what the settings name (the directory, TLS files, a PostgreSQL database)
+/// without starting anything. A PostgreSQL database is migrated, as start-up would; a
+/// SQLite file is left alone, not created.
 pub fn check(settings: &Settings) -> Result<(), Vec<String>> {
-    load(settings).map(|_| ())
+    let store = &settings.store;
+    let database = match &store.database {
+        Database::Postgres(_) if store.enabled => ctid_actors::store::migrate(&store.database)
+            .map_err(|e| format!("{}: {e}", store.database.key())),
+        _ => Ok(()),
+    };
+    match (load(settings), database) {
+        (Ok(_), Ok(())) => Ok(()),
+        (loaded, database) => {
+            let mut problems = loaded.err().unwrap_or_default();
+            problems.extend(database.err());
+            Err(problems)
+        }
+    }
 }
 
 /// Checks and prepares everything; nothing runs yet.
 pub fn prepare(settings: Settings, config: &Path) -> Result<Prepared, Refusal> {
     let (directory, links, ctis_tls) =
         load(&settings).map_err(|m| Refusal(m.join("; "), ExitCode::from(EXIT_CONFIG)))?;
-    if settings.store.enabled {
-        ctid_actors::store::open(&settings.store.path)
-            .map_err(|e| Refusal(format!("store.path: {e}"), ExitCode::FAILURE))?;
+    let store = &settings.store;
+    if store.enabled {
+        ctid_actors::store::migrate(&store.database)
+            .map_err(|e| Refusal(format!("{}: {e}", store.database.key()), ExitCode::FAILURE))?;
     }
     let l = &settings.listen;
     let announce = match l.announce.enabled {

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
 use ctid_actors::settings::{
-    AmiAuth, AmiSettings, AmiTls, ClusterSettings, DirectorySettings, ListenSettings, Listener,
-    Parting, PbxSettings, Secret, SessionSettings, Settings, StoreSettings, ThreadSettings,
-    Timeouts, TlsListener,
+    AmiAuth, AmiSettings, AmiTls, ClusterSettings, Database, DirectorySettings, ListenSettings,
+    Listener, Parting, PbxSettings, PostgresUrl, Secret, SessionSettings, Settings, StoreSettings,
+    ThreadSettings, Timeouts, TlsListener,
 };
 use ctid_proto::cidr::Cidr;
 use ctid_proto::commands::CommandSettings;
@@ -173,7 +173,7 @@ fn read(r: &mut Reader) -> Settings {
     let st = &d.store;
     let store = StoreSettings {
         enabled: r.boolean("store.enabled", st.enabled),
-        path: r.path("store.path").unwrap_or(st.path.clone()),
+        database: read_database(r, &st.database),
         queue_max: r.integer("store.queue_max", st.queue_max, 1, 10_000_000),
         write_timeout: r.seconds("store.write_timeout", st.write_timeout, 0.01, 60.0),
         query_timeout: r.seconds("store.query_timeout", st.query_timeout, 0.01, 60.0),
@@ -274,6 +274,33 @@ fn read_cluster(r: &mut Reader, d: &ClusterSettings) -> ClusterSettings {
         pbxes: r.strings("cluster.pbxes"),
         namespace,
         lease_ttl: r.seconds("cluster.lease_ttl", d.lease_ttl, 1.0, 60.0),
+    }
+}
+
+/// Where the call records are kept: `store.backend` says which of `store.path` and
+/// `store.url` is used. A URL is checked even when unused.
+fn read_database(r: &mut Reader, default: &Database) -> Database {
+    let default_path = match default {
+        Database::Sqlite(path) => path.clone(),
+        Database::Postgres(_) => PathBuf::new(),
+    };
+    let backend = r.choice("store.backend", "sqlite", &["sqlite", "postgres"]);
+    let path = r.path("store.path").unwrap_or(default_path);
+    let url = match r.string("store.url", "").as_str() {
+        "" => None,
+        text => PostgresUrl::parse(text)
+            .map_err(|e| r.problem("store.url", &e))
+            .ok(),
+    };
+    match (backend.as_str(), url) {
+        ("postgres", Some(url)) => Database::Postgres(url),
+        ("postgres", None) => {
+            if !r.has_problem("store.url") {
+                r.problem("store.url", "required when store.backend = \"postgres\"");
+            }
+            default.clone()
+        }
+        _ => Database::Sqlite(path),
     }
 }
 
@@ -815,7 +842,10 @@ mod tests {
         let mut expected = Settings::default();
         // The example's own paths (documented in it), and the secret, which has no default.
         expected.directory.path = loaded.directory.path.clone();
-        expected.store.path = loaded.store.path.clone();
+        let Database::Sqlite(path) = &loaded.store.database else {
+            panic!("the example's backend is not sqlite");
+        };
+        expected.store.database = Database::Sqlite(path.clone());
         expected.pbxes[0].ami.secret = loaded.pbxes[0].ami.secret.clone();
         assert_eq!(format!("{loaded:#?}"), format!("{expected:#?}"));
 
@@ -933,6 +963,45 @@ mod tests {
         let problems =
             load_str(&format!("{base}[sessions]\nwrite_delay = 0.5\n"), &[]).unwrap_err();
         assert_eq!(keys(&problems), ["sessions.write_delay"]);
+    }
+
+    #[test]
+    fn postgres_needs_a_url_that_is_never_shown() {
+        let s = load_str(
+            "[ami]\nsecret = \"x\"\n[store]\nbackend = \"postgres\"\n",
+            &[(
+                "CTID__STORE__URL",
+                "postgres://ctid:hunter2@db.example.com/calls",
+            )],
+        )
+        .unwrap();
+        let Database::Postgres(url) = &s.store.database else {
+            panic!("{:?}", s.store.database);
+        };
+        assert_eq!(url.to_string(), "postgres://ctid@db.example.com:5432/calls");
+        assert!(!format!("{s:?}").contains("hunter2"));
+
+        let missing = load_str(
+            "[ami]\nsecret = \"x\"\n[store]\nbackend = \"postgres\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(keys(&missing), ["store.url"]);
+        assert!(missing[0].message.contains("required"), "{}", missing[0]);
+
+        let problems = load_str(
+            "[ami]\nsecret = \"x\"\n[store]\nbackend = \"mysql\"\n",
+            &[("CTID__STORE__URL", "postgres://ctid:hunter2@db:port/calls")],
+        )
+        .unwrap_err();
+        assert_eq!(keys(&problems), ["store.backend", "store.url"]);
+        assert!(problems[0].message.contains("sqlite, postgres"));
+        assert_eq!(
+            problems[1].origin.as_deref(),
+            Some("environment variable CTID__STORE__URL")
+        );
+        let shown: String = problems.iter().map(ToString::to_string).collect();
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 
     #[test]

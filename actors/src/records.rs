@@ -7,24 +7,24 @@
 //! write that panics is logged and counted, and the writer goes on with a fresh
 //! connection. A record that cannot be written at all (it panics, or breaks a constraint,
 //! alone in its batch) is dropped, counted and logged, so that it cannot hold back the
-//! records behind it for ever.
+//! records behind it for ever. The same holds on either database.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ctid_proto::calls::Call;
 use ctid_proto::cti::timenow;
 use log::{error, info, warn};
-use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{oneshot, Notify};
 
 use crate::metrics::Metrics;
-use crate::settings::{human_duration, StoreSettings};
-use crate::store::{dispose, insert_call, prune, Dispose, Store, StoreFailure};
+use crate::settings::{human_duration, Database, StoreSettings};
+use crate::store::{
+    dispose, insert_call, prune, Conn, DbError, Dispose, Fault, Store, StoreFailure,
+};
 use crate::supervisor::{panic_message, Report};
 
 /// Writes committed together, at most.
@@ -128,8 +128,8 @@ impl Records {
             .then(|| Duration::from_secs(u64::from(settings.retention_days) * 86400));
         let writer = Writer {
             shared: shared.clone(),
-            store: Store::new(settings.path.clone()),
-            path: settings.path.clone(),
+            store: Store::new(settings.database.clone()),
+            database: settings.database.clone(),
             report: report.clone(),
             careful: 0,
             retry: FIRST_RETRY,
@@ -286,50 +286,26 @@ impl Records {
     }
 }
 
-/// Why a batch was not written.
-struct Failure {
-    reason: String,
-    /// The batch itself is at fault (a constraint, a value SQLite refuses): retrying it
-    /// as it is cannot help.
-    poison: bool,
-    /// Worth a fresh connection (anything but another writer holding the lock).
-    reopen: bool,
-}
-
-impl From<rusqlite::Error> for Failure {
-    fn from(e: rusqlite::Error) -> Self {
-        use rusqlite::ErrorCode as C;
-        let code = e.sqlite_error_code();
-        Failure {
-            reason: e.to_string(),
-            poison: matches!(
-                code,
-                Some(C::ConstraintViolation | C::TooBig | C::TypeMismatch)
-            ) || matches!(e, rusqlite::Error::ToSqlConversionFailure(_)),
-            reopen: !matches!(code, Some(C::DatabaseBusy | C::DatabaseLocked)),
-        }
-    }
-}
-
 /// Writes a batch in one transaction; the outcome of each job, in order.
-fn write_batch(conn: &mut Connection, batch: &[(Job, bool)]) -> Result<Vec<Done>, Failure> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut done = Vec::with_capacity(batch.len());
-    for (job, wanted) in batch {
-        done.push(match job {
-            Job::Record(call) => Done::Recorded(insert_call(&tx, call)?),
-            Job::Dispose(d) if *wanted => Done::Disposed(dispose(&tx, d)?),
-            Job::Dispose(_) => Done::Disposed(false),
-        });
-    }
-    tx.commit()?;
-    Ok(done)
+fn write_batch(conn: &mut Conn, batch: &[(Job, bool)]) -> Result<Vec<Done>, DbError> {
+    conn.transaction(|tx| {
+        batch
+            .iter()
+            .map(|(job, wanted)| {
+                Ok(match job {
+                    Job::Record(call) => Done::Recorded(insert_call(tx, call)?),
+                    Job::Dispose(d) if *wanted => Done::Disposed(dispose(tx, d)?),
+                    Job::Dispose(_) => Done::Disposed(false),
+                })
+            })
+            .collect()
+    })
 }
 
 struct Writer {
     shared: Arc<Shared>,
     store: Store,
-    path: PathBuf,
+    database: Database,
     report: Report,
     /// Jobs to write one at a time, to find the one a failed batch cannot get past.
     careful: usize,
@@ -388,22 +364,17 @@ impl Writer {
     fn write(&mut self, batch: &[(Job, bool)]) {
         let store = &mut self.store;
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let conn = store.conn().map_err(|reason| Failure {
-                reason,
-                poison: false,
-                reopen: true,
-            })?;
-            write_batch(conn, batch)
+            store.run(|conn| write_batch(conn, batch))
         }));
         match outcome {
             Ok(Ok(done)) => self.committed(done),
-            Ok(Err(f)) if f.poison => self.poisoned(batch.len(), &f.reason),
-            Ok(Err(f)) => self.failed(f),
+            Ok(Err(e)) if e.fault == Fault::Data => self.poisoned(batch.len(), &e.reason),
+            Ok(Err(e)) => self.failed(&e),
             Err(p) => {
                 let why = panic_message(&*p);
                 error!("{PATH}: writing call records panicked ({why}); going on afresh");
                 self.report.restarted(PATH, &why);
-                self.store = Store::new(self.path.clone());
+                self.store = Store::new(self.database.clone());
                 self.poisoned(batch.len(), &format!("panicked: {why}"));
             }
         }
@@ -464,7 +435,7 @@ impl Writer {
     }
 
     /// The store failed (locked, disk full, gone): the batch is tried again after a while.
-    fn failed(&mut self, f: Failure) {
+    fn failed(&mut self, e: &DbError) {
         {
             let mut queue = self.shared.lock();
             if !queue.failure_logged {
@@ -472,13 +443,10 @@ impl Writer {
                 queue.trouble.get_or_insert_with(Instant::now);
                 error!(
                     "call records cannot be written: {}; retrying ({} waiting)",
-                    f.reason,
+                    e.reason,
                     queue.entries.len()
                 );
             }
-        }
-        if f.reopen {
-            self.store.close();
         }
         std::thread::sleep(self.retry);
         self.retry = (self.retry * 2).min(MAX_RETRY);
@@ -492,11 +460,12 @@ impl Writer {
         let before = timenow() - keep.as_secs_f64();
         let store = &mut self.store;
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            prune(store.conn()?, before, PRUNE_BATCH).map_err(|e| e.to_string())
+            store.run(|conn| prune(conn, before, PRUNE_BATCH))
         }));
         let days = keep.as_secs() / 86400;
         match outcome {
             Ok(Ok(n)) => {
+                let n = usize::try_from(n).unwrap_or(usize::MAX);
                 self.pruned += n;
                 if n < PRUNE_BATCH {
                     if self.pruned > 0 {
@@ -511,7 +480,8 @@ impl Writer {
             }
             Ok(Err(e)) => {
                 warn!(
-                    "call records: deleting those older than {days} days failed ({e}); trying again in {}",
+                    "call records: deleting those older than {days} days failed ({}); trying again in {}",
+                    e.reason,
                     human_duration(PRUNE_RETRY)
                 );
                 self.next_prune = Instant::now() + PRUNE_RETRY;
@@ -520,7 +490,7 @@ impl Writer {
                 let why = panic_message(&*p);
                 error!("{PATH}: pruning panicked ({why}); going on afresh");
                 self.report.restarted(PATH, &why);
-                self.store = Store::new(self.path.clone());
+                self.store = Store::new(self.database.clone());
                 self.next_prune = Instant::now() + PRUNE_RETRY;
             }
         }
@@ -530,15 +500,15 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::ended_call;
-    use crate::store::{open, Disposer};
+    use crate::store::tests::{ended_call, on_both_databases, record, TestDb};
+    use crate::store::{Datum, Disposer};
     use ctid_proto::calls::Disposition;
 
-    fn settings(dir: &tempfile::TempDir, queue_max: usize) -> StoreSettings {
-        let path = dir.path().join("ctid.sqlite");
-        open(&path).unwrap();
+    /// Settings for `db`, migrated already, as start-up leaves them.
+    fn settings(db: &TestDb, queue_max: usize) -> StoreSettings {
+        db.with(|_| ());
         StoreSettings {
-            path,
+            database: db.database.clone(),
             queue_max,
             write_timeout: Duration::from_millis(300),
             ..StoreSettings::default()
@@ -551,22 +521,15 @@ mod tests {
             .collect()
     }
 
-    fn rows(s: &StoreSettings) -> Vec<(String, Option<String>)> {
-        let conn = Connection::open(&s.path).unwrap();
-        let mut stmt = conn
-            .prepare("SELECT call_id, disposition_code FROM calls ORDER BY record_id")
-            .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    }
-
-    /// Holds the database's write lock until dropped.
-    fn lock(s: &StoreSettings) -> Connection {
-        let conn = Connection::open(&s.path).unwrap();
-        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
-        conn
+    fn rows(db: &TestDb) -> Vec<(String, Option<String>)> {
+        db.rows("SELECT call_id, disposition_code FROM calls ORDER BY record_id")
+            .into_iter()
+            .map(|r| match &r[..] {
+                [Datum::Text(id), Datum::Text(code)] => (id.clone(), Some(code.clone())),
+                [Datum::Text(id), Datum::Null] => (id.clone(), None),
+                other => panic!("{other:?}"),
+            })
+            .collect()
     }
 
     fn disposition(call_id: &str) -> Dispose {
@@ -587,104 +550,107 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn records_come_back_with_their_ids_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = settings(&dir, 10);
-        let records = Records::start(&s, &Report::default(), &Metrics::default());
-        let ids = records.record(calls(&["1.1", "1.2", "1.3"])).await;
-        assert!(ids.iter().all(Option::is_some), "{ids:?}");
-        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
-        assert!(records.dispose(disposition("1.2")).await.unwrap());
-        assert!(!records.dispose(disposition("9.9")).await.unwrap());
-        let stored = rows(&s);
-        assert_eq!(stored.len(), 3);
-        assert_eq!(stored[1], ("1.2".into(), Some("sale".into())));
+    on_both_databases! {
+        async fn records_come_back_with_their_ids_in_order(db) {
+            let s = settings(db, 10);
+            let records = Records::start(&s, &Report::default(), &Metrics::default());
+            let ids = records.record(calls(&["1.1", "1.2", "1.3"])).await;
+            assert!(ids.iter().all(Option::is_some), "{ids:?}");
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+            assert!(records.dispose(disposition("1.2")).await.unwrap());
+            assert!(!records.dispose(disposition("9.9")).await.unwrap());
+            let again = records.record(calls(&["1.1"])).await;
+            assert_eq!(again, ids[..1], "a record written twice is one row");
+            let stored = rows(db);
+            assert_eq!(stored.len(), 3);
+            assert_eq!(stored[1], ("1.2".into(), Some("sale".into())));
+        }
     }
 
-    #[tokio::test]
-    async fn a_stalled_store_keeps_records_queued_and_writes_them_later() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = settings(&dir, 3);
-        let metrics = Metrics::default();
-        let records = Records::start(&s, &Report::default(), &metrics);
-        let held = lock(&s);
-        let ids = records.record(calls(&["2.1", "2.2"])).await;
-        assert_eq!(ids, [None, None], "not on disk within the bound");
-        assert!(
-            records.dispose(disposition("2.1")).await.unwrap(),
-            "a queued call takes its disposition at once"
-        );
-        let mut refused = disposition("2.2");
-        refused.by.context = Some("b".into());
-        assert!(!records.dispose(refused).await.unwrap());
-        assert_eq!(
-            records.record(calls(&["2.3"])).await,
-            [None],
-            "the queue is full"
-        );
-        assert!(matches!(
-            records.dispose(disposition("2.2")).await,
-            Err(StoreFailure::Busy)
-        ));
-        assert_eq!(metrics.snapshot().dropped_records, 1);
-        assert!(rows(&s).is_empty());
-        drop(held);
-        assert_eq!(records.drained(Duration::from_secs(20)).await, 0);
-        assert_eq!(
-            rows(&s),
-            [("2.1".into(), Some("sale".into())), ("2.2".into(), None)],
-            "in order, with the disposition"
-        );
+    on_both_databases! {
+        async fn a_stalled_store_keeps_records_queued_and_writes_them_later(db) {
+            let s = settings(db, 3);
+            let metrics = Metrics::default();
+            let records = Records::start(&s, &Report::default(), &metrics);
+            let held = db.lock();
+            let ids = records.record(calls(&["2.1", "2.2"])).await;
+            assert_eq!(ids, [None, None], "not on disk within the bound");
+            assert!(
+                records.dispose(disposition("2.1")).await.unwrap(),
+                "a queued call takes its disposition at once"
+            );
+            let mut refused = disposition("2.2");
+            refused.by.context = Some("b".into());
+            assert!(!records.dispose(refused).await.unwrap());
+            assert_eq!(
+                records.record(calls(&["2.3"])).await,
+                [None],
+                "the queue is full"
+            );
+            assert!(matches!(
+                records.dispose(disposition("2.2")).await,
+                Err(StoreFailure::Busy)
+            ));
+            assert_eq!(metrics.snapshot().dropped_records, 1);
+            assert!(rows(db).is_empty());
+            drop(held);
+            assert_eq!(records.drained(Duration::from_secs(20)).await, 0);
+            assert_eq!(
+                rows(db),
+                [("2.1".into(), Some("sale".into())), ("2.2".into(), None)],
+                "in order, with the disposition"
+            );
+        }
     }
 
-    #[tokio::test]
-    async fn a_record_that_cannot_be_written_does_not_hold_back_the_others() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = settings(&dir, 10);
-        Connection::open(&s.path)
-            .unwrap()
-            .execute_batch(
+    on_both_databases! {
+        async fn a_record_that_cannot_be_written_does_not_hold_back_the_others(db) {
+            let s = settings(db, 10);
+            db.raw(
                 "CREATE TRIGGER refuse BEFORE INSERT ON calls WHEN NEW.call_id = '3.2'
                  BEGIN SELECT RAISE(ABORT, 'refused'); END;",
-            )
-            .unwrap();
-        let metrics = Metrics::default();
-        let records = Records::start(&s, &Report::default(), &metrics);
-        let ids = records.record(calls(&["3.1", "3.2", "3.3"])).await;
-        assert!(
-            ids[0].is_some() && ids[1].is_none() && ids[2].is_some(),
-            "{ids:?}"
-        );
-        assert_eq!(metrics.snapshot().dropped_records, 1);
-        let written: Vec<String> = rows(&s).into_iter().map(|r| r.0).collect();
-        assert_eq!(written, ["3.1", "3.3"]);
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN
+                     IF NEW.call_id = '3.2' THEN RAISE EXCEPTION 'refused'; END IF;
+                     RETURN NEW;
+                 END $$;
+                 CREATE TRIGGER refuse BEFORE INSERT ON calls
+                     FOR EACH ROW EXECUTE FUNCTION refuse();",
+            );
+            let metrics = Metrics::default();
+            let records = Records::start(&s, &Report::default(), &metrics);
+            let ids = records.record(calls(&["3.1", "3.2", "3.3"])).await;
+            assert!(
+                ids[0].is_some() && ids[1].is_none() && ids[2].is_some(),
+                "{ids:?}"
+            );
+            assert_eq!(metrics.snapshot().dropped_records, 1);
+            let written: Vec<String> = rows(db).into_iter().map(|r| r.0).collect();
+            assert_eq!(written, ["3.1", "3.3"]);
+        }
     }
 
-    #[tokio::test]
-    async fn records_past_their_retention_are_deleted() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = StoreSettings {
-            retention_days: 1,
-            ..settings(&dir, 10)
-        };
-        let now = timenow();
-        let mut conn = open(&s.path).unwrap();
-        let tx = conn.transaction().unwrap();
-        for (id, age) in [("4.1", 3.0), ("4.2", 0.5)] {
-            insert_call(&tx, &ended_call(id, "a", "555", now - age * 86400.0)).unwrap();
+    on_both_databases! {
+        async fn records_past_their_retention_are_deleted(db) {
+            let s = StoreSettings {
+                retention_days: 1,
+                ..settings(db, 10)
+            };
+            let now = timenow();
+            db.with(|conn| {
+                let old = [("4.1", 3.0), ("4.2", 0.5)]
+                    .map(|(id, age)| ended_call(id, "a", "555", now - age * 86400.0));
+                record(conn, &old).unwrap();
+            });
+            let _records = Records::start(&s, &Report::default(), &Metrics::default());
+            let start = Instant::now();
+            while rows(db).len() > 1 {
+                assert!(start.elapsed() < Duration::from_secs(20), "never pruned");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(rows(db), [("4.2".into(), None)]);
+            let contexts = db.rows("SELECT count(*) FROM call_contexts");
+            assert_eq!(contexts, [[Datum::Int(1)]]);
         }
-        tx.commit().unwrap();
-        let _records = Records::start(&s, &Report::default(), &Metrics::default());
-        let start = Instant::now();
-        while rows(&s).len() > 1 {
-            assert!(start.elapsed() < Duration::from_secs(20), "never pruned");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(rows(&s), [("4.2".into(), None)]);
-        let contexts: i64 = conn
-            .query_row("SELECT count(*) FROM call_contexts", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(contexts, 1);
     }
 }

@@ -158,8 +158,7 @@ impl ThreadSettings {
 #[derive(Clone, Debug)]
 pub struct StoreSettings {
     pub enabled: bool,
-    /// The SQLite database; its directory is created if missing.
-    pub path: PathBuf,
+    pub database: Database,
     /// Writes (records, dispositions) waiting for the database, at most.
     pub queue_max: usize,
     /// How long a `hungup` waits for its record to be on disk, and a disposition for the
@@ -175,12 +174,108 @@ impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
             enabled: true,
-            path: PathBuf::from("/var/lib/ctid/ctid.sqlite"),
+            database: Database::Sqlite(PathBuf::from("/var/lib/ctid/ctid.sqlite")),
             queue_max: 100_000,
             write_timeout: Duration::from_secs(2),
             query_timeout: Duration::from_secs(2),
             retention_days: 0,
         }
+    }
+}
+
+/// Where the call records are kept (`store.backend`).
+#[derive(Clone, Debug)]
+pub enum Database {
+    /// A SQLite file (`store.path`); its directory is created if missing.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (`store.url`), which the nodes of a cluster share.
+    Postgres(PostgresUrl),
+}
+
+impl Database {
+    /// The settings key that names it.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Database::Sqlite(_) => "store.path",
+            Database::Postgres(_) => "store.url",
+        }
+    }
+}
+
+impl fmt::Display for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "{}", path.display()),
+            Database::Postgres(url) => write!(f, "{url}"),
+        }
+    }
+}
+
+/// A `postgres://` URL. `Display` and `Debug` show it without its password (nor its
+/// other parameters), so that the password never reaches a log line.
+#[derive(Clone)]
+pub struct PostgresUrl {
+    config: std::sync::Arc<postgres::Config>,
+    shown: String,
+}
+
+impl PostgresUrl {
+    pub fn parse(url: &str) -> Result<PostgresUrl, String> {
+        const EXAMPLE: &str = "expected a URL such as postgres://ctid@127.0.0.1:5432/ctid";
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(EXAMPLE.to_owned());
+        }
+        let config: postgres::Config = url.parse().map_err(|e| format!("{EXAMPLE} ({e})"))?;
+        if !matches!(
+            config.get_ssl_mode(),
+            postgres::config::SslMode::Disable | postgres::config::SslMode::Prefer
+        ) {
+            return Err("TLS to the database is not supported: leave sslmode out".into());
+        }
+        let hosts: Vec<String> = config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, host)| {
+                let host = match host {
+                    postgres::config::Host::Tcp(name) => name.clone(),
+                    postgres::config::Host::Unix(path) => path.display().to_string(),
+                };
+                match config.get_ports().get(i).or(config.get_ports().first()) {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host,
+                }
+            })
+            .collect();
+        let user = config
+            .get_user()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        let shown = format!(
+            "postgres://{user}{}/{}",
+            hosts.join(","),
+            config.get_dbname().unwrap_or_default()
+        );
+        Ok(PostgresUrl {
+            config: config.into(),
+            shown,
+        })
+    }
+
+    pub fn config(&self) -> &postgres::Config {
+        &self.config
+    }
+}
+
+impl fmt::Display for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PostgresUrl({:?})", self.shown)
     }
 }
 
@@ -416,6 +511,35 @@ mod tests {
             ..AmiSettings::default()
         };
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn database_urls_show_no_password() {
+        let url = PostgresUrl::parse(
+            "postgres://ctid:hunter2@db.example.com:5433/calls?password=hunter3",
+        )
+        .unwrap();
+        assert_eq!(url.to_string(), "postgres://ctid@db.example.com:5433/calls");
+        let database = Database::Postgres(url);
+        for shown in [format!("{database:?}"), database.to_string()] {
+            assert!(!shown.contains("hunter"), "{shown}");
+        }
+        assert_eq!(
+            PostgresUrl::parse("postgresql://127.0.0.1/test")
+                .unwrap()
+                .to_string(),
+            "postgres://127.0.0.1:5432/test"
+        );
+        for bad in [
+            "mysql://ctid@db/calls",
+            "host=db user=ctid",
+            "postgres://ctid:hunter2@db:port/calls",
+            "postgres://ctid:hunter2@db/calls?sslmode=require",
+            "postgres://ctid:hunter2@db/calls?bogus=1",
+        ] {
+            let e = PostgresUrl::parse(bad).unwrap_err();
+            assert!(!e.contains("hunter2"), "{e}");
+        }
     }
 
     #[test]

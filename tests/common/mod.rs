@@ -4,6 +4,7 @@
 
 pub mod agi;
 pub mod cluster;
+pub mod postgres;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
