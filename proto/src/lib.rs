@@ -7,4 +7,6 @@ pub mod calls;
 pub mod commands;
 pub mod cti;
 pub mod directory;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod http;
