@@ -200,15 +200,28 @@ enum State {
 pub struct AgiCodec {
     state: State,
     env: Vec<(String, String)>,
+    /// Bytes of the request header read so far.
+    header_bytes: usize,
     /// Lines of a `520-` block so far.
     usage: Option<Vec<String>>,
 }
 
-fn line(buf: &mut BytesMut) -> Option<String> {
-    let end = memchr::memchr(b'\n', buf)?;
-    let raw = buf.split_to(end + 1);
-    let text = String::from_utf8_lossy(&raw[..end]);
-    Some(text.trim_end_matches('\r').to_owned())
+struct TooLong;
+
+/// Takes the next whole line off `buf`, without its line end. A line longer than `max`
+/// bytes is refused as soon as that many have come, and also when it comes whole, so that
+/// the verdict does not depend on how the bytes were split into reads.
+fn line(buf: &mut BytesMut, max: usize) -> Result<Option<String>, TooLong> {
+    match memchr::memchr(b'\n', buf) {
+        Some(end) if end <= max => {
+            let raw = buf.split_to(end + 1);
+            let text = String::from_utf8_lossy(&raw[..end]);
+            Ok(Some(text.trim_end_matches('\r').to_owned()))
+        }
+        Some(_) => Err(TooLong),
+        None if buf.len() > max => Err(TooLong),
+        None => Ok(None),
+    }
 }
 
 impl Decoder for AgiCodec {
@@ -219,24 +232,18 @@ impl Decoder for AgiCodec {
         loop {
             match self.state {
                 State::Header => {
-                    let Some(l) = line(buf) else {
-                        let total = buf.len()
-                            + self
-                                .env
-                                .iter()
-                                .map(|(k, v)| k.len() + v.len())
-                                .sum::<usize>();
-                        return if total > MAX_HEADER {
-                            Err(AgiError::HeaderTooLong)
-                        } else {
-                            Ok(None)
-                        };
+                    let (budget, before) =
+                        (MAX_HEADER.saturating_sub(self.header_bytes), buf.len());
+                    let Some(l) = line(buf, budget).map_err(|_| AgiError::HeaderTooLong)? else {
+                        return Ok(None);
                     };
+                    self.header_bytes += before - buf.len();
                     if l.is_empty() {
                         if self.env.is_empty() {
                             continue;
                         }
                         self.state = State::Replies;
+                        self.header_bytes = 0;
                         let env = std::mem::take(&mut self.env);
                         return Ok(Some(AgiFrame::Request(AgiRequest::from_env(env))));
                     }
@@ -256,12 +263,8 @@ impl Decoder for AgiCodec {
                     }
                 }
                 State::Replies => {
-                    let Some(l) = line(buf) else {
-                        return if buf.len() > MAX_LINE {
-                            Err(AgiError::LineTooLong)
-                        } else {
-                            Ok(None)
-                        };
+                    let Some(l) = line(buf, MAX_LINE).map_err(|_| AgiError::LineTooLong)? else {
+                        return Ok(None);
                     };
                     if let Some(usage) = &mut self.usage {
                         usage.push(l.clone());
@@ -412,6 +415,40 @@ mod tests {
         assert_eq!(
             &buf[..],
             b"SET VARIABLE CALLERID(name) \"Al \\\"the\\\" \\\\ Pal HANGUP\"\n"
+        );
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_refused_however_it_arrives() {
+        // Found by the property test: such a line was refused when it came in pieces, and
+        // accepted, or refused for another reason, when it came in one read.
+        let header = |n: usize| format!("agi_x: {}\n\n", "x".repeat(n - 7)).into_bytes();
+        let decode = |wire: &[u8]| AgiCodec::default().decode(&mut BytesMut::from(wire));
+        let whole = decode(&header(MAX_HEADER));
+        assert!(matches!(whole, Ok(Some(AgiFrame::Request(_)))), "{whole:?}");
+        let over = header(MAX_HEADER + 1);
+        assert!(matches!(decode(&over), Err(AgiError::HeaderTooLong)));
+        assert!(matches!(
+            decode(&over[..MAX_HEADER + 1]),
+            Err(AgiError::HeaderTooLong)
+        ));
+
+        let mut buf = BytesMut::from(&header(8)[..]);
+        for n in [MAX_LINE, MAX_LINE + 1] {
+            buf.extend_from_slice(format!("200 {}\n", "x".repeat(n - 4)).as_bytes());
+        }
+        let mut codec = AgiCodec::default();
+        let frames = [(); 3].map(|_| codec.decode(&mut buf));
+        assert!(
+            matches!(
+                frames,
+                [
+                    Ok(Some(AgiFrame::Request(_))),
+                    Ok(Some(AgiFrame::Reply(_))),
+                    Err(AgiError::LineTooLong)
+                ]
+            ),
+            "{frames:?}"
         );
     }
 

@@ -8,6 +8,8 @@ pub mod cidr;
 pub mod commands;
 pub mod cti;
 pub mod directory;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod http;
 pub mod lists;
 pub mod rights;

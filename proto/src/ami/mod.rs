@@ -278,6 +278,8 @@ impl AmiCodec {
 
     fn decode_banner(&mut self, buf: &mut BytesMut) -> Result<Option<AmiFrame>, AmiCodecError> {
         match memchr::memchr(b'\n', buf) {
+            // Too long whether its end came in the same read or not.
+            Some(i) if i > self.max_message => Err(AmiCodecError::NoBanner(self.max_message)),
             Some(i) => {
                 let line = buf.split_to(i + 1);
                 let end = strip_cr(&line, 0, i);
@@ -344,15 +346,17 @@ impl AmiCodec {
             let fields = std::mem::take(&mut self.fields);
             return Some(AmiFrame::Message(AmiMessage::from_frame(frame, fields)));
         }
-        if buf.len() > self.max_message {
+        // What is left is part of a line. A lone CR may start the blank line that ends the
+        // message, which does not count against the limit; anything else is content.
+        let held = if buf[self.scanned..] == *b"\r" {
+            self.scanned
+        } else {
+            buf.len()
+        };
+        if held > self.max_message {
             let bytes = buf.len();
-            let line = match buf.last() {
-                Some(b'\n') => LineSoFar::Empty,
-                Some(b'\r') if buf.len() >= 2 && buf[buf.len() - 2] == b'\n' => LineSoFar::Cr,
-                _ => LineSoFar::Content,
-            };
             buf.clear();
-            self.start_discarding(bytes, line);
+            self.start_discarding(bytes, LineSoFar::Content);
         }
         None
     }
@@ -535,12 +539,52 @@ mod tests {
     }
 
     #[test]
+    fn a_message_at_the_limit_decodes_however_its_blank_line_arrives() {
+        // Found by fuzzing: with the CR of the blank line in one read and its LF in the
+        // next, a message of exactly the limit was discarded; in one read it decoded.
+        let wire = b"Event: A\r\n\r\nEvent: B\r\n\r\n";
+        let whole = decode_all(&mut AmiCodec::without_banner(10), wire);
+        let mut codec = AmiCodec::without_banner(10);
+        let mut buf = BytesMut::new();
+        let mut pieces = Vec::new();
+        for cut in [&wire[..11], &wire[11..]] {
+            buf.extend_from_slice(cut);
+            while let Some(f) = codec.decode(&mut buf).unwrap() {
+                pieces.push(f);
+            }
+        }
+        assert_eq!(pieces, whole);
+        assert!(
+            whole.iter().all(|f| matches!(f, AmiFrame::Message(_))),
+            "{whole:?}"
+        );
+    }
+
+    #[test]
     fn missing_banner_is_an_error_not_a_buffer() {
         let mut codec = AmiCodec::new(16);
         let mut buf = BytesMut::from(&[b'x'; 32][..]);
         assert!(matches!(
             codec.decode(&mut buf),
             Err(AmiCodecError::NoBanner(16))
+        ));
+    }
+
+    #[test]
+    fn a_banner_over_the_limit_is_refused_even_when_whole() {
+        // Found by the property test: the same bytes were refused when they came in two
+        // reads, and accepted as the banner when they came in one.
+        let mut codec = AmiCodec::new(16);
+        let mut buf = BytesMut::from(&b"Asterisk Call Manager/11.0.0\r\n"[..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(AmiCodecError::NoBanner(16))
+        ));
+        let mut codec = AmiCodec::new(16);
+        let mut buf = BytesMut::from(&b"Asterisk/11.0.0\r\n"[..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Ok(Some(AmiFrame::Banner(_)))
         ));
     }
 

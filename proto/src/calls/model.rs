@@ -392,6 +392,7 @@ impl CallModel {
             if let Some(mut call) = self.calls.remove(old) {
                 call.state = CallState::Ended;
                 call.ended = Some(now);
+                self.out.push((call.key.clone(), EventKind::Hungup));
                 self.ended.push((call.key, call.call));
             }
         } else {
@@ -549,7 +550,21 @@ impl CallModel {
         }
         let mut events = Vec::new();
         let mut reported = HashSet::new();
+        // A call's `hungup` comes where it ended: a call ended and made again by one event
+        // is offered after the end of its first life.
         for (id, kind) in std::mem::take(&mut self.out) {
+            if kind == EventKind::Hungup {
+                if let Some(i) = self.ended.iter().position(|(k, _)| *k == id) {
+                    let (_, call) = self.ended.remove(i);
+                    reported.insert(id);
+                    events.push(CallEvent {
+                        kind,
+                        call,
+                        left: Vec::new(),
+                    });
+                }
+                continue;
+            }
             let Some(call) = self
                 .calls
                 .get(&id)

@@ -266,6 +266,7 @@ impl CallModel {
             call.state = CallState::Ended;
             call.ended = Some(now);
             self.changed.remove(&call.key);
+            self.out.push((call.key.clone(), EventKind::Hungup));
             self.ended.push((call.key, call.call));
         } else {
             self.recompute(&ch.linkedid, dir);

@@ -212,7 +212,11 @@ pub fn coalesce(events: Vec<CallEvent>) -> Vec<CallEvent> {
     let mut last: HashMap<String, usize> = HashMap::new();
     for event in events {
         if event.kind == EventKind::Updated {
-            if let Some(&i) = last.get(&event.call.id) {
+            // Never into a `hungup`: the update is of the call's next life.
+            if let Some(&i) = last
+                .get(&event.call.id)
+                .filter(|&&i| out[i].kind != EventKind::Hungup)
+            {
                 let prev = &mut out[i];
                 prev.call = event.call;
                 prev.left.extend(event.left);
