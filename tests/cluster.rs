@@ -6,20 +6,26 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::cluster::{clean, namespace, require_nats, table};
+use common::cluster::{clean, namespace, require_nats, table, PrivateNats, NATS};
+use common::postgres::Schema;
 use common::{ami_table, config_with, Cti, Ctid, PATIENCE};
 use ctid_pbxsim::calls::{CallPlan, Tenant};
 use ctid_pbxsim::{PbxSim, SimConfig};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// A node's settings: the simulator's AMI, the CTI listener, and its `[cluster]` table.
 fn node(sim: &PbxSim, ns: &str, name: &str, roles: &[&str]) -> String {
+    node_on(sim, NATS, ns, name, roles)
+}
+
+/// [`node`] on the NATS server at `nats`.
+fn node_on(sim: &PbxSim, nats: &str, ns: &str, name: &str, roles: &[&str]) -> String {
     let ami = ami_table(
         "ami",
         sim.addr().port(),
         "secret = \"ctipass\"\nping_interval = 0",
     );
-    config_with(&ami, &["cti"]) + &table(ns, name, roles, "")
+    config_with(&ami, &["cti"]) + &table(ns, name, roles, nats)
 }
 
 /// What a client saw of each call, and the `seq` of every event, in order.
@@ -57,6 +63,13 @@ impl Seen {
     }
 }
 
+/// Starts node `name`, its records in `schema`.
+fn start(config: &str, schema: &Schema) -> Ctid {
+    let env = schema.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Ctid::start_with(config, "info", &env)
+}
+
 async fn lease(node: &Ctid, name: &str) {
     node.wait_line(&format!("lease for PBX default acquired by {name}"))
         .await;
@@ -69,10 +82,11 @@ async fn lease(node: &Ctid, name: &str) {
 async fn a_standby_takes_over_from_a_killed_ingest_mid_call() {
     require_nats();
     let ns = namespace();
+    let schema = Schema::new();
     let sim = PbxSim::start(SimConfig::default()).await.unwrap();
-    let mut a = Ctid::start(&node(&sim, &ns, "a", &["ingest", "edge"]), "info");
+    let mut a = start(&node(&sim, &ns, "a", &["ingest", "edge"]), &schema);
     lease(&a, "a").await;
-    let b = Ctid::start(&node(&sim, &ns, "b", &["ingest", "edge"]), "info");
+    let b = start(&node(&sim, &ns, "b", &["ingest", "edge"]), &schema);
     let cti = b.port("cti").await;
     b.wait_line("caught up with its stream").await;
     let mut alice = Cti::connect(cti).await;
@@ -126,5 +140,233 @@ async fn a_standby_takes_over_from_a_killed_ingest_mid_call() {
             "call {id}"
         );
     }
+    // Every call the client saw has its record, once, with its end; the records of calls
+    // that ended in the gap were written by the node that took over.
+    let recorded = schema.rows("SELECT call_id, ended::TEXT FROM calls ORDER BY call_id");
+    let ids: BTreeSet<&str> = recorded.iter().map(|r| r[0].as_deref().unwrap()).collect();
+    let seen_ids: BTreeSet<&str> = seen.calls.keys().map(String::as_str).collect();
+    assert_eq!(ids, seen_ids);
+    assert_eq!(recorded.len(), seen_ids.len(), "one record per call");
+    assert!(recorded.iter().all(|r| r[1].is_some()), "{recorded:?}");
     clean(&ns).await;
+}
+
+/// An edge is killed: its client resumes on another edge with its token and last `seq`,
+/// and gets every event it missed, then the live ones, with no gap and no duplicate.
+#[tokio::test]
+async fn a_client_of_a_killed_edge_resumes_on_another() {
+    require_nats();
+    let ns = namespace();
+    let schema = Schema::new();
+    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let a = start(&node(&sim, &ns, "a", &["ingest", "edge"]), &schema);
+    lease(&a, "a").await;
+    let mut b = start(&node(&sim, &ns, "b", &["edge"]), &schema);
+    let (port_a, port_b) = (a.port("cti").await, b.port("cti").await);
+    b.wait_line("caught up with its stream").await;
+    let _calls = sim.run_calls(CallPlan {
+        rate: 20.0,
+        ring: Duration::from_millis(50),
+        talk: Duration::from_millis(200),
+        tenants: vec![Tenant::parse("internal:1001-1003").unwrap()],
+        limit: None,
+        caller_up: false,
+    });
+    let mut first = Cti::connect(port_b).await;
+    let capas = first.login("alice").await;
+    let token = capas["resume_token"].as_str().unwrap().to_owned();
+    let before = first.events(20).await;
+    let last_seq = before.last().unwrap()["seq"].as_u64().unwrap();
+    b.kill9().await;
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut again = Cti::connect(port_a).await;
+    again
+        .send(json!({"class": "resume", "token": token, "last_seq": last_seq, "commandid": 1}))
+        .await;
+    let ack = again.reply().await;
+    assert_eq!(
+        (ack["class"].as_str(), ack["status"].as_str()),
+        (Some("resume"), Some("ok")),
+        "{ack}"
+    );
+    assert_eq!(ack["login"], "alice");
+    let missed_up_to = ack["seq"].as_u64().unwrap();
+    assert!(
+        missed_up_to > last_seq + 5,
+        "nothing was missed: {missed_up_to}"
+    );
+    let after = again.events((missed_up_to - last_seq) as usize + 20).await;
+    let seqs: Vec<u64> = after.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let expected: Vec<u64> = (last_seq + 1..).take(seqs.len()).collect();
+    assert_eq!(seqs, expected, "replay then live, no gap, no duplicate");
+
+    // The token was used: it resumes nothing a second time, on any edge.
+    let mut twice = Cti::connect(port_a).await;
+    twice
+        .send(json!({"class": "resume", "token": token, "last_seq": last_seq}))
+        .await;
+    assert_eq!(twice.reply().await["error_string"], "resync_required");
+    clean(&ns).await;
+}
+
+/// Sends a command; returns its acknowledgement and its outcome (or its refusal twice).
+async fn command(c: &mut Cti, mut request: Value, id: u64) -> (Value, Value) {
+    request["class"] = json!("ipbxcommand");
+    request["commandid"] = json!(id);
+    c.send(request).await;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let m = c.reply().await;
+        if m["replyid"] == json!(id) {
+            if m.get("error_string").is_some() {
+                return (m.clone(), m);
+            }
+            got.push(m);
+        }
+    }
+    (got.remove(0), got.remove(0))
+}
+
+fn originates(sim: &PbxSim) -> usize {
+    common::actions_named(sim, "Originate")
+}
+
+/// A command on an edge that does not hold the PBX runs on the active ingest; with no
+/// active ingest, it is answered `pbx_unavailable`, at once.
+#[tokio::test]
+async fn commands_from_an_edge_run_on_the_active_ingest() {
+    require_nats();
+    let ns = namespace();
+    let schema = Schema::new();
+    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let mut a = start(&node(&sim, &ns, "a", &["ingest"]), &schema);
+    lease(&a, "a").await;
+    a.wait_line("logged in as 'cti'").await;
+    let b = start(&node(&sim, &ns, "b", &["edge"]), &schema);
+    let port = b.port("cti").await;
+    b.wait_line("caught up with its stream").await;
+    let mut alice = Cti::connect(port).await;
+    alice.login("alice").await;
+
+    let (ack, done) = command(
+        &mut alice,
+        json!({"command": "dial", "destination": "1003"}),
+        1,
+    )
+    .await;
+    assert_eq!(ack["ipbxreply"], "sent", "{ack}");
+    assert_eq!(done["response"], "ok", "{done}");
+    assert_eq!(originates(&sim), 1, "the active ingest's link sent it");
+
+    a.kill9().await;
+    let asked = std::time::Instant::now();
+    let (refused, _) = command(
+        &mut alice,
+        json!({"command": "dial", "destination": "1003"}),
+        2,
+    )
+    .await;
+    assert_eq!(refused["error_string"], "pbx_unavailable", "{refused}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "answered within timeouts.socket"
+    );
+    assert_eq!(originates(&sim), 1);
+    clean(&ns).await;
+}
+
+/// NATS is lost for a while: each edge goes on serving what it holds, commands that need
+/// another node answer `pbx_unavailable`, and when NATS is back everything catches up:
+/// every call ends for the clients, and every call has its record.
+#[tokio::test]
+async fn losing_nats_for_a_while_loses_nothing() {
+    let mut nats = PrivateNats::start();
+    let ns = namespace();
+    let schema = Schema::new();
+    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let a = start(&node_on(&sim, &nats.addr(), &ns, "a", &["ingest"]), &schema);
+    lease(&a, "a").await;
+    let b = start(&node_on(&sim, &nats.addr(), &ns, "b", &["edge"]), &schema);
+    let port = b.port("cti").await;
+    b.wait_line("caught up with its stream").await;
+    let mut alice = Cti::connect(port).await;
+    alice.login("alice").await;
+    let calls = sim.run_calls(CallPlan {
+        rate: 5.0,
+        ring: Duration::from_millis(200),
+        talk: Duration::from_millis(1000),
+        tenants: vec![Tenant::parse("internal:1001-1003").unwrap()],
+        limit: Some(30),
+        caller_up: false,
+    });
+    let mut seen = Seen::default();
+    while seen.calls.len() < 4 {
+        seen.take(&alice.events(1).await[0]);
+    }
+
+    nats.kill();
+    b.wait_line("NATS disconnected").await;
+    let (refused, _) = command(
+        &mut alice,
+        json!({"command": "dial", "destination": "1003"}),
+        1,
+    )
+    .await;
+    assert_eq!(refused["error_string"], "pbx_unavailable", "{refused}");
+    alice
+        .send(
+            json!({"class": "getlist", "function": "listid", "listname": "calls", "commandid": 2}),
+        )
+        .await;
+    let list = loop {
+        let m = alice.reply().await;
+        if m["replyid"] == json!(2) {
+            break m;
+        }
+        seen.take(&m);
+    };
+    assert!(
+        list.get("error_string").is_none(),
+        "the edge serves what it holds: {list}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    nats.restart();
+    a.wait_lines("lease for PBX default acquired by a", 2).await;
+
+    // Once every call is over, the client holds none, and each has its record once.
+    let deadline = tokio::time::Instant::now() + PATIENCE * 2;
+    let mut all_placed = None;
+    loop {
+        if calls.started() == 30 && all_placed.is_none() {
+            all_placed = Some(tokio::time::Instant::now());
+        }
+        let over = all_placed.is_some_and(|t| t.elapsed() > Duration::from_secs(3));
+        if over && seen.open().is_empty() {
+            break;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left.min(Duration::from_millis(500)), alice.events(1)).await {
+            Ok(e) => seen.take(&e[0]),
+            Err(_) if left.is_zero() => panic!(
+                "calls still open: {:?}\nseen: {:?}\nnode a:\n{}\nnode b:\n{}",
+                seen.open(),
+                seen.calls,
+                a.lines().join("\n"),
+                b.lines().join("\n")
+            ),
+            Err(_) => {}
+        }
+    }
+    let open = schema.count("SELECT count(*) FROM calls WHERE ended IS NULL");
+    assert_eq!(open, 0);
+    let recorded = schema.rows("SELECT call_id FROM calls");
+    let ids: BTreeSet<String> = recorded
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect();
+    for id in seen.calls.keys() {
+        assert!(ids.contains(id), "call {id} has no record");
+    }
 }

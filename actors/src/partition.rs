@@ -801,6 +801,41 @@ mod tests {
         assert_eq!(c.seq(), 2, "offered, then one hungup");
     }
 
+    fn wire(epoch: u64, kind: EventKind, id: &str) -> Option<WireEvent> {
+        Some(WireEvent {
+            epoch,
+            pbx: "default".into(),
+            change: WireChange::Call {
+                kind,
+                call: Box::new(ctid_proto::wire::WireCall::from(&*call(id))),
+            },
+        })
+    }
+
+    /// Cluster mode: events of an ingest whose lease was taken over are dropped, and their
+    /// numbers are not reused.
+    #[actix_rt::test]
+    async fn a_stale_epoch_is_dropped_and_its_seq_left_unused() {
+        let core = PartitionCore::with_readiness(
+            "default",
+            ReplayLimits {
+                events: 100,
+                bytes: 1 << 20,
+            },
+            false,
+        );
+        let mut c = lock(&core);
+        c.publish_at(1, 3, wire(5, EventKind::Offered, "1.1"));
+        c.publish_at(2, 3, wire(4, EventKind::Offered, "1.2"));
+        c.publish_at(3, 3, wire(6, EventKind::Updated, "1.1"));
+        c.publish_at(3, 3, wire(6, EventKind::Hungup, "1.1"));
+        assert_eq!(c.seq(), 3);
+        let ids: Vec<&str> = c.calls().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["default:1.1"], "1.2 was dropped, a repeated seq too");
+        let kept: Vec<u64> = c.replay.iter().map(|(s, _)| *s).collect();
+        assert_eq!(kept, [1, 3]);
+    }
+
     #[actix_rt::test]
     async fn a_resume_older_than_the_buffer_needs_a_resync() {
         let core = PartitionCore::new(

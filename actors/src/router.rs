@@ -288,7 +288,7 @@ impl Router {
             changes = current;
         }
         if let Some(sink) = &self.sink {
-            match sink.publish(&key, changes) {
+            match sink.publish(&key, changes, healing) {
                 Ok(()) => {
                     self.gaps.remove(&key);
                 }
@@ -368,17 +368,21 @@ impl Router {
         self.announce(state);
     }
 
-    fn announce(&mut self, state: &'static str) {
-        let dir = self.directory.get();
-        let keys: BTreeSet<String> = if self.partitions.separated() {
+    /// The partition keys of this PBX's contexts.
+    fn pbx_keys(&self) -> BTreeSet<String> {
+        if self.partitions.separated() {
+            let dir = self.directory.get();
             dir.contexts_of_pbx(&self.pbx)
                 .into_iter()
                 .map(str::to_owned)
                 .collect()
         } else {
             BTreeSet::from([ALL.to_owned()])
-        };
-        for key in keys {
+        }
+    }
+
+    fn announce(&mut self, state: &'static str) {
+        for key in self.pbx_keys() {
             if let Some(sink) = &self.sink {
                 sink.status(&key, state);
                 continue;
@@ -526,9 +530,10 @@ impl Actor for Router {
         if let Some((cluster, holding)) = self.cluster.clone() {
             let sink = Sink::start(cluster, &self.pbx, holding, ctx.address().recipient());
             self.sink = Some(sink.clone());
+            let keys = self.pbx_keys().into_iter().collect();
             // What the edges hold, before any event of this PBX is handled.
             ctx.wait(
-                actix::fut::wrap_future::<_, Self>(async move { sink.stored().await }).map(
+                actix::fut::wrap_future::<_, Self>(async move { sink.stored(keys).await }).map(
                     |stored, act, ctx| {
                         if !stored.is_empty() {
                             info!(

@@ -2,7 +2,9 @@
 //! of the test's own, and the settings of each node.
 
 use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
@@ -34,14 +36,80 @@ pub fn namespace() -> String {
     )
 }
 
-/// The `[cluster]` table of node `node` in namespace `ns`.
-pub fn table(ns: &str, node: &str, roles: &[&str], extra: &str) -> String {
+/// The `[cluster]` table of node `node` in namespace `ns`, on NATS at `nats` (host:port).
+pub fn table(ns: &str, node: &str, roles: &[&str], nats: &str) -> String {
     let roles: Vec<String> = roles.iter().map(|r| format!("\"{r}\"")).collect();
     format!(
-        "[cluster]\nenabled = true\nnode = \"{node}\"\nnamespace = \"{ns}\"\nnats_url = \"nats://{NATS}\"\n\
-         roles = [{}]\nlease_ttl = 1\n{extra}\n",
+        "[cluster]\nenabled = true\nnode = \"{node}\"\nnamespace = \"{ns}\"\nnats_url = \"nats://{nats}\"\n\
+         roles = [{}]\nlease_ttl = 1\n",
         roles.join(", ")
     )
+}
+
+/// A NATS server of the test's own, to stop and start again.
+pub struct PrivateNats {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateNats {
+    pub fn start() -> PrivateNats {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let mut nats = PrivateNats {
+            child: None,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        nats.restart();
+        nats
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again, with what JetStream stored), and waits until it answers.
+    pub fn restart(&mut self) {
+        let child = Command::new("nats-server")
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start nats-server ({e}): run scripts/test, which installs it")
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(self.addr()).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// Deletes what namespace `ns` left on the NATS server (streams, and buckets: streams

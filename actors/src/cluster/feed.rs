@@ -87,8 +87,12 @@ async fn feed(
     if last < from {
         ready = catch_up(cluster, key, fresh, from, tx).await?;
     }
+    // A consumer does not outlive its server: after a reconnection, it is made again.
+    let mut connections = cluster.connections.clone();
+    connections.mark_unchanged();
     loop {
         tokio::select! {
+            _ = connections.changed() => return Err("NATS reconnected".into()),
             message = messages.next() => {
                 let message = match message {
                     Some(Ok(m)) => m,
@@ -203,4 +207,47 @@ fn deleted(message: &jetstream::Message) -> bool {
         .as_ref()
         .and_then(|h| h.get("KV-Operation"))
         .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"))
+}
+
+/// The events of PBX `pbx` in the stream of `key` from sequence `from` on.
+pub async fn tail(
+    cluster: &Cluster,
+    key: &str,
+    pbx: &str,
+    from: u64,
+) -> Result<Vec<WireEvent>, String> {
+    let stream = cluster.context(key).await?;
+    let consumer = stream
+        .create_consumer(push::OrderedConfig {
+            deliver_subject: cluster.client.new_inbox(),
+            filter_subject: cluster.context_subject(key, pbx),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("consumer of context {key}: {e}"))?;
+    let mut out = Vec::new();
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(out);
+    }
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
+        let message = match next {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            Ok(None) => break,
+            Err(_) => return Err(format!("context {key}: no answer within 5 s")),
+        };
+        let pending = message.info().map(|i| i.pending).unwrap_or(0);
+        if let Ok(event) = serde_json::from_slice::<WireEvent>(&message.payload) {
+            out.push(event);
+        }
+        if pending == 0 {
+            break;
+        }
+    }
+    Ok(out)
 }

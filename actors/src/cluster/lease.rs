@@ -88,6 +88,14 @@ impl LeaseKeeper {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        // A lease not renewed in time is gone, whatever NATS says later.
+        if matches!(self.state, State::Active { .. }) && self.holding.epoch().is_none() {
+            warn!(
+                "cluster: lease for PBX {} expired unrenewed; standing by",
+                self.pbx
+            );
+            self.lose();
+        }
         if self.busy {
             return;
         }
@@ -100,6 +108,7 @@ impl LeaseKeeper {
             State::Active { revision } => Some(revision),
         };
         let asked = Instant::now();
+        let within = self.period();
         let work = async move {
             let bucket = match bucket {
                 Some(b) => b,
@@ -124,6 +133,11 @@ impl LeaseKeeper {
                 }
             };
             outcome.map(|rev| (bucket, rev))
+        };
+        let work = async move {
+            tokio::time::timeout(within, work)
+                .await
+                .unwrap_or_else(|_| Err(Failure::Nats("no answer in time".into())))
         };
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(work).map(move |res, act, _| {

@@ -43,6 +43,8 @@ pub struct Cluster {
     ns: String,
     retention: Retention,
     pub lease_ttl: Duration,
+    /// Counts the connections to NATS: consumers start again after a reconnection.
+    pub connections: tokio::sync::watch::Receiver<u64>,
 }
 
 /// How long a JetStream API call may take.
@@ -51,18 +53,26 @@ const API_TIMEOUT: Duration = Duration::from_secs(5);
 impl Cluster {
     /// Connects (in the background: NATS may come later; ctid retries meanwhile).
     pub async fn connect(s: &ClusterSettings, retention: Retention) -> Result<Cluster, String> {
+        let (connected, connections) = tokio::sync::watch::channel(0u64);
+        let connected = std::sync::Arc::new(connected);
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("ctid {}", s.node))
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(API_TIMEOUT)
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Disconnected => {
-                        warn!("cluster: NATS disconnected, reconnecting")
+            .event_callback(move |event| {
+                let connected = connected.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Disconnected => {
+                            warn!("cluster: NATS disconnected, reconnecting")
+                        }
+                        async_nats::Event::Connected => {
+                            info!("cluster: NATS connected");
+                            connected.send_modify(|n| *n += 1);
+                        }
+                        other => log::debug!("cluster: NATS {other}"),
                     }
-                    async_nats::Event::Connected => log::info!("cluster: NATS connected"),
-                    other => log::debug!("cluster: NATS {other}"),
                 }
             });
         if let Some(creds) = &s.nats_creds {
@@ -87,6 +97,7 @@ impl Cluster {
             ns: s.namespace.clone(),
             retention,
             lease_ttl: s.lease_ttl,
+            connections,
         })
     }
 
@@ -161,6 +172,16 @@ impl Cluster {
     /// Live calls, one key per context and call, deleted when the call ends.
     pub async fn calls(&self) -> Result<kv::Store, String> {
         self.bucket("calls", Duration::ZERO).await
+    }
+
+    /// How far each context's stream is in the live calls bucket, per PBX.
+    pub async fn applied(&self) -> Result<kv::Store, String> {
+        self.bucket("applied", Duration::ZERO).await
+    }
+
+    /// The key of a context's `applied` mark for a PBX.
+    pub fn applied_key(key: &str, pbx: &str) -> String {
+        format!("{}.{}", token(key), token(pbx))
     }
 
     /// Resume tokens, gone a resume window after their last renewal.

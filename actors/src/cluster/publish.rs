@@ -1,19 +1,23 @@
 //! The active ingest's side of a PBX's events: each change of a context's calls is one
 //! message on the context's stream (whose sequence clients see as `seq`), stamped with the
 //! lease's epoch; after its ack, the call as it is now goes to the live calls bucket (and
-//! leaves it when the call ends), for the edges that start later.
+//! leaves it when the call ends), for the edges that start later and the ingest that takes
+//! over. Once a batch is all in the bucket, the context's `applied` mark moves to its last
+//! event: the bucket and the stream up to the mark agree, and a node that takes over
+//! replays the stream after the mark.
 //!
 //! Publishing runs on a task of its own, fed by a bounded queue: the router never waits
 //! for NATS. A change that cannot be published, or that does not fit in the queue, makes
-//! its context a gap the router heals (every live call again, and the calls that ended).
+//! its context a gap the router heals (every live call again, and the calls that ended);
+//! until the healing batch is published, the context's other batches are refused, so that
+//! the mark never passes a batch the bucket lacks.
 
 use std::collections::{HashMap, HashSet};
 
 use actix::prelude::*;
 use async_nats::jetstream::kv;
-use async_nats::HeaderMap;
 use bytes::Bytes;
-use ctid_proto::calls::Call;
+use ctid_proto::calls::{Call, EventKind};
 use ctid_proto::wire::{LiveCall, WireCall, WireChange, WireEvent};
 use log::{debug, warn};
 use tokio::sync::{mpsc, oneshot};
@@ -34,9 +38,14 @@ pub struct PublishFailed {
 }
 
 enum Job {
-    Changes(String, Vec<Change>),
+    /// A context's changes; `heals`: they bring its edges up to date after a gap.
+    Changes {
+        key: String,
+        changes: Vec<Change>,
+        heals: bool,
+    },
     Status(String, &'static str),
-    Stored(oneshot::Sender<HashMap<String, Call>>),
+    Stored(Vec<String>, oneshot::Sender<HashMap<String, Call>>),
 }
 
 /// The router's handle on its PBX's publisher.
@@ -58,20 +67,23 @@ impl Sink {
             failed,
             bucket: None,
             streams: HashSet::new(),
-            sent: 0,
+            gaps: HashSet::new(),
         };
         actix_rt::spawn(publisher.run(rx));
         Sink(tx)
     }
 
     /// Queues a context's changes; if the queue is full, gives them back.
-    pub fn publish(&self, key: &str, changes: Vec<Change>) -> Result<(), Vec<Change>> {
-        self.0
-            .try_send(Job::Changes(key.to_owned(), changes))
-            .map_err(|e| match e.into_inner() {
-                Job::Changes(_, changes) => changes,
-                _ => Vec::new(),
-            })
+    pub fn publish(&self, key: &str, changes: Vec<Change>, heals: bool) -> Result<(), Vec<Change>> {
+        let job = Job::Changes {
+            key: key.to_owned(),
+            changes,
+            heals,
+        };
+        self.0.try_send(job).map_err(|e| match e.into_inner() {
+            Job::Changes { changes, .. } => changes,
+            _ => Vec::new(),
+        })
     }
 
     /// Tells a context's edges that the PBX's link is `state` (`up`, `down`).
@@ -79,11 +91,11 @@ impl Sink {
         let _ = self.0.try_send(Job::Status(key.to_owned(), state));
     }
 
-    /// The live calls of this PBX in the bucket, by id, as they were last published (by
-    /// this node or by the one it took over from).
-    pub async fn stored(&self) -> HashMap<String, Call> {
+    /// The live calls of this PBX, by id, as they were last published (by this node or by
+    /// the one it took over from) to the contexts of `keys`.
+    pub async fn stored(&self, keys: Vec<String>) -> HashMap<String, Call> {
         let (tx, rx) = oneshot::channel();
-        if self.0.send(Job::Stored(tx)).await.is_err() {
+        if self.0.send(Job::Stored(keys, tx)).await.is_err() {
             return HashMap::new();
         }
         rx.await.unwrap_or_default()
@@ -98,18 +110,32 @@ struct Publisher {
     bucket: Option<kv::Store>,
     /// Contexts whose stream is known to exist.
     streams: HashSet<String>,
-    /// Messages published, for their ids (JetStream drops a duplicate id).
-    sent: u64,
+    /// Contexts with a failed batch, waiting for their healing batch.
+    gaps: HashSet<String>,
 }
 
 impl Publisher {
     async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         while let Some(job) = jobs.recv().await {
             match job {
-                Job::Changes(key, changes) => {
-                    if let Err(why) = self.publish(&key, &changes).await {
-                        warn!("cluster: events of context {key} not published: {why}");
+                Job::Changes {
+                    key,
+                    changes,
+                    heals,
+                } => {
+                    if !heals && self.gaps.contains(&key) {
                         let _ = self.failed.try_send(PublishFailed { key, changes });
+                        continue;
+                    }
+                    match self.publish(&key, &changes).await {
+                        Ok(()) => {
+                            self.gaps.remove(&key);
+                        }
+                        Err(why) => {
+                            warn!("cluster: events of context {key} not published: {why}");
+                            self.gaps.insert(key.clone());
+                            let _ = self.failed.try_send(PublishFailed { key, changes });
+                        }
                     }
                 }
                 Job::Status(key, state) => {
@@ -123,8 +149,8 @@ impl Publisher {
                         .publish(subject, Bytes::from(body.to_string()))
                         .await;
                 }
-                Job::Stored(reply) => {
-                    let stored = self.stored().await.unwrap_or_else(|why| {
+                Job::Stored(keys, reply) => {
+                    let stored = self.stored(keys).await.unwrap_or_else(|why| {
                         warn!("cluster: live calls of PBX {} not read: {why}", self.pbx);
                         HashMap::new()
                     });
@@ -175,23 +201,19 @@ impl Publisher {
                 change: wire,
             };
             let body = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
-            self.sent += 1;
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                "Nats-Msg-Id",
-                format!("{}.{epoch}.{}", self.pbx, self.sent).as_str(),
-            );
             let ack = self
                 .cluster
                 .js
-                .publish_with_headers(subject.clone(), headers, body.into())
+                .publish(subject.clone(), body.into())
                 .await
                 .map_err(|e| e.to_string())?;
             acks.push((ack, id, live));
         }
         let bucket = self.bucket().await?;
+        let mut last = None;
         for (ack, id, live) in acks {
             let ack = ack.await.map_err(|e| e.to_string())?;
+            last = Some(ack.sequence);
             let entry = Cluster::call_key(key, &id);
             match live {
                 Some(call) => {
@@ -211,17 +233,55 @@ impl Publisher {
                 }
             }
         }
+        if let Some(last) = last {
+            let applied = self.cluster.applied().await?;
+            applied
+                .put(
+                    Cluster::applied_key(key, &self.pbx),
+                    last.to_string().into(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         Ok(())
     }
 
-    async fn stored(&mut self) -> Result<HashMap<String, Call>, String> {
-        let calls = super::feed::live_calls(&self.cluster, ">").await?;
-        Ok(calls
+    /// The bucket's live calls of this PBX, then what each context's stream has after its
+    /// `applied` mark (the batches the bucket may lack).
+    async fn stored(&mut self, keys: Vec<String>) -> Result<HashMap<String, Call>, String> {
+        let mut calls: HashMap<String, Call> = super::feed::live_calls(&self.cluster, ">")
+            .await?
             .into_iter()
             .map(|live| live.call.into_call())
             .filter(|call| call.pbx == self.pbx)
             .map(|call| (call.id.clone(), call))
-            .collect())
+            .collect();
+        let applied = self.cluster.applied().await?;
+        for key in keys {
+            let mark = applied
+                .get(Cluster::applied_key(&key, &self.pbx))
+                .await
+                .map_err(|e| e.to_string())?
+                .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok())
+                .unwrap_or(0);
+            let tail = super::feed::tail(&self.cluster, &key, &self.pbx, mark + 1).await?;
+            for event in tail {
+                match event.change {
+                    WireChange::Call {
+                        kind: EventKind::Hungup,
+                        call,
+                    } => {
+                        calls.remove(&call.call.id);
+                    }
+                    WireChange::Call { call, .. } => {
+                        let call = call.into_call();
+                        calls.insert(call.id.clone(), call);
+                    }
+                    WireChange::Left { .. } => {}
+                }
+            }
+        }
+        Ok(calls)
     }
 }
 
