@@ -11,3 +11,4 @@ pub mod directory;
 pub mod http;
 pub mod lists;
 pub mod rights;
+pub mod throttle;
