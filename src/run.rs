@@ -5,7 +5,7 @@
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ use ctid_actors::partition::{Partitions, ReplayLimits};
 use ctid_actors::pbx::{Pbx, Pbxes};
 use ctid_actors::records::Records;
 use ctid_actors::router::{Router, RouterConfig};
-use ctid_actors::session::{SessionConfig, SessionRegistry, SessionShared};
+use ctid_actors::session::{LoginSlots, SessionConfig, SessionRegistry, SessionShared};
 use ctid_actors::settings::{human_duration, Listener, Settings, ThreadSettings};
 use ctid_actors::supervisor::{
     ChildSpec, Exit, Intensity, Report, Restart, Root, Shutdown, Slot, StartChild,
@@ -334,8 +334,7 @@ pub fn start(p: Prepared) -> Server {
         throttle: LoginThrottle::new(settings.timeouts.login),
         tokens: ResumeTokens::new(s.resume_window),
         registry: sessions.clone(),
-        unauthenticated: Arc::new(AtomicUsize::new(0)),
-        max_unauthenticated: s.max_unauthenticated,
+        unauthenticated: LoginSlots::new(s.max_unauthenticated, s.max_unauthenticated_per_address),
         next_id: AtomicU64::new(1),
         pbxes: pbxes.clone(),
         store: store.as_ref().map(|s| s.reader.clone()),

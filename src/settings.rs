@@ -152,6 +152,12 @@ fn read(r: &mut Reader) -> Settings {
             1,
             1 << 20,
         ),
+        max_unauthenticated_per_address: r.integer(
+            "sessions.max_unauthenticated_per_address",
+            s.max_unauthenticated_per_address,
+            1,
+            1 << 20,
+        ),
         max_line_bytes: r.integer("sessions.max_line_bytes", s.max_line_bytes, 1024, 16 << 20),
         outbound_max_bytes: r.integer(
             "sessions.outbound_max_bytes",

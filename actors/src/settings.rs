@@ -163,6 +163,8 @@ impl Default for DirectorySettings {
 pub struct SessionSettings {
     /// Connections that have not logged in yet, at most; more are refused.
     pub max_unauthenticated: usize,
+    /// The same, from one source address.
+    pub max_unauthenticated_per_address: usize,
     /// Longest line a client may send.
     pub max_line_bytes: usize,
     /// What a session may have queued for its client before it is dropped as a slow
@@ -180,6 +182,7 @@ impl Default for SessionSettings {
     fn default() -> Self {
         SessionSettings {
             max_unauthenticated: 1024,
+            max_unauthenticated_per_address: 32,
             max_line_bytes: ctid_proto::cti::DEFAULT_MAX_LINE,
             outbound_max_bytes: 4 << 20,
             outbound_max_messages: 10_000,

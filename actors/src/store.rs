@@ -825,7 +825,11 @@ pub(crate) mod tests {
             login: login.into(),
             line: None,
             context: Some(context.into()),
-            supervisor,
+            role: if supervisor {
+                ctid_proto::rights::Role::Supervisor
+            } else {
+                ctid_proto::rights::Role::Agent
+            },
         };
         let set = |conn: &mut Connection, by: Disposer, id: &str| {
             dispose(
