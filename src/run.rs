@@ -125,9 +125,15 @@ fn load(settings: &Settings) -> Result<Loaded, Vec<String>> {
     }
 }
 
-/// Checks what the settings name (the directory, TLS files) without starting anything.
+/// Checks what the settings name (the directory, TLS files) without starting anything, and
+/// the secrets it would send (a placeholder is a problem for check-config, not for run).
 pub fn check(settings: &Settings) -> Result<(), Vec<String>> {
-    load(settings).map(|_| ())
+    let mut problems = load(settings).err().unwrap_or_default();
+    problems.extend(settings.pbxes.iter().filter_map(|p| p.placeholder_secret()));
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(problems),
+    }
 }
 
 /// Checks and prepares everything; nothing runs yet.
@@ -197,6 +203,11 @@ pub fn run(path: &Path) -> ExitCode {
             "off"
         }
     );
+    for pbx in &prepared.settings.pbxes {
+        if let Some(why) = pbx.placeholder_secret() {
+            error!("{why}");
+        }
+    }
     let system = actix_rt::System::new();
     let code = system.block_on(serve(prepared));
     actix_rt::System::current().stop();

@@ -78,6 +78,24 @@ async fn one_address_holding_2000_logins_open_does_not_lock_out_another() {
     }
 }
 
+#[tokio::test]
+async fn a_placeholder_secret_is_never_sent_and_ctid_keeps_running() {
+    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let config = ami_config_with(sim.addr().port(), "secret = \"change-me\"", &["cti"]);
+    let ctid = Ctid::start(&config, "info");
+    let port = ctid.port("cti").await;
+    let error = ctid.wait_line("ami.secret is a placeholder").await;
+    assert!(
+        error.contains("ERROR") && error.contains("CTID__AMI__SECRET"),
+        "{error}"
+    );
+    // ctid serves meanwhile; by then its AMI link had long started, and not connected.
+    let mut alice = Cti::connect(port).await;
+    assert_eq!(alice.login("alice").await["login"], "alice");
+    assert_eq!(sim.connections(), 0);
+    assert!(sim.logins().is_empty());
+}
+
 /// The answer to a login with `password` as `login`: the `login_pass` reply, or the
 /// `disconnect` that closed the connection first.
 async fn try_login(port: u16, from: &str, login: &str, password: &str) -> Value {

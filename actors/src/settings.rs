@@ -22,7 +22,25 @@ impl Secret {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Whether this is a value example files ship (`change-me`, ...): never a real secret.
+    pub fn is_placeholder(&self) -> bool {
+        let value = self.0.trim().to_ascii_lowercase();
+        PLACEHOLDERS.contains(&value.as_str())
+    }
 }
+
+/// Secrets that examples and tutorials ship, compared without case.
+const PLACEHOLDERS: [&str; 8] = [
+    "change-me",
+    "changeme",
+    "change_me",
+    "change-this",
+    "replace-me",
+    "secret",
+    "password",
+    "xxx",
+];
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -227,6 +245,25 @@ pub struct AmiSettings {
     pub max_message_bytes: usize,
 }
 
+impl PbxSettings {
+    /// Why this PBX's secret must not be sent (a placeholder), naming the key and how to
+    /// set it; None if it may be.
+    pub fn placeholder_secret(&self) -> Option<String> {
+        self.ami.secret.is_placeholder().then(|| {
+            format!(
+                "{}.secret is a placeholder, not the AMI user's secret: set it (manager.conf's secret) in the settings or in {}; ctid does not log in to this PBX until then",
+                self.section,
+                env_var(&format!("{}.secret", self.section))
+            )
+        })
+    }
+}
+
+/// The environment variable that overrides a settings key: `CTID__AMI__SECRET`.
+pub fn env_var(key: &str) -> String {
+    format!("CTID__{}", key.replace('.', "__").to_uppercase())
+}
+
 impl AmiSettings {
     /// `host:port`, the name of the link in logs.
     pub fn endpoint(&self) -> String {
@@ -370,6 +407,14 @@ mod tests {
             ..AmiSettings::default()
         };
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn placeholders_are_known_whatever_their_case() {
+        for placeholder in ["change-me", "CHANGEME", " Secret "] {
+            assert!(Secret::new(placeholder).is_placeholder(), "{placeholder}");
+        }
+        assert!(!Secret::new("c9f2-real").is_placeholder());
     }
 
     #[test]
