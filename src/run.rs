@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use ctid_actors::allow::AllowList;
 use ctid_actors::ami::{AmiLink, AmiTaps, LinkConfig, LinkStats};
 use ctid_actors::announce::Announce;
 use ctid_actors::auth::{LoginThrottle, PasswordChecker, ResumeTokens};
@@ -429,6 +430,20 @@ pub fn start(p: Prepared) -> Server {
             )
         })
         .collect();
+    let l = &settings.listen;
+    let allow = |name, listener: &Listener| AllowList::new(name, &listener.allow);
+    let allows = [
+        allow("fagi", &l.fagi),
+        allow("cti", &l.cti),
+        allow("ctis", &l.ctis.listener),
+        allow("webi", &l.webi),
+        allow("info", &l.info),
+        allow("announce", &l.announce),
+    ];
+    let warnings = settings.exposure_warnings();
+    for w in &warnings {
+        warn!("{w}");
+    }
     let info = Arc::new(InfoShared {
         started: Instant::now(),
         config,
@@ -440,7 +455,11 @@ pub fn start(p: Prepared) -> Server {
         directory: handle.clone(),
         metrics,
         log_level: Arc::new(logging::set_level),
+        control: l.info_allow_control,
+        warnings,
+        allow: allows.to_vec(),
     });
+    let [fagi_allow, cti_allow, ctis_allow, webi_allow, info_allow, announce_allow] = allows;
     let handles = handles(&session_threads);
     let timeout = settings.timeouts.socket;
     let Sockets {
@@ -455,6 +474,7 @@ pub fn start(p: Prepared) -> Server {
     let listeners = [
         listener("fagi", fagi, move |socket| {
             TcpService::new("fagi", socket, FagiAccept::new(p.clone(), timeout))
+                .with_allow(fagi_allow.clone())
         }),
         listener("cti", cti, {
             let (shared, handles) = (shared.clone(), handles.clone());
@@ -464,6 +484,7 @@ pub fn start(p: Prepared) -> Server {
                     socket,
                     CtiAccept::new("cti", None, shared.clone(), handles.clone()),
                 )
+                .with_allow(cti_allow.clone())
             }
         }),
         listener("ctis", ctis, move |(socket, tls)| {
@@ -472,15 +493,19 @@ pub fn start(p: Prepared) -> Server {
                 socket,
                 CtiAccept::new("ctis", Some(tls), shared.clone(), handles.clone()),
             )
+            .with_allow(ctis_allow.clone())
         }),
         listener("webi", webi, move |socket| {
             TcpService::new("webi", socket, WebiAccept::new(d.clone(), timeout))
+                .with_allow(webi_allow.clone())
         }),
         listener("info", info_socket, move |socket| {
             TcpService::new("info", socket, InfoAccept::new(info.clone()))
+                .with_allow(info_allow.clone())
         }),
         listener("announce", announce, move |socket| {
             Announce::new(socket, pbxes.clone(), directory_slot.clone())
+                .with_allow(announce_allow.clone())
         }),
     ];
     let listeners = ChildSpec::supervisor(

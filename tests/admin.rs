@@ -443,3 +443,118 @@ async fn a_directory_from_a_web_service_is_polled_and_kept_when_it_fails() {
     let mut bob = Cti::connect(cti).await;
     assert_eq!(bob.login("bob").await["context"], "default");
 }
+
+/// A TCP connection from `local` (a loopback address) to `port`; what it reads until closed.
+async fn read_from(local: &str, port: u16, send: &[u8]) -> Vec<u8> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::new(local.parse().unwrap(), 0))
+        .unwrap();
+    let mut stream = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    let _ = stream.write_all(send).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(common::PATIENCE, stream.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "port {port} kept a refused peer open");
+    got
+}
+
+#[tokio::test]
+async fn admin_ports_close_or_drop_peers_outside_their_allow_list_and_count_them() {
+    let only = [
+        ("CTID__LISTEN__FAGI__ALLOW", "127.0.0.1"),
+        ("CTID__LISTEN__WEBI__ALLOW", "127.0.0.1"),
+        ("CTID__LISTEN__INFO__ALLOW", "127.0.0.1/32, ::1"),
+        ("CTID__LISTEN__ANNOUNCE__ALLOW", "127.0.0.1"),
+        ("CTID__LISTEN__CTI__ALLOW", "127.0.0.1"),
+    ];
+    let (sim, ctid) = server(&["fagi", "cti", "webi", "info", "announce"], &only).await;
+    let ports = [
+        ctid.port("fagi").await,
+        ctid.port("webi").await,
+        ctid.port("info").await,
+        ctid.port("cti").await,
+    ];
+    // From 127.0.0.2, each TCP port closes the connection without a word.
+    for (port, say) in ports.iter().zip([
+        &b"agi_network: yes\nagi_request: agi://x/callerid\n\n"[..],
+        b"xivo[all,reload]\n",
+        b"show_infos\n",
+        b"{\"class\":\"keepalive\"}\n",
+    ]) {
+        assert!(read_from("127.0.0.2", *port, say).await.is_empty());
+    }
+    ctid.wait_line("webi: refused 127.0.0.2: not in listen.webi.allow")
+        .await;
+    // A reload from 127.0.0.2 is dropped; one from 127.0.0.1 then is the barrier.
+    let announce = ctid.port("announce").await;
+    let resyncs = || actions_named(&sim, "CoreShowChannels");
+    ctid.wait_until("the first resync", || resyncs() == 1).await;
+    for from in ["127.0.0.2", "127.0.0.1"] {
+        let udp = tokio::net::UdpSocket::bind((from, 0)).await.unwrap();
+        udp.send_to(b"reload\n", ("127.0.0.1", announce))
+            .await
+            .unwrap();
+    }
+    ctid.wait_line("announce: reload from 127.0.0.1").await;
+    ctid.wait_until("a resync after reload", || resyncs() == 2)
+        .await;
+    assert_eq!(ctid.count("announce: reload from 127.0.0.2"), 0);
+    // The console, from where it is allowed, counts them.
+    let mut console = Text::connect(ports[2]).await;
+    let (stats, status) = console.ask("stats").await;
+    assert_eq!(status, "CTID-INFO:OK");
+    let refused = stats
+        .iter()
+        .find(|l| l.starts_with("refused (not in listen.<name>.allow): "))
+        .unwrap_or_else(|| panic!("{stats:?}"));
+    assert!(
+        refused.ends_with("fagi 1, cti 1, ctis 0, webi 1, info 1, announce 1"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn the_consoles_control_commands_follow_allow_control() {
+    let off = [("CTID__LISTEN__INFO__ALLOW_CONTROL", "false")];
+    let (_sim, ctid) = server(&["info"], &off).await;
+    let mut console = Text::connect(ctid.port("info").await).await;
+    for command in ["kick 1", "loglevel debug", "dumpami on"] {
+        let (_, status) = console.ask(command).await;
+        let name = command.split(' ').next().unwrap();
+        assert_eq!(
+            status,
+            format!("CTID-INFO:KO {name} is off here (listen.info.allow_control)")
+        );
+    }
+    assert_eq!(console.ask("show_sessions").await.1, "CTID-INFO:OK");
+}
+
+#[tokio::test]
+async fn ports_open_beyond_this_machine_are_warned_about_and_shown_by_the_console() {
+    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let config = ami_config_with(sim.addr().port(), "secret = \"ctipass\"", &["info"])
+        .replace(
+            "[listen.cti]\nenabled = false\n",
+            "[listen.cti]\naddress = \"0.0.0.0\"\nport = 0\n",
+        )
+        .replace(
+            "[listen.webi]\nenabled = false\n",
+            "[listen.webi]\naddress = \"0.0.0.0\"\nport = 0\n",
+        );
+    let ctid = Ctid::start(&config, "info");
+    let cti = ctid
+        .wait_line("listen.cti listens on 0.0.0.0, off loopback, while CTIs is off")
+        .await;
+    assert!(cti.contains("WARN"), "{cti}");
+    ctid.wait_line("listen.webi listens on 0.0.0.0, off loopback, and has no authentication")
+        .await;
+    assert_eq!(ctid.count("listen.info listens"), 0, "info is on loopback");
+    let mut console = Text::connect(ctid.port("info").await).await;
+    let (infos, _) = console.ask("show_infos").await;
+    let warnings: Vec<&String> = infos
+        .iter()
+        .filter(|l| l.starts_with("warning: "))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{infos:?}");
+    assert!(warnings[1].contains("passwords cross the network in the clear"));
+}

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use log::{info, warn};
 
+use crate::allow::AllowList;
 use crate::directory::{DirectoryWatcher, ReloadNow};
 use crate::net::io_reason;
 use crate::pbx::Pbxes;
@@ -35,6 +36,8 @@ pub struct Announce {
     folded: u64,
     /// The PBXes they asked for; None: every PBX.
     asked: Option<BTreeSet<String>>,
+    /// Datagrams from elsewhere are dropped unread; None: from anywhere.
+    allow: Option<AllowList>,
 }
 
 impl Announce {
@@ -52,7 +55,14 @@ impl Announce {
             last_reload: None,
             folded: 0,
             asked: Some(BTreeSet::new()),
+            allow: None,
         }
+    }
+
+    /// Only datagrams from `allow` are read.
+    pub fn with_allow(mut self, allow: AllowList) -> Self {
+        self.allow = Some(allow);
+        self
     }
 }
 
@@ -145,6 +155,9 @@ impl StreamHandler<std::io::Result<(Vec<u8>, SocketAddr)>> for Announce {
         let Ok((data, peer)) = datagram else {
             return;
         };
+        if !self.allow.as_ref().is_none_or(|a| a.permits(peer.ip())) {
+            return;
+        }
         let text = String::from_utf8_lossy(&data);
         let mut words = text.split_whitespace();
         let (verb, pbx, rest) = (words.next(), words.next(), words.next());

@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
+use crate::allow::AllowList;
 use crate::net::io_reason;
 use crate::session::{Session, SessionShared, SlotLimit, Unauthenticated};
 use crate::supervisor::Shutdown;
@@ -43,6 +44,8 @@ pub struct TcpService<A: Accept> {
     socket: Arc<std::net::TcpListener>,
     acceptor: A,
     paused: bool,
+    /// Peers outside it are closed at once; None: everyone may connect.
+    allow: Option<AllowList>,
 }
 
 impl<A: Accept> TcpService<A> {
@@ -52,7 +55,14 @@ impl<A: Accept> TcpService<A> {
             socket,
             acceptor,
             paused: false,
+            allow: None,
         }
+    }
+
+    /// Only peers of `allow` are handed to the acceptor.
+    pub fn with_allow(mut self, allow: AllowList) -> Self {
+        self.allow = Some(allow);
+        self
     }
 }
 
@@ -91,7 +101,9 @@ impl<A: Accept> StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for TcpS
         match accepted {
             Ok((stream, peer)) => {
                 self.paused = false;
-                self.acceptor.accept(stream, peer);
+                if self.allow.as_ref().is_none_or(|a| a.permits(peer.ip())) {
+                    self.acceptor.accept(stream, peer);
+                }
             }
             Err(e) => {
                 if !self.paused {

@@ -6,6 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ctid_proto::cidr::Cidr;
+
 /// A credential: shown as `***` by `Debug` so that it never reaches a log line.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
@@ -298,14 +300,25 @@ pub struct Listener {
     pub address: IpAddr,
     pub port: u16,
     pub enabled: bool,
+    /// Peers that may connect (send, for UDP); others are closed (dropped) and counted.
+    pub allow: Vec<Cidr>,
+}
+
+/// Every address, IPv4 and IPv6.
+pub fn anywhere() -> Vec<Cidr> {
+    ["0.0.0.0/0", "::/0"]
+        .iter()
+        .filter_map(|r| r.parse().ok())
+        .collect()
 }
 
 impl Listener {
-    fn on(address: Ipv4Addr, port: u16, enabled: bool) -> Listener {
+    fn on(address: Ipv4Addr, port: u16, enabled: bool, allow: Vec<Cidr>) -> Listener {
         Listener {
             address: IpAddr::V4(address),
             port,
             enabled,
+            allow,
         }
     }
 
@@ -319,6 +332,8 @@ pub struct TlsListener {
     pub listener: Listener,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// How often the certificate and key files are checked for a renewal.
+    pub check_interval: Duration,
 }
 
 /// The listening ports of the XiVO CTI server admin page.
@@ -329,6 +344,8 @@ pub struct ListenSettings {
     pub ctis: TlsListener,
     pub webi: Listener,
     pub info: Listener,
+    /// Whether the console's `kick`, `loglevel` and `dumpami` are served.
+    pub info_allow_control: bool,
     /// UDP.
     pub announce: Listener,
 }
@@ -337,18 +354,57 @@ impl Default for ListenSettings {
     fn default() -> Self {
         let lo = Ipv4Addr::LOCALHOST;
         let any = Ipv4Addr::UNSPECIFIED;
+        let local = || Cidr::loopback().to_vec();
         ListenSettings {
-            fagi: Listener::on(lo, 5002, true),
-            cti: Listener::on(any, 5003, true),
+            fagi: Listener::on(lo, 5002, true, local()),
+            cti: Listener::on(any, 5003, true, anywhere()),
             ctis: TlsListener {
-                listener: Listener::on(any, 5013, false),
+                listener: Listener::on(any, 5013, false, anywhere()),
                 cert: None,
                 key: None,
+                check_interval: Duration::from_secs(60),
             },
-            webi: Listener::on(lo, 5004, true),
-            info: Listener::on(lo, 5005, true),
-            announce: Listener::on(lo, 5006, true),
+            webi: Listener::on(lo, 5004, true, local()),
+            info: Listener::on(lo, 5005, true, local()),
+            info_allow_control: true,
+            announce: Listener::on(lo, 5006, true, local()),
         }
+    }
+}
+
+impl Settings {
+    /// What start-up warns about: ports without authentication, or a plain CTI port, open
+    /// beyond this machine. The info console's `show_infos` repeats them.
+    pub fn exposure_warnings(&self) -> Vec<String> {
+        let l = &self.listen;
+        let mut warnings = Vec::new();
+        for (name, listener) in [
+            ("webi", &l.webi),
+            ("info", &l.info),
+            ("fagi", &l.fagi),
+            ("announce", &l.announce),
+        ] {
+            if listener.enabled && !listener.address.is_loopback() {
+                let allow: Vec<String> = listener.allow.iter().map(Cidr::to_string).collect();
+                warnings.push(format!(
+                    "listen.{name} listens on {}, off loopback, and has no authentication: only listen.{name}.allow ({}) may reach it",
+                    listener.address,
+                    allow.join(", ")
+                ));
+            }
+        }
+        if l.cti.enabled && !l.cti.address.is_loopback() && !l.ctis.listener.enabled {
+            warnings.push(format!(
+                "listen.cti listens on {}, off loopback, while CTIs is off: passwords cross the network in the clear; enable listen.ctis (TLS) for desktops elsewhere",
+                l.cti.address
+            ));
+        }
+        if l.info.enabled && l.info_allow_control && !l.info.address.is_loopback() {
+            warnings.push(
+                "listen.info.allow_control is on off loopback: listen.info.allow may kick sessions, change the log level and read raw AMI".to_owned(),
+            );
+        }
+        warnings
     }
 }
 
