@@ -29,7 +29,7 @@ use ctid_actors::settings::{human_duration, Listener, Settings, ThreadSettings};
 use ctid_actors::supervisor::{
     ChildSpec, Exit, Intensity, Report, Restart, Root, Shutdown, Slot, StartChild,
 };
-use ctid_actors::tls;
+use ctid_actors::tls::{self, CertSlot, CertWatcher, ReloadCert, ServerTls};
 use ctid_actors::webi::WebiAccept;
 use ctid_proto::directory::Directory;
 use futures_util::StreamExt;
@@ -45,6 +45,8 @@ pub struct Sockets {
     pub fagi: Option<Arc<TcpListener>>,
     pub cti: Option<Arc<TcpListener>>,
     pub ctis: Option<(Arc<TcpListener>, TlsAcceptor)>,
+    /// The CTIs certificate, renewed in place.
+    pub ctis_cert: Option<Arc<CertSlot>>,
     pub webi: Option<Arc<TcpListener>>,
     pub info: Option<Arc<TcpListener>>,
     pub announce: Option<Arc<UdpSocket>>,
@@ -83,11 +85,7 @@ fn bind(name: &str, l: &Listener) -> Result<Option<Arc<TcpListener>>, Refusal> {
 
 /// What the settings name, loaded and checked: the directory, each PBX's link, TLS
 /// material.
-type Loaded = (
-    Directory,
-    Vec<LinkConfig>,
-    Option<Arc<rustls::ServerConfig>>,
-);
+type Loaded = (Directory, Vec<LinkConfig>, Option<ServerTls>);
 
 /// Loads what the settings name; on failure, every problem, one per item.
 fn load(settings: &Settings) -> Result<Loaded, Vec<String>> {
@@ -153,10 +151,12 @@ pub fn prepare(settings: Settings, config: &Path) -> Result<Prepared, Refusal> {
         )),
         false => None,
     };
+    let (ctis_config, ctis_cert) = ctis_tls.map(|t| (t.config, t.cert)).unzip();
     let sockets = Sockets {
         fagi: bind("fagi", &l.fagi)?,
         cti: bind("cti", &l.cti)?,
-        ctis: bind("ctis", &l.ctis.listener)?.zip(ctis_tls.map(TlsAcceptor::from)),
+        ctis: bind("ctis", &l.ctis.listener)?.zip(ctis_config.map(TlsAcceptor::from)),
+        ctis_cert,
         webi: bind("webi", &l.webi)?,
         info: bind("info", &l.info)?,
         announce,
@@ -219,6 +219,8 @@ pub fn run(path: &Path) -> ExitCode {
 pub struct Server {
     pub root: Root,
     pub workers: Workers,
+    /// Where SIGHUP asks for the CTIs certificate to be read again, if CTIs is on.
+    pub certs: Option<Slot<CertWatcher>>,
 }
 
 /// The threads beside the main one (AMI, partitions, sessions) and the call records'
@@ -466,10 +468,23 @@ pub fn start(p: Prepared) -> Server {
         fagi,
         cti,
         ctis,
+        ctis_cert,
         webi,
         info: info_socket,
         announce,
     } = sockets;
+    let ctis_settings = &settings.listen.ctis;
+    let cert_files = ctis_settings.cert.clone().zip(ctis_settings.key.clone());
+    let (certs, cert_watcher) = match (ctis_cert, cert_files) {
+        (Some(slot), Some((cert, key))) => {
+            let (watcher, every) = (Slot::<CertWatcher>::new(), ctis_settings.check_interval);
+            let spec = ChildSpec::new("certificates", Restart::Permanent, watcher.clone(), {
+                move |_| CertWatcher::new(cert.clone(), key.clone(), slot.clone(), every)
+            });
+            (Some(watcher), Some(spec))
+        }
+        _ => (None, None),
+    };
     let (p, d) = (pbxes.clone(), directory_slot.clone());
     let listeners = [
         listener("fagi", fagi, move |socket| {
@@ -511,7 +526,11 @@ pub fn start(p: Prepared) -> Server {
     let listeners = ChildSpec::supervisor(
         "listeners",
         Intensity::default(),
-        listeners.into_iter().flatten().collect(),
+        listeners
+            .into_iter()
+            .flatten()
+            .chain(cert_watcher)
+            .collect(),
         report.clone(),
         Slot::new(),
     );
@@ -537,6 +556,7 @@ pub fn start(p: Prepared) -> Server {
     }));
     Server {
         root,
+        certs,
         workers: Workers {
             arbiters: [session_threads, partition_threads, pbx_threads]
                 .into_iter()
@@ -550,30 +570,48 @@ pub fn start(p: Prepared) -> Server {
 }
 
 async fn serve(prepared: Prepared) -> ExitCode {
-    let Server { root, workers } = start(prepared);
-    until_stopped(root, workers.finish()).await
+    let Server {
+        root,
+        workers,
+        certs,
+    } = start(prepared);
+    until_stopped(root, workers.finish(), certs).await
 }
 
 /// Runs until the tree stops on its own or a signal stops it, then `finish`es (cut short by
-/// another signal).
-async fn until_stopped(root: Root, finish: impl std::future::Future<Output = ()>) -> ExitCode {
+/// another signal). SIGHUP meanwhile reads the CTIs certificate again.
+async fn until_stopped(
+    root: Root,
+    finish: impl std::future::Future<Output = ()>,
+    certs: Option<Slot<CertWatcher>>,
+) -> ExitCode {
     let stopper = root.stopper();
     let stopped = root.stopped();
     tokio::pin!(stopped);
-    let (mut term, mut int) = match (
+    let (mut term, mut int, mut hup) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) {
-        (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => {
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             error!("cannot watch for signals: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let first = tokio::select! {
-        exit = &mut stopped => Err(exit),
-        _ = term.recv() => Ok("SIGTERM"),
-        _ = int.recv() => Ok("SIGINT"),
+    let first = loop {
+        tokio::select! {
+            exit = &mut stopped => break Err(exit),
+            _ = term.recv() => break Ok("SIGTERM"),
+            _ = int.recv() => break Ok("SIGINT"),
+            _ = hup.recv() => match certs.as_ref().and_then(Slot::get) {
+                Some(watcher) => {
+                    info!("SIGHUP received: reading the CTIs certificate again");
+                    watcher.do_send(ReloadCert);
+                }
+                None => info!("SIGHUP received: nothing to reload (CTIs is off)"),
+            },
+        }
     };
     let code = match first {
         Err(exit) => exit_code(exit),

@@ -234,6 +234,15 @@ impl Ctid {
         self.wait_exit().await;
     }
 
+    /// Sends a signal (`HUP`, ...) to ctid.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+    }
+
     /// Sends SIGTERM and waits for ctid to exit.
     pub async fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
@@ -288,8 +297,13 @@ impl Cti {
             .bind(std::net::SocketAddr::new(local.parse().unwrap(), 0))
             .unwrap();
         let stream = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+        Cti::over(Box::new(stream))
+    }
+
+    /// A client over a stream already connected (and, for CTIs, already in TLS).
+    pub fn over(io: ctid_actors::net::BoxedIo) -> Cti {
         Cti {
-            conn: ctid::client::Connection::over(Box::new(stream)),
+            conn: ctid::client::Connection::over(io),
             pending: Default::default(),
         }
     }
