@@ -14,7 +14,7 @@ use ctid_actors::allow::AllowList;
 use ctid_actors::ami::{AmiLink, AmiTaps, LinkConfig, LinkStats};
 use ctid_actors::announce::Announce;
 use ctid_actors::auth::{LoginThrottle, PasswordChecker, ResumeTokens};
-use ctid_actors::directory::{load_file, DirectoryHandle, DirectoryWatcher, Source};
+use ctid_actors::directory::{load_file, DirectoryHandle, DirectoryWatcher, Source, WebDirectory};
 use ctid_actors::fagi::FagiAccept;
 use ctid_actors::info::{InfoAccept, InfoShared};
 use ctid_actors::listener::{CtiAccept, TcpService};
@@ -58,6 +58,8 @@ pub struct Prepared {
     /// The settings file, as shown by the console.
     pub config: PathBuf,
     pub directory: Directory,
+    /// Where the directory is read again from.
+    pub source: Source,
     /// One per PBX.
     pub links: Vec<LinkConfig>,
     pub sockets: Sockets,
@@ -85,16 +87,20 @@ fn bind(name: &str, l: &Listener) -> Result<Option<Arc<TcpListener>>, Refusal> {
 
 /// What the settings name, loaded and checked: the directory, each PBX's link, TLS
 /// material.
-type Loaded = (Directory, Vec<LinkConfig>, Option<ServerTls>);
+type Loaded = (Directory, Vec<LinkConfig>, Option<ServerTls>, Source);
 
 /// Loads what the settings name; on failure, every problem, one per item.
 fn load(settings: &Settings) -> Result<Loaded, Vec<String>> {
-    let directory = match &settings.directory.url {
-        Some(url) => {
-            info!("directory: loading from {url}");
-            Ok(Directory::default())
-        }
-        None => load_file(&settings.directory.path, &settings.pbx_names())
+    let d = &settings.directory;
+    let directory = match &d.url {
+        Some(url) => WebDirectory::new(d, settings.timeouts.socket)
+            .map(|web| {
+                info!("directory: loading from {url}");
+                (Directory::default(), Source::Web(Arc::new(web)))
+            })
+            .map_err(|e| format!("directory: {e}")),
+        None => load_file(&d.path, &settings.pbx_names())
+            .map(|dir| (dir, Source::File(d.path.clone())))
             .map_err(|e| format!("directory.path: {e}")),
     };
     let mut problems = Vec::new();
@@ -115,7 +121,7 @@ fn load(settings: &Settings) -> Result<Loaded, Vec<String>> {
         _ => Ok(None),
     };
     match (directory, problems.is_empty(), ctis_tls) {
-        (Ok(d), true, Ok(t)) => Ok((d, links, t)),
+        (Ok((d, source)), true, Ok(t)) => Ok((d, links, t, source)),
         (d, _, t) => {
             problems.extend(d.err());
             problems.extend(t.err());
@@ -137,7 +143,7 @@ pub fn check(settings: &Settings) -> Result<(), Vec<String>> {
 
 /// Checks and prepares everything; nothing runs yet.
 pub fn prepare(settings: Settings, config: &Path) -> Result<Prepared, Refusal> {
-    let (directory, links, ctis_tls) =
+    let (directory, links, ctis_tls, source) =
         load(&settings).map_err(|m| Refusal(m.join("; "), ExitCode::from(EXIT_CONFIG)))?;
     if settings.store.enabled {
         ctid_actors::store::open(&settings.store.path)
@@ -165,6 +171,7 @@ pub fn prepare(settings: Settings, config: &Path) -> Result<Prepared, Refusal> {
         settings,
         config: config.to_path_buf(),
         directory,
+        source,
         links,
         sockets,
     })
@@ -286,6 +293,7 @@ pub fn start(p: Prepared) -> Server {
         settings,
         config,
         directory,
+        source,
         links,
         sockets,
     } = p;
@@ -357,21 +365,17 @@ pub fn start(p: Prepared) -> Server {
     });
 
     let watcher = {
-        let d = &settings.directory;
-        let (source, every) = match &d.url {
-            Some(url) => (Source::Url(url.clone()), settings.timeouts.update_period),
-            None => (Source::File(d.path.clone()), d.check_interval),
+        let every = match &source {
+            Source::Web(_) => settings.timeouts.update_period,
+            Source::File(_) => settings.directory.check_interval,
         };
-        let (timeout, handle) = (settings.timeouts.socket, handle.clone());
+        let handle = handle.clone();
         let names: Arc<[String]> = settings.pbx_names().into();
         ChildSpec::new(
             "directory",
             Restart::Permanent,
             directory_slot.clone(),
-            move |_| {
-                let source = source.clone();
-                DirectoryWatcher::new(source, names.clone(), every, timeout, handle.clone())
-            },
+            move |_| DirectoryWatcher::new(source.clone(), names.clone(), every, handle.clone()),
         )
     };
     let partition_specs = partitions
@@ -442,7 +446,7 @@ pub fn start(p: Prepared) -> Server {
         allow("info", &l.info),
         allow("announce", &l.announce),
     ];
-    let warnings = settings.exposure_warnings();
+    let warnings = settings.security_warnings();
     for w in &warnings {
         warn!("{w}");
     }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
+use ctid_actors::directory::check_url;
 use ctid_actors::settings::{
     AmiAuth, AmiSettings, AmiTls, DirectorySettings, ListenSettings, Listener, Parting,
     PbxSettings, Secret, SessionSettings, Settings, StoreSettings, ThreadSettings, Timeouts,
@@ -131,11 +132,17 @@ fn read(r: &mut Reader) -> Settings {
         context_separation: r.boolean("parting.context_separation", d.parting.context_separation),
     };
     let url = Some(r.string("directory.url", "")).filter(|u| !u.is_empty());
-    if let Some(Err(e)) = url.as_deref().map(ctid_proto::http::Url::parse) {
+    let allow_plain_http = r.boolean("directory.allow_plain_http", d.directory.allow_plain_http);
+    if let Some(Err(e)) = url.as_deref().map(|u| check_url(u, allow_plain_http)) {
         r.problem("directory.url", &e);
     }
+    let token = Some(Secret::new(r.string("directory.token", ""))).filter(|t| !t.is_empty());
+    let tls_ca = r.existing_file("directory.tls_ca");
     let directory = DirectorySettings {
         url,
+        token,
+        allow_plain_http,
+        tls_ca,
         path: r.path("directory.path").unwrap_or(d.directory.path.clone()),
         check_interval: r.seconds(
             "directory.check_interval",
@@ -1015,10 +1022,10 @@ mod tests {
         assert_eq!(shown(&s.listen.announce), ["127.0.0.0/8", "::1/128"]);
         assert_eq!(shown(&s.listen.cti), ["0.0.0.0/0", "::/0"]);
         assert_eq!(
-            s.exposure_warnings().len(),
+            s.security_warnings().len(),
             2,
             "{:?}",
-            s.exposure_warnings()
+            s.security_warnings()
         );
         let problems = load_str(
             "[ami]\nsecret = \"x\"\n[listen.webi]\nallow = []\n[listen.info]\nallow = [\"nowhere\"]\n",
@@ -1026,5 +1033,30 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(keys(&problems), ["listen.info.allow", "listen.webi.allow"]);
+    }
+
+    #[test]
+    fn a_directory_url_is_https_unless_plain_http_is_allowed() {
+        let problems = load_str(
+            "[ami]\nsecret = \"x\"\n[directory]\nurl = \"http://dir.example/d.json\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(keys(&problems), ["directory.url"]);
+        let s = load_str(
+            "[ami]\nsecret = \"x\"\n[directory]\nurl = \"http://dir.example/d.json\"\n\
+             allow_plain_http = true\n",
+            &[("CTID__DIRECTORY__TOKEN", "t0k")],
+        )
+        .unwrap();
+        assert_eq!(s.directory.token.as_ref().map(|t| t.expose()), Some("t0k"));
+        assert!(
+            !format!("{s:?}").contains("t0k"),
+            "the token is debug-printed"
+        );
+        assert!(s
+            .security_warnings()
+            .iter()
+            .any(|w| w.contains("plain http")));
     }
 }

@@ -415,6 +415,7 @@ async fn a_directory_from_a_web_service_is_polled_and_kept_when_it_fails() {
         &["cti"],
         &[
             ("CTID__DIRECTORY__URL", &url),
+            ("CTID__DIRECTORY__ALLOW_PLAIN_HTTP", "true"),
             ("CTID__TIMEOUTS__UPDATE_PERIOD", "1"),
         ],
     )
@@ -557,4 +558,97 @@ async fn ports_open_beyond_this_machine_are_warned_about_and_shown_by_the_consol
         .collect();
     assert_eq!(warnings.len(), 2, "{infos:?}");
     assert!(warnings[1].contains("passwords cross the network in the clear"));
+}
+
+/// An https web service answering `body` to requests bearing `token`, 401 to others; its
+/// self-signed certificate is `web.pem` in `dir`. Returns its port.
+async fn https_service(body: String, token: &'static str, dir: &std::path::Path) -> u16 {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (dir.join("web.pem"), dir.join("web-key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let tls = ctid_actors::tls::server_config(&cert, &key).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, body) = (acceptor.clone(), body.clone());
+            tokio::spawn(async move {
+                let Ok(mut s) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut request = vec![0u8; 4096];
+                let n = s.read(&mut request).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&request[..n]).to_ascii_lowercase();
+                let reply = if request.contains(&format!("authorization: bearer {token}\r\n")) {
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else {
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n".to_owned()
+                };
+                let _ = s.write_all(reply.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_directory_comes_over_https_with_its_token_which_is_never_logged() {
+    let certs = tempfile::tempdir().unwrap();
+    let body = json_directory(&[(1, "alice", "1001", "default")]);
+    let port = https_service(body, "t0ken-1f2e", certs.path()).await;
+    let url = format!("https://localhost:{port}/directory.json");
+    let ca = certs.path().join("web.pem");
+    let (_sim, ctid) = server(
+        &["cti"],
+        &[
+            ("CTID__DIRECTORY__URL", &url),
+            ("CTID__DIRECTORY__TOKEN", "t0ken-1f2e"),
+            ("CTID__DIRECTORY__TLS_CA", ca.to_str().unwrap()),
+        ],
+    )
+    .await;
+    ctid.wait_line(&format!("directory {url} loaded: 2 contexts, 1 users"))
+        .await;
+    let mut alice = Cti::connect(ctid.port("cti").await).await;
+    assert_eq!(alice.login("alice").await["context"], "default");
+    assert_eq!(ctid.count("t0ken"), 0, "the token is in the log");
+    assert_eq!(ctid.count("plain http"), 0);
+}
+
+#[tokio::test]
+async fn a_wrong_token_or_an_untrusted_certificate_loads_nothing() {
+    let certs = tempfile::tempdir().unwrap();
+    let body = json_directory(&[(1, "alice", "1001", "default")]);
+    let port = https_service(body, "right", certs.path()).await;
+    let url = format!("https://localhost:{port}/directory.json");
+    let ca = certs.path().join("web.pem");
+    let (_sim, ctid) = server(
+        &[],
+        &[
+            ("CTID__DIRECTORY__URL", &url),
+            ("CTID__DIRECTORY__TOKEN", "wrong"),
+            ("CTID__DIRECTORY__TLS_CA", ca.to_str().unwrap()),
+        ],
+    )
+    .await;
+    ctid.wait_line("directory not reloaded, keeping the previous one")
+        .await
+        .contains("HTTP 401")
+        .then_some(())
+        .unwrap();
+    // Without the CA, Mozilla's roots do not know a self-signed certificate.
+    let (_sim, ctid) = server(&[], &[("CTID__DIRECTORY__URL", &url)]).await;
+    let refused = ctid
+        .wait_line("directory not reloaded, keeping the previous one")
+        .await;
+    assert!(
+        refused.contains("certificate") || refused.contains("Unknown"),
+        "{refused}"
+    );
 }

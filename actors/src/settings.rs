@@ -164,6 +164,12 @@ pub struct DirectorySettings {
     pub path: PathBuf,
     /// A web service answering the directory in JSON; when set, `path` is not used.
     pub url: Option<String>,
+    /// Sent to the web service as `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
+    /// Whether an `http://` URL is accepted (anyone on the path could change users).
+    pub allow_plain_http: bool,
+    /// CA certificates (PEM) the web service's certificate must chain to; None: Mozilla's.
+    pub tls_ca: Option<PathBuf>,
     /// How often the file is checked for changes.
     pub check_interval: Duration,
 }
@@ -173,6 +179,9 @@ impl Default for DirectorySettings {
         DirectorySettings {
             path: PathBuf::from("/etc/ctid/directory.toml"),
             url: None,
+            token: None,
+            allow_plain_http: false,
+            tls_ca: None,
             check_interval: Duration::from_secs(2),
         }
     }
@@ -374,8 +383,9 @@ impl Default for ListenSettings {
 
 impl Settings {
     /// What start-up warns about: ports without authentication, or a plain CTI port, open
-    /// beyond this machine. The info console's `show_infos` repeats them.
-    pub fn exposure_warnings(&self) -> Vec<String> {
+    /// beyond this machine; a directory over plain http. The info console's `show_infos`
+    /// repeats them.
+    pub fn security_warnings(&self) -> Vec<String> {
         let l = &self.listen;
         let mut warnings = Vec::new();
         for (name, listener) in [
@@ -397,6 +407,16 @@ impl Settings {
             warnings.push(format!(
                 "listen.cti listens on {}, off loopback, while CTIs is off: passwords cross the network in the clear; enable listen.ctis (TLS) for desktops elsewhere",
                 l.cti.address
+            ));
+        }
+        if let Some(url) = self
+            .directory
+            .url
+            .as_ref()
+            .filter(|u| u.starts_with("http://"))
+        {
+            warnings.push(format!(
+                "directory.url {url} is plain http (directory.allow_plain_http): anyone on the path can read the directory and add a user; use https"
             ));
         }
         if l.info.enabled && l.info_allow_control && !l.info.address.is_loopback() {

@@ -8,7 +8,6 @@ pub mod cidr;
 pub mod commands;
 pub mod cti;
 pub mod directory;
-pub mod http;
 pub mod lists;
 pub mod rights;
 pub mod throttle;
