@@ -301,6 +301,26 @@ async fn each_command_for_each_role_on_its_own_a_colleagues_and_another_contexts
         let mut c = Cti::connect(port).await;
         let capas = c.login(login).await;
         assert_eq!(capas["capas"]["role"], role);
+        let rights = &capas["capas"]["rights"];
+        let (calls_scope, dial) = match role {
+            "agent" => ("own calls", json!("own line")),
+            "supervisor" => ("calls of the context", json!("own line")),
+            _ => ("any call", Value::Null),
+        };
+        assert_eq!(rights["hangup"], calls_scope, "{capas}");
+        assert_eq!(rights["dial"], dial, "{capas}");
+        if role == "admin" {
+            // An admin lists every context's calls.
+            c.send(json!({"class": "getlist", "function": "listid", "listname": "calls"}))
+                .await;
+            let listed = c.reply().await["list"].clone();
+            for call in [&colleague_call, &other_call] {
+                assert!(
+                    listed.as_array().unwrap().contains(&json!(call)),
+                    "{listed}"
+                );
+            }
+        }
         let own_line = lines.get(r).map(|(_, number)| *number);
         let mut calls = vec![
             (Whose::Colleague, colleague_call.clone()),
