@@ -2,8 +2,9 @@
 //! separately: by source address (one machine trying many logins) and by login (many
 //! machines trying one login). The caller passes the time: nothing here reads a clock.
 //!
-//! - An address gets [`ADDRESS_ALLOWANCE`] failures free (offices behind one NAT address
-//!   mistype too), then each attempt from it waits 250 ms, doubling per failure up to 8 s.
+//! - An address (for IPv6, its /64: see [`source_of`]) gets [`ADDRESS_ALLOWANCE`] failures
+//!   free (offices behind one NAT address mistype too), then each attempt from it waits
+//!   250 ms, doubling per failure up to 8 s.
 //! - A login waits from its first failure: 250 ms, doubling up to 8 s.
 //! - Attempts made at once queue one delay apart, per address and per login: whatever the
 //!   number of connections or of addresses, a login gets one password check per delay.
@@ -21,6 +22,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+use crate::cidr::source_of;
 
 /// Failures of an address before its attempts are slowed.
 pub const ADDRESS_ALLOWANCE: u32 = 5;
@@ -141,7 +144,7 @@ impl Throttle {
 
     /// How long to wait before checking a password for `login` from `ip`; books the turn.
     pub fn delay(&mut self, login: &str, ip: IpAddr, now: Instant) -> Duration {
-        let (ip, login) = (ip.to_canonical(), self.key(login));
+        let (ip, login) = (source_of(ip), self.key(login));
         let by_address = self.addresses.step(&ip, now);
         let by_login = match self.trusts(login, ip, now) {
             true => None,
@@ -169,7 +172,7 @@ impl Throttle {
 
     /// A wrong password for `login` (None: a resume with a bad token) from `ip`.
     pub fn failed(&mut self, login: Option<&str>, ip: IpAddr, now: Instant) {
-        self.addresses.failed(ip.to_canonical(), now);
+        self.addresses.failed(source_of(ip), now);
         if let Some(login) = login {
             let key = self.key(login);
             self.logins.failed(key, now);
@@ -179,7 +182,7 @@ impl Throttle {
     /// `login` logged in from `ip`: its own failures are forgotten, and `ip` is trusted for
     /// it.
     pub fn succeeded(&mut self, login: &str, ip: IpAddr, now: Instant) {
-        let (ip, key) = (ip.to_canonical(), self.key(login));
+        let (ip, key) = (source_of(ip), self.key(login));
         self.logins.map.remove(&key);
         if self.trusted.len() >= MAX_KEYS && !self.trusted.contains_key(&(key, ip)) {
             self.trusted

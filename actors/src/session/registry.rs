@@ -120,9 +120,9 @@ pub struct Unauthenticated {
 }
 
 impl Unauthenticated {
-    /// Counts one more from `ip`, unless a limit is reached.
+    /// Counts one more from `ip` (its /64 for IPv6), unless a limit is reached.
     pub fn try_new(slots: &Arc<LoginSlots>, ip: IpAddr) -> Result<Unauthenticated, SlotLimit> {
-        let ip = ip.to_canonical();
+        let ip = ctid_proto::cidr::source_of(ip);
         let mut counts = slots.counts();
         let (all, by_address) = &mut *counts;
         if *all >= slots.max {
