@@ -63,12 +63,7 @@ const TABLE: [(&str, Family, Target); 21] = [
 /// What the `disposition` class acts on.
 pub const DISPOSITION_TARGET: Target = Target::Call;
 
-/// Every `command` of `ipbxcommand`, as `login_capas` lists them.
-pub fn commands() -> impl Iterator<Item = &'static str> {
-    TABLE.iter().map(|(name, _, _)| *name)
-}
-
-/// Every `command` of `ipbxcommand` and what it acts on.
+/// Every `command` of `ipbxcommand` and what it acts on, as `login_capas` lists them.
 pub fn targets() -> impl Iterator<Item = (&'static str, Target)> {
     TABLE.iter().map(|(name, _, target)| (*name, *target))
 }
