@@ -57,11 +57,16 @@ impl Connection {
                 Box::new(tls)
             }
         };
+        Ok(Connection::over(io))
+    }
+
+    /// A connection over a stream already connected (and, for CTIs, already in TLS).
+    pub fn over(io: BoxedIo) -> Connection {
         let (read, write) = tokio::io::split(io);
-        Ok(Connection {
+        Connection {
             lines: BufReader::new(read).lines(),
             write,
-        })
+        }
     }
 
     pub async fn send(&mut self, message: &Value) -> Result<(), String> {

@@ -122,7 +122,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
     });
     let prepared = prepare(settings(&args, sim.addr().port()), &args.directory)
         .map_err(|Refusal(why, _)| why)?;
-    let Server { root, workers } = start(prepared).await?;
+    let Server { root, workers, .. } = start(prepared).await?;
     println!(
         "ctid demo: a simulated Asterisk (AMI on {}) places calls between phones 1001-1003 of\n\
          tenant `default` and 2001-2002 of `tenant-b`. ctid serves CTI on 127.0.0.1:{}.\n\

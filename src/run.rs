@@ -5,11 +5,12 @@
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use ctid_actors::allow::AllowList;
 use ctid_actors::ami::{AmiLink, AmiTaps, LinkConfig, LinkStats};
 use ctid_actors::announce::Announce;
 use ctid_actors::auth::{LoginThrottle, PasswordChecker, ResumeTokens};
@@ -17,7 +18,7 @@ use ctid_actors::cluster::lease::{Holding, LeaseKeeper};
 use ctid_actors::cluster::remote::{Remote, Responder};
 use ctid_actors::cluster::tokens::SharedTokens;
 use ctid_actors::cluster::{Cluster, Notices, Retention};
-use ctid_actors::directory::{load_file, DirectoryHandle, DirectoryWatcher, Source};
+use ctid_actors::directory::{load_file, DirectoryHandle, DirectoryWatcher, Source, WebDirectory};
 use ctid_actors::fagi::FagiAccept;
 use ctid_actors::info::{InfoAccept, InfoShared};
 use ctid_actors::listener::{CtiAccept, TcpService};
@@ -27,14 +28,14 @@ use ctid_actors::partition::{Partitions, ReplayLimits};
 use ctid_actors::pbx::{Pbx, Pbxes};
 use ctid_actors::records::Records;
 use ctid_actors::router::{Router, RouterConfig};
-use ctid_actors::session::{SessionConfig, SessionRegistry, SessionShared};
+use ctid_actors::session::{LoginSlots, SessionConfig, SessionRegistry, SessionShared};
 use ctid_actors::settings::{
     human_duration, ClusterSettings, Database, Listener, Settings, ThreadSettings,
 };
 use ctid_actors::supervisor::{
     ChildSpec, Exit, Intensity, Report, Restart, Root, Shutdown, Slot, StartChild, StopChild,
 };
-use ctid_actors::tls;
+use ctid_actors::tls::{self, CertSlot, CertWatcher, ReloadCert, ServerTls};
 use ctid_actors::webi::WebiAccept;
 use ctid_proto::directory::Directory;
 use futures_util::StreamExt;
@@ -51,6 +52,8 @@ pub struct Sockets {
     pub fagi: Option<Arc<TcpListener>>,
     pub cti: Option<Arc<TcpListener>>,
     pub ctis: Option<(Arc<TcpListener>, TlsAcceptor)>,
+    /// The CTIs certificate, renewed in place.
+    pub ctis_cert: Option<Arc<CertSlot>>,
     pub webi: Option<Arc<TcpListener>>,
     pub info: Option<Arc<TcpListener>>,
     pub announce: Option<Arc<UdpSocket>>,
@@ -62,6 +65,8 @@ pub struct Prepared {
     /// The settings file, as shown by the console.
     pub config: PathBuf,
     pub directory: Directory,
+    /// Where the directory is read again from.
+    pub source: Source,
     /// One per PBX.
     pub links: Vec<LinkConfig>,
     pub sockets: Sockets,
@@ -102,20 +107,20 @@ fn bind(name: &str, l: &Listener) -> Result<Option<Arc<TcpListener>>, Refusal> {
 
 /// What the settings name, loaded and checked: the directory, each PBX's link, TLS
 /// material.
-type Loaded = (
-    Directory,
-    Vec<LinkConfig>,
-    Option<Arc<rustls::ServerConfig>>,
-);
+type Loaded = (Directory, Vec<LinkConfig>, Option<ServerTls>, Source);
 
 /// Loads what the settings name; on failure, every problem, one per item.
 fn load(settings: &Settings) -> Result<Loaded, Vec<String>> {
-    let directory = match &settings.directory.url {
-        Some(url) => {
-            info!("directory: loading from {url}");
-            Ok(Directory::default())
-        }
-        None => load_file(&settings.directory.path, &settings.pbx_names())
+    let d = &settings.directory;
+    let directory = match &d.url {
+        Some(url) => WebDirectory::new(d, settings.timeouts.socket)
+            .map(|web| {
+                info!("directory: loading from {url}");
+                (Directory::default(), Source::Web(Arc::new(web)))
+            })
+            .map_err(|e| format!("directory: {e}")),
+        None => load_file(&d.path, &settings.pbx_names())
+            .map(|dir| (dir, Source::File(d.path.clone())))
             .map_err(|e| format!("directory.path: {e}")),
     };
     let mut problems = Vec::new();
@@ -136,7 +141,7 @@ fn load(settings: &Settings) -> Result<Loaded, Vec<String>> {
         _ => Ok(None),
     };
     match (directory, problems.is_empty(), ctis_tls) {
-        (Ok(d), true, Ok(t)) => Ok((d, links, t)),
+        (Ok((d, source)), true, Ok(t)) => Ok((d, links, t, source)),
         (d, _, t) => {
             problems.extend(d.err());
             problems.extend(t.err());
@@ -146,28 +151,30 @@ fn load(settings: &Settings) -> Result<Loaded, Vec<String>> {
 }
 
 /// Checks what the settings name (the directory, TLS files, a PostgreSQL database)
-/// without starting anything. A PostgreSQL database is migrated, as start-up would; a
-/// SQLite file is left alone, not created.
+/// without starting anything, and the secrets it would send (a placeholder is a problem
+/// for check-config, not for run). A PostgreSQL database is migrated, as start-up would;
+/// a SQLite file is left alone, not created.
 pub fn check(settings: &Settings) -> Result<(), Vec<String>> {
     let store = &settings.store;
-    let database = match &store.database {
-        Database::Postgres(_) if store.enabled => ctid_actors::store::migrate(&store.database)
-            .map_err(|e| format!("{}: {e}", store.database.key())),
-        _ => Ok(()),
-    };
-    match (load(settings), database) {
-        (Ok(_), Ok(())) => Ok(()),
-        (loaded, database) => {
-            let mut problems = loaded.err().unwrap_or_default();
-            problems.extend(database.err());
-            Err(problems)
-        }
+    let mut problems = load(settings).err().unwrap_or_default();
+    problems.extend(settings.pbxes.iter().filter_map(|p| p.placeholder_secret()));
+    if let (Database::Postgres(_), true) = (&store.database, store.enabled) {
+        let migrated = ctid_actors::store::migrate(&store.database);
+        problems.extend(
+            migrated
+                .err()
+                .map(|e| format!("{}: {e}", store.database.key())),
+        );
+    }
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(problems),
     }
 }
 
 /// Checks and prepares everything; nothing runs yet.
 pub fn prepare(settings: Settings, config: &Path) -> Result<Prepared, Refusal> {
-    let (directory, links, ctis_tls) =
+    let (directory, links, ctis_tls, source) =
         load(&settings).map_err(|m| Refusal(m.join("; "), ExitCode::from(EXIT_CONFIG)))?;
     let store = &settings.store;
     if store.enabled {
@@ -182,10 +189,12 @@ pub fn prepare(settings: Settings, config: &Path) -> Result<Prepared, Refusal> {
         )),
         false => None,
     };
+    let (ctis_config, ctis_cert) = ctis_tls.map(|t| (t.config, t.cert)).unzip();
     let sockets = Sockets {
         fagi: bind("fagi", &l.fagi)?,
         cti: bind("cti", &l.cti)?,
-        ctis: bind("ctis", &l.ctis.listener)?.zip(ctis_tls.map(TlsAcceptor::from)),
+        ctis: bind("ctis", &l.ctis.listener)?.zip(ctis_config.map(TlsAcceptor::from)),
+        ctis_cert,
         webi: bind("webi", &l.webi)?,
         info: bind("info", &l.info)?,
         announce,
@@ -194,6 +203,7 @@ pub fn prepare(settings: Settings, config: &Path) -> Result<Prepared, Refusal> {
         settings,
         config: config.to_path_buf(),
         directory,
+        source,
         links,
         sockets,
     })
@@ -233,6 +243,11 @@ pub fn run(path: &Path) -> ExitCode {
             "off"
         }
     );
+    for pbx in &prepared.settings.pbxes {
+        if let Some(why) = pbx.placeholder_secret() {
+            error!("{why}");
+        }
+    }
     let system = actix_rt::System::new();
     let code = system.block_on(serve(prepared));
     actix_rt::System::current().stop();
@@ -243,6 +258,8 @@ pub fn run(path: &Path) -> ExitCode {
 pub struct Server {
     pub root: Root,
     pub workers: Workers,
+    /// Where SIGHUP asks for the CTIs certificate to be read again, if CTIs is on.
+    pub certs: Option<Slot<CertWatcher>>,
 }
 
 /// The threads beside the main one (AMI, partitions, sessions) and the call records'
@@ -309,6 +326,7 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         settings,
         config,
         directory,
+        source,
         links,
         sockets,
     } = p;
@@ -401,8 +419,7 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
             None => ResumeTokens::new(s.resume_window),
         },
         registry: sessions.clone(),
-        unauthenticated: Arc::new(AtomicUsize::new(0)),
-        max_unauthenticated: s.max_unauthenticated,
+        unauthenticated: LoginSlots::new(s.max_unauthenticated, s.max_unauthenticated_per_address),
         next_id: AtomicU64::new(1),
         pbxes: pbxes.clone(),
         store: store.as_ref().map(|s| s.reader.clone()),
@@ -411,21 +428,17 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
     });
 
     let watcher = {
-        let d = &settings.directory;
-        let (source, every) = match &d.url {
-            Some(url) => (Source::Url(url.clone()), settings.timeouts.update_period),
-            None => (Source::File(d.path.clone()), d.check_interval),
+        let every = match &source {
+            Source::Web(_) => settings.timeouts.update_period,
+            Source::File(_) => settings.directory.check_interval,
         };
-        let (timeout, handle) = (settings.timeouts.socket, handle.clone());
+        let handle = handle.clone();
         let names: Arc<[String]> = settings.pbx_names().into();
         ChildSpec::new(
             "directory",
             Restart::Permanent,
             directory_slot.clone(),
-            move |_| {
-                let source = source.clone();
-                DirectoryWatcher::new(source, names.clone(), every, timeout, handle.clone())
-            },
+            move |_| DirectoryWatcher::new(source.clone(), names.clone(), every, handle.clone()),
         )
     };
     let partition_specs = match edge {
@@ -536,6 +549,20 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
             ),
         ];
     }
+    let l = &settings.listen;
+    let allow = |name, listener: &Listener| AllowList::new(name, &listener.allow);
+    let allows = [
+        allow("fagi", &l.fagi),
+        allow("cti", &l.cti),
+        allow("ctis", &l.ctis.listener),
+        allow("webi", &l.webi),
+        allow("info", &l.info),
+        allow("announce", &l.announce),
+    ];
+    let warnings = settings.security_warnings();
+    for w in &warnings {
+        warn!("{w}");
+    }
     let info = Arc::new(InfoShared {
         started: Instant::now(),
         config,
@@ -547,17 +574,34 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         directory: handle.clone(),
         metrics,
         log_level: Arc::new(logging::set_level),
+        control: l.info_allow_control,
+        warnings,
+        allow: allows.to_vec(),
     });
+    let [fagi_allow, cti_allow, ctis_allow, webi_allow, info_allow, announce_allow] = allows;
     let handles = handles(&session_threads);
     let timeout = settings.timeouts.socket;
     let Sockets {
         fagi,
         cti,
         ctis,
+        ctis_cert,
         webi,
         info: info_socket,
         announce,
     } = sockets;
+    let ctis_settings = &settings.listen.ctis;
+    let cert_files = ctis_settings.cert.clone().zip(ctis_settings.key.clone());
+    let (certs, cert_watcher) = match (ctis_cert, cert_files) {
+        (Some(slot), Some((cert, key))) => {
+            let (watcher, every) = (Slot::<CertWatcher>::new(), ctis_settings.check_interval);
+            let spec = ChildSpec::new("certificates", Restart::Permanent, watcher.clone(), {
+                move |_| CertWatcher::new(cert.clone(), key.clone(), slot.clone(), every)
+            });
+            (Some(watcher), Some(spec))
+        }
+        _ => (None, None),
+    };
     let (p, d) = (pbxes.clone(), directory_slot.clone());
     let notices = cluster.clone().map(Notices::new);
     if let Some(notices) = &notices {
@@ -571,6 +615,7 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
     let listeners = [
         listener("fagi", fagi, move |socket| {
             TcpService::new("fagi", socket, FagiAccept::new(p.clone(), timeout))
+                .with_allow(fagi_allow.clone())
         }),
         listener("cti", cti, {
             let (shared, handles) = (shared.clone(), handles.clone());
@@ -580,6 +625,7 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
                     socket,
                     CtiAccept::new("cti", None, shared.clone(), handles.clone()),
                 )
+                .with_allow(cti_allow.clone())
             }
         }),
         listener("ctis", ctis, move |(socket, tls)| {
@@ -588,6 +634,7 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
                 socket,
                 CtiAccept::new("ctis", Some(tls), shared.clone(), handles.clone()),
             )
+            .with_allow(ctis_allow.clone())
         }),
         listener("webi", webi, move |socket| {
             TcpService::new(
@@ -595,18 +642,25 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
                 socket,
                 WebiAccept::new(d.clone(), timeout, notices.clone()),
             )
+            .with_allow(webi_allow.clone())
         }),
         listener("info", info_socket, move |socket| {
             TcpService::new("info", socket, InfoAccept::new(info.clone()))
+                .with_allow(info_allow.clone())
         }),
         listener("announce", announce, move |socket| {
             Announce::new(socket, pbxes.clone(), directory_slot.clone())
+                .with_allow(announce_allow.clone())
         }),
     ];
     let listeners = ChildSpec::supervisor(
         "listeners",
         Intensity::default(),
-        listeners.into_iter().flatten().collect(),
+        listeners
+            .into_iter()
+            .flatten()
+            .chain(cert_watcher)
+            .collect(),
         report.clone(),
         Slot::new(),
     );
@@ -632,6 +686,7 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
     }));
     Ok(Server {
         root,
+        certs,
         workers: Workers {
             arbiters: [session_threads, partition_threads, pbx_threads]
                 .into_iter()
@@ -680,36 +735,54 @@ fn lease_keeper(
 }
 
 async fn serve(prepared: Prepared) -> ExitCode {
-    let Server { root, workers } = match start(prepared).await {
+    let Server {
+        root,
+        workers,
+        certs,
+    } = match start(prepared).await {
         Ok(server) => server,
         Err(why) => {
             error!("{why}; not starting");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    until_stopped(root, workers.finish()).await
+    until_stopped(root, workers.finish(), certs).await
 }
 
 /// Runs until the tree stops on its own or a signal stops it, then `finish`es (cut short by
-/// another signal).
-async fn until_stopped(root: Root, finish: impl std::future::Future<Output = ()>) -> ExitCode {
+/// another signal). SIGHUP meanwhile reads the CTIs certificate again.
+async fn until_stopped(
+    root: Root,
+    finish: impl std::future::Future<Output = ()>,
+    certs: Option<Slot<CertWatcher>>,
+) -> ExitCode {
     let stopper = root.stopper();
     let stopped = root.stopped();
     tokio::pin!(stopped);
-    let (mut term, mut int) = match (
+    let (mut term, mut int, mut hup) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) {
-        (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => {
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             error!("cannot watch for signals: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let first = tokio::select! {
-        exit = &mut stopped => Err(exit),
-        _ = term.recv() => Ok("SIGTERM"),
-        _ = int.recv() => Ok("SIGINT"),
+    let first = loop {
+        tokio::select! {
+            exit = &mut stopped => break Err(exit),
+            _ = term.recv() => break Ok("SIGTERM"),
+            _ = int.recv() => break Ok("SIGINT"),
+            _ = hup.recv() => match certs.as_ref().and_then(Slot::get) {
+                Some(watcher) => {
+                    info!("SIGHUP received: reading the CTIs certificate again");
+                    watcher.do_send(ReloadCert);
+                }
+                None => info!("SIGHUP received: nothing to reload (CTIs is off)"),
+            },
+        }
     };
     let code = match first {
         Err(exit) => exit_code(exit),

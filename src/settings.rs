@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
+use ctid_actors::directory::check_url;
 use ctid_actors::settings::{
     AmiAuth, AmiSettings, AmiTls, ClusterSettings, Database, DirectorySettings, ListenSettings,
     Listener, Parting, PbxSettings, PostgresUrl, Secret, SessionSettings, Settings, StoreSettings,
@@ -131,11 +132,17 @@ fn read(r: &mut Reader) -> Settings {
         context_separation: r.boolean("parting.context_separation", d.parting.context_separation),
     };
     let url = Some(r.string("directory.url", "")).filter(|u| !u.is_empty());
-    if let Some(Err(e)) = url.as_deref().map(ctid_proto::http::Url::parse) {
+    let allow_plain_http = r.boolean("directory.allow_plain_http", d.directory.allow_plain_http);
+    if let Some(Err(e)) = url.as_deref().map(|u| check_url(u, allow_plain_http)) {
         r.problem("directory.url", &e);
     }
+    let token = Some(Secret::new(r.string("directory.token", ""))).filter(|t| !t.is_empty());
+    let tls_ca = r.existing_file("directory.tls_ca");
     let directory = DirectorySettings {
         url,
+        token,
+        allow_plain_http,
+        tls_ca,
         path: r.path("directory.path").unwrap_or(d.directory.path.clone()),
         check_interval: r.seconds(
             "directory.check_interval",
@@ -149,6 +156,12 @@ fn read(r: &mut Reader) -> Settings {
         max_unauthenticated: r.integer(
             "sessions.max_unauthenticated",
             s.max_unauthenticated,
+            1,
+            1 << 20,
+        ),
+        max_unauthenticated_per_address: r.integer(
+            "sessions.max_unauthenticated_per_address",
+            s.max_unauthenticated_per_address,
             1,
             1 << 20,
         ),
@@ -430,6 +443,7 @@ fn read_listen(r: &mut Reader, d: &ListenSettings) -> ListenSettings {
         address: r.ip(&format!("listen.{name}.address"), d.address),
         port: r.port(&format!("listen.{name}.port"), d.port),
         enabled: r.boolean(&format!("listen.{name}.enabled"), d.enabled),
+        allow: r.ranges(&format!("listen.{name}.allow"), &d.allow),
     };
     let fagi = listener(r, "fagi", &d.fagi);
     let cti = listener(r, "cti", &d.cti);
@@ -443,6 +457,15 @@ fn read_listen(r: &mut Reader, d: &ListenSettings) -> ListenSettings {
             }
         }
     }
+    let check_interval = r.seconds(
+        "listen.ctis.check_interval",
+        d.ctis.check_interval,
+        0.1,
+        86400.0,
+    );
+    let info = listener(r, "info", &d.info);
+    // Control is on by default where the console is on loopback only.
+    let info_allow_control = r.boolean("listen.info.allow_control", info.address.is_loopback());
     let listen = ListenSettings {
         fagi,
         cti,
@@ -450,9 +473,11 @@ fn read_listen(r: &mut Reader, d: &ListenSettings) -> ListenSettings {
             listener: ctis_listener,
             cert,
             key,
+            check_interval,
         },
         webi: listener(r, "webi", &d.webi),
-        info: listener(r, "info", &d.info),
+        info,
+        info_allow_control,
         announce: listener(r, "announce", &d.announce),
     };
     let tcp = [
@@ -561,6 +586,36 @@ impl Reader {
             ValueKind::I64(_) | ValueKind::U64(_) | ValueKind::Float(_) => Ok(scalar_text(k)),
             _ => Err("expected a string".into()),
         })
+    }
+
+    /// A list of address ranges (`10.0.0.0/8`, `::1`; in one string, separated by commas,
+    /// as an environment variable gives them); `default` if unset. An empty list
+    /// is a problem: it would refuse everyone (turn the listener off instead).
+    fn ranges(&mut self, key: &str, default: &[Cidr]) -> Vec<Cidr> {
+        let set = self.lookup(key).is_some();
+        let items = self.strings(key);
+        if !set || self.has_problem(key) {
+            return default.to_vec();
+        }
+        if items.is_empty() {
+            self.problem(
+                key,
+                "must not be empty (set enabled = false to close the port)",
+            );
+        }
+        items
+            .iter()
+            .flat_map(|item| item.split(','))
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .filter_map(|item| match item.parse::<Cidr>() {
+                Ok(cidr) => Some(cidr),
+                Err(e) => {
+                    self.problem(key, &e);
+                    None
+                }
+            })
+            .collect()
     }
 
     /// A list of strings (a single string is a list of one); empty if unset.
@@ -1098,5 +1153,58 @@ mod tests {
             &[],
         )
         .unwrap();
+    }
+
+    #[test]
+    fn allow_lists_and_console_control() {
+        let s = load_str(
+            "[ami]\nsecret = \"x\"\n[listen.info]\naddress = \"0.0.0.0\"\n\
+             [listen.fagi]\nallow = [\"10.1.0.0/24\", \"::1\"]\n",
+            &[("CTID__LISTEN__WEBI__ALLOW", "10.0.0.1, 10.0.0.2")],
+        )
+        .unwrap();
+        assert!(!s.listen.info_allow_control, "off by default off loopback");
+        let shown = |l: &Listener| l.allow.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+        assert_eq!(shown(&s.listen.fagi), ["10.1.0.0/24", "::1/128"]);
+        assert_eq!(shown(&s.listen.webi), ["10.0.0.1/32", "10.0.0.2/32"]);
+        assert_eq!(shown(&s.listen.announce), ["127.0.0.0/8", "::1/128"]);
+        assert_eq!(shown(&s.listen.cti), ["0.0.0.0/0", "::/0"]);
+        assert_eq!(
+            s.security_warnings().len(),
+            2,
+            "{:?}",
+            s.security_warnings()
+        );
+        let problems = load_str(
+            "[ami]\nsecret = \"x\"\n[listen.webi]\nallow = []\n[listen.info]\nallow = [\"nowhere\"]\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(keys(&problems), ["listen.info.allow", "listen.webi.allow"]);
+    }
+
+    #[test]
+    fn a_directory_url_is_https_unless_plain_http_is_allowed() {
+        let problems = load_str(
+            "[ami]\nsecret = \"x\"\n[directory]\nurl = \"http://dir.example/d.json\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(keys(&problems), ["directory.url"]);
+        let s = load_str(
+            "[ami]\nsecret = \"x\"\n[directory]\nurl = \"http://dir.example/d.json\"\n\
+             allow_plain_http = true\n",
+            &[("CTID__DIRECTORY__TOKEN", "t0k")],
+        )
+        .unwrap();
+        assert_eq!(s.directory.token.as_ref().map(|t| t.expose()), Some("t0k"));
+        assert!(
+            !format!("{s:?}").contains("t0k"),
+            "the token is debug-printed"
+        );
+        assert!(s
+            .security_warnings()
+            .iter()
+            .any(|w| w.contains("plain http")));
     }
 }

@@ -423,6 +423,7 @@ async fn a_directory_from_a_web_service_is_polled_and_kept_when_it_fails() {
         &["cti"],
         &[
             ("CTID__DIRECTORY__URL", &url),
+            ("CTID__DIRECTORY__ALLOW_PLAIN_HTTP", "true"),
             ("CTID__TIMEOUTS__UPDATE_PERIOD", "1"),
         ],
     )
@@ -450,4 +451,212 @@ async fn a_directory_from_a_web_service_is_polled_and_kept_when_it_fails() {
         .await;
     let mut bob = Cti::connect(cti).await;
     assert_eq!(bob.login("bob").await["context"], "default");
+}
+
+/// A TCP connection from `local` (a loopback address) to `port`; what it reads until closed.
+async fn read_from(local: &str, port: u16, send: &[u8]) -> Vec<u8> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::new(local.parse().unwrap(), 0))
+        .unwrap();
+    let mut stream = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    let _ = stream.write_all(send).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(common::PATIENCE, stream.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "port {port} kept a refused peer open");
+    got
+}
+
+#[tokio::test]
+async fn admin_ports_close_or_drop_peers_outside_their_allow_list_and_count_them() {
+    let only = [
+        ("CTID__LISTEN__FAGI__ALLOW", "127.0.0.1"),
+        ("CTID__LISTEN__WEBI__ALLOW", "127.0.0.1"),
+        ("CTID__LISTEN__INFO__ALLOW", "127.0.0.1/32, ::1"),
+        ("CTID__LISTEN__ANNOUNCE__ALLOW", "127.0.0.1"),
+        ("CTID__LISTEN__CTI__ALLOW", "127.0.0.1"),
+    ];
+    let (sim, ctid) = server(&["fagi", "cti", "webi", "info", "announce"], &only).await;
+    let ports = [
+        ctid.port("fagi").await,
+        ctid.port("webi").await,
+        ctid.port("info").await,
+        ctid.port("cti").await,
+    ];
+    // From 127.0.0.2, each TCP port closes the connection without a word.
+    for (port, say) in ports.iter().zip([
+        &b"agi_network: yes\nagi_request: agi://x/callerid\n\n"[..],
+        b"xivo[all,reload]\n",
+        b"show_infos\n",
+        b"{\"class\":\"keepalive\"}\n",
+    ]) {
+        assert!(read_from("127.0.0.2", *port, say).await.is_empty());
+    }
+    ctid.wait_line("webi: refused 127.0.0.2: not in listen.webi.allow")
+        .await;
+    // A reload from 127.0.0.2 is dropped; one from 127.0.0.1 then is the barrier.
+    let announce = ctid.port("announce").await;
+    let resyncs = || actions_named(&sim, "CoreShowChannels");
+    ctid.wait_until("the first resync", || resyncs() == 1).await;
+    for from in ["127.0.0.2", "127.0.0.1"] {
+        let udp = tokio::net::UdpSocket::bind((from, 0)).await.unwrap();
+        udp.send_to(b"reload\n", ("127.0.0.1", announce))
+            .await
+            .unwrap();
+    }
+    ctid.wait_line("announce: reload from 127.0.0.1").await;
+    ctid.wait_until("a resync after reload", || resyncs() == 2)
+        .await;
+    assert_eq!(ctid.count("announce: reload from 127.0.0.2"), 0);
+    // The console, from where it is allowed, counts them.
+    let mut console = Text::connect(ports[2]).await;
+    let (stats, status) = console.ask("stats").await;
+    assert_eq!(status, "CTID-INFO:OK");
+    let refused = stats
+        .iter()
+        .find(|l| l.starts_with("refused (not in listen.<name>.allow): "))
+        .unwrap_or_else(|| panic!("{stats:?}"));
+    assert!(
+        refused.ends_with("fagi 1, cti 1, ctis 0, webi 1, info 1, announce 1"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn the_consoles_control_commands_follow_allow_control() {
+    let off = [("CTID__LISTEN__INFO__ALLOW_CONTROL", "false")];
+    let (_sim, ctid) = server(&["info"], &off).await;
+    let mut console = Text::connect(ctid.port("info").await).await;
+    for command in ["kick 1", "loglevel debug", "dumpami on"] {
+        let (_, status) = console.ask(command).await;
+        let name = command.split(' ').next().unwrap();
+        assert_eq!(
+            status,
+            format!("CTID-INFO:KO {name} is off here (listen.info.allow_control)")
+        );
+    }
+    assert_eq!(console.ask("show_sessions").await.1, "CTID-INFO:OK");
+}
+
+#[tokio::test]
+async fn ports_open_beyond_this_machine_are_warned_about_and_shown_by_the_console() {
+    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let config = ami_config_with(sim.addr().port(), "secret = \"ctipass\"", &["info"])
+        .replace(
+            "[listen.cti]\nenabled = false\n",
+            "[listen.cti]\naddress = \"0.0.0.0\"\nport = 0\n",
+        )
+        .replace(
+            "[listen.webi]\nenabled = false\n",
+            "[listen.webi]\naddress = \"0.0.0.0\"\nport = 0\n",
+        );
+    let ctid = Ctid::start(&config, "info");
+    let cti = ctid
+        .wait_line("listen.cti listens on 0.0.0.0, off loopback, while CTIs is off")
+        .await;
+    assert!(cti.contains("WARN"), "{cti}");
+    ctid.wait_line("listen.webi listens on 0.0.0.0, off loopback, and has no authentication")
+        .await;
+    assert_eq!(ctid.count("listen.info listens"), 0, "info is on loopback");
+    let mut console = Text::connect(ctid.port("info").await).await;
+    let (infos, _) = console.ask("show_infos").await;
+    let warnings: Vec<&String> = infos
+        .iter()
+        .filter(|l| l.starts_with("warning: "))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{infos:?}");
+    assert!(warnings[1].contains("passwords cross the network in the clear"));
+}
+
+/// An https web service answering `body` to requests bearing `token`, 401 to others; its
+/// self-signed certificate is `web.pem` in `dir`. Returns its port.
+async fn https_service(body: String, token: &'static str, dir: &std::path::Path) -> u16 {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (dir.join("web.pem"), dir.join("web-key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let tls = ctid_actors::tls::server_config(&cert, &key).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, body) = (acceptor.clone(), body.clone());
+            tokio::spawn(async move {
+                let Ok(mut s) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut request = vec![0u8; 4096];
+                let n = s.read(&mut request).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&request[..n]).to_ascii_lowercase();
+                let reply = if request.contains(&format!("authorization: bearer {token}\r\n")) {
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else {
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n".to_owned()
+                };
+                let _ = s.write_all(reply.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_directory_comes_over_https_with_its_token_which_is_never_logged() {
+    let certs = tempfile::tempdir().unwrap();
+    let body = json_directory(&[(1, "alice", "1001", "default")]);
+    let port = https_service(body, "t0ken-1f2e", certs.path()).await;
+    let url = format!("https://localhost:{port}/directory.json");
+    let ca = certs.path().join("web.pem");
+    let (_sim, ctid) = server(
+        &["cti"],
+        &[
+            ("CTID__DIRECTORY__URL", &url),
+            ("CTID__DIRECTORY__TOKEN", "t0ken-1f2e"),
+            ("CTID__DIRECTORY__TLS_CA", ca.to_str().unwrap()),
+        ],
+    )
+    .await;
+    ctid.wait_line(&format!("directory {url} loaded: 2 contexts, 1 users"))
+        .await;
+    let mut alice = Cti::connect(ctid.port("cti").await).await;
+    assert_eq!(alice.login("alice").await["context"], "default");
+    assert_eq!(ctid.count("t0ken"), 0, "the token is in the log");
+    assert_eq!(ctid.count("plain http"), 0);
+}
+
+#[tokio::test]
+async fn a_wrong_token_or_an_untrusted_certificate_loads_nothing() {
+    let certs = tempfile::tempdir().unwrap();
+    let body = json_directory(&[(1, "alice", "1001", "default")]);
+    let port = https_service(body, "right", certs.path()).await;
+    let url = format!("https://localhost:{port}/directory.json");
+    let ca = certs.path().join("web.pem");
+    let (_sim, ctid) = server(
+        &[],
+        &[
+            ("CTID__DIRECTORY__URL", &url),
+            ("CTID__DIRECTORY__TOKEN", "wrong"),
+            ("CTID__DIRECTORY__TLS_CA", ca.to_str().unwrap()),
+        ],
+    )
+    .await;
+    ctid.wait_line("directory not reloaded, keeping the previous one")
+        .await
+        .contains("HTTP 401")
+        .then_some(())
+        .unwrap();
+    // Without the CA, Mozilla's roots do not know a self-signed certificate.
+    let (_sim, ctid) = server(&[], &[("CTID__DIRECTORY__URL", &url)]).await;
+    let refused = ctid
+        .wait_line("directory not reloaded, keeping the previous one")
+        .await;
+    assert!(
+        refused.contains("certificate") || refused.contains("Unknown"),
+        "{refused}"
+    );
 }

@@ -225,7 +225,7 @@ fn certificate(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::p
 /// decrypted and relayed to the simulator's plain port.
 async fn tls_front(sim: &PbxSim, cert: &std::path::Path, key: &std::path::Path) -> u16 {
     let acceptor =
-        tokio_rustls::TlsAcceptor::from(ctid_actors::tls::server_config(cert, key).unwrap());
+        tokio_rustls::TlsAcceptor::from(ctid_actors::tls::server_config(cert, key).unwrap().config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let plain = sim.addr();

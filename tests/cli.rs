@@ -38,11 +38,45 @@ fn version_and_help_name_every_subcommand() {
 }
 
 #[test]
-fn the_example_settings_pass_check_config() {
+fn the_example_settings_pass_check_config_but_for_their_placeholder_secret() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ctid.toml");
     let out = ctid(&["check-config", example.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out.stdout));
-    assert!(text(&out.stdout).trim_end().ends_with(": ok"));
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out.stdout));
+    let report = text(&out.stdout);
+    assert!(
+        report.starts_with("ami.secret is a placeholder") && report.contains("CTID__AMI__SECRET"),
+        "{report}"
+    );
+    assert!(report.contains("1 problem(s)"), "{report}");
+    let real = Command::new(env!("CARGO_BIN_EXE_ctid"))
+        .args(["check-config", example.to_str().unwrap()])
+        .env("CTID__AMI__SECRET", "s3cret-of-manager.conf")
+        .output()
+        .unwrap();
+    assert!(real.status.success(), "{}", text(&real.stdout));
+    assert!(text(&real.stdout).trim_end().ends_with(": ok"));
+}
+
+#[test]
+fn check_config_names_each_pbxs_placeholder_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ctid.toml");
+    std::fs::write(dir.path().join("directory.toml"), "").unwrap();
+    std::fs::write(
+        &path,
+        "[pbx.paris]\nsecret = \"ChangeMe\"\n[pbx.lyon]\nsecret = \"l-7f3a\"\n\
+         [directory]\npath = \"directory.toml\"\n",
+    )
+    .unwrap();
+    let out = ctid(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(78));
+    let report = text(&out.stdout);
+    assert!(
+        report.contains("pbx.paris.secret is a placeholder")
+            && report.contains("CTID__PBX__PARIS__SECRET"),
+        "{report}"
+    );
+    assert!(!report.contains("pbx.lyon"), "{report}");
 }
 
 #[test]

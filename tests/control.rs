@@ -89,6 +89,9 @@ async fn each_command_becomes_the_right_ami_action_then_ok() {
         .unwrap()
         .contains(&json!("dial")));
     let (call, mine, theirs) = live_call(&sim, &mut alice).await;
+    // Commands on another user's line are a supervisor's: carol's.
+    let mut carol = Cti::connect(port).await;
+    carol.login("carol").await;
 
     let cases: Vec<Case> = vec![
         (
@@ -214,7 +217,13 @@ async fn each_command_becomes_the_right_ami_action_then_ok() {
     for (i, (request, action, expected)) in cases.into_iter().enumerate() {
         let before = sim.actions().len();
         let name = request["command"].as_str().unwrap().to_owned();
-        let (ack, outcome) = command(&mut alice, request, 100 + i as u64).await;
+        let on_others_line = request.get("source").or(request.get("member")).is_some();
+        let who = if on_others_line {
+            &mut carol
+        } else {
+            &mut alice
+        };
+        let (ack, outcome) = command(who, request, 100 + i as u64).await;
         assert_eq!(
             (ack["command"].as_str(), ack["ipbxreply"].as_str()),
             (Some(name.as_str()), Some("sent")),
@@ -259,11 +268,14 @@ async fn a_ringing_call_can_be_picked_up() {
     let (sim, _ctid, port) = server().await;
     let mut alice = Cti::connect(port).await;
     alice.login("alice").await;
+    // Picking up a colleague's call is a supervisor's right: carol's.
+    let mut carol = Cti::connect(port).await;
+    carol.login("carol").await;
     let (call, _, callee) = sim.place_call(
         "internal",
         "PJSIP",
+        "1001",
         "1002",
-        "1003",
         Duration::from_secs(60),
         Duration::from_secs(1),
     );
@@ -275,12 +287,12 @@ async fn a_ringing_call_can_be_picked_up() {
         }
     }
     let before = sim.actions().len();
-    let (_, outcome) = command(&mut alice, json!({"command": "pickup", "call_id": call}), 1).await;
+    let (_, outcome) = command(&mut carol, json!({"command": "pickup", "call_id": call}), 1).await;
     assert_eq!(outcome["response"], "ok", "{outcome}");
     let sent = actions_since(&sim, before);
     assert_eq!(
         fields(&sent[0], &["Action", "Channel", "Application", "Data"]),
-        ["Originate", "PJSIP/1001", "PickupChan", callee.as_str()]
+        ["Originate", "PJSIP/1003", "PickupChan", callee.as_str()]
     );
 }
 

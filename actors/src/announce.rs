@@ -13,6 +13,7 @@ use actix::prelude::*;
 use ctid_proto::wire::Ask;
 use log::{info, warn};
 
+use crate::allow::AllowList;
 use crate::directory::{DirectoryWatcher, ReloadNow};
 use crate::net::io_reason;
 use crate::pbx::Pbxes;
@@ -36,6 +37,8 @@ pub struct Announce {
     folded: u64,
     /// The PBXes they asked for; None: every PBX.
     asked: Option<BTreeSet<String>>,
+    /// Datagrams from elsewhere are dropped unread; None: from anywhere.
+    allow: Option<AllowList>,
 }
 
 impl Announce {
@@ -53,7 +56,14 @@ impl Announce {
             last_reload: None,
             folded: 0,
             asked: Some(BTreeSet::new()),
+            allow: None,
         }
+    }
+
+    /// Only datagrams from `allow` are read.
+    pub fn with_allow(mut self, allow: AllowList) -> Self {
+        self.allow = Some(allow);
+        self
     }
 }
 
@@ -153,6 +163,9 @@ impl StreamHandler<std::io::Result<(Vec<u8>, SocketAddr)>> for Announce {
         let Ok((data, peer)) = datagram else {
             return;
         };
+        if !self.allow.as_ref().is_none_or(|a| a.permits(peer.ip())) {
+            return;
+        }
         let text = String::from_utf8_lossy(&data);
         let mut words = text.split_whitespace();
         let (verb, pbx, rest) = (words.next(), words.next(), words.next());

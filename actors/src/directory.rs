@@ -9,14 +9,15 @@ use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use ctid_proto::directory::Directory;
-use ctid_proto::http::{response_body, Url};
 use log::{error, info};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
+use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 
 use crate::net::io_reason;
 use crate::settings::human_duration;
+use crate::settings::{DirectorySettings, Secret};
 use crate::supervisor::Shutdown;
+use crate::tls::load_certs;
 
 /// Largest directory a web service may send.
 const MAX_BODY: usize = 64 << 20;
@@ -65,16 +66,124 @@ impl DirectoryHandle {
 #[derive(Clone, Debug)]
 pub enum Source {
     File(PathBuf),
-    /// An `http://` URL answering the directory in JSON.
-    Url(String),
+    /// A web service answering the directory in JSON.
+    Web(Arc<WebDirectory>),
 }
 
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Source::File(path) => write!(f, "{}", path.display()),
-            Source::Url(url) => f.write_str(url),
+            Source::Web(web) => f.write_str(&web.url),
         }
+    }
+}
+
+/// A directory web service and the client that asks it: https (or http, when allowed),
+/// with its bearer token; no redirect, no proxy from the environment.
+pub struct WebDirectory {
+    pub url: String,
+    token: Option<Secret>,
+    agent: ureq::Agent,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for WebDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebDirectory")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a directory URL cannot be used: not http(s), plain http without the setting, or
+/// credentials in it (they would be logged with the URL).
+pub fn check_url(url: &str, allow_plain_http: bool) -> Result<(), String> {
+    let rest = match url.split_once("://") {
+        Some(("https", rest)) => rest,
+        Some(("http", rest)) if allow_plain_http => rest,
+        Some(("http", _)) => {
+            return Err(
+                "plain http lets anyone on the path change the directory: use https, or set directory.allow_plain_http = true".into(),
+            )
+        }
+        _ => return Err(format!("{url:?} is not an https:// URL")),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Err(
+            "credentials in the URL (user:password@) are not supported: use directory.token".into(),
+        );
+    }
+    url.parse::<ureq::http::Uri>()
+        .map(|_| ())
+        .map_err(|e| format!("{url:?} is not a valid URL ({e})"))
+}
+
+impl WebDirectory {
+    /// The client for `settings.url`; the CA file is read now, so that a bad one stops
+    /// start-up instead of every poll.
+    pub fn new(settings: &DirectorySettings, timeout: Duration) -> Result<WebDirectory, String> {
+        let url = settings.url.clone().ok_or("no directory.url")?;
+        check_url(&url, settings.allow_plain_http)?;
+        let roots = match &settings.tls_ca {
+            None => RootCerts::WebPki,
+            Some(ca) => {
+                let certs = load_certs(ca).map_err(|e| e.to_string())?;
+                RootCerts::Specific(Arc::new(
+                    certs
+                        .iter()
+                        .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+                        .collect(),
+                ))
+            }
+        };
+        let tls = TlsConfig::builder()
+            .provider(TlsProvider::Rustls)
+            .root_certs(roots)
+            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .https_only(!settings.allow_plain_http)
+            .max_redirects(0)
+            .proxy(None)
+            .timeout_global(Some(timeout))
+            .user_agent("ctid")
+            .build()
+            .new_agent();
+        Ok(WebDirectory {
+            url,
+            token: settings.token.clone().filter(|t| !t.is_empty()),
+            agent,
+            timeout,
+        })
+    }
+
+    /// The body of the service's answer. Blocking: run it off the event loop.
+    fn fetch(&self) -> Result<String, String> {
+        let mut request = self
+            .agent
+            .get(&self.url)
+            .header("Accept", "application/json");
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", format!("Bearer {}", token.expose()));
+        }
+        let mut response = request.call().map_err(|e| match e {
+            ureq::Error::StatusCode(code) => format!("HTTP {code}"),
+            ureq::Error::Timeout(_) => format!("no answer within {}", human_duration(self.timeout)),
+            ureq::Error::BodyExceedsLimit(_) => format!("larger than {} MiB", MAX_BODY >> 20),
+            other => other.to_string(),
+        })?;
+        response
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY as u64)
+            .read_to_string()
+            .map_err(|e| match e {
+                ureq::Error::BodyExceedsLimit(_) => format!("larger than {} MiB", MAX_BODY >> 20),
+                other => other.to_string(),
+            })
     }
 }
 
@@ -87,35 +196,15 @@ pub fn load_file(path: &Path, pbxes: &[String]) -> Result<Directory, String> {
         .map_err(|problems| format!("{}: {}", path.display(), problems.join("; ")))
 }
 
-/// Fetches and checks a directory from a web service.
-pub async fn load_url(url: &str, timeout: Duration, pbxes: &[String]) -> Result<Directory, String> {
-    let parsed = Url::parse(url)?;
-    let fetch = async {
-        let mut stream = tokio::net::TcpStream::connect((parsed.host.as_str(), parsed.port))
-            .await
-            .map_err(|e| io_reason(&e))?;
-        stream
-            .write_all(&parsed.get_request())
-            .await
-            .map_err(|e| io_reason(&e))?;
-        let mut response = Vec::new();
-        let mut limited = (&mut stream).take(MAX_BODY as u64 + 1);
-        limited
-            .read_to_end(&mut response)
-            .await
-            .map_err(|e| io_reason(&e))?;
-        if response.len() > MAX_BODY {
-            return Err(format!("larger than {} MiB", MAX_BODY >> 20));
-        }
-        Ok(response)
-    };
-    let response = tokio::time::timeout(timeout, fetch)
+/// Fetches and checks a directory from a web service, off the event loop.
+pub async fn load_url(web: Arc<WebDirectory>, pbxes: Arc<[String]>) -> Result<Directory, String> {
+    let url = web.url.clone();
+    let fetched = tokio::task::spawn_blocking(move || web.fetch())
         .await
-        .map_err(|_| format!("{url}: no answer within {}", human_duration(timeout)))?
-        .map_err(|e| format!("{url}: {e}"))?;
-    let body = response_body(&response).map_err(|e| format!("{url}: {e}"))?;
-    let text = std::str::from_utf8(body).map_err(|_| format!("{url}: the body is not UTF-8"))?;
-    Directory::parse_json(text, pbxes).map_err(|problems| format!("{url}: {}", problems.join("; ")))
+        .map_err(|_| format!("{url}: the fetch failed"))?;
+    let text = fetched.map_err(|e| format!("{url}: {e}"))?;
+    Directory::parse_json(&text, &pbxes)
+        .map_err(|problems| format!("{url}: {}", problems.join("; ")))
 }
 
 /// What identifies a version of the file without reading it.
@@ -140,7 +229,6 @@ pub struct DirectoryWatcher {
     /// The configured PBXes, which lines and queues name.
     pbxes: Arc<[String]>,
     interval: Duration,
-    timeout: Duration,
     handle: DirectoryHandle,
     seen: Option<Stamp>,
     checking: bool,
@@ -148,23 +236,21 @@ pub struct DirectoryWatcher {
 }
 
 impl DirectoryWatcher {
-    /// `interval` is how often the source is checked; `timeout` bounds a fetch.
+    /// `interval` is how often the source is checked.
     pub fn new(
         source: Source,
         pbxes: Arc<[String]>,
         interval: Duration,
-        timeout: Duration,
         handle: DirectoryHandle,
     ) -> Self {
         let seen = match &source {
             Source::File(path) => stamp(path),
-            Source::Url(_) => None,
+            Source::Web(_) => None,
         };
         DirectoryWatcher {
             source,
             pbxes,
             interval,
-            timeout,
             handle,
             seen,
             checking: false,
@@ -189,9 +275,9 @@ impl DirectoryWatcher {
                     work.await.ok().flatten()
                 })
             }
-            Source::Url(url) => {
-                let (timeout, pbxes) = (self.timeout, self.pbxes.clone());
-                Box::pin(async move { Some((None, load_url(&url, timeout, &pbxes).await)) })
+            Source::Web(web) => {
+                let pbxes = self.pbxes.clone();
+                Box::pin(async move { Some((None, load_url(web, pbxes).await)) })
             }
         }
     }
@@ -261,7 +347,7 @@ impl Actor for DirectoryWatcher {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         // A web service is read at once: ctid starts without it, with an empty directory.
-        if matches!(self.source, Source::Url(_)) {
+        if matches!(self.source, Source::Web(_)) {
             self.check(ctx);
         } else {
             self.schedule(ctx);
@@ -294,6 +380,7 @@ impl Handler<Shutdown> for DirectoryWatcher {
 mod tests {
     use super::*;
     use futures_util::StreamExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Serves `body` once, as a web service would.
     async fn serve_once(status: &'static str, body: String) -> u16 {
@@ -327,6 +414,15 @@ mod tests {
         );
     }
 
+    fn web(port: u16) -> Arc<WebDirectory> {
+        let settings = DirectorySettings {
+            url: Some(format!("http://127.0.0.1:{port}/d.json")),
+            allow_plain_http: true,
+            ..DirectorySettings::default()
+        };
+        Arc::new(WebDirectory::new(&settings, Duration::from_secs(5)).unwrap())
+    }
+
     #[tokio::test]
     async fn a_directory_comes_from_a_web_service() {
         let port = serve_once(
@@ -334,31 +430,25 @@ mod tests {
             r#"{"contexts":[{"name":"a","dialplan":["a"]}]}"#.into(),
         )
         .await;
-        let pbxes = [ctid_proto::directory::DEFAULT_PBX.to_owned()];
-        let dir = load_url(
-            &format!("http://127.0.0.1:{port}/d.json"),
-            Duration::from_secs(5),
-            &pbxes,
-        )
-        .await
-        .unwrap();
+        let pbxes: Arc<[String]> = [ctid_proto::directory::DEFAULT_PBX.to_owned()].into();
+        let dir = load_url(web(port), pbxes.clone()).await.unwrap();
         assert!(dir.has_context("a"));
         let port = serve_once("503 Service Unavailable", String::new()).await;
-        let err = load_url(
-            &format!("http://127.0.0.1:{port}/"),
-            Duration::from_secs(5),
-            &pbxes,
-        )
-        .await
-        .unwrap_err();
-        assert!(err.ends_with("HTTP 503 Service Unavailable"), "{err}");
+        let err = load_url(web(port), pbxes.clone()).await.unwrap_err();
+        assert!(err.ends_with("HTTP 503"), "{err}");
         let port = serve_once("200 OK", r#"{"contexts":[{"name":1}]}"#.into()).await;
-        assert!(load_url(
-            &format!("http://127.0.0.1:{port}/"),
-            Duration::from_secs(5),
-            &pbxes
-        )
-        .await
-        .is_err());
+        assert!(load_url(web(port), pbxes).await.is_err());
+    }
+
+    #[test]
+    fn urls_are_https_unless_plain_http_is_allowed_and_carry_no_credentials() {
+        assert!(check_url("https://dir.example/ctid.json", false).is_ok());
+        assert!(check_url("http://dir.example/ctid.json", false)
+            .unwrap_err()
+            .contains("directory.allow_plain_http"));
+        assert!(check_url("http://dir.example/ctid.json", true).is_ok());
+        assert!(check_url("ftp://dir.example/", true).is_err());
+        let err = check_url("https://ctid:s3cret@dir.example/d.json", false).unwrap_err();
+        assert!(!err.contains("s3cret"), "{err}");
     }
 }

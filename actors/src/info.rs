@@ -1,6 +1,7 @@
 //! The Info port: a plain-text debugging console, one command per line, each answer ended
 //! by `CTID-INFO:OK` or `CTID-INFO:KO <reason>`. It has no authentication: it listens on
-//! loopback by default.
+//! loopback by default, serves only `listen.info.allow`, and serves `kick`, `loglevel` and
+//! `dumpami` only with `listen.info.allow_control`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, LinesCodec};
 
+use crate::allow::AllowList;
 use crate::ami::AmiTaps;
 use crate::directory::DirectoryHandle;
 use crate::listener::Accept;
@@ -46,7 +48,16 @@ pub struct InfoShared {
     pub directory: DirectoryHandle,
     pub metrics: Metrics,
     pub log_level: SetLogLevel,
+    /// Whether `kick`, `loglevel` and `dumpami` are served (`listen.info.allow_control`).
+    pub control: bool,
+    /// What start-up warned about (ports open beyond this machine).
+    pub warnings: Vec<String>,
+    /// Each listener's allow-list, with its count of refusals.
+    pub allow: Vec<AllowList>,
 }
+
+/// The console commands that change state or show raw AMI (other tenants' calls too).
+const CONTROL: [&str; 3] = ["kick", "loglevel", "dumpami"];
 
 #[derive(Clone)]
 pub struct InfoAccept {
@@ -136,6 +147,7 @@ fn run(command: &str, args: &[&str], s: &InfoShared) -> Result<Vec<String>, Stri
             out.push(format!("version {}", env!("CARGO_PKG_VERSION")));
             out.push(format!("uptime {}", uptime(s.started.elapsed())));
             out.push(format!("config {}", s.config.display()));
+            out.extend(s.warnings.iter().map(|w| format!("warning: {w}")));
         }
         "show_ami" => {
             for pbx in links(s, args)? {
@@ -308,6 +320,15 @@ fn run(command: &str, args: &[&str], s: &InfoShared) -> Result<Vec<String>, Stri
                 s.taps.dropped(),
                 m.dropped_records
             ));
+            let refused: Vec<String> = s
+                .allow
+                .iter()
+                .map(|a| format!("{} {}", a.name(), a.refused()))
+                .collect();
+            out.push(format!(
+                "refused (not in listen.<name>.allow): {}",
+                refused.join(", ")
+            ));
             for (pbx, l) in pbxes.iter().zip(&stats) {
                 out.push(format!(
                     "AMI {}: {}, {} events, {} logins, {} overflows, {} oversized messages",
@@ -370,7 +391,9 @@ async fn serve(stream: TcpStream, s: &InfoShared) {
         let Some((command, args)) = words.split_first() else {
             continue;
         };
-        let answer = if *command == "dumpami" {
+        let answer = if CONTROL.contains(command) && !s.control {
+            Err(format!("{command} is off here (listen.info.allow_control)"))
+        } else if *command == "dumpami" {
             match args.split_first() {
                 Some((&"on", names)) => {
                     if let Some((id, _)) = tap.take() {

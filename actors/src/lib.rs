@@ -3,6 +3,7 @@
 //! password checks run on threads of their own ([`pool`], [`records`]); protocol work is
 //! delegated to the sans-IO `ctid-proto`.
 
+pub mod allow;
 pub mod ami;
 pub mod announce;
 pub mod ask;

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_rt::ArbiterHandle;
@@ -16,12 +16,15 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
+use crate::allow::AllowList;
 use crate::net::io_reason;
-use crate::session::{Session, SessionShared, Unauthenticated};
+use crate::session::{Session, SessionShared, SlotLimit, Unauthenticated};
 use crate::supervisor::Shutdown;
 
 /// A pause after a failed accept (out of file descriptors, ...), so as not to spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Refused connections are logged at most this often.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What a listener does with each connection.
 pub trait Accept: Unpin + 'static {
@@ -41,6 +44,8 @@ pub struct TcpService<A: Accept> {
     socket: Arc<std::net::TcpListener>,
     acceptor: A,
     paused: bool,
+    /// Peers outside it are closed at once; None: everyone may connect.
+    allow: Option<AllowList>,
 }
 
 impl<A: Accept> TcpService<A> {
@@ -50,7 +55,14 @@ impl<A: Accept> TcpService<A> {
             socket,
             acceptor,
             paused: false,
+            allow: None,
         }
+    }
+
+    /// Only peers of `allow` are handed to the acceptor.
+    pub fn with_allow(mut self, allow: AllowList) -> Self {
+        self.allow = Some(allow);
+        self
     }
 }
 
@@ -89,7 +101,9 @@ impl<A: Accept> StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for TcpS
         match accepted {
             Ok((stream, peer)) => {
                 self.paused = false;
-                self.acceptor.accept(stream, peer);
+                if self.allow.as_ref().is_none_or(|a| a.permits(peer.ip())) {
+                    self.acceptor.accept(stream, peer);
+                }
             }
             Err(e) => {
                 if !self.paused {
@@ -119,6 +133,9 @@ pub struct CtiAccept {
     shared: Arc<SessionShared>,
     workers: Vec<ArbiterHandle>,
     next: usize,
+    /// Refusals not logged yet, and until when the log stays quiet.
+    refused: u64,
+    quiet_until: Option<Instant>,
 }
 
 impl CtiAccept {
@@ -134,11 +151,28 @@ impl CtiAccept {
             shared,
             workers,
             next: 0,
+            refused: 0,
+            quiet_until: None,
         }
     }
 
-    fn refuse(stream: TcpStream, peer: SocketAddr, name: &'static str) {
-        warn!("{name}: refused {peer}: too many connections still logging in (sessions.max_unauthenticated)");
+    /// Answers `too_many_connections` and closes; logs the first refusal of a run, then a
+    /// count at most every ten seconds (a flood must not flood the log too).
+    fn refuse(&mut self, stream: TcpStream, peer: SocketAddr, limit: SlotLimit) {
+        self.refused += 1;
+        let now = Instant::now();
+        if self.quiet_until.is_none_or(|t| now >= t) {
+            let key = match limit {
+                SlotLimit::All => "sessions.max_unauthenticated",
+                SlotLimit::Address => "sessions.max_unauthenticated_per_address",
+            };
+            warn!(
+                "{}: refused {} connection(s), the last from {peer}: too many still logging in ({key})",
+                self.name, self.refused
+            );
+            self.refused = 0;
+            self.quiet_until = Some(now + REFUSAL_LOG_EVERY);
+        }
         let line = Reply::error("error", &ErrorCode::TooManyConnections).encode(timenow());
         actix_rt::spawn(async move {
             let mut stream = stream;
@@ -150,9 +184,9 @@ impl CtiAccept {
 impl Accept for CtiAccept {
     fn accept(&mut self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let max = self.shared.max_unauthenticated;
-        let Some(guard) = Unauthenticated::try_new(&self.shared.unauthenticated, max) else {
-            return Self::refuse(stream, peer, self.name);
+        let guard = match Unauthenticated::try_new(&self.shared.unauthenticated, peer.ip()) {
+            Ok(guard) => guard,
+            Err(limit) => return self.refuse(stream, peer, limit),
         };
         // A tokio socket belongs to the reactor that accepted it: it crosses to its worker
         // arbiter as a std socket.

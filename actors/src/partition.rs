@@ -499,6 +499,19 @@ impl Partitions {
         self.core(key).map(|c| lock(&c).live()).unwrap_or_default()
     }
 
+    /// What every partition holds, together: a call of several contexts once.
+    pub fn live_all(&self) -> Live {
+        let mut all = Live::default();
+        let mut seen = std::collections::HashSet::new();
+        for key in self.keys() {
+            let live = self.live(&key);
+            all.calls
+                .extend(live.calls.into_iter().filter(|c| seen.insert(c.id.clone())));
+            all.presence.extend(live.presence);
+        }
+        all
+    }
+
     /// Makes a session a member of partition `key`, under its lock: nothing to wait for,
     /// even while the partition's actor is busy or restarting. None if there is no such
     /// partition.

@@ -545,7 +545,7 @@ mod tests {
                 login: "boss".into(),
                 line: None,
                 context: Some("a".into()),
-                supervisor: true,
+                role: ctid_proto::rights::Role::Supervisor,
             },
         }
     }

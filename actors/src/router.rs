@@ -694,7 +694,7 @@ impl SetDisposition {
                 login: user.login.clone(),
                 line: user.line.as_ref().map(|l| l.interface.clone()),
                 context: partition.filter(|p| *p != ALL).map(str::to_owned),
-                supervisor: user.supervisor,
+                role: user.role,
             },
         }
     }

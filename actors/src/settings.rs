@@ -6,6 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ctid_proto::cidr::Cidr;
+
 /// A credential: shown as `***` by `Debug` so that it never reaches a log line.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
@@ -22,7 +24,25 @@ impl Secret {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Whether this is a value example files ship (`change-me`, ...): never a real secret.
+    pub fn is_placeholder(&self) -> bool {
+        let value = self.0.trim().to_ascii_lowercase();
+        PLACEHOLDERS.contains(&value.as_str())
+    }
 }
+
+/// Secrets that examples and tutorials ship, compared without case.
+const PLACEHOLDERS: [&str; 8] = [
+    "change-me",
+    "changeme",
+    "change_me",
+    "change-this",
+    "replace-me",
+    "secret",
+    "password",
+    "xxx",
+];
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -284,6 +304,12 @@ pub struct DirectorySettings {
     pub path: PathBuf,
     /// A web service answering the directory in JSON; when set, `path` is not used.
     pub url: Option<String>,
+    /// Sent to the web service as `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
+    /// Whether an `http://` URL is accepted (anyone on the path could change users).
+    pub allow_plain_http: bool,
+    /// CA certificates (PEM) the web service's certificate must chain to; None: Mozilla's.
+    pub tls_ca: Option<PathBuf>,
     /// How often the file is checked for changes.
     pub check_interval: Duration,
 }
@@ -293,6 +319,9 @@ impl Default for DirectorySettings {
         DirectorySettings {
             path: PathBuf::from("/etc/ctid/directory.toml"),
             url: None,
+            token: None,
+            allow_plain_http: false,
+            tls_ca: None,
             check_interval: Duration::from_secs(2),
         }
     }
@@ -303,6 +332,8 @@ impl Default for DirectorySettings {
 pub struct SessionSettings {
     /// Connections that have not logged in yet, at most; more are refused.
     pub max_unauthenticated: usize,
+    /// The same, from one source address.
+    pub max_unauthenticated_per_address: usize,
     /// Longest line a client may send.
     pub max_line_bytes: usize,
     /// What a session may have queued for its client before it is dropped as a slow
@@ -323,6 +354,7 @@ impl Default for SessionSettings {
     fn default() -> Self {
         SessionSettings {
             max_unauthenticated: 1024,
+            max_unauthenticated_per_address: 32,
             max_line_bytes: ctid_proto::cti::DEFAULT_MAX_LINE,
             outbound_max_bytes: 4 << 20,
             outbound_max_messages: 10_000,
@@ -368,6 +400,25 @@ pub struct AmiSettings {
     pub max_message_bytes: usize,
 }
 
+impl PbxSettings {
+    /// Why this PBX's secret must not be sent (a placeholder), naming the key and how to
+    /// set it; None if it may be.
+    pub fn placeholder_secret(&self) -> Option<String> {
+        self.ami.secret.is_placeholder().then(|| {
+            format!(
+                "{}.secret is a placeholder, not the AMI user's secret: set it (manager.conf's secret) in the settings or in {}; ctid does not log in to this PBX until then",
+                self.section,
+                env_var(&format!("{}.secret", self.section))
+            )
+        })
+    }
+}
+
+/// The environment variable that overrides a settings key: `CTID__AMI__SECRET`.
+pub fn env_var(key: &str) -> String {
+    format!("CTID__{}", key.replace('.', "__").to_uppercase())
+}
+
 impl AmiSettings {
     /// `host:port`, the name of the link in logs.
     pub fn endpoint(&self) -> String {
@@ -402,14 +453,25 @@ pub struct Listener {
     pub address: IpAddr,
     pub port: u16,
     pub enabled: bool,
+    /// Peers that may connect (send, for UDP); others are closed (dropped) and counted.
+    pub allow: Vec<Cidr>,
+}
+
+/// Every address, IPv4 and IPv6.
+pub fn anywhere() -> Vec<Cidr> {
+    ["0.0.0.0/0", "::/0"]
+        .iter()
+        .filter_map(|r| r.parse().ok())
+        .collect()
 }
 
 impl Listener {
-    fn on(address: Ipv4Addr, port: u16, enabled: bool) -> Listener {
+    fn on(address: Ipv4Addr, port: u16, enabled: bool, allow: Vec<Cidr>) -> Listener {
         Listener {
             address: IpAddr::V4(address),
             port,
             enabled,
+            allow,
         }
     }
 
@@ -423,6 +485,8 @@ pub struct TlsListener {
     pub listener: Listener,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// How often the certificate and key files are checked for a renewal.
+    pub check_interval: Duration,
 }
 
 /// The listening ports of the XiVO CTI server admin page.
@@ -433,6 +497,8 @@ pub struct ListenSettings {
     pub ctis: TlsListener,
     pub webi: Listener,
     pub info: Listener,
+    /// Whether the console's `kick`, `loglevel` and `dumpami` are served.
+    pub info_allow_control: bool,
     /// UDP.
     pub announce: Listener,
 }
@@ -441,18 +507,68 @@ impl Default for ListenSettings {
     fn default() -> Self {
         let lo = Ipv4Addr::LOCALHOST;
         let any = Ipv4Addr::UNSPECIFIED;
+        let local = || Cidr::loopback().to_vec();
         ListenSettings {
-            fagi: Listener::on(lo, 5002, true),
-            cti: Listener::on(any, 5003, true),
+            fagi: Listener::on(lo, 5002, true, local()),
+            cti: Listener::on(any, 5003, true, anywhere()),
             ctis: TlsListener {
-                listener: Listener::on(any, 5013, false),
+                listener: Listener::on(any, 5013, false, anywhere()),
                 cert: None,
                 key: None,
+                check_interval: Duration::from_secs(60),
             },
-            webi: Listener::on(lo, 5004, true),
-            info: Listener::on(lo, 5005, true),
-            announce: Listener::on(lo, 5006, true),
+            webi: Listener::on(lo, 5004, true, local()),
+            info: Listener::on(lo, 5005, true, local()),
+            info_allow_control: true,
+            announce: Listener::on(lo, 5006, true, local()),
         }
+    }
+}
+
+impl Settings {
+    /// What start-up warns about: ports without authentication, or a plain CTI port, open
+    /// beyond this machine; a directory over plain http. The info console's `show_infos`
+    /// repeats them.
+    pub fn security_warnings(&self) -> Vec<String> {
+        let l = &self.listen;
+        let mut warnings = Vec::new();
+        for (name, listener) in [
+            ("webi", &l.webi),
+            ("info", &l.info),
+            ("fagi", &l.fagi),
+            ("announce", &l.announce),
+        ] {
+            if listener.enabled && !listener.address.is_loopback() {
+                let allow: Vec<String> = listener.allow.iter().map(Cidr::to_string).collect();
+                warnings.push(format!(
+                    "listen.{name} listens on {}, off loopback, and has no authentication: only listen.{name}.allow ({}) may reach it",
+                    listener.address,
+                    allow.join(", ")
+                ));
+            }
+        }
+        if l.cti.enabled && !l.cti.address.is_loopback() && !l.ctis.listener.enabled {
+            warnings.push(format!(
+                "listen.cti listens on {}, off loopback, while CTIs is off: passwords cross the network in the clear; enable listen.ctis (TLS) for desktops elsewhere",
+                l.cti.address
+            ));
+        }
+        if let Some(url) = self
+            .directory
+            .url
+            .as_ref()
+            .filter(|u| u.starts_with("http://"))
+        {
+            warnings.push(format!(
+                "directory.url {url} is plain http (directory.allow_plain_http): anyone on the path can read the directory and add a user; use https"
+            ));
+        }
+        if l.info.enabled && l.info_allow_control && !l.info.address.is_loopback() {
+            warnings.push(
+                "listen.info.allow_control is on off loopback: listen.info.allow may kick sessions, change the log level and read raw AMI".to_owned(),
+            );
+        }
+        warnings
     }
 }
 
@@ -540,6 +656,14 @@ mod tests {
             let e = PostgresUrl::parse(bad).unwrap_err();
             assert!(!e.contains("hunter2"), "{e}");
         }
+    }
+
+    #[test]
+    fn placeholders_are_known_whatever_their_case() {
+        for placeholder in ["change-me", "CHANGEME", " Secret "] {
+            assert!(Secret::new(placeholder).is_placeholder(), "{placeholder}");
+        }
+        assert!(!Secret::new("c9f2-real").is_placeholder());
     }
 
     #[test]

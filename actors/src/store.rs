@@ -1267,7 +1267,11 @@ pub(crate) mod tests {
                     login: login.into(),
                     line: None,
                     context: Some(context.into()),
-                    supervisor,
+                    role: if supervisor {
+                        ctid_proto::rights::Role::Supervisor
+                    } else {
+                        ctid_proto::rights::Role::Agent
+                    },
                 };
                 let mut set = |by: Disposer, id: &str| {
                     dispose(

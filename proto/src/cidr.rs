@@ -41,6 +41,19 @@ impl Cidr {
     }
 }
 
+/// The source a client is counted as, for limits per address: an IPv4 address (also when
+/// IPv4-mapped), or an IPv6 address's /64, which one machine commonly holds whole.
+pub fn source_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::from(octets)
+        }
+        v4 => v4,
+    }
+}
+
 fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
     let (whole, rest) = (usize::from(bits / 8), bits % 8);
     if a[..whole] != b[..whole] {
@@ -104,6 +117,17 @@ mod tests {
         assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains(ip("8.8.8.8")));
         assert!(Cidr::loopback().iter().any(|c| c.contains(ip("127.0.0.2"))));
         assert!(Cidr::loopback().iter().any(|c| c.contains(ip("::1"))));
+    }
+
+    #[test]
+    fn a_source_is_an_ipv4_address_or_an_ipv6_slash_64() {
+        assert_eq!(source_of(ip("10.0.0.1")), ip("10.0.0.1"));
+        assert_eq!(source_of(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+        assert_eq!(source_of(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            source_of(ip("2001:db8:1:2::9")),
+            source_of(ip("2001:db8:1:2:ffff::1"))
+        );
     }
 
     #[test]

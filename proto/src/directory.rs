@@ -13,6 +13,84 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use serde::{Deserialize, Serialize};
 
+use crate::rights::Role;
+
+/// The weakest argon2 hash accepted: m=19456 KiB, t=2 (OWASP's minimum for argon2id).
+pub const MIN_HASH: HashCost = HashCost {
+    m: 19_456,
+    t: 2,
+    p: 1,
+};
+/// The costliest accepted: past it one login could take seconds and gigabytes.
+pub const MAX_HASH: HashCost = HashCost {
+    m: 262_144,
+    t: 10,
+    p: 4,
+};
+
+/// The parameters of an argon2 hash: memory in KiB, passes, lanes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HashCost {
+    pub m: u32,
+    pub t: u32,
+    pub p: u32,
+}
+
+impl std::fmt::Display for HashCost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "m={},t={},p={}", self.m, self.t, self.p)
+    }
+}
+
+/// The cost of an argon2id PHC string, if it is one that may be used: between
+/// [`MIN_HASH`] and [`MAX_HASH`].
+pub fn hash_cost(phc: &str) -> Result<HashCost, String> {
+    let make = "make one with `ctid hash-password`";
+    let hash = PasswordHash::new(phc)
+        .map_err(|e| format!("password is not a PHC string ({e}); {make}"))?;
+    if hash.algorithm.as_str() != "argon2id" || hash.version != Some(19) {
+        return Err(format!(
+            "password is not an argon2id (v=19) hash but {}; {make}",
+            hash.algorithm
+        ));
+    }
+    if hash.salt.is_none() || hash.hash.is_none() {
+        return Err(format!("password hash has no salt or no output; {make}"));
+    }
+    let get = |k: &str| {
+        hash.params
+            .get_decimal(k)
+            .ok_or_else(|| format!("password hash has no {k} parameter; {make}"))
+    };
+    let cost = HashCost {
+        m: get("m")?,
+        t: get("t")?,
+        p: get("p")?,
+    };
+    if cost.m < MIN_HASH.m || cost.t < MIN_HASH.t || cost.p < MIN_HASH.p {
+        return Err(format!(
+            "password hash {cost} is weaker than the minimum m={},t={}; {make}",
+            MIN_HASH.m, MIN_HASH.t
+        ));
+    }
+    if cost.m > MAX_HASH.m || cost.t > MAX_HASH.t || cost.p > MAX_HASH.p {
+        return Err(format!(
+            "password hash {cost} is past the ceiling m<={},t<={},p<={} (one login would cost too much)",
+            MAX_HASH.m, MAX_HASH.t, MAX_HASH.p
+        ));
+    }
+    Ok(cost)
+}
+
+/// A hash no password matches, at `cost`: an unknown login is checked against it, so that
+/// it takes as long as a known one.
+fn dummy_hash(cost: HashCost) -> String {
+    format!(
+        "$argon2id$v=19${cost}$Y3RpZC1kdW1teS1zYWx0IQ${}",
+        "A".repeat(43)
+    )
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DirectoryFile {
@@ -72,9 +150,12 @@ pub struct User {
     pub lastname: String,
     #[serde(default)]
     pub line: Option<Line>,
-    /// May set the disposition of any call of their context.
+    /// What the user may act on (see [`crate::rights`]).
     #[serde(default)]
-    pub supervisor: bool,
+    pub role: Role,
+    /// Older directories' way to say `role = "supervisor"`; read as that.
+    #[serde(default, skip_serializing)]
+    supervisor: bool,
 }
 
 impl std::fmt::Debug for User {
@@ -113,7 +194,7 @@ pub struct Queue {
 }
 
 /// A validated, indexed directory.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Directory {
     contexts: BTreeMap<String, Context>,
     users: BTreeMap<u64, User>,
@@ -125,6 +206,22 @@ pub struct Directory {
     /// CTI contexts by dialplan context: `<pbx>:<dialplan>` for one PBX's, or the plain
     /// name for every PBX's.
     by_dialplan: HashMap<String, String>,
+    /// What unknown logins are checked against: the most used cost of the users' hashes.
+    dummy: String,
+}
+
+impl Default for Directory {
+    fn default() -> Self {
+        Directory {
+            contexts: BTreeMap::new(),
+            users: BTreeMap::new(),
+            by_login: HashMap::new(),
+            by_interface: HashMap::new(),
+            queues: BTreeMap::new(),
+            by_dialplan: HashMap::new(),
+            dummy: dummy_hash(MIN_HASH),
+        }
+    }
 }
 
 impl Directory {
@@ -137,19 +234,25 @@ impl Directory {
     /// failure returns every problem found.
     pub fn parse_for(text: &str, pbxes: &[String]) -> Result<Directory, Vec<String>> {
         let file: DirectoryFile = toml::from_str(text).map_err(|e| vec![toml_problem(text, &e)])?;
-        Self::check(file, pbxes)
+        Self::check(file, pbxes, &password_lines(text))
     }
 
     /// Parses and checks a directory in JSON, as a directory web service sends it: the same
     /// shape as the file.
     pub fn parse_json(text: &str, pbxes: &[String]) -> Result<Directory, Vec<String>> {
         let file: DirectoryFile = serde_json::from_str(text).map_err(|e| vec![e.to_string()])?;
-        Self::check(file, pbxes)
+        Self::check(file, pbxes, &[])
     }
 
-    fn check(file: DirectoryFile, pbxes: &[String]) -> Result<Directory, Vec<String>> {
+    /// `lines`: the line of each user's password in the file, where known.
+    fn check(
+        file: DirectoryFile,
+        pbxes: &[String],
+        lines: &[Option<usize>],
+    ) -> Result<Directory, Vec<String>> {
         let mut problems = Vec::new();
         let mut dir = Directory::default();
+        let mut costs: HashMap<HashCost, usize> = HashMap::new();
         for (i, c) in file.contexts.into_iter().enumerate() {
             let at = format!("contexts[{i}] ({})", c.name);
             if c.name.is_empty() {
@@ -194,10 +297,15 @@ impl Directory {
             if u.login.is_empty() {
                 problems.push(format!("users[{i}]: login must not be empty"));
             }
-            if let Err(e) = PasswordHash::new(&u.password) {
-                problems.push(format!(
-                    "{at}: password is not a PHC string ({e}); make one with `ctid hash-password`"
-                ));
+            match hash_cost(&u.password) {
+                Ok(cost) => *costs.entry(cost).or_default() += 1,
+                Err(e) => match lines.get(i).copied().flatten() {
+                    Some(line) => problems.push(format!("{at}, line {line}: {e}")),
+                    None => problems.push(format!("{at}: {e}")),
+                },
+            }
+            if u.supervisor && u.role == Role::Agent {
+                u.role = Role::Supervisor;
             }
             if let Some(line) = &u.line {
                 if !dir.contexts.contains_key(&line.context) {
@@ -274,11 +382,22 @@ impl Directory {
                 problems.push(format!("{at}: queue defined twice on its PBX"));
             }
         }
+        let usual = costs
+            .into_iter()
+            .max_by_key(|(cost, n)| (*n, *cost))
+            .map_or(MIN_HASH, |(cost, _)| cost);
+        dir.dummy = dummy_hash(usual);
         if problems.is_empty() {
             Ok(dir)
         } else {
             Err(problems)
         }
+    }
+
+    /// A hash no password matches, costing what the users' hashes mostly cost: checked for
+    /// unknown logins, so that they take as long as known ones.
+    pub fn dummy_hash(&self) -> &str {
+        &self.dummy
     }
 
     pub fn contexts(&self) -> impl Iterator<Item = &Context> {
@@ -374,6 +493,36 @@ fn resolve_pbx(named: &str, pbxes: &[String]) -> Result<String, String> {
     }
 }
 
+/// The line of each `[[users]]` entry's password in a TOML directory, by entry.
+fn password_lines(text: &str) -> Vec<Option<usize>> {
+    use toml::de::{DeTable, DeValue};
+    let Ok(root) = DeTable::parse(text) else {
+        return Vec::new();
+    };
+    let line_of = |at: usize| {
+        text.get(..at)
+            .map(|before| before.matches('\n').count() + 1)
+    };
+    let users = root
+        .get_ref()
+        .iter()
+        .find(|(k, _)| k.get_ref() == "users")
+        .map(|(_, v)| v.get_ref());
+    let Some(DeValue::Array(users)) = users else {
+        return Vec::new();
+    };
+    users
+        .iter()
+        .map(|u| match u.get_ref() {
+            DeValue::Table(t) => t
+                .iter()
+                .find(|(k, _)| k.get_ref() == "password")
+                .and_then(|(_, v)| line_of(v.span().start)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Where and what, without the offending line itself: it may hold a password.
 fn toml_problem(text: &str, e: &toml::de::Error) -> String {
     let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
@@ -430,9 +579,9 @@ pub fn hash_password(password: &str, salt_bytes: &[u8; 16]) -> Result<String, St
 mod tests {
     use super::*;
 
-    /// argon2id of "secret" with small parameters, so that tests run fast.
+    /// argon2id of "secret", at the weakest cost accepted.
     pub const SECRET: &str =
-        "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$LEoDiKolAdO6CICRtIsNfS7pzASNysREYbKPF9VwGok";
+        "$argon2id$v=19$m=19456,t=2,p=1$PmUfvJSx/XoaiPI5CGZKyQ$widnLdjpam9VZ0OVSdxdkHJkTCIH1RSgZ5vw0n8DyHo";
 
     fn sample() -> String {
         format!(
@@ -656,5 +805,101 @@ context = "c"
         );
         assert_eq!(interface_of("PJSIP/alice"), "PJSIP/alice");
         assert_eq!(interface_of("Local/1001@default"), "Local/1001@default");
+    }
+
+    #[test]
+    fn hashes_too_weak_or_too_costly_are_refused_naming_their_line() {
+        let weak = "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$LEoDiKolAdO6CICRtIsNfS7pzASNysREYbKPF9VwGok";
+        let huge = SECRET.replace("m=19456,t=2,p=1", "m=4194304,t=2,p=1");
+        let argon2i = SECRET.replace("argon2id", "argon2i");
+        let text = format!(
+            "[[users]]\nid = 1\nlogin = \"a\"\npassword = \"{SECRET}\"\n\
+             [[users]]\nid = 2\nlogin = \"b\"\npassword = \"{weak}\"\n\
+             [[users]]\nid = 3\nlogin = \"c\"\npassword = \"{huge}\"\n\
+             [[users]]\nid = 4\nlogin = \"d\"\npassword = \"{argon2i}\"\n"
+        );
+        let problems = Directory::parse(&text).unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        assert!(
+            problems[0].starts_with("users[1] (b), line 8: password hash m=256,t=1,p=1 is weaker than the minimum m=19456,t=2"),
+            "{}",
+            problems[0]
+        );
+        assert!(
+            problems[1].starts_with("users[2] (c), line 12: "),
+            "{}",
+            problems[1]
+        );
+        assert!(problems[1].contains("past the ceiling m<=262144,t<=10,p<=4"));
+        assert!(
+            problems[2].contains("not an argon2id (v=19) hash"),
+            "{}",
+            problems[2]
+        );
+        assert!(
+            problems.iter().all(|p| !p.contains("LEoD")),
+            "no hash in a message"
+        );
+        // The same checks apply to a web service's JSON, without line numbers.
+        let json = format!(r#"{{"users":[{{"id":1,"login":"x","password":"{weak}"}}]}}"#);
+        let problems = Directory::parse_json(&json, &[DEFAULT_PBX.to_owned()]).unwrap_err();
+        assert!(
+            problems[0].starts_with("users[0] (x): password hash m=256"),
+            "{problems:?}"
+        );
+        assert!(hash_cost(&SECRET.replace("t=2", "t=11")).is_err());
+        assert!(hash_cost(&SECRET.replace("p=1", "p=5")).is_err());
+        assert_eq!(hash_cost(SECRET), Ok(MIN_HASH));
+    }
+
+    #[test]
+    fn roles_are_read_and_supervisor_true_is_a_supervisor() {
+        let text = format!(
+            "[[users]]\nid = 1\nlogin = \"a\"\npassword = \"{SECRET}\"\n\
+             [[users]]\nid = 2\nlogin = \"b\"\npassword = \"{SECRET}\"\nrole = \"supervisor\"\n\
+             [[users]]\nid = 3\nlogin = \"c\"\npassword = \"{SECRET}\"\nsupervisor = true\n\
+             [[users]]\nid = 4\nlogin = \"d\"\npassword = \"{SECRET}\"\nrole = \"admin\"\n"
+        );
+        let dir = Directory::parse(&text).unwrap();
+        let role = |login: &str| dir.user_by_login(login).unwrap().role;
+        assert_eq!(
+            [role("a"), role("b"), role("c"), role("d")],
+            [Role::Agent, Role::Supervisor, Role::Supervisor, Role::Admin]
+        );
+        let bad =
+            format!("[[users]]\nid = 1\nlogin = \"a\"\npassword = \"{SECRET}\"\nrole = \"root\"\n");
+        let problems = Directory::parse(&bad).unwrap_err();
+        assert!(
+            problems[0].contains("unknown variant `root`"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_logins_are_checked_at_the_users_usual_cost() {
+        assert!(Directory::default()
+            .dummy_hash()
+            .contains("$m=19456,t=2,p=1$"));
+        let strong = dummy_hash(HashCost {
+            m: 32_768,
+            t: 3,
+            p: 1,
+        });
+        let text = format!(
+            "[[users]]\nid = 1\nlogin = \"a\"\npassword = \"{strong}\"\n\
+             [[users]]\nid = 2\nlogin = \"b\"\npassword = \"{strong}\"\n\
+             [[users]]\nid = 3\nlogin = \"c\"\npassword = \"{SECRET}\"\n"
+        );
+        let dir = Directory::parse(&text).unwrap();
+        let dummy = dir.dummy_hash();
+        assert_eq!(
+            hash_cost(dummy),
+            Ok(HashCost {
+                m: 32_768,
+                t: 3,
+                p: 1
+            })
+        );
+        assert!(!verify_password(dummy, "") && !verify_password(dummy, "pw"));
     }
 }

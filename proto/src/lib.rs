@@ -10,7 +10,7 @@ pub mod cti;
 pub mod directory;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
-pub mod http;
 pub mod lists;
 pub mod rights;
+pub mod throttle;
 pub mod wire;

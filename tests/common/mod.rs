@@ -72,17 +72,17 @@ pub fn config_with(pbxes: &str, on: &[&str]) -> String {
     s
 }
 
-/// argon2id hashes (small parameters, fast in tests) of each test user's password, which
-/// is their login.
+/// argon2id hashes, at the weakest cost ctid accepts, of each test user's password, which
+/// is their login (erin's for any other login).
 pub fn test_hash(login: &str) -> &'static str {
     match login {
-        "alice" => "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$lJcXKst4CSPCQfikGC3jLHHgOfGW5aFIE1LMAzKPQwI",
-        "bob" => "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$j7Fi6MNcV+45Q8xzHS8lq765kbWfoU08mh28TMsgJ+o",
-        "carol" => "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$BZFqsEa6zeUSIiWXztxml+rDKdKodh0lT8G6PCGuAyo",
-        "dave" => "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$moJ+fEiOm3u4PD6EGEW/t+xFG3OL1Y17WevQpOxwh1E",
-        "frank" => "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$ui+Z2EYSQfbS5l8p8KYFJlNGOIhU+57LBnSQspcPCBk",
-        "zoe" => "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$tToJYqmEsg4MNAR1X+rFD/N37qi5rSsSq8uH2GvPlJo",
-        _ => "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$cRmuvYY2WoHXpYkYeoTCtn8Us6Z0uvsW/ai7mnjcmfk",
+        "alice" => "$argon2id$v=19$m=19456,t=2,p=1$IIbaqxtJxZbTrcNcqKxjtA$19FB4zxVR7HcPUKh5YHHHb0GJHbJvuPD3v0qIn9fmYA",
+        "bob" => "$argon2id$v=19$m=19456,t=2,p=1$129RkwfDXtJ0EON2y8h0bg$n+owAEdOZ9quJ9uVxhkhzgQ9iU80AXhDvsF+1YmcL+4",
+        "carol" => "$argon2id$v=19$m=19456,t=2,p=1$ODoULzS+1g2WXZ8qnCHsAA$yxnswL1ALkWXeE3efyHORlraD1VXfO/7doW9zqK9GqE",
+        "dave" => "$argon2id$v=19$m=19456,t=2,p=1$B1wngsjTpH+xFYlNBq3daA$pmGSBmwE1hc6bcw7vYeikkjUR6O0G2WfWTgdKI9RbqY",
+        "frank" => "$argon2id$v=19$m=19456,t=2,p=1$9C4eYSjeOpKJSCDMcHcEtQ$DN+7FO03BQigqIBe327u0K5uBEAQ0H6OJzY1tPhv/Eg",
+        "zoe" => "$argon2id$v=19$m=19456,t=2,p=1$pCGs6WALb9528FgIF18OTA$vxsQJOx9MCDsWfG8d8w7fJHB4/7KC75i1J4g8V3pGKk",
+        _ => "$argon2id$v=19$m=19456,t=2,p=1$XFIlxJQ+5Ws0PlNnR+7qVA$SI32e1IxxrJbyNtvHHFRoh1fMKtW4HdTg3cUvwcjv2E",
     }
 }
 
@@ -236,6 +236,15 @@ impl Ctid {
         self.wait_exit().await;
     }
 
+    /// Sends a signal (`HUP`, ...) to ctid.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+    }
+
     /// Sends SIGTERM and waits for ctid to exit.
     pub async fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
@@ -279,6 +288,24 @@ impl Cti {
             conn: ctid::client::Connection::connect("127.0.0.1", port, None)
                 .await
                 .unwrap(),
+            pending: Default::default(),
+        }
+    }
+
+    /// Connects from `local`, one of the loopback addresses (127.0.0.2, ...).
+    pub async fn connect_from(port: u16, local: &str) -> Cti {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::new(local.parse().unwrap(), 0))
+            .unwrap();
+        let stream = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+        Cti::over(Box::new(stream))
+    }
+
+    /// A client over a stream already connected (and, for CTIs, already in TLS).
+    pub fn over(io: ctid_actors::net::BoxedIo) -> Cti {
+        Cti {
+            conn: ctid::client::Connection::over(io),
             pending: Default::default(),
         }
     }

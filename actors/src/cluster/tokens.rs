@@ -1,5 +1,5 @@
 //! Resume tokens any edge can take: each token an edge issues is also put in the tokens
-//! bucket (under a hash of it: the bucket never holds a usable token), renewed while its
+//! bucket (under its SHA-256: the bucket never holds a usable token), renewed while its
 //! session is connected, and gone a resume window after the last renewal (the bucket's
 //! max age). Taking one is a read and a revision-checked delete: one edge wins.
 
@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use log::{debug, warn};
-use ring::digest;
 use tokio::sync::OnceCell;
 
 use super::Cluster;
-use crate::auth::Resumable;
+use crate::auth::{Resumable, TokenKey};
 
 /// The cluster's tokens bucket.
 #[derive(Clone)]
@@ -20,13 +19,9 @@ pub struct SharedTokens {
     bucket: std::sync::Arc<OnceCell<kv::Store>>,
 }
 
-/// The bucket key of a token.
-fn key(token: &str) -> String {
-    let d = digest::digest(&digest::SHA256, token.as_bytes());
-    d.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// The bucket key of a token, from its digest.
+fn key(digest: &TokenKey) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl SharedTokens {
@@ -42,7 +37,7 @@ impl SharedTokens {
     }
 
     /// Puts (or renews) a token.
-    pub async fn put(&self, token: &str, what: &Resumable) {
+    pub async fn put(&self, token: &TokenKey, what: &Resumable) {
         let outcome = match (self.bucket().await, serde_json::to_vec(what)) {
             (Ok(b), Ok(body)) => b
                 .put(key(token), body.into())
@@ -57,14 +52,14 @@ impl SharedTokens {
     }
 
     /// Forgets a token.
-    pub async fn forget(&self, token: &str) {
+    pub async fn forget(&self, token: &TokenKey) {
         if let Ok(b) = self.bucket().await {
             let _ = b.purge(key(token)).await;
         }
     }
 
     /// Takes a token another edge issued: once, by one edge.
-    pub async fn take(&self, token: &str, within: Duration) -> Option<Resumable> {
+    pub async fn take(&self, token: &TokenKey, within: Duration) -> Option<Resumable> {
         let taking = async {
             let bucket = self.bucket().await.ok()?;
             let k = key(token);

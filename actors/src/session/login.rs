@@ -2,14 +2,15 @@
 //! joining the partition of their context.
 
 use actix::prelude::*;
-use ctid_proto::commands::commands;
+use ctid_proto::commands::targets;
 use ctid_proto::cti::{timenow, ErrorCode, Reply, Request};
 use ctid_proto::directory::User;
+use ctid_proto::rights::{scope, Role, Target};
 use log::{info, warn};
 use serde_json::{json, Value};
 
 use super::{disconnect, Phase, Session, PROTOCOL_VERSION};
-use crate::auth::{Resumable, DUMMY_HASH};
+use crate::auth::{random_hex, Resumable};
 use crate::partition::{Member, Subscribe, ALL};
 
 /// What ctid allows a logged-in user to send, as listed in `login_capas`.
@@ -21,6 +22,34 @@ const REGCOMMANDS: [&str; 6] = [
     "disposition",
     "history",
 ];
+
+/// What `login_capas` says the user may send: their role, the classes, and each command
+/// with what it may act on. A user with no context (no line, under separation) may do
+/// nothing but keep alive and log out, unless an admin (whose commands need no context).
+fn capas(user: &User, in_context: bool) -> Value {
+    let admin = user.role == Role::Admin;
+    let regcommands = match in_context || admin {
+        true => REGCOMMANDS.to_vec(),
+        false => vec!["keepalive", "logout"],
+    };
+    let has_line = user.line.is_some();
+    let allowed: Vec<(&str, Target)> = targets()
+        .filter(|(_, target)| match target {
+            Target::OwnLine => in_context && has_line,
+            _ => in_context || admin,
+        })
+        .collect();
+    let rights: serde_json::Map<String, Value> = allowed
+        .iter()
+        .map(|(name, target)| ((*name).to_owned(), json!(scope(*target, user.role))))
+        .collect();
+    json!({
+        "role": user.role.name(),
+        "regcommands": regcommands,
+        "ipbxcommands": allowed.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+        "rights": rights,
+    })
+}
 
 /// A resume in progress: the events it asks for, the request to answer, and the token it
 /// came with (put back if the partition is not ready yet).
@@ -38,7 +67,14 @@ impl Session {
         }
         let login = req.str("userlogin").unwrap_or_default().to_owned();
         // Unknown logins get a session id too: this step must not reveal which logins exist.
-        let sessionid: String = (0..10).map(|_| fastrand::alphanumeric()).collect();
+        // It is never compared to anything, but it comes from the CSPRNG all the same.
+        let Ok(sessionid) = random_hex(5) else {
+            return self.close(
+                Some(ErrorCode::Shutdown),
+                "no random numbers for a session id",
+                ctx,
+            );
+        };
         self.phase = Phase::LoginPass { login };
         let reply = Reply::new("login_id")
             .with("sessionid", sessionid)
@@ -55,12 +91,14 @@ impl Session {
             return;
         };
         let password = req.str("password").unwrap_or_default().to_owned();
-        let user = self.shared.directory.get().user_by_login(&login).cloned();
+        let dir = self.shared.directory.get();
+        let user = dir.user_by_login(&login).cloned();
+        // An unknown login costs what the directory's own hashes cost.
         let phc = user
             .as_ref()
-            .map_or_else(|| DUMMY_HASH.to_owned(), |u| u.password.clone());
+            .map_or_else(|| dir.dummy_hash().to_owned(), |u| u.password.clone());
         let ip = self.peer.ip();
-        let delay = self.shared.throttle.delay(ip);
+        let delay = self.shared.throttle.delay(&login, ip);
         let checker = self.shared.checker.clone();
         let check = async move {
             tokio::time::sleep(delay).await;
@@ -87,7 +125,7 @@ impl Session {
                 };
                 match user.filter(|_| ok) {
                     Some(user) => {
-                        act.shared.throttle.succeeded(ip);
+                        act.shared.throttle.succeeded(&login, ip);
                         act.phase = Phase::LoginCapas { user_id: user.id };
                         let reply = Reply::new("login_pass")
                             .with("capalist", json!([1]))
@@ -95,7 +133,7 @@ impl Session {
                         act.send(reply, ctx);
                     }
                     None => {
-                        act.shared.throttle.failed(ip);
+                        act.shared.throttle.failed(Some(&login), ip);
                         warn!(
                             "{}: login {login:?} refused (wrong login or password)",
                             act.who()
@@ -121,20 +159,13 @@ impl Session {
     }
 
     fn identity(user: &User, key: Option<&str>) -> Reply {
-        let sees = key.is_some();
         Reply::new("")
             .with("userid", user.id.to_string())
             .with("login", user.login.clone())
             .with("fullname", user.fullname())
             .with("context", user.context())
             .with("ipbxid", "xivo")
-            .with(
-                "capas",
-                json!({
-                    "regcommands": if sees { REGCOMMANDS.to_vec() } else { vec!["keepalive", "logout"] },
-                    "ipbxcommands": if sees { commands().collect() } else { Vec::new() },
-                }),
-            )
+            .with("capas", capas(user, key.is_some()))
     }
 
     pub(super) fn login_capas(&mut self, req: Request, ctx: &mut Context<Self>) {
@@ -303,7 +334,7 @@ impl Session {
         let ip = self.peer.ip();
         let last_seq = req.u64("last_seq").unwrap_or(0);
         let Some(was) = was else {
-            self.shared.throttle.failed(ip);
+            self.shared.throttle.failed(None, ip);
             return self.error(
                 "resume",
                 ErrorCode::ResyncRequired,

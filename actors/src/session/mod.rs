@@ -14,7 +14,7 @@ mod login;
 mod registry;
 mod requests;
 
-pub use registry::{SessionInfo, SessionRegistry, Unauthenticated};
+pub use registry::{LoginSlots, SessionInfo, SessionRegistry, SlotLimit, Unauthenticated};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -68,8 +68,8 @@ pub struct SessionShared {
     pub throttle: LoginThrottle,
     pub tokens: ResumeTokens,
     pub registry: SessionRegistry,
-    pub unauthenticated: Arc<AtomicUsize>,
-    pub max_unauthenticated: usize,
+    /// Connections still logging in, in all and by address.
+    pub unauthenticated: Arc<LoginSlots>,
     pub next_id: AtomicU64,
     /// Every PBX: commands go to the router and link of the PBX they concern.
     pub pbxes: Pbxes,

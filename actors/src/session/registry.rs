@@ -1,9 +1,7 @@
-//! Every live session, as the console sees them, and the count of connections still
-//! logging in.
+//! Every live session, as the console sees them, and the connections still logging in.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -75,23 +73,109 @@ impl SessionRegistry {
     }
 }
 
+/// The connections still logging in, in all and by source address. One address cannot take
+/// every slot: past its own share its new connections are refused, not everyone's.
+pub struct LoginSlots {
+    max: usize,
+    per_address: usize,
+    counts: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// Which limit refused a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotLimit {
+    /// `sessions.max_unauthenticated`.
+    All,
+    /// `sessions.max_unauthenticated_per_address`.
+    Address,
+}
+
+impl LoginSlots {
+    pub fn new(max: usize, per_address: usize) -> Arc<LoginSlots> {
+        Arc::new(LoginSlots {
+            max,
+            per_address,
+            counts: Mutex::default(),
+        })
+    }
+
+    fn counts(&self) -> MutexGuard<'_, (usize, HashMap<IpAddr, usize>)> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Connections still logging in.
+    pub fn len(&self) -> usize {
+        self.counts().0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Counts a connection as not logged in for as long as it lives.
-pub struct Unauthenticated(Arc<AtomicUsize>);
+pub struct Unauthenticated {
+    slots: Arc<LoginSlots>,
+    ip: IpAddr,
+}
 
 impl Unauthenticated {
-    /// Counts one more, unless `max` are already counted.
-    pub fn try_new(count: &Arc<AtomicUsize>, max: usize) -> Option<Unauthenticated> {
-        count
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Unauthenticated(count.clone()))
+    /// Counts one more from `ip` (its /64 for IPv6), unless a limit is reached.
+    pub fn try_new(slots: &Arc<LoginSlots>, ip: IpAddr) -> Result<Unauthenticated, SlotLimit> {
+        let ip = ctid_proto::cidr::source_of(ip);
+        let mut counts = slots.counts();
+        let (all, by_address) = &mut *counts;
+        if *all >= slots.max {
+            return Err(SlotLimit::All);
+        }
+        let mine = by_address.entry(ip).or_default();
+        if *mine >= slots.per_address {
+            return Err(SlotLimit::Address);
+        }
+        *mine += 1;
+        *all += 1;
+        Ok(Unauthenticated {
+            slots: slots.clone(),
+            ip,
+        })
     }
 }
 
 impl Drop for Unauthenticated {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        let mut counts = self.slots.counts();
+        let (all, by_address) = &mut *counts;
+        *all = all.saturating_sub(1);
+        if let Some(mine) = by_address.get_mut(&self.ip) {
+            *mine = mine.saturating_sub(1);
+            if *mine == 0 {
+                by_address.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_address_cannot_take_every_slot() {
+        let slots = LoginSlots::new(3, 2);
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first = Unauthenticated::try_new(&slots, a).unwrap();
+        let _second = Unauthenticated::try_new(&slots, a).unwrap();
+        assert_eq!(
+            Unauthenticated::try_new(&slots, a).err(),
+            Some(SlotLimit::Address)
+        );
+        let _other = Unauthenticated::try_new(&slots, b).unwrap();
+        assert_eq!(
+            Unauthenticated::try_new(&slots, b).err(),
+            Some(SlotLimit::All)
+        );
+        drop(first);
+        assert_eq!(slots.len(), 2);
+        assert!(Unauthenticated::try_new(&slots, a).is_ok());
     }
 }

@@ -7,6 +7,7 @@ use ctid_proto::commands::{pbx_of, Plan, Sender};
 use ctid_proto::cti::{timenow, ErrorCode, Reply, Request};
 use ctid_proto::directory::{Directory, User};
 use ctid_proto::lists::{get_list, GetList, Scope};
+use ctid_proto::rights::Role;
 use ctid_proto::wire::{Answer, Ask};
 use log::{info, warn};
 use serde_json::Value;
@@ -47,6 +48,8 @@ impl Session {
     pub(super) fn getlist(&mut self, req: Request, ctx: &mut Context<Self>) {
         let commandid = req.commandid.clone();
         let key = match &self.phase {
+            // An admin lists every context.
+            Phase::Ready { user, .. } if user.role == Role::Admin => ALL.to_owned(),
             Phase::Ready {
                 partition: Some(key),
                 ..
@@ -71,7 +74,10 @@ impl Session {
         } else {
             Scope::Context(&key)
         };
-        let mut live = self.shared.partitions.live(&key);
+        let mut live = match self.shared.partitions.separated() && key == ALL {
+            true => self.shared.partitions.live_all(),
+            false => self.shared.partitions.live(&key),
+        };
         live.pbxes = self.shared.pbxes.states();
         match get_list(&asked, &self.shared.directory.get(), scope, &live) {
             Ok(reply) => self.send(reply.reply_to(commandid.as_ref()), ctx),
@@ -291,7 +297,10 @@ impl Session {
         };
         let (router, remote) = (pbx.router.get(), pbx.remote.clone());
         let pbx = pbx.name.to_string();
-        let Some((user, partition @ Some(_))) = self.me() else {
+        let Some((user, partition)) = self
+            .me()
+            .filter(|(u, p)| p.is_some() || u.role == Role::Admin)
+        else {
             let reply = disposition_reply(call_id, Err(ErrorCode::Unallowed));
             return self.send(reply.reply_to(commandid.as_ref()), ctx);
         };
@@ -344,7 +353,12 @@ impl Session {
 
     pub(super) fn history(&mut self, req: Request, ticket: Ticket, ctx: &mut Context<Self>) {
         let commandid = req.commandid.clone();
-        let Some(partition) = self.me().and_then(|(_, p)| p.map(str::to_owned)) else {
+        // An admin's history is every context's.
+        let partition = self.me().and_then(|(u, p)| match u.role {
+            Role::Admin => Some(ALL.to_owned()),
+            _ => p.map(str::to_owned),
+        });
+        let Some(partition) = partition else {
             return self.error("history", ErrorCode::Unallowed, commandid.as_ref(), ctx);
         };
         let Some(store) = self.shared.store.clone() else {

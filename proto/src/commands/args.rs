@@ -43,17 +43,37 @@ pub(super) struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
-    /// The sender's own channel in the call: the one of their line, in a bridge if any.
-    pub(super) fn own(&self, line: &Line) -> Result<&'a Channel, ErrorCode> {
-        let mine: Vec<&&Channel> = self
-            .channels
-            .iter()
-            .filter(|c| c.interface == line.interface)
-            .collect();
-        mine.iter()
-            .find(|c| c.bridge.is_some())
-            .or(mine.first())
-            .map(|c| **c)
+    /// Bridged channels first: the leg that talks.
+    fn talking_first(channels: impl Iterator<Item = &'a Channel>) -> Vec<&'a Channel> {
+        let (mut bridged, rest): (Vec<_>, Vec<_>) = channels.partition(|c| c.bridge.is_some());
+        bridged.extend(rest);
+        bridged
+    }
+
+    /// The leg the sender acts as, and its line: their own channel in the call; else, for a
+    /// role that reaches further, the channel of a line they may use (the agent's leg).
+    pub(super) fn actor(
+        &self,
+        sender: &Sender<'_>,
+        dir: &Directory,
+        pbx: &str,
+    ) -> Result<(&'a Channel, Line), ErrorCode> {
+        if let Some(own) = sender.user.line.as_ref().filter(|l| l.pbx == pbx) {
+            let mine = self
+                .channels
+                .iter()
+                .copied()
+                .filter(|c| c.interface == own.interface);
+            if let Some(channel) = Self::talking_first(mine).first() {
+                return Ok((channel, own.clone()));
+            }
+        }
+        Self::talking_first(self.channels.iter().copied())
+            .into_iter()
+            .find_map(|c| {
+                let line = dir.user_by_interface(pbx, &c.interface)?.line.as_ref()?;
+                sender.may_use_line(line).then(|| (c, line.clone()))
+            })
             .ok_or(ErrorCode::Unallowed)
     }
 
@@ -74,8 +94,8 @@ impl<'a> Target<'a> {
     }
 }
 
-/// The call of `call_id`, if the sender may see it: one of another context is refused
-/// exactly like one that does not exist.
+/// The call of `call_id`, if the sender may act on it: one of another context, or one their
+/// role does not reach, is refused exactly like one that does not exist.
 pub(super) fn target<'a>(
     model: &'a CallModel,
     sender: &Sender<'_>,
@@ -84,7 +104,7 @@ pub(super) fn target<'a>(
     let id = text(req, "call_id")?;
     let call = model
         .call(id)
-        .filter(|c| sender.may_see(&c.contexts))
+        .filter(|c| sender.may_act_on(c))
         .ok_or(ErrorCode::Unallowed)?;
     let mut channels: Vec<&Channel> = model.channels_of(id).collect();
     channels.sort_by(|a, b| a.uniqueid.cmp(&b.uniqueid));
@@ -94,8 +114,8 @@ pub(super) fn target<'a>(
     })
 }
 
-/// The line of a directory member given by number or interface, if the sender may use it;
-/// on `pbx` only, if given.
+/// The line of a directory member given by number or interface, if the sender may act on
+/// it (their own, or one their role reaches); on `pbx` only, if given.
 pub(super) fn member_line<'d>(
     dir: &'d Directory,
     sender: &Sender<'_>,
@@ -106,7 +126,7 @@ pub(super) fn member_line<'d>(
         .filter_map(|u| u.line.as_ref())
         .find(|l| {
             (l.interface == member || l.number == member)
-                && sender.may_use_context(&l.context)
+                && sender.may_use_line(l)
                 && pbx.is_none_or(|p| l.pbx == p)
         })
         .ok_or(ErrorCode::Unallowed)

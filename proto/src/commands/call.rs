@@ -1,5 +1,6 @@
-//! Acting on a call the user is in: `hangup` (any call they may see), `hold` and `resume`
-//! (the other party to music, then bridged back), `park`, `record`.
+//! Acting on a call: `hangup`, `hold` and `resume` (the other party to music, then bridged
+//! back), `park`, `record`. The user acts as their own leg of the call, or, for a role that
+//! reaches colleagues' calls, as the leg of the colleague's line.
 
 use super::args::{target, text};
 use super::{Input, Step};
@@ -15,9 +16,8 @@ pub(super) fn plan(command: &str, i: &Input<'_>) -> Result<Vec<Step>, ErrorCode>
         let t = target(i.model, i.sender, i.req)?;
         return Ok(t.channels.iter().map(|c| hangup(&c.name)).collect());
     }
-    let line = i.line()?;
     let t = target(i.model, i.sender, i.req)?;
-    let own = t.own(line)?;
+    let (own, _) = t.actor(i.sender, i.dir, i.model.pbx())?;
     let hold_context = &i.settings.hold_context;
     let packet = match command {
         "hold" => AmiPacket::action("Redirect")

@@ -2,12 +2,16 @@
 //! the AMI actions that carry it out.
 //!
 //! A user acts only on lines, calls and queues of their own context (any context when
-//! context separation is off) and dials only from their own line. A call of another context
-//! is refused exactly like a call that does not exist: clients learn nothing about other
-//! tenants. Nothing here does I/O; the session sends the planned actions.
+//! context separation is off; an admin, any context always) and dials only from their own
+//! line. Within that, [`TABLE`] names what each command acts on and the user's role how far
+//! they reach ([`crate::rights`]): an agent acts on their own line and the calls it is in,
+//! a supervisor on every line and call of their context. A call of another context, or one
+//! the user may not touch, is refused exactly like a call that does not exist: clients
+//! learn nothing about other tenants. Nothing here does I/O; the session sends the planned
+//! actions.
 //!
-//! Each family of commands has its module, which names what the command acts on
-//! ([`args`]) and plans its actions: [`dial`], [`call`], [`transfer`], [`queue`].
+//! Each family of commands has its module, which plans its actions: [`dial`], [`call`],
+//! [`transfer`], [`queue`]; [`args`] resolves and checks what a request names.
 
 mod args;
 mod call;
@@ -16,9 +20,10 @@ mod queue;
 mod transfer;
 
 use crate::ami::AmiPacket;
-use crate::calls::CallModel;
+use crate::calls::{Call, CallModel};
 use crate::cti::{ErrorCode, Request};
 use crate::directory::{Directory, Line, User};
+use crate::rights::{Reach, Role, Target};
 
 pub use dial::originate_reason;
 
@@ -30,34 +35,45 @@ enum Family {
     Queue,
 }
 
-/// Every `command` of `ipbxcommand`, and the family that plans it.
-const TABLE: [(&str, Family); 21] = [
-    ("dial", Family::Dial),
-    ("originate", Family::Dial),
-    ("pickup", Family::Dial),
-    ("intercept", Family::Dial),
-    ("hangup", Family::Call),
-    ("hold", Family::Call),
-    ("resume", Family::Call),
-    ("park", Family::Call),
-    ("record", Family::Call),
-    ("transfer", Family::Transfer),
-    ("atxfer", Family::Transfer),
-    ("atxfer_complete", Family::Transfer),
-    ("atxfer_cancel", Family::Transfer),
-    ("agentlogin", Family::Queue),
-    ("agentlogout", Family::Queue),
-    ("agentpause", Family::Queue),
-    ("agentunpause", Family::Queue),
-    ("queueadd", Family::Queue),
-    ("queueremove", Family::Queue),
-    ("queuepause", Family::Queue),
-    ("queueunpause", Family::Queue),
+/// Every `command` of `ipbxcommand`: the family that plans it, and what it acts on.
+const TABLE: [(&str, Family, Target); 21] = [
+    ("dial", Family::Dial, Target::OwnLine),
+    ("originate", Family::Dial, Target::Line),
+    ("pickup", Family::Dial, Target::Call),
+    ("intercept", Family::Dial, Target::Call),
+    ("hangup", Family::Call, Target::Call),
+    ("hold", Family::Call, Target::Call),
+    ("resume", Family::Call, Target::Call),
+    ("park", Family::Call, Target::Call),
+    ("record", Family::Call, Target::Call),
+    ("transfer", Family::Transfer, Target::Call),
+    ("atxfer", Family::Transfer, Target::Call),
+    ("atxfer_complete", Family::Transfer, Target::Call),
+    ("atxfer_cancel", Family::Transfer, Target::Call),
+    ("agentlogin", Family::Queue, Target::OwnLine),
+    ("agentlogout", Family::Queue, Target::OwnLine),
+    ("agentpause", Family::Queue, Target::OwnLine),
+    ("agentunpause", Family::Queue, Target::OwnLine),
+    ("queueadd", Family::Queue, Target::Line),
+    ("queueremove", Family::Queue, Target::Line),
+    ("queuepause", Family::Queue, Target::Line),
+    ("queueunpause", Family::Queue, Target::Line),
 ];
 
-/// Every `command` of `ipbxcommand`, as `login_capas` lists them.
-pub fn commands() -> impl Iterator<Item = &'static str> {
-    TABLE.iter().map(|(name, _)| *name)
+/// What the `disposition` class acts on.
+pub const DISPOSITION_TARGET: Target = Target::Call;
+
+/// Every `command` of `ipbxcommand` and what it acts on, as `login_capas` lists them.
+pub fn targets() -> impl Iterator<Item = (&'static str, Target)> {
+    TABLE.iter().map(|(name, _, target)| (*name, *target))
+}
+
+fn family(command: &str) -> Result<Family, ErrorCode> {
+    TABLE
+        .iter()
+        .find(|(name, _, _)| *name == command)
+        .map(|(_, family, _)| *family)
+        .ok_or(ErrorCode::UnknownFunction)
 }
 
 /// What ends one action.
@@ -122,16 +138,43 @@ pub struct Sender<'a> {
 }
 
 impl Sender<'_> {
+    fn reach(&self) -> Reach {
+        self.user.role.reach()
+    }
+
     pub(super) fn may_see(&self, contexts: &[String]) -> bool {
-        match (self.separated, self.partition) {
-            (false, _) => true,
-            (true, Some(own)) => contexts.iter().any(|c| c == own),
-            (true, None) => false,
+        match (self.reach(), self.separated, self.partition) {
+            (Reach::Any, _, _) | (_, false, _) => true,
+            (_, true, Some(own)) => contexts.iter().any(|c| c == own),
+            (_, true, None) => false,
         }
     }
 
     pub(super) fn may_use_context(&self, context: &str) -> bool {
-        !self.separated || self.partition == Some(context)
+        self.reach() == Reach::Any || !self.separated || self.partition == Some(context)
+    }
+
+    /// Whether `line` is the sender's own.
+    fn owns(&self, line: &Line) -> bool {
+        self.user
+            .line
+            .as_ref()
+            .is_some_and(|own| own.interface == line.interface && own.pbx == line.pbx)
+    }
+
+    /// A line the sender may act on: their own, or one their role reaches.
+    pub(super) fn may_use_line(&self, line: &Line) -> bool {
+        self.may_use_context(&line.context) && (self.reach() >= Reach::Context || self.owns(line))
+    }
+
+    /// A call the sender may act on: one their line is in, or one their role reaches.
+    pub(super) fn may_act_on(&self, call: &Call) -> bool {
+        let mine = self
+            .user
+            .line
+            .as_ref()
+            .is_some_and(|l| l.pbx == call.pbx && call.lines.contains(&l.interface));
+        self.may_see(&call.contexts) && (mine || self.reach() >= Reach::Context)
     }
 
     pub(super) fn line(&self) -> Result<&Line, ErrorCode> {
@@ -163,11 +206,7 @@ impl Input<'_> {
 /// line it originates from, or of the member or agent it changes.
 pub fn pbx_of(req: &Request, sender: &Sender<'_>, dir: &Directory) -> Result<String, ErrorCode> {
     let command = args::text(req, "command")?;
-    let family = TABLE
-        .iter()
-        .find(|(name, _)| *name == command)
-        .map(|(_, family)| *family)
-        .ok_or(ErrorCode::UnknownFunction)?;
+    let family = family(command)?;
     let on_call = matches!(family, Family::Call | Family::Transfer)
         || matches!(command, "pickup" | "intercept");
     if on_call {
@@ -196,14 +235,10 @@ pub fn plan(
     settings: &CommandSettings,
 ) -> Result<Plan, ErrorCode> {
     let command = args::text(req, "command")?.to_owned();
-    if sender.separated && sender.partition.is_none() {
+    if sender.separated && sender.partition.is_none() && sender.user.role != Role::Admin {
         return Err(ErrorCode::Unallowed);
     }
-    let family = TABLE
-        .iter()
-        .find(|(name, _)| *name == command)
-        .map(|(_, family)| *family)
-        .ok_or(ErrorCode::UnknownFunction)?;
+    let family = family(&command)?;
     let input = Input {
         req,
         sender,
@@ -238,7 +273,7 @@ mod tests {
     use crate::directory::DEFAULT_PBX;
 
     const PW: &str =
-        "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$LEoDiKolAdO6CICRtIsNfS7pzASNysREYbKPF9VwGok";
+        "$argon2id$v=19$m=19456,t=2,p=1$PmUfvJSx/XoaiPI5CGZKyQ$widnLdjpam9VZ0OVSdxdkHJkTCIH1RSgZ5vw0n8DyHo";
 
     fn dir() -> Directory {
         Directory::parse(&format!(
@@ -250,7 +285,12 @@ mod tests {
              line = {{ interface = \"PJSIP/1002\", number = \"1002\", context = \"a\", dialplan = \"a-in\" }}\n\
              [[users]]\nid = 3\nlogin = \"dave\"\npassword = \"{PW}\"\n\
              line = {{ interface = \"PJSIP/2001\", number = \"2001\", context = \"b\", dialplan = \"b-in\" }}\n\
-             [[users]]\nid = 4\nlogin = \"erin\"\npassword = \"{PW}\"\n"
+             [[users]]\nid = 4\nlogin = \"erin\"\npassword = \"{PW}\"\n\
+             [[users]]\nid = 5\nlogin = \"carol\"\npassword = \"{PW}\"\nrole = \"supervisor\"\n\
+             line = {{ interface = \"PJSIP/1003\", number = \"1003\", context = \"a\", dialplan = \"a-in\" }}\n\
+             [[users]]\nid = 6\nlogin = \"tool\"\npassword = \"{PW}\"\nrole = \"admin\"\n\
+             [[users]]\nid = 7\nlogin = \"boss\"\npassword = \"{PW}\"\nsupervisor = true\n\
+             line = {{ interface = \"PJSIP/2002\", number = \"2002\", context = \"b\", dialplan = \"b-in\" }}\n"
         ))
         .unwrap()
     }
@@ -376,8 +416,13 @@ mod tests {
             ErrorCode::Unallowed
         );
         assert!(
-            run("dave", hangup, false).is_ok(),
-            "without separation every context is open"
+            run("boss", hangup, false).is_ok(),
+            "without separation every context is open (to a supervisor)"
+        );
+        assert_eq!(
+            run("dave", hangup, false).unwrap_err(),
+            ErrorCode::Unallowed,
+            "an agent acts on their own calls only, separation or not"
         );
         // Erin has no line: nothing at all.
         assert_eq!(
@@ -475,7 +520,7 @@ mod tests {
             ["Action: QueuePause|Interface: PJSIP/1001|Paused: true|Reason: lunch||"]
         );
         let p = sent(
-            "alice",
+            "carol",
             r#"{"class":"ipbxcommand","command":"queuepause","queue":"qa","member":"1002","paused":false}"#,
         );
         assert_eq!(
@@ -496,7 +541,7 @@ mod tests {
     #[test]
     fn queueunpause_is_a_pause_set_to_false() {
         let p = sent(
-            "alice",
+            "carol",
             r#"{"class":"ipbxcommand","command":"queueunpause","queue":"qa","member":"1002"}"#,
         );
         assert_eq!(
@@ -525,5 +570,156 @@ mod tests {
             ErrorCode::Missing(vec!["call_id".into()])
         );
         assert_eq!(run("alice", r#"{"class":"ipbxcommand","command":"record","call_id":"default:5.1","subcommand":"pause"}"#, true).unwrap_err(), ErrorCode::Invalid("subcommand".into()));
+    }
+
+    #[test]
+    fn an_agent_acts_on_their_own_line_and_calls_only() {
+        // Carol's call? No: 5.1 is alice's and bob's; a third agent of the context is out.
+        let dir = dir();
+        let mut model = model(&dir);
+        let ring = "Event: Newchannel\r\nChannel: PJSIP/1003-00000009\r\nUniqueid: 6.1\r\n\
+                    Linkedid: 6.1\r\nChannelState: 5\r\nContext: a-in\r\nExten: 1003\r\n";
+        model.apply(&AmiMessage::parse(ring), 2.0, &dir);
+        let plan_for = |login: &str, json: &str| {
+            let user = dir.user_by_login(login).unwrap();
+            let sender = Sender {
+                user,
+                partition: user.context(),
+                separated: true,
+            };
+            plan(
+                &Request::parse(json.as_bytes()).unwrap(),
+                &sender,
+                &dir,
+                &model,
+                &CommandSettings::default(),
+            )
+        };
+        for json in [
+            r#"{"class":"ipbxcommand","command":"hangup","call_id":"default:6.1"}"#,
+            r#"{"class":"ipbxcommand","command":"pickup","call_id":"default:6.1"}"#,
+            r#"{"class":"ipbxcommand","command":"originate","source":"1003","destination":"1"}"#,
+            r#"{"class":"ipbxcommand","command":"queueadd","queue":"qa","member":"1003"}"#,
+        ] {
+            assert_eq!(
+                plan_for("alice", json).unwrap_err(),
+                ErrorCode::Unallowed,
+                "{json}"
+            );
+        }
+        assert!(plan_for(
+            "alice",
+            r#"{"class":"ipbxcommand","command":"originate","source":"1001","destination":"1"}"#
+        )
+        .is_ok());
+        assert!(plan_for(
+            "alice",
+            r#"{"class":"ipbxcommand","command":"queueadd","queue":"qa","member":"1001"}"#
+        )
+        .is_ok());
+        assert!(
+            plan_for(
+                "carol",
+                r#"{"class":"ipbxcommand","command":"pickup","call_id":"default:5.1"}"#
+            )
+            .is_err(),
+            "not ringing"
+        );
+        assert!(plan_for(
+            "bob",
+            r#"{"class":"ipbxcommand","command":"pickup","call_id":"default:6.1"}"#
+        )
+        .is_err());
+        assert!(
+            plan_for(
+                "carol",
+                r#"{"class":"ipbxcommand","command":"hangup","call_id":"default:6.1"}"#
+            )
+            .is_ok(),
+            "her own"
+        );
+    }
+
+    #[test]
+    fn a_supervisor_acts_as_the_agents_leg_of_a_colleagues_call() {
+        let p = sent(
+            "carol",
+            r#"{"class":"ipbxcommand","command":"transfer","call_id":"default:5.1","destination":"1009"}"#,
+        );
+        // The bridged leg of a line of the context: alice's (first by Uniqueid).
+        assert_eq!(
+            p,
+            ["Action: BlindTransfer|Channel: PJSIP/1001-00000001|Context: a-in|Exten: 1009||"]
+        );
+        assert_eq!(
+            sent(
+                "carol",
+                r#"{"class":"ipbxcommand","command":"hangup","call_id":"default:5.1"}"#
+            )
+            .len(),
+            2
+        );
+        assert_eq!(
+            run(
+                "boss",
+                r#"{"class":"ipbxcommand","command":"hangup","call_id":"default:5.1"}"#,
+                true
+            )
+            .unwrap_err(),
+            ErrorCode::Unallowed,
+            "a supervisor of another context"
+        );
+    }
+
+    #[test]
+    fn an_admin_reaches_every_context_even_with_separation_and_without_a_line() {
+        let hangup = r#"{"class":"ipbxcommand","command":"hangup","call_id":"default:5.1"}"#;
+        assert_eq!(wire(&run("tool", hangup, true).unwrap()).len(), 2);
+        assert!(run(
+            "tool",
+            r#"{"class":"ipbxcommand","command":"originate","source":"2001","destination":"1"}"#,
+            true
+        )
+        .is_ok());
+        assert!(run(
+            "tool",
+            r#"{"class":"ipbxcommand","command":"queueadd","queue":"qb","member":"2001"}"#,
+            true
+        )
+        .is_ok());
+        assert_eq!(
+            run(
+                "tool",
+                r#"{"class":"ipbxcommand","command":"dial","destination":"1"}"#,
+                true
+            )
+            .unwrap_err(),
+            ErrorCode::Unallowed,
+            "no line of its own to dial from"
+        );
+    }
+
+    /// docs/protocol.md's table of command × role, row by row, from the rights table.
+    #[test]
+    fn the_documented_command_by_role_table_is_the_rights_table() {
+        use crate::rights::{scope, ROLES};
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let header = "| command | agent | supervisor | admin |";
+        let rows: Vec<String> = doc
+            .lines()
+            .skip_while(|l| *l != header)
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(str::to_owned)
+            .collect();
+        let expected: Vec<String> = targets()
+            .chain([("disposition", DISPOSITION_TARGET)])
+            .map(|(name, target)| {
+                let cells: Vec<&str> = ROLES.iter().map(|(role, _)| scope(target, *role)).collect();
+                format!("| `{name}` | {} |", cells.join(" | "))
+            })
+            .collect();
+        assert_eq!(rows, expected, "docs/protocol.md, under {header:?}");
     }
 }

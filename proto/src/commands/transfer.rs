@@ -1,6 +1,6 @@
-//! Transfers of the user's own leg of a call: `transfer` (blind), `atxfer` (attended: a
-//! consult call first), then `atxfer_complete` (the transferer leaves, which completes it)
-//! or `atxfer_cancel`.
+//! Transfers of the user's own leg of a call (or, for a role that reaches colleagues' calls,
+//! of the colleague's leg): `transfer` (blind), `atxfer` (attended: a consult call first),
+//! then `atxfer_complete` (the transferer leaves, which completes it) or `atxfer_cancel`.
 
 use super::args::{exten, target};
 use super::{Input, Step};
@@ -8,11 +8,11 @@ use crate::ami::AmiPacket;
 use crate::cti::ErrorCode;
 
 pub(super) fn plan(command: &str, i: &Input<'_>) -> Result<Vec<Step>, ErrorCode> {
-    let line = i.line()?;
     let packet = match command {
         "transfer" | "atxfer" => {
             let destination = exten(i.req, "destination")?;
-            let own = target(i.model, i.sender, i.req)?.own(line)?;
+            let t = target(i.model, i.sender, i.req)?;
+            let (own, line) = t.actor(i.sender, i.dir, i.model.pbx())?;
             let action = if command == "transfer" {
                 "BlindTransfer"
             } else {
@@ -24,7 +24,8 @@ pub(super) fn plan(command: &str, i: &Input<'_>) -> Result<Vec<Step>, ErrorCode>
                 .field("Exten", destination.to_owned())
         }
         _ => {
-            let own = target(i.model, i.sender, i.req)?.own(line)?;
+            let t = target(i.model, i.sender, i.req)?;
+            let (own, _) = t.actor(i.sender, i.dir, i.model.pbx())?;
             let action = if command == "atxfer_complete" {
                 "Hangup"
             } else {

@@ -11,7 +11,7 @@ use ctid_proto::directory::{Directory, DEFAULT_PBX};
 use tokio_util::codec::Decoder;
 
 const PW: &str =
-    "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$LEoDiKolAdO6CICRtIsNfS7pzASNysREYbKPF9VwGok";
+    "$argon2id$v=19$m=19456,t=2,p=1$PmUfvJSx/XoaiPI5CGZKyQ$widnLdjpam9VZ0OVSdxdkHJkTCIH1RSgZ5vw0n8DyHo";
 
 /// The recordings' world: phones are Local/100X@default, tenant A dials from `internal`,
 /// tenant B lives in `tenant-b`.
