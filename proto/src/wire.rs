@@ -139,7 +139,7 @@ mod tests {
     fn events_keep_their_call_and_its_lines() {
         let dir = Directory::parse(
             "[[contexts]]\nname = \"a\"\ndialplan = [\"in\"]\n[[users]]\nid = 1\nlogin = \"x\"\n\
-             password = \"$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$LEoDiKolAdO6CICRtIsNfS7pzASNysREYbKPF9VwGok\"\n\
+             password = \"$argon2id$v=19$m=19456,t=2,p=1$PmUfvJSx/XoaiPI5CGZKyQ$widnLdjpam9VZ0OVSdxdkHJkTCIH1RSgZ5vw0n8DyHo\"\n\
              line = { interface = \"PJSIP/1\", number = \"1\", context = \"a\", dialplan = \"in\" }\n",
         )
         .unwrap();

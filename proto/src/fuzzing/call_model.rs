@@ -261,7 +261,7 @@ fn directories() -> &'static [Directory; 2] {
     static DIRS: OnceLock<[Directory; 2]> = OnceLock::new();
     DIRS.get_or_init(|| {
         let text = |bob: &str, support: &str, alice: bool| {
-            let pw = "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHRzYWx0$LEoDiKolAdO6CICRtIsNfS7pzASNysREYbKPF9VwGok";
+            let pw = "$argon2id$v=19$m=19456,t=2,p=1$PmUfvJSx/XoaiPI5CGZKyQ$widnLdjpam9VZ0OVSdxdkHJkTCIH1RSgZ5vw0n8DyHo";
             let line = |interface: &str, number: &str, context: &str| {
                 format!(
                     "line = {{ interface = \"{interface}\", number = \"{number}\", \
