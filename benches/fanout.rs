@@ -26,12 +26,17 @@
 //! - `--write-delay 0,0.001,0.002`: for each `sessions.write_delay`, 2,000 sessions in one
 //!   context (`--sessions`) at `--rate` calls/s (default 10): deliveries per CPU-second of
 //!   ctid and the lag of `offered` p50/p99, medians over rounds, against the first window.
+//! - `--cluster throughput,takeover,edge`: cluster mode against NATS (see `cluster.rs`):
+//!   three nodes beside one, takeovers of a killed ingest, desktops of a killed edge
+//!   resuming on the others.
 //! - `--idle N`: N logged-in idle sessions (clients spread over 127.0.0.2-9): RSS per
 //!   session and logins per second; the first `--idle-real` logins (default 1,000) check
 //!   a default-strength argon2id hash (m=19456,t=2,p=1), the others the cheap one below.
 
 #[path = "fanout/burst.rs"]
 mod burst;
+#[path = "fanout/cluster.rs"]
+mod cluster;
 #[path = "fanout/idle.rs"]
 mod idle;
 #[path = "fanout/window.rs"]
@@ -57,7 +62,8 @@ const USAGE: &str = "\
 fan-out (default): --sessions 1000,10000 --contexts 10,100 --rate 50 --seconds 10
 burst:             --burst N [--sessions 200] [--rounds 5] [--store on|off] [--baseline-bin PATH]
 write window:      --write-delay 0,0.001,0.002 [--sessions 2000] [--rate 10] [--seconds 10] [--rounds 3] [--store on|off]
-idle:              --idle 20000 [--idle-real 1000] [--rounds 1] [--baseline-bin PATH]";
+idle:              --idle 20000 [--idle-real 1000] [--rounds 1] [--baseline-bin PATH]
+cluster:           --cluster throughput,takeover,edge [--sessions 300] [--contexts 10] [--rate 20] [--rounds 2] [--kills 10] [--desktops 2000]";
 
 const WARMUP: Duration = Duration::from_secs(2);
 const USERS_PER_CONTEXT: usize = 10;
@@ -83,6 +89,9 @@ struct Options {
     baseline_bin: Option<PathBuf>,
     /// Call records on (as by default) in the burst and write-window modes.
     store: bool,
+    cluster: Option<Vec<String>>,
+    kills: usize,
+    desktops: usize,
 }
 
 fn options() -> Options {
@@ -98,6 +107,9 @@ fn options() -> Options {
         rounds: None,
         baseline_bin: None,
         store: true,
+        cluster: None,
+        kills: 10,
+        desktops: 2000,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
@@ -121,6 +133,9 @@ fn options() -> Options {
             "--rounds" => o.rounds = v.parse().ok(),
             "--baseline-bin" => o.baseline_bin = Some(PathBuf::from(v)),
             "--store" => o.store = v != "off",
+            "--cluster" => o.cluster = Some(list(v)),
+            "--kills" => o.kills = v.parse().unwrap_or(o.kills),
+            "--desktops" => o.desktops = v.parse().unwrap_or(o.desktops),
             _ => {}
         }
     }
@@ -201,6 +216,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+/// The simulator's id of a call: ctid's is `<pbx>:<Linkedid>`.
+fn linkedid(id: &str) -> &str {
+    id.rsplit_once(':').map_or(id, |(_, linkedid)| linkedid)
 }
 
 /// The call of a line of `event`: `"event":"<event>","call":{"id":"<id>"`.
@@ -543,7 +563,7 @@ impl Sim {
     /// When the simulator sent each stage of a call.
     fn sent_at(&self) -> SentAt {
         let trace = self.get().trace();
-        Rc::new(move |id, stage| trace.lock().ok()?.get(id)?[stage])
+        Rc::new(move |id, stage| trace.lock().ok()?.get(linkedid(id))?[stage])
     }
 }
 
@@ -681,7 +701,7 @@ async fn run_ctid(
     });
     let began = Instant::now();
     let trace = sim.trace();
-    let sent_at: SentAt = Rc::new(move |id, stage| trace.lock().ok()?.get(id)?[stage]);
+    let sent_at: SentAt = Rc::new(move |id, stage| trace.lock().ok()?.get(linkedid(id))?[stage]);
     for (i, s) in streams.into_iter().enumerate() {
         let record = (i < contexts).then_some((i % contexts, began));
         tokio::task::spawn_local(read_events(s, tally.clone(), sent_at.clone(), record));
@@ -920,6 +940,9 @@ fn main() {
         opts.burst.map(|n| burst::run(&opts, n)),
         opts.write_delay.as_ref().map(|w| window::run(&opts, w)),
         opts.idle.map(|n| idle::run(&opts, n)),
+        opts.cluster
+            .as_ref()
+            .map(|parts| cluster::run(&opts, parts)),
     ];
     if modes.iter().all(Option::is_none) {
         fan_out(&opts);
