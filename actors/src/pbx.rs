@@ -54,10 +54,17 @@ impl Pbxes {
         self.0.is_empty()
     }
 
-    /// The state of each PBX's link, by name (`up`, `connecting`, `down (why)`).
+    /// The state of each PBX's link, by name (`up`, `connecting`, `down (why)`; in cluster
+    /// mode, `elsewhere` when another node holds it).
     pub fn states(&self) -> BTreeMap<String, String> {
         self.iter()
-            .map(|p| (p.name.to_string(), p.stats.snapshot().state.to_string()))
+            .map(|p| {
+                let state = match (p.router.get(), &p.remote) {
+                    (None, Some(_)) => "elsewhere".to_owned(),
+                    _ => p.stats.snapshot().state.to_string(),
+                };
+                (p.name.to_string(), state)
+            })
             .collect()
     }
 
