@@ -608,8 +608,11 @@ impl Partition {
         let Some((cluster, keep)) = self.feed.clone() else {
             return;
         };
-        let after = lock(&self.core).seq;
-        let fed = feed::start(cluster, self.key.clone(), after, keep);
+        let (after, ready) = {
+            let core = lock(&self.core);
+            (core.seq, core.ready)
+        };
+        let fed = feed::start(cluster, self.key.clone(), after, ready, keep);
         ctx.add_stream(futures_util::stream::unfold(fed, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         }));

@@ -34,12 +34,23 @@ pub enum Fed {
     Status { pbx: String, state: String },
 }
 
+/// How long a feed may take to catch up with its stream before it starts again: async-nats
+/// retries a broken ordered consumer, or a stalled delivery, without a word.
+const READY_WITHIN: Duration = Duration::from_secs(15);
+
 /// Feeds the partition of `key` from the event after `after` (0: from the last `keep`
-/// events, then the live calls). The channel closes when the feed breaks.
-pub fn start(cluster: Cluster, key: String, after: u64, keep: usize) -> mpsc::Receiver<Fed> {
+/// events), then, if it was not `ready` before, the older live calls. The channel closes
+/// when the feed breaks.
+pub fn start(
+    cluster: Cluster,
+    key: String,
+    after: u64,
+    ready: bool,
+    keep: usize,
+) -> mpsc::Receiver<Fed> {
     let (tx, rx) = mpsc::channel(1024);
     actix_rt::spawn(async move {
-        if let Err(why) = feed(&cluster, &key, after, keep, &tx).await {
+        if let Err(why) = feed(&cluster, &key, after, ready, keep, &tx).await {
             warn!("cluster: feed of context {key} broke: {why}; starting it again");
         }
     });
@@ -50,6 +61,7 @@ async fn feed(
     cluster: &Cluster,
     key: &str,
     after: u64,
+    ready: bool,
     keep: usize,
     tx: &mpsc::Sender<Fed>,
 ) -> Result<(), String> {
@@ -61,8 +73,8 @@ async fn feed(
             .map_err(|e| format!("stream of context {key}: {e}"))?;
         (info.state.first_sequence, info.state.last_sequence)
     };
-    let fresh = after == 0;
-    let from = if fresh {
+    let fresh = !ready;
+    let from = if after == 0 {
         (last + 1).saturating_sub(keep as u64).max(first).max(1)
     } else {
         after + 1
@@ -82,17 +94,25 @@ async fn feed(
         })
         .await
         .map_err(|e| format!("consumer of context {key}: {e}"))?;
+    let nothing_to_read = consumer.cached_info().num_pending == 0;
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-    let mut ready = false;
-    if last < from {
-        ready = catch_up(cluster, key, fresh, from, tx).await?;
+    let mut caught_up = false;
+    if last < from || nothing_to_read {
+        caught_up = catch_up(cluster, key, fresh, from, tx).await?;
     }
+    let late = tokio::time::sleep(READY_WITHIN);
+    tokio::pin!(late);
     // A consumer does not outlive its server: after a reconnection, it is made again.
     let mut connections = cluster.connections.clone();
     connections.mark_unchanged();
     loop {
         tokio::select! {
             _ = connections.changed() => return Err("NATS reconnected".into()),
+            _ = &mut late, if !caught_up => {
+                return Err(format!(
+                    "not caught up within {READY_WITHIN:?} (the stream was at event {last})"
+                ));
+            }
             message = messages.next() => {
                 let message = match message {
                     Some(Ok(m)) => m,
@@ -110,8 +130,8 @@ async fn feed(
                 if tx.send(Fed::Event { seq, known, event }).await.is_err() {
                     return Ok(());
                 }
-                if !ready && seq >= last {
-                    ready = catch_up(cluster, key, fresh, from, tx).await?;
+                if !caught_up && (seq >= last || pending == 0) {
+                    caught_up = catch_up(cluster, key, fresh, from, tx).await?;
                 }
             }
             notice = status.next() => {
@@ -143,7 +163,12 @@ async fn catch_up(
     tx: &mpsc::Sender<Fed>,
 ) -> Result<bool, String> {
     if fresh {
-        let calls = live_calls(cluster, &format!("{}.*", token(key))).await?;
+        let calls = tokio::time::timeout(
+            READY_WITHIN,
+            live_calls(cluster, &format!("{}.*", token(key))),
+        )
+        .await
+        .map_err(|_| format!("live calls of context {key}: not read within {READY_WITHIN:?}"))??;
         let older: Vec<LiveCall> = calls.into_iter().filter(|c| c.seq < from).collect();
         info!(
             "cluster: context {key}: {} live call(s) from before event {from}",
