@@ -207,7 +207,7 @@ fn read(r: &mut Reader) -> Settings {
     if commands.hold_context.is_empty() {
         r.problem("commands.hold_context", "must not be empty");
     }
-    let cluster = read_cluster(r, &d.cluster);
+    let cluster = read_cluster(r, &d.cluster, &pbxes);
     let threads = ThreadSettings {
         partitions: r.integer("threads.partitions", d.threads.partitions, 0, 1024),
         sessions: r.integer("threads.sessions", d.threads.sessions, 0, 1024),
@@ -226,7 +226,7 @@ fn read(r: &mut Reader) -> Settings {
     }
 }
 
-fn read_cluster(r: &mut Reader, d: &ClusterSettings) -> ClusterSettings {
+fn read_cluster(r: &mut Reader, d: &ClusterSettings, known: &[PbxSettings]) -> ClusterSettings {
     let enabled = r.boolean("cluster.enabled", d.enabled);
     let node = r.string("cluster.node", &d.node);
     if enabled && node.is_empty() {
@@ -275,6 +275,10 @@ fn read_cluster(r: &mut Reader, d: &ClusterSettings) -> ClusterSettings {
             "1 to 32 lowercase letters, digits, '-' or '_'",
         );
     }
+    let pbxes = r.strings("cluster.pbxes");
+    if let Some(bad) = pbxes.iter().find(|p| !known.iter().any(|k| &k.name == *p)) {
+        r.problem("cluster.pbxes", &format!("{bad:?} is not a configured PBX"));
+    }
     ClusterSettings {
         enabled,
         node,
@@ -284,7 +288,7 @@ fn read_cluster(r: &mut Reader, d: &ClusterSettings) -> ClusterSettings {
         ingest: roles.iter().any(|x| x == "ingest"),
         edge: roles.iter().any(|x| x == "edge"),
         contexts: r.strings("cluster.contexts"),
-        pbxes: r.strings("cluster.pbxes"),
+        pbxes,
         namespace,
         lease_ttl: r.seconds("cluster.lease_ttl", d.lease_ttl, 1.0, 60.0),
     }
@@ -1084,6 +1088,18 @@ mod tests {
             "{typo}"
         );
         assert!(problems[1].to_string().contains("70000"), "{}", problems[1]);
+    }
+
+    #[test]
+    fn a_cluster_pinned_to_an_unknown_pbx_is_a_problem() {
+        let problems = load_str(
+            "[pbx.main]\nsecret = \"x\"\n[cluster]\nenabled = true\nnode = \"a\"\n\
+             pbxes = [\"main\", \"mian\"]\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(keys(&problems), ["cluster.pbxes"]);
+        assert!(problems[0].message.contains("\"mian\""), "{}", problems[0]);
     }
 
     #[test]
