@@ -20,12 +20,24 @@ fn node(sim: &PbxSim, ns: &str, name: &str, roles: &[&str]) -> String {
 
 /// [`node`] on the NATS server at `nats`.
 fn node_on(sim: &PbxSim, nats: &str, ns: &str, name: &str, roles: &[&str]) -> String {
+    node_with(sim, nats, ns, name, roles, &["cti"])
+}
+
+/// [`node_on`] with the listeners of `on`.
+fn node_with(
+    sim: &PbxSim,
+    nats: &str,
+    ns: &str,
+    name: &str,
+    roles: &[&str],
+    on: &[&str],
+) -> String {
     let ami = ami_table(
         "ami",
         sim.addr().port(),
         "secret = \"ctipass\"\nping_interval = 0",
     );
-    config_with(&ami, &["cti"]) + &table(ns, name, roles, nats)
+    config_with(&ami, on) + &table(ns, name, roles, nats)
 }
 
 /// What a client saw of each call, and the `seq` of every event, in order.
@@ -369,4 +381,122 @@ async fn losing_nats_for_a_while_loses_nothing() {
     for id in seen.calls.keys() {
         assert!(ids.contains(id), "call {id} has no record");
     }
+}
+
+/// Call events until `client`'s answer to a keepalive: what it was sent meanwhile.
+async fn events_so_far(client: &mut Cti) -> Vec<Value> {
+    client
+        .send(json!({"class": "keepalive", "commandid": 77}))
+        .await;
+    let mut events = Vec::new();
+    loop {
+        let m = client.recv().await.expect("connection closed");
+        if m["class"] == "call_event" {
+            events.push(m);
+        } else if m["replyid"] == 77 {
+            return events;
+        }
+    }
+}
+
+/// A tenant pinned to an edge of its own (`cluster.contexts`): that edge reads only its
+/// tenant's stream and carries its calls; a user of another tenant logs in there and sees
+/// nothing of their own calls, nor of the pinned tenant's.
+#[tokio::test]
+async fn an_edge_pinned_to_a_tenant_carries_only_its_calls() {
+    require_nats();
+    let ns = namespace();
+    let schema = Schema::new();
+    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let a = start(&node(&sim, &ns, "a", &["ingest", "edge"]), &schema);
+    lease(&a, "a").await;
+    let pinned = node(&sim, &ns, "b", &["edge"]) + "contexts = [\"tenant-b\"]\n";
+    let b = start(&pinned, &schema);
+    b.wait_line("partition tenant-b: caught up with its stream")
+        .await;
+    let (port_a, port_b) = (a.port("cti").await, b.port("cti").await);
+    let mut dave = Cti::connect(port_b).await;
+    dave.login("dave").await;
+    let mut alice_on_b = Cti::connect(port_b).await;
+    alice_on_b.login("alice").await;
+    let mut alice = Cti::connect(port_a).await;
+    alice.login("alice").await;
+
+    let calls = sim.run_calls(CallPlan {
+        rate: 10.0,
+        ring: Duration::from_millis(50),
+        talk: Duration::from_millis(100),
+        tenants: vec![
+            Tenant::parse("internal:1001-1003").unwrap(),
+            Tenant::parse("tenant-b-internal:2001-2002").unwrap(),
+        ],
+        limit: Some(20),
+        caller_up: false,
+    });
+    let mut dave_seen = Seen::default();
+    let mut alice_seen = Seen::default();
+    while calls.started() < 20 || !dave_seen.open().is_empty() || !alice_seen.open().is_empty() {
+        tokio::select! {
+            e = dave.events(1) => dave_seen.take(&e[0]),
+            e = alice.events(1) => alice_seen.take(&e[0]),
+        }
+    }
+    assert!(!dave_seen.calls.is_empty() && !alice_seen.calls.is_empty());
+    dave_seen.assert_contiguous();
+    assert!(
+        dave_seen
+            .calls
+            .keys()
+            .all(|id| !alice_seen.calls.contains_key(id)),
+        "a call of both tenants"
+    );
+    assert_eq!(events_so_far(&mut alice_on_b).await, Vec::<Value>::new());
+    assert_eq!(b.count("partition default"), 0, "{:?}", b.lines());
+    clean(&ns).await;
+}
+
+/// A Web Interface notice received by one node reaches the others over NATS: each
+/// re-reads the directory at once, without waiting for its own periodic check.
+#[tokio::test]
+async fn a_web_interface_notice_reaches_every_node() {
+    require_nats();
+    let ns = namespace();
+    let schema = Schema::new();
+    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let rarely = |c: String| c.replace("check_interval = 0.2", "check_interval = 3600");
+    let full = common::two_tenants();
+    let without_erin = full.split("[[users]]\nid = 5").next().unwrap().to_owned();
+    let env = schema.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let roles = ["ingest", "edge"];
+    let config_a = rarely(node_with(&sim, NATS, &ns, "a", &roles, &["cti", "webi"]));
+    let a = Ctid::start_full(&config_a, &without_erin, "info", &env);
+    lease(&a, "a").await;
+    let config_b = rarely(node(&sim, &ns, "b", &["edge"]));
+    let b = Ctid::start_full(&config_b, &without_erin, "info", &env);
+    b.wait_line("caught up with its stream").await;
+    let port_b = b.port("cti").await;
+    let mut refused = Cti::connect(port_b).await;
+    let no_erin = tokio::time::timeout(PATIENCE, refused.conn.login("erin", "erin")).await;
+    assert!(matches!(no_erin, Ok(Err(_))), "{no_erin:?}");
+
+    // Both nodes read the same directory: here, two copies written alike.
+    for node in [&a, &b] {
+        std::fs::write(node.dir().join("directory.toml"), &full).unwrap();
+    }
+    let webi = a.port("webi").await;
+    let (read, mut write) = tokio::net::TcpStream::connect(("127.0.0.1", webi))
+        .await
+        .unwrap()
+        .into_split();
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    write.write_all(b"xivo[user,add,5]\n").await.unwrap();
+    let mut answer = tokio::io::BufReader::new(read).lines();
+    let ok = tokio::time::timeout(PATIENCE, answer.next_line()).await;
+    assert_eq!(ok.unwrap().unwrap().as_deref(), Some("CTID-WEBI:OK"));
+    b.wait_line("directory changed (told by node a)").await;
+    b.wait_line("5 users").await;
+    let mut erin = Cti::connect(port_b).await;
+    erin.login("erin").await;
+    clean(&ns).await;
 }
