@@ -647,6 +647,7 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         report: report.clone(),
         max_body: settings.listen.http.max_body_bytes,
         allow: http_allow,
+        in_flight: Default::default(),
     });
     let http_workers = handles.len();
     let listeners = [

@@ -12,6 +12,7 @@
 pub mod rest;
 
 use std::net::TcpListener;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -42,6 +43,8 @@ pub struct HttpShared {
     pub max_body: usize,
     /// Peers outside it are refused.
     pub allow: AllowList,
+    /// Commands and queries under way.
+    pub in_flight: Arc<AtomicUsize>,
 }
 
 /// What a handler answers.
