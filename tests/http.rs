@@ -467,14 +467,22 @@ async fn users_queues_and_pbxes_of_the_tokens_contexts() {
     assert_eq!(pbxes["pbxes"][0]["name"], "default");
 }
 
+/// A self-signed certificate for `localhost`, written as cert.pem and key.pem in `dir`;
+/// a copy of it, for clients to trust, as `trust`.
+fn certificate(dir: &std::path::Path, trust: &str) -> std::path::PathBuf {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), certified.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), certified.key_pair.serialize_pem()).unwrap();
+    std::fs::write(dir.join(trust), certified.cert.pem()).unwrap();
+    dir.join(trust)
+}
+
 #[tokio::test]
-async fn the_api_is_served_over_tls_when_a_certificate_is_set() {
+async fn the_api_is_served_over_tls_and_its_certificate_renewed_on_sighup() {
     let sim = PbxSim::start(SimConfig::default()).await.unwrap();
     let certs = tempfile::tempdir().unwrap();
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let old = certificate(certs.path(), "old.pem");
     let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
-    std::fs::write(&cert, certified.cert.pem()).unwrap();
-    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
     let config = ami_config_with(sim.addr().port(), "secret = \"ctipass\"", &["http"]);
     let env = [
         ("CTID__LISTEN__HTTP__CERT", cert.to_str().unwrap()),
@@ -483,10 +491,23 @@ async fn the_api_is_served_over_tls_when_a_certificate_is_set() {
     let ctid = Ctid::start_with(&(config + &http_tokens()), "info", &env);
     let port = ctid.port("http").await;
     assert!(ctid.wait_line("http: listening on").await.contains("(TLS)"));
-    let http = Http::tls(port, &cert);
+    let http = Http::tls(port, &old);
     let (status, body) = http.call("GET", "/api/v1/pbxes", Some(ADMIN), None).await;
     assert_eq!(status, 200, "{body}");
     let (status, _) = http.call("GET", "/api/v1/pbxes", None, None).await;
     assert_eq!(status, 401);
+
+    let new = certificate(certs.path(), "new.pem");
+    ctid.signal("HUP");
+    ctid.wait_line("http: certificate reloaded").await;
+    let (status, _) = Http::tls(port, &new)
+        .call("GET", "/api/v1/pbxes", Some(ADMIN), None)
+        .await;
+    assert_eq!(status, 200);
+    // A new client: the one above keeps its connection open.
+    let refused = Http::tls(port, &old)
+        .attempt("GET", "/api/v1/pbxes", Some(ADMIN), None)
+        .await;
+    assert!(refused.is_err(), "the old certificate is gone: {refused:?}");
     drop(sim);
 }
