@@ -661,15 +661,14 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         true => (cti, ctis, http),
         false => (None, None, None),
     };
-    let http_shared = Arc::new(HttpShared {
-        sessions: shared.clone(),
-        tokens: settings.http.tokens.iter().cloned().map(Arc::new).collect(),
+    let http_shared = Arc::new(HttpShared::new(
+        shared.clone(),
+        &settings.http.tokens,
         metrics,
-        report: report.clone(),
-        max_body: settings.listen.http.max_body_bytes,
-        allow: http_allow,
-        in_flight: Default::default(),
-    });
+        report.clone(),
+        settings.listen.http.max_body_bytes,
+        http_allow,
+    ));
     let http_workers = handles.len();
     let listeners = [
         listener("fagi", fagi, move |socket| {

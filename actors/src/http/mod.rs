@@ -11,6 +11,7 @@
 
 pub mod rest;
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -43,8 +44,32 @@ pub struct HttpShared {
     pub max_body: usize,
     /// Peers outside it are refused.
     pub allow: AllowList,
-    /// Commands and queries under way.
-    pub in_flight: Arc<AtomicUsize>,
+    /// Commands and record queries under way, by token name.
+    pub in_flight: HashMap<String, Arc<AtomicUsize>>,
+}
+
+impl HttpShared {
+    pub fn new(
+        sessions: Arc<SessionShared>,
+        tokens: &[HttpToken],
+        metrics: Metrics,
+        report: Report,
+        max_body: usize,
+        allow: AllowList,
+    ) -> HttpShared {
+        HttpShared {
+            sessions,
+            in_flight: tokens
+                .iter()
+                .map(|t| (t.name.clone(), Arc::default()))
+                .collect(),
+            tokens: tokens.iter().cloned().map(Arc::new).collect(),
+            metrics,
+            report,
+            max_body,
+            allow,
+        }
+    }
 }
 
 /// What a handler answers.
