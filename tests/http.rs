@@ -511,3 +511,52 @@ async fn the_api_is_served_over_tls_and_its_certificate_renewed_on_sighup() {
     assert!(refused.is_err(), "the old certificate is gone: {refused:?}");
     drop(sim);
 }
+
+/// A token's commands wait for a hung Asterisk: past 64 under way, the next is refused at
+/// once (429), and another token's is still served.
+#[tokio::test]
+async fn a_token_has_at_most_64_commands_under_way() {
+    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let config = ami_config_with(
+        sim.addr().port(),
+        "secret = \"ctipass\"\nping_interval = 0",
+        &["http"],
+    );
+    // The commands wait for their answer long enough for the test to see them all sent.
+    let env = [("CTID__TIMEOUTS__SOCKET", "60")];
+    let ctid = Ctid::start_with(&(config + &http_tokens()), "info", &env);
+    let http = Http::new(ctid.port("http").await);
+    ctid.wait_line("resynced with Asterisk").await;
+    sim.set_muted(true);
+    let originate = json!({"from": "alice", "destination": "1099"});
+    let _waiting: Vec<_> = (0..64)
+        .map(|_| {
+            let (http, body) = (http.clone(), originate.clone());
+            tokio::spawn(async move {
+                http.call("POST", "/api/v1/calls", Some(SUP), Some(body))
+                    .await
+            })
+        })
+        .collect();
+    ctid.wait_until("64 originates sent", || {
+        actions_named(&sim, "Originate") == 64
+    })
+    .await;
+    let (status, body) = http
+        .call("POST", "/api/v1/calls", Some(SUP), Some(originate.clone()))
+        .await;
+    assert_eq!((status, &body["error"]), (429, &json!("too_many_requests")));
+    assert_eq!(
+        actions_named(&sim, "Originate"),
+        64,
+        "the refused one sent nothing"
+    );
+    let (status, _) = http.call("GET", "/api/v1/calls", Some(SUP), None).await;
+    assert_eq!(status, 200, "reads are not counted");
+    sim.set_muted(false);
+    let (status, _) = http
+        .call("POST", "/api/v1/calls", Some(ADMIN), Some(originate))
+        .await;
+    assert_eq!(status, 200, "another token's command is served");
+    drop(ctid);
+}
