@@ -18,8 +18,10 @@ use ctid_actors::cluster::lease::{Holding, LeaseKeeper};
 use ctid_actors::cluster::remote::{Remote, Responder};
 use ctid_actors::cluster::tokens::SharedTokens;
 use ctid_actors::cluster::{Cluster, Notices, Retention};
+use ctid_actors::command::Commands;
 use ctid_actors::directory::{load_file, DirectoryHandle, DirectoryWatcher, Source, WebDirectory};
 use ctid_actors::fagi::FagiAccept;
+use ctid_actors::http::{HttpService, HttpShared};
 use ctid_actors::info::{InfoAccept, InfoShared};
 use ctid_actors::listener::{CtiAccept, TcpService};
 use ctid_actors::metrics::Metrics;
@@ -57,6 +59,10 @@ pub struct Sockets {
     pub webi: Option<Arc<TcpListener>>,
     pub info: Option<Arc<TcpListener>>,
     pub announce: Option<Arc<UdpSocket>>,
+    /// The HTTP API's socket, and its TLS configuration when it has one.
+    pub http: Option<(Arc<TcpListener>, Option<Arc<rustls::ServerConfig>>)>,
+    /// The HTTP certificate, renewed in place.
+    pub http_cert: Option<Arc<CertSlot>>,
 }
 
 /// What start-up prepared: checked settings, the directory, bound sockets, TLS.
@@ -106,8 +112,14 @@ fn bind(name: &str, l: &Listener) -> Result<Option<Arc<TcpListener>>, Refusal> {
 }
 
 /// What the settings name, loaded and checked: the directory, each PBX's link, TLS
-/// material.
-type Loaded = (Directory, Vec<LinkConfig>, Option<ServerTls>, Source);
+/// material (of CTIs, of HTTP).
+type Loaded = (
+    Directory,
+    Vec<LinkConfig>,
+    Option<ServerTls>,
+    Option<ServerTls>,
+    Source,
+);
 
 /// Loads what the settings name; on failure, every problem, one per item.
 fn load(settings: &Settings) -> Result<Loaded, Vec<String>> {
@@ -140,11 +152,19 @@ fn load(settings: &Settings) -> Result<Loaded, Vec<String>> {
             .map_err(|e| format!("listen.ctis: {e}")),
         _ => Ok(None),
     };
-    match (directory, problems.is_empty(), ctis_tls) {
-        (Ok((d, source)), true, Ok(t)) => Ok((d, links, t, source)),
-        (d, _, t) => {
+    let http = &settings.listen.http;
+    let http_tls = match (&http.cert, &http.key) {
+        (Some(cert), Some(key)) if http.listener.enabled => tls::server_config(cert, key)
+            .map(Some)
+            .map_err(|e| format!("listen.http: {e}")),
+        _ => Ok(None),
+    };
+    match (directory, problems.is_empty(), ctis_tls, http_tls) {
+        (Ok((d, source)), true, Ok(t), Ok(h)) => Ok((d, links, t, h, source)),
+        (d, _, t, h) => {
             problems.extend(d.err());
             problems.extend(t.err());
+            problems.extend(h.err());
             Err(problems)
         }
     }
@@ -174,7 +194,7 @@ pub fn check(settings: &Settings) -> Result<(), Vec<String>> {
 
 /// Checks and prepares everything; nothing runs yet.
 pub fn prepare(settings: Settings, config: &Path) -> Result<Prepared, Refusal> {
-    let (directory, links, ctis_tls, source) =
+    let (directory, links, ctis_tls, http_tls, source) =
         load(&settings).map_err(|m| Refusal(m.join("; "), ExitCode::from(EXIT_CONFIG)))?;
     let store = &settings.store;
     if store.enabled {
@@ -190,6 +210,7 @@ pub fn prepare(settings: Settings, config: &Path) -> Result<Prepared, Refusal> {
         false => None,
     };
     let (ctis_config, ctis_cert) = ctis_tls.map(|t| (t.config, t.cert)).unzip();
+    let (http_config, http_cert) = http_tls.map(|t| (t.config, t.cert)).unzip();
     let sockets = Sockets {
         fagi: bind("fagi", &l.fagi)?,
         cti: bind("cti", &l.cti)?,
@@ -198,6 +219,8 @@ pub fn prepare(settings: Settings, config: &Path) -> Result<Prepared, Refusal> {
         webi: bind("webi", &l.webi)?,
         info: bind("info", &l.info)?,
         announce,
+        http: bind("http", &l.http.listener)?.map(|s| (s, http_config)),
+        http_cert,
     };
     Ok(Prepared {
         settings,
@@ -258,8 +281,8 @@ pub fn run(path: &Path) -> ExitCode {
 pub struct Server {
     pub root: Root,
     pub workers: Workers,
-    /// Where SIGHUP asks for the CTIs certificate to be read again, if CTIs is on.
-    pub certs: Option<Slot<CertWatcher>>,
+    /// Where SIGHUP asks for the certificates (of CTIs, HTTP) to be read again.
+    pub certs: Vec<Slot<CertWatcher>>,
 }
 
 /// The threads beside the main one (AMI, partitions, sessions) and the call records'
@@ -423,7 +446,13 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         next_id: AtomicU64::new(1),
         pbxes: pbxes.clone(),
         store: store.as_ref().map(|s| s.reader.clone()),
-        commands: settings.commands.clone(),
+        control: Commands::new(
+            pbxes.clone(),
+            handle.clone(),
+            settings.parting.context_separation,
+            settings.timeouts.socket,
+            &settings.commands,
+        ),
         writers: writers.clone(),
     });
 
@@ -558,6 +587,7 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         allow("webi", &l.webi),
         allow("info", &l.info),
         allow("announce", &l.announce),
+        allow("http", &l.http.listener),
     ];
     let warnings = settings.security_warnings();
     for w in &warnings {
@@ -572,13 +602,14 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         sessions,
         partitions: partitions.clone(),
         directory: handle.clone(),
-        metrics,
+        metrics: metrics.clone(),
         log_level: Arc::new(logging::set_level),
         control: l.info_allow_control,
         warnings,
         allow: allows.to_vec(),
     });
-    let [fagi_allow, cti_allow, ctis_allow, webi_allow, info_allow, announce_allow] = allows;
+    let [fagi_allow, cti_allow, ctis_allow, webi_allow, info_allow, announce_allow, http_allow] =
+        allows;
     let handles = handles(&session_threads);
     let timeout = settings.timeouts.socket;
     let Sockets {
@@ -589,29 +620,56 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         webi,
         info: info_socket,
         announce,
+        http,
+        http_cert,
     } = sockets;
-    let ctis_settings = &settings.listen.ctis;
-    let cert_files = ctis_settings.cert.clone().zip(ctis_settings.key.clone());
-    let (certs, cert_watcher) = match (ctis_cert, cert_files) {
-        (Some(slot), Some((cert, key))) => {
-            let (watcher, every) = (Slot::<CertWatcher>::new(), ctis_settings.check_interval);
-            let spec = ChildSpec::new("certificates", Restart::Permanent, watcher.clone(), {
-                move |_| CertWatcher::new(cert.clone(), key.clone(), slot.clone(), every)
+    let (ctis_settings, http_settings) = (&settings.listen.ctis, &settings.listen.http);
+    let watched = [
+        (
+            "ctis",
+            "certificates",
+            ctis_cert,
+            ctis_settings.cert.clone().zip(ctis_settings.key.clone()),
+            ctis_settings.check_interval,
+        ),
+        (
+            "http",
+            "http-certificates",
+            http_cert,
+            http_settings.cert.clone().zip(http_settings.key.clone()),
+            http_settings.check_interval,
+        ),
+    ];
+    let (certs, cert_watchers): (Vec<_>, Vec<_>) = watched
+        .into_iter()
+        .filter_map(|(name, child, slot, files, every)| {
+            let (slot, (cert, key)) = slot.zip(files)?;
+            let watcher = Slot::<CertWatcher>::new();
+            let spec = ChildSpec::new(child, Restart::Permanent, watcher.clone(), {
+                move |_| CertWatcher::new(name, cert.clone(), key.clone(), slot.clone(), every)
             });
-            (Some(watcher), Some(spec))
-        }
-        _ => (None, None),
-    };
+            Some((watcher, spec))
+        })
+        .unzip();
     let (p, d) = (pbxes.clone(), directory_slot.clone());
     let notices = cluster.clone().map(Notices::new);
     if let Some(notices) = &notices {
         notices.follow(directory_slot.clone());
     }
     // Client listeners are an edge's.
-    let (cti, ctis) = match edge {
-        true => (cti, ctis),
-        false => (None, None),
+    let (cti, ctis, http) = match edge {
+        true => (cti, ctis, http),
+        false => (None, None, None),
     };
+    let http_shared = Arc::new(HttpShared::new(
+        shared.clone(),
+        &settings.http.tokens,
+        metrics,
+        report.clone(),
+        settings.listen.http.max_body_bytes,
+        http_allow,
+    ));
+    let http_workers = handles.len();
     let listeners = [
         listener("fagi", fagi, move |socket| {
             TcpService::new("fagi", socket, FagiAccept::new(p.clone(), timeout))
@@ -652,6 +710,9 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
             Announce::new(socket, pbxes.clone(), directory_slot.clone())
                 .with_allow(announce_allow.clone())
         }),
+        listener("http", http, move |(socket, tls)| {
+            HttpService::new(socket, tls, http_shared.clone(), http_workers)
+        }),
     ];
     let listeners = ChildSpec::supervisor(
         "listeners",
@@ -659,7 +720,7 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         listeners
             .into_iter()
             .flatten()
-            .chain(cert_watcher)
+            .chain(cert_watchers)
             .collect(),
         report.clone(),
         Slot::new(),
@@ -750,11 +811,11 @@ async fn serve(prepared: Prepared) -> ExitCode {
 }
 
 /// Runs until the tree stops on its own or a signal stops it, then `finish`es (cut short by
-/// another signal). SIGHUP meanwhile reads the CTIs certificate again.
+/// another signal). SIGHUP meanwhile reads the TLS certificates again.
 async fn until_stopped(
     root: Root,
     finish: impl std::future::Future<Output = ()>,
-    certs: Option<Slot<CertWatcher>>,
+    certs: Vec<Slot<CertWatcher>>,
 ) -> ExitCode {
     let stopper = root.stopper();
     let stopped = root.stopped();
@@ -775,13 +836,16 @@ async fn until_stopped(
             exit = &mut stopped => break Err(exit),
             _ = term.recv() => break Ok("SIGTERM"),
             _ = int.recv() => break Ok("SIGINT"),
-            _ = hup.recv() => match certs.as_ref().and_then(Slot::get) {
-                Some(watcher) => {
-                    info!("SIGHUP received: reading the CTIs certificate again");
+            _ = hup.recv() => {
+                let watchers: Vec<_> = certs.iter().filter_map(Slot::get).collect();
+                match watchers.is_empty() {
+                    true => info!("SIGHUP received: nothing to reload (no TLS listener)"),
+                    false => info!("SIGHUP received: reading the TLS certificates again"),
+                }
+                for watcher in watchers {
                     watcher.do_send(ReloadCert);
                 }
-                None => info!("SIGHUP received: nothing to reload (CTIs is off)"),
-            },
+            }
         }
     };
     let code = match first {
