@@ -13,9 +13,9 @@ use std::time::Duration;
 use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
 use ctid_actors::directory::check_url;
 use ctid_actors::settings::{
-    AmiAuth, AmiSettings, AmiTls, ClusterSettings, Database, DirectorySettings, ListenSettings,
-    Listener, Parting, PbxSettings, PostgresUrl, Secret, SessionSettings, Settings, StoreSettings,
-    ThreadSettings, Timeouts, TlsListener,
+    AmiAuth, AmiSettings, AmiTls, ClusterSettings, Database, DirectorySettings, HealthSettings,
+    ListenSettings, Listener, Parting, PbxSettings, PostgresUrl, Secret, SessionSettings, Settings,
+    StoreSettings, ThreadSettings, Timeouts, TlsListener,
 };
 use ctid_proto::cidr::Cidr;
 use ctid_proto::commands::CommandSettings;
@@ -212,6 +212,9 @@ fn read(r: &mut Reader) -> Settings {
         partitions: r.integer("threads.partitions", d.threads.partitions, 0, 1024),
         sessions: r.integer("threads.sessions", d.threads.sessions, 0, 1024),
     };
+    let health = HealthSettings {
+        stale_after: r.seconds("health.stale_after", d.health.stale_after, 0.001, 86400.0),
+    };
     Settings {
         pbxes,
         listen,
@@ -223,6 +226,7 @@ fn read(r: &mut Reader) -> Settings {
         commands,
         threads,
         cluster,
+        health,
     }
 }
 

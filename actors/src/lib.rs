@@ -13,6 +13,7 @@ pub mod directory;
 pub mod fagi;
 pub mod info;
 pub mod listener;
+pub mod media;
 pub mod metrics;
 pub mod net;
 pub mod outbox;

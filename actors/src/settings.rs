@@ -64,6 +64,23 @@ pub struct Settings {
     pub commands: ctid_proto::commands::CommandSettings,
     pub threads: ThreadSettings,
     pub cluster: ClusterSettings,
+    pub health: HealthSettings,
+}
+
+/// How ctid judges what it sends.
+#[derive(Clone, Debug)]
+pub struct HealthSettings {
+    /// A call event older than this (from its PBX timestamp, or from when it was read) when
+    /// it goes to clients is marked `stale`.
+    pub stale_after: Duration,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        HealthSettings {
+            stale_after: Duration::from_secs(2),
+        }
+    }
 }
 
 /// Several ctid nodes sharing the work over NATS JetStream (see docs/cluster.md).
@@ -122,6 +139,7 @@ impl Default for Settings {
             commands: Default::default(),
             threads: ThreadSettings::default(),
             cluster: ClusterSettings::default(),
+            health: HealthSettings::default(),
         }
     }
 }

@@ -387,7 +387,7 @@ impl World {
                 self.dir = 1 - self.dir;
                 self.transcript
                     .push(format!("refresh to directory {}\n", self.dir));
-                self.model.refresh(&directories()[self.dir])
+                self.model.refresh(self.now, &directories()[self.dir])
             }
             CallModelOp::Wait { seconds } => {
                 self.now += f64::from(*seconds);
