@@ -18,8 +18,9 @@ pub struct Media {
     pub write_trans: Option<String>,
 }
 
-/// The sample rate of each codec Asterisk names, in Hz. docs/protocol.md has the same table.
-const SAMPLE_RATES: &[(&str, u32)] = &[
+/// The sample rate of each codec Asterisk names, in Hz. docs/protocol.md has the same table
+/// (a test checks it).
+pub const SAMPLE_RATES: &[(&str, u32)] = &[
     ("ulaw", 8000),
     ("alaw", 8000),
     ("gsm", 8000),

@@ -15,7 +15,7 @@ mod progress;
 mod resync;
 mod types;
 
-pub use media::{known_codec, sample_rate, Media};
+pub use media::{known_codec, sample_rate, Media, SAMPLE_RATES};
 pub use model::{CallModel, Channel};
 pub use resync::Mark;
 pub use types::*;
