@@ -151,22 +151,24 @@ impl Shared {
 
     fn broadcast(&self, packets: &[AmiPacket]) {
         let mut buf = BytesMut::new();
-        let stamp = self.cfg.timestamps.then(|| {
-            let now = SystemTime::now()
-                .checked_sub(self.cfg.clock_behind)
-                .unwrap_or(UNIX_EPOCH);
-            let t = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-            format!("{:.6}", t.as_secs_f64())
-        });
         for p in packets {
-            match &stamp {
-                Some(t) => {
-                    buf.extend_from_slice(&p.clone().field("Timestamp", t.clone()).to_bytes())
-                }
-                None => buf.extend_from_slice(&p.to_bytes()),
-            }
+            buf.extend_from_slice(&self.stamped(p).to_bytes());
         }
         let _ = self.events.send(buf.freeze());
+    }
+
+    /// An event with a `Timestamp` now (less `clock_behind`), if events are stamped.
+    fn stamped(&self, packet: &AmiPacket) -> AmiPacket {
+        if !self.cfg.timestamps || packet.get("Event").is_none() {
+            return packet.clone();
+        }
+        let now = SystemTime::now()
+            .checked_sub(self.cfg.clock_behind)
+            .unwrap_or(UNIX_EPOCH);
+        let t = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        packet
+            .clone()
+            .field("Timestamp", format!("{:.6}", t.as_secs_f64()))
     }
 
     fn stamp(&self, call: &Call, stage: usize) {
@@ -698,7 +700,7 @@ fn status(m: &AmiMessage, shared: &Shared, put: &mut dyn FnMut(AmiPacket)) {
 
 fn answer(m: &AmiMessage, auth: &mut Auth, shared: &Shared, out: &mut BytesMut) -> Next {
     let action = m.get("Action").unwrap_or("").to_ascii_lowercase();
-    let mut put = |p: AmiPacket| out.extend_from_slice(&p.to_bytes());
+    let mut put = |p: AmiPacket| out.extend_from_slice(&shared.stamped(&p).to_bytes());
     if matches!(auth, Auth::Done { .. }) {
         if let Some(message) = lock(&shared.failures).get(&action) {
             put(response(m, "Error").field("Message", message.clone()));

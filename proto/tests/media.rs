@@ -78,6 +78,35 @@ fn a_status_answer_is_one_updated_event_and_creates_or_ends_nothing() {
     );
 
     assert!(model.apply_status(&items, 2001.0).is_empty(), "nothing new");
+
+    // Stamped by Asterisk (with another codec now), the update has the list's time.
+    let restamped = |m: &AmiMessage, t: &str| {
+        let text = m
+            .wire_text()
+            .trim_end()
+            .replace("Readformat: slin", "Readformat: g722");
+        AmiMessage::parse(&format!("{text}\r\nTimestamp: {t}\r\n"))
+    };
+    let last = items.len() - 1;
+    let stamped: Vec<AmiMessage> = items
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            restamped(
+                m,
+                if i == last {
+                    "1733071201.25"
+                } else {
+                    "1733071200.5"
+                },
+            )
+        })
+        .collect();
+    let out = model.apply_status(&stamped, 2002.0);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].at, 1733071201.25);
+    let media = out[0].call.media.as_ref().unwrap();
+    assert_eq!(media.codec.as_deref(), Some("g722"));
 }
 
 #[test]

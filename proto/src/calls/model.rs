@@ -304,10 +304,16 @@ impl CallModel {
         self.finish(now)
     }
 
-    /// Applies the items of a `Status` list that completed at `now`: the media of each
-    /// live channel it describes, and so of its call. It neither creates nor ends
-    /// anything: a channel the model does not hold (hung up, never seen) is skipped.
+    /// Applies the items of a `Status` list that completed when ctid read it at `now`:
+    /// the media of each live channel it describes, and so of its call. It neither creates
+    /// nor ends anything: a channel the model does not hold (hung up, never seen) is
+    /// skipped. The events are timed by the list's last `Timestamp`, if Asterisk stamped it.
     pub fn apply_status(&mut self, items: &[AmiMessage], now: f64) -> Vec<CallEvent> {
+        let at = items
+            .iter()
+            .rev()
+            .find_map(AmiMessage::timestamp)
+            .unwrap_or(now);
         let mut calls = BTreeSet::new();
         for item in items.iter().filter(|i| i.event() == Some("Status")) {
             let Some(ch) = item.get("Uniqueid").and_then(|u| self.channels.get_mut(u)) else {
@@ -324,7 +330,7 @@ impl CallModel {
         for key in calls {
             self.recompute_media(&key);
         }
-        self.finish(now)
+        self.finish(at)
     }
 
     /// The call's media from its channels' (the originator's first); kept as it was
