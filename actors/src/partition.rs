@@ -247,7 +247,8 @@ impl PartitionCore {
             stale += u64::from(*late);
         }
         self.stats.events += lines.len() as u64;
-        if stale > 0 {
+        // Counted when sent: an edge catching up with its stream sends to nobody.
+        if stale > 0 && !self.members.is_empty() {
             self.metrics.stale(stale);
         }
         let lines: Vec<Bytes> = lines.into_iter().map(|(_, line, _)| line).collect();
