@@ -759,6 +759,7 @@ impl Handler<Shutdown> for Partition {
 mod tests {
     use super::*;
     use crate::outbox::Budget;
+    use serde_json::json;
 
     struct Sink;
     impl Actor for Sink {
@@ -835,6 +836,70 @@ mod tests {
         assert_eq!(got[0]["class"], "resume");
         assert_eq!(seqs, [2, 3, 4]);
         assert_eq!(got[1]["call"]["contexts"], serde_json::json!(["default"]));
+    }
+
+    /// An event older than `stale_after` goes out stale and is counted, once some session
+    /// gets it; a resume replays it as replayed, not stale.
+    #[actix_rt::test]
+    async fn an_old_event_goes_out_stale_and_is_replayed_fresh() {
+        let metrics = Metrics::default();
+        let limits = ReplayLimits {
+            events: 100,
+            bytes: 1 << 20,
+            stale_after: Duration::from_secs(2),
+        };
+        let core = PartitionCore::with_readiness("default", limits, true, metrics.clone());
+        let mut c = lock(&core);
+        let old = timenow() - 60.0;
+        c.publish(vec![Change::Call(EventKind::Offered, call("5.1"), old)]);
+        assert_eq!(metrics.stale_events(), 0, "sent to nobody");
+        let outbox = Outbox::new(Budget {
+            max_bytes: 1 << 20,
+            max_messages: 100,
+        });
+        let sub = |after| Subscribe {
+            session: 1,
+            member: member(&outbox),
+            resume_after: after,
+            ack: Box::new(|_| Bytes::from_static(b"{}\n")),
+        };
+        c.subscribe(sub(None)).unwrap();
+        c.publish(vec![
+            Change::Call(EventKind::Updated, call("5.1"), old),
+            Change::Left("default:5.1".into(), timenow()),
+        ]);
+        assert_eq!(metrics.stale_events(), 1);
+        let live = outbox.queued_json();
+        assert_eq!(
+            (&live[1]["stale"], &live[2]["stale"]),
+            (&json!(true), &json!(false))
+        );
+        assert_eq!(
+            live[1]["event_time"],
+            ctid_proto::rfc3339::format_millis(old)
+        );
+        assert!(live[1].get("replayed").is_none());
+
+        c.leave(1);
+        let again = Outbox::new(Budget {
+            max_bytes: 1 << 20,
+            max_messages: 100,
+        });
+        let resume = Subscribe {
+            member: member(&again),
+            ..sub(Some(0))
+        };
+        c.subscribe(resume).unwrap();
+        let replayed = again.queued_json();
+        assert_eq!(replayed.len(), 4, "the ack, then three events");
+        for e in &replayed[1..] {
+            assert_eq!(
+                (&e["replayed"], &e["stale"]),
+                (&json!(true), &json!(false)),
+                "{e}"
+            );
+        }
+        assert_eq!(replayed[3]["event"], "left");
     }
 
     /// A reconcile ended the call while its record was being written; the `hungup` that
