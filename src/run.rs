@@ -394,6 +394,7 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         ReplayLimits {
             events: s.replay_events,
             bytes: s.replay_bytes,
+            stale_after: settings.health.stale_after,
         },
         handle.clone(),
         metrics.clone(),

@@ -13,9 +13,10 @@ use std::time::Duration;
 use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
 use ctid_actors::directory::check_url;
 use ctid_actors::settings::{
-    AmiAuth, AmiSettings, AmiTls, ClusterSettings, Database, DirectorySettings, HttpListen,
-    HttpSettings, HttpToken, ListenSettings, Listener, Parting, PbxSettings, PostgresUrl, Secret,
-    SessionSettings, Settings, StoreSettings, ThreadSettings, Timeouts, TlsListener, TokenContexts,
+    AmiAuth, AmiSettings, AmiTls, ClusterSettings, Database, DirectorySettings, HealthSettings,
+    HttpListen, HttpSettings, HttpToken, ListenSettings, Listener, Parting, PbxSettings,
+    PostgresUrl, Secret, SessionSettings, Settings, StoreSettings, ThreadSettings, Timeouts,
+    TlsListener, TokenContexts,
 };
 use ctid_proto::cidr::Cidr;
 use ctid_proto::commands::CommandSettings;
@@ -213,6 +214,9 @@ fn read(r: &mut Reader) -> Settings {
         partitions: r.integer("threads.partitions", d.threads.partitions, 0, 1024),
         sessions: r.integer("threads.sessions", d.threads.sessions, 0, 1024),
     };
+    let health = HealthSettings {
+        stale_after: r.seconds("health.stale_after", d.health.stale_after, 0.001, 86400.0),
+    };
     Settings {
         pbxes,
         listen,
@@ -225,6 +229,7 @@ fn read(r: &mut Reader) -> Settings {
         threads,
         cluster,
         http: read_http(r),
+        health,
     }
 }
 

@@ -11,6 +11,8 @@ use common::postgres::Schema;
 use common::{ami_table, config_with, Cti, Ctid, PATIENCE};
 use ctid_pbxsim::calls::{CallPlan, Tenant};
 use ctid_pbxsim::{PbxSim, SimConfig};
+use ctid_proto::cti::timenow;
+use ctid_proto::rfc3339::format_millis;
 use serde_json::{json, Value};
 
 /// A node's settings: the simulator's AMI, the CTI listener, and its `[cluster]` table.
@@ -160,6 +162,58 @@ async fn a_standby_takes_over_from_a_killed_ingest_mid_call() {
     assert_eq!(ids, seen_ids);
     assert_eq!(recorded.len(), seen_ids.len(), "one record per call");
     assert!(recorded.iter().all(|r| r[1].is_some()), "{recorded:?}");
+    clean(&ns).await;
+}
+
+/// What the ingest knew of an event reaches an edge's clients over NATS: the PBX's time
+/// (stale when old) and the call's media.
+#[tokio::test]
+async fn an_edge_shows_the_pbxs_event_times_and_the_calls_media() {
+    require_nats();
+    let ns = namespace();
+    let schema = Schema::new();
+    let behind = 3600.0;
+    let sim = PbxSim::start(SimConfig {
+        timestamps: true,
+        clock_behind: Duration::from_secs_f64(behind),
+        codecs: vec!["opus".into()],
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let a = start(&node(&sim, &ns, "a", &["ingest"]), &schema);
+    lease(&a, "a").await;
+    let b = start(&node(&sim, &ns, "b", &["edge"]), &schema);
+    let cti = b.port("cti").await;
+    b.wait_line("caught up with its stream").await;
+    let mut alice = Cti::connect(cti).await;
+    alice.login("alice").await;
+
+    let earliest = format_millis(timenow() - behind);
+    let ring = Duration::from_millis(50);
+    let (id, _, _) = sim.place_call("internal", "PJSIP", "1001", "1002", ring, PATIENCE * 10);
+    let id = format!("default:{id}");
+    loop {
+        let e = alice.events(1).await.remove(0);
+        if e["call"]["id"] != json!(id) {
+            continue;
+        }
+        let latest = format_millis(timenow() - behind);
+        let at = e["event_time"].as_str().unwrap();
+        assert!(
+            earliest.as_str() <= at && at <= latest.as_str(),
+            "{at}: the PBX's time, between {earliest} and {latest}"
+        );
+        assert_eq!(e["stale"], true, "{e}");
+        let media = &e["call"]["media"];
+        if !media.is_null() {
+            assert_eq!(
+                (&media["codec"], &media["sample_rate"]),
+                (&json!("opus"), &json!(48000))
+            );
+            break;
+        }
+    }
     clean(&ns).await;
 }
 

@@ -22,3 +22,29 @@ fn every_test_docs_security_names_exists() {
         );
     }
 }
+
+/// docs/protocol.md's sample-rate table is the one ctid uses, codec for codec.
+#[test]
+fn the_sample_rate_table_of_the_docs_is_the_codes() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/protocol.md")).unwrap();
+    let table = doc
+        .split("| sample rate | codecs |")
+        .nth(1)
+        .expect("docs/protocol.md has the sample-rate table");
+    let mut documented: Vec<(String, u32)> = Vec::new();
+    for row in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let rate: u32 = cells[1].parse().unwrap_or_else(|_| panic!("{row}"));
+        for codec in cells[2].split(',') {
+            documented.push((codec.trim().trim_matches('`').to_owned(), rate));
+        }
+    }
+    let mut code: Vec<(String, u32)> = ctid_proto::calls::SAMPLE_RATES
+        .iter()
+        .map(|(c, r)| ((*c).to_owned(), *r))
+        .collect();
+    documented.sort();
+    code.sort();
+    assert_eq!(documented, code);
+}

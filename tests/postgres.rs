@@ -99,12 +99,19 @@ async fn records_dispositions_and_history_live_in_postgresql() {
             .as_i64()
             .expect("hungup carries its record id");
         let row = &schema.rows(&format!(
-            "SELECT c.call_id, c.caller_number, x.context FROM calls c
+            "SELECT c.call_id, c.caller_number, x.context, c.media FROM calls c
              JOIN call_contexts x USING (record_id) WHERE record_id = {id}"
         ))[0];
         assert_eq!(row[0].as_deref(), call["id"].as_str());
         assert_eq!(row[1].as_deref(), call["caller"]["number"].as_str());
         assert_eq!(row[2].as_deref(), Some("default"));
+        let media: Value = row[3]
+            .as_deref()
+            .map_or(Value::Null, |m| serde_json::from_str(m).unwrap());
+        assert_eq!(
+            media, call["media"],
+            "the record keeps what the hungup showed"
+        );
     }
 
     let mine = request_reply(alice, "history", json!({}), 1).await;

@@ -249,7 +249,8 @@ impl Matrix {
             .into_iter()
             .skip(from)
             .filter_map(|a| a.get("Action").map(str::to_owned))
-            .filter(|a| a != "Ping")
+            // ctid's own: keepalives, and the media of calls answered or bridged.
+            .filter(|a| a != "Ping" && a != "Status")
             .collect()
     }
 }

@@ -127,6 +127,21 @@ fn ms(us: u64) -> String {
 }
 
 /// The PBXes a command names (its first argument), or all of them.
+/// `media: ulaw 12, g722 transcoded 3` from (codec, transcoding, calls).
+fn media_line(counts: &[(String, bool, u64)]) -> String {
+    if counts.is_empty() {
+        return "media: no call's codec known yet".to_owned();
+    }
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(codec, transcoding, n)| match transcoding {
+            true => format!("{codec} transcoded {n}"),
+            false => format!("{codec} {n}"),
+        })
+        .collect();
+    format!("media: {} (calls by codec)", parts.join(", "))
+}
+
 fn links<'a>(s: &'a InfoShared, args: &[&str]) -> Result<Vec<&'a Pbx>, String> {
     match args.first() {
         Some(name) => s
@@ -335,6 +350,11 @@ fn run(command: &str, args: &[&str], s: &InfoShared) -> Result<Vec<String>, Stri
                     pbx.name, l.state, l.events, l.logins, l.overflows, l.discarded
                 ));
             }
+            out.push(format!(
+                "stale: {} call events sent older than health.stale_after",
+                s.metrics.stale_events()
+            ));
+            out.push(media_line(&s.metrics.media_calls()));
         }
         "kick" => {
             let id = args

@@ -15,6 +15,7 @@ pub mod fagi;
 pub mod http;
 pub mod info;
 pub mod listener;
+pub mod media;
 pub mod metrics;
 pub mod net;
 pub mod outbox;

@@ -1,10 +1,12 @@
 //! ctid's own health: how late events reach clients, how long calls take to be answered,
-//! how complete screen pops are, and what was dropped.
+//! how complete screen pops are, what was dropped, how many events went out stale, and the
+//! codecs of calls.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use ctid_proto::calls::{Call, EventKind};
+use ctid_proto::calls::{known_codec, Call, EventKind};
 use hdrhistogram::Histogram;
 
 struct Inner {
@@ -19,6 +21,10 @@ struct Inner {
     gaps: u64,
     /// Call records never written (the store's queue was full, or the record unwritable).
     dropped_records: u64,
+    /// Call events older than `health.stale_after` when a partition sent them.
+    stale: u64,
+    /// Calls whose media became known, by codec and whether it was transcoded.
+    media: BTreeMap<(String, bool), u64>,
 }
 
 #[derive(Clone)]
@@ -34,6 +40,8 @@ impl Default for Metrics {
             complete: 0,
             gaps: 0,
             dropped_records: 0,
+            stale: 0,
+            media: BTreeMap::new(),
         })))
     }
 }
@@ -126,5 +134,69 @@ impl Metrics {
             gaps: m.gaps,
             dropped_records: m.dropped_records,
         }
+    }
+}
+
+/// Codecs a call is counted under: those of the sample-rate table, `other`, or `unknown`
+/// (a label per codec name the PBX sends would grow without bound).
+fn codec_label(codec: Option<&str>) -> &str {
+    match codec {
+        Some(c) if known_codec(c) => c,
+        Some(_) => "other",
+        None => "unknown",
+    }
+}
+
+impl Metrics {
+    /// `n` call events went out older than `health.stale_after`.
+    pub fn stale(&self, n: u64) {
+        self.lock().stale += n;
+    }
+
+    /// Call events sent stale so far.
+    pub fn stale_events(&self) -> u64 {
+        self.lock().stale
+    }
+
+    /// A call's media became known.
+    pub fn media(&self, codec: Option<&str>, transcoding: bool) {
+        let key = (codec_label(codec).to_owned(), transcoding);
+        *self.lock().media.entry(key).or_default() += 1;
+    }
+
+    /// Calls counted by [`Metrics::media`]: (codec, transcoding, calls), by codec.
+    pub fn media_calls(&self) -> Vec<(String, bool, u64)> {
+        self.lock()
+            .media
+            .iter()
+            .map(|((codec, transcoding), n)| (codec.clone(), *transcoding, *n))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_are_counted_by_codec_and_transcoding_within_a_bounded_set() {
+        let m = Metrics::default();
+        m.media(Some("ulaw"), false);
+        m.media(Some("ulaw"), false);
+        m.media(Some("g722"), true);
+        m.media(Some("made-up"), false);
+        m.media(None, true);
+        assert_eq!(
+            m.media_calls(),
+            [
+                ("g722".to_owned(), true, 1),
+                ("other".to_owned(), false, 1),
+                ("ulaw".to_owned(), false, 2),
+                ("unknown".to_owned(), true, 1),
+            ]
+        );
+        m.stale(3);
+        m.stale(1);
+        assert_eq!(m.stale_events(), 4);
     }
 }

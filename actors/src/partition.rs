@@ -15,7 +15,7 @@ use actix::prelude::*;
 use actix_rt::ArbiterHandle;
 use bytes::Bytes;
 use ctid_proto::calls::{Call, CallState, EventKind};
-use ctid_proto::cti::{encode_call_event, timenow, ErrorCode, Reply};
+use ctid_proto::cti::{encode_call_event, replayed, timenow, ErrorCode, Reply};
 use ctid_proto::directory::Directory;
 use ctid_proto::lists::{config_changes, Live, Scope};
 use ctid_proto::wire::{LiveCall, WireChange, WireEvent};
@@ -47,12 +47,13 @@ pub struct Member {
     pub session: Recipient<Kick>,
 }
 
-/// One change for the partition's sessions.
+/// One change for the partition's sessions, with when it happened (epoch seconds: the
+/// PBX's time of its AMI event, or when ctid read or made it).
 #[derive(Clone, Debug)]
 pub enum Change {
-    Call(EventKind, Arc<Call>),
+    Call(EventKind, Arc<Call>, f64),
     /// The call moved to another context: forget it.
-    Left(String),
+    Left(String, f64),
 }
 
 /// Call events for one partition, in order, with when their AMI events were read.
@@ -99,11 +100,13 @@ pub struct PartitionStats {
     pub slow_consumers: u64,
 }
 
-/// Bounds of the replay buffer.
+/// Bounds of the replay buffer, and how old an event may be when it goes out before it is
+/// marked `stale`.
 #[derive(Clone, Copy, Debug)]
 pub struct ReplayLimits {
     pub events: usize,
     pub bytes: usize,
+    pub stale_after: Duration,
 }
 
 pub struct PartitionCore {
@@ -123,15 +126,19 @@ pub struct PartitionCore {
     known: u64,
     /// The newest lease epoch seen per PBX (cluster mode): older ones are dropped.
     epochs: HashMap<String, u64>,
+    metrics: Metrics,
 }
 
+// Ends with `stale`, as every call event does (see `ctid_proto::cti::replayed`).
 #[derive(Serialize)]
 struct LeftLine<'a> {
     class: &'static str,
     event: &'static str,
     call: LeftCall<'a>,
     seq: u64,
+    event_time: String,
     timenow: f64,
+    stale: bool,
 }
 
 #[derive(Serialize)]
@@ -147,10 +154,15 @@ fn slow_notice() -> Bytes {
 
 impl PartitionCore {
     pub fn new(key: &str, limits: ReplayLimits) -> Arc<Mutex<PartitionCore>> {
-        Self::with_readiness(key, limits, true)
+        Self::with_readiness(key, limits, true, Metrics::default())
     }
 
-    fn with_readiness(key: &str, limits: ReplayLimits, ready: bool) -> Arc<Mutex<PartitionCore>> {
+    fn with_readiness(
+        key: &str,
+        limits: ReplayLimits,
+        ready: bool,
+        metrics: Metrics,
+    ) -> Arc<Mutex<PartitionCore>> {
         Arc::new(Mutex::new(PartitionCore {
             key: key.to_owned(),
             calls: HashMap::new(),
@@ -164,26 +176,32 @@ impl PartitionCore {
             ready,
             known: 0,
             epochs: HashMap::new(),
+            metrics,
         }))
     }
 
-    fn encode(&mut self, change: Change, now: f64) -> Option<(u64, Bytes)> {
-        let line = match change {
+    /// Numbers and encodes a change; with whether it went out stale.
+    fn encode(&mut self, change: Change, now: f64) -> Option<(u64, Bytes, bool)> {
+        let stale = |at: f64| now - at > self.limits.stale_after.as_secs_f64();
+        let (line, stale) = match change {
             // Already ended here (by a reconcile): a call ends once.
-            Change::Call(EventKind::Hungup, call) if !self.calls.contains_key(&call.id) => {
+            Change::Call(EventKind::Hungup, call, _) if !self.calls.contains_key(&call.id) => {
                 return None;
             }
-            Change::Call(kind, call) => {
+            Change::Call(kind, call, at) => {
+                let stale = stale(at);
                 self.seq += 1;
-                let line = encode_call_event(kind, scope(&self.key).show(&call), self.seq, now);
+                let shown = scope(&self.key).show(&call);
+                let line = encode_call_event(kind, shown, self.seq, now, at, stale);
                 if kind == EventKind::Hungup {
                     self.calls.remove(&call.id);
                 } else {
                     self.calls.insert(call.id.clone(), call);
                 }
-                line
+                (line, stale)
             }
-            Change::Left(id) => {
+            Change::Left(id, at) => {
+                let stale = stale(at);
                 self.calls.remove(&id)?;
                 self.seq += 1;
                 let line = serde_json::to_vec(&LeftLine {
@@ -191,15 +209,17 @@ impl PartitionCore {
                     event: "left",
                     call: LeftCall { id: &id },
                     seq: self.seq,
+                    event_time: ctid_proto::rfc3339::format_millis(at),
                     timenow: now,
+                    stale,
                 })
                 .unwrap_or_default();
                 let mut line = line;
                 line.push(b'\n');
-                Bytes::from(line)
+                (Bytes::from(line), stale)
             }
         };
-        Some((self.seq, line))
+        Some((self.seq, line, stale))
     }
 
     fn remember(&mut self, seq: u64, line: &Bytes) {
@@ -217,15 +237,21 @@ impl PartitionCore {
     /// members dropped as slow consumers.
     pub fn publish(&mut self, changes: Vec<Change>) -> Vec<Member> {
         let now = timenow();
-        let lines: Vec<(u64, Bytes)> = changes
+        let lines: Vec<(u64, Bytes, bool)> = changes
             .into_iter()
             .filter_map(|c| self.encode(c, now))
             .collect();
-        for (seq, line) in &lines {
+        let mut stale = 0;
+        for (seq, line, late) in &lines {
             self.remember(*seq, line);
+            stale += u64::from(*late);
         }
         self.stats.events += lines.len() as u64;
-        let lines: Vec<Bytes> = lines.into_iter().map(|(_, line)| line).collect();
+        // Counted when sent: an edge catching up with its stream sends to nobody.
+        if stale > 0 && !self.members.is_empty() {
+            self.metrics.stale(stale);
+        }
+        let lines: Vec<Bytes> = lines.into_iter().map(|(_, line, _)| line).collect();
         self.fan_out(&lines)
     }
 
@@ -242,9 +268,13 @@ impl PartitionCore {
                 return None;
             }
             *newest = event.epoch;
+            // Sent by a node too old to say: as old as it is now.
+            let at = event.at.unwrap_or_else(timenow);
             Some(match event.change {
-                WireChange::Call { kind, call } => Change::Call(kind, Arc::new(call.into_call())),
-                WireChange::Left { id } => Change::Left(id),
+                WireChange::Call { kind, call } => {
+                    Change::Call(kind, Arc::new(call.into_call()), at)
+                }
+                WireChange::Left { id } => Change::Left(id, at),
             })
         });
         let slow = match change {
@@ -343,7 +373,7 @@ impl PartitionCore {
                 self.replay
                     .iter()
                     .filter(|(s, _)| *s > after)
-                    .map(|(_, l)| l.clone())
+                    .map(|(_, l)| replayed(l))
                     .collect()
             }
         };
@@ -368,13 +398,14 @@ impl PartitionCore {
             .filter(|c| !live.contains(&c.id))
             .cloned()
             .collect();
+        let now = timenow();
         let changes = stale
             .into_iter()
             .map(|c| {
                 let mut ended = (*c).clone();
                 ended.state = CallState::Ended;
-                ended.ended = Some(timenow());
-                Change::Call(EventKind::Hungup, Arc::new(ended))
+                ended.ended = Some(now);
+                Change::Call(EventKind::Hungup, Arc::new(ended), now)
             })
             .collect::<Vec<_>>();
         if changes.is_empty() {
@@ -540,7 +571,8 @@ impl Partitions {
             let (slot, core) = map
                 .entry(key.to_owned())
                 .or_insert_with(|| {
-                    let core = PartitionCore::with_readiness(key, self.limits, ready);
+                    let metrics = self.metrics.clone();
+                    let core = PartitionCore::with_readiness(key, self.limits, ready, metrics);
                     (Slot::new(), core)
                 })
                 .clone();
@@ -730,6 +762,7 @@ impl Handler<Shutdown> for Partition {
 mod tests {
     use super::*;
     use crate::outbox::Budget;
+    use serde_json::json;
 
     struct Sink;
     impl Actor for Sink {
@@ -765,13 +798,18 @@ mod tests {
             ReplayLimits {
                 events: 100,
                 bytes: 1 << 20,
+                stale_after: Duration::from_secs(3600),
             },
         );
         let mut c = lock(&core);
-        c.publish(vec![Change::Call(EventKind::Offered, call("1.1"))]);
+        c.publish(vec![Change::Call(
+            EventKind::Offered,
+            call("1.1"),
+            timenow(),
+        )]);
         c.publish(vec![
-            Change::Call(EventKind::Offered, call("1.2")),
-            Change::Call(EventKind::Hungup, call("1.1")),
+            Change::Call(EventKind::Offered, call("1.2"), timenow()),
+            Change::Call(EventKind::Hungup, call("1.1"), timenow()),
         ]);
         assert_eq!(c.seq(), 3);
         let outbox = Outbox::new(Budget {
@@ -787,7 +825,11 @@ mod tests {
             })
             .unwrap();
         assert_eq!(seq, 3);
-        c.publish(vec![Change::Call(EventKind::Hungup, call("1.2"))]);
+        c.publish(vec![Change::Call(
+            EventKind::Hungup,
+            call("1.2"),
+            timenow(),
+        )]);
         let got = outbox.queued_json();
         let seqs: Vec<u64> = got
             .iter()
@@ -799,6 +841,70 @@ mod tests {
         assert_eq!(got[1]["call"]["contexts"], serde_json::json!(["default"]));
     }
 
+    /// An event older than `stale_after` goes out stale and is counted, once some session
+    /// gets it; a resume replays it as replayed, not stale.
+    #[actix_rt::test]
+    async fn an_old_event_goes_out_stale_and_is_replayed_fresh() {
+        let metrics = Metrics::default();
+        let limits = ReplayLimits {
+            events: 100,
+            bytes: 1 << 20,
+            stale_after: Duration::from_secs(2),
+        };
+        let core = PartitionCore::with_readiness("default", limits, true, metrics.clone());
+        let mut c = lock(&core);
+        let old = timenow() - 60.0;
+        c.publish(vec![Change::Call(EventKind::Offered, call("5.1"), old)]);
+        assert_eq!(metrics.stale_events(), 0, "sent to nobody");
+        let outbox = Outbox::new(Budget {
+            max_bytes: 1 << 20,
+            max_messages: 100,
+        });
+        let sub = |after| Subscribe {
+            session: 1,
+            member: member(&outbox),
+            resume_after: after,
+            ack: Box::new(|_| Bytes::from_static(b"{}\n")),
+        };
+        c.subscribe(sub(None)).unwrap();
+        c.publish(vec![
+            Change::Call(EventKind::Updated, call("5.1"), old),
+            Change::Left("default:5.1".into(), timenow()),
+        ]);
+        assert_eq!(metrics.stale_events(), 1);
+        let live = outbox.queued_json();
+        assert_eq!(
+            (&live[1]["stale"], &live[2]["stale"]),
+            (&json!(true), &json!(false))
+        );
+        assert_eq!(
+            live[1]["event_time"],
+            ctid_proto::rfc3339::format_millis(old)
+        );
+        assert!(live[1].get("replayed").is_none());
+
+        c.leave(1);
+        let again = Outbox::new(Budget {
+            max_bytes: 1 << 20,
+            max_messages: 100,
+        });
+        let resume = Subscribe {
+            member: member(&again),
+            ..sub(Some(0))
+        };
+        c.subscribe(resume).unwrap();
+        let replayed = again.queued_json();
+        assert_eq!(replayed.len(), 4, "the ack, then three events");
+        for e in &replayed[1..] {
+            assert_eq!(
+                (&e["replayed"], &e["stale"]),
+                (&json!(true), &json!(false)),
+                "{e}"
+            );
+        }
+        assert_eq!(replayed[3]["event"], "left");
+    }
+
     /// A reconcile ended the call while its record was being written; the `hungup` that
     /// follows the write must not end it a second time.
     #[actix_rt::test]
@@ -808,12 +914,21 @@ mod tests {
             ReplayLimits {
                 events: 100,
                 bytes: 1 << 20,
+                stale_after: Duration::from_secs(3600),
             },
         );
         let mut c = lock(&core);
-        c.publish(vec![Change::Call(EventKind::Offered, call("3.1"))]);
+        c.publish(vec![Change::Call(
+            EventKind::Offered,
+            call("3.1"),
+            timenow(),
+        )]);
         c.reconcile(&HashSet::new());
-        c.publish(vec![Change::Call(EventKind::Hungup, call("3.1"))]);
+        c.publish(vec![Change::Call(
+            EventKind::Hungup,
+            call("3.1"),
+            timenow(),
+        )]);
         assert_eq!(c.seq(), 2, "offered, then one hungup");
     }
 
@@ -821,6 +936,7 @@ mod tests {
         Some(WireEvent {
             epoch,
             pbx: "default".into(),
+            at: Some(timenow()),
             change: WireChange::Call {
                 kind,
                 call: Box::new(ctid_proto::wire::WireCall::from(&*call(id))),
@@ -837,8 +953,10 @@ mod tests {
             ReplayLimits {
                 events: 100,
                 bytes: 1 << 20,
+                stale_after: Duration::from_secs(3600),
             },
             false,
+            Metrics::default(),
         );
         let mut c = lock(&core);
         c.publish_at(1, 3, wire(5, EventKind::Offered, "1.1"));
@@ -859,6 +977,7 @@ mod tests {
             ReplayLimits {
                 events: 2,
                 bytes: 1 << 20,
+                stale_after: Duration::from_secs(3600),
             },
         );
         let mut c = lock(&core);
@@ -866,6 +985,7 @@ mod tests {
             c.publish(vec![Change::Call(
                 EventKind::Offered,
                 call(&format!("2.{i}")),
+                timenow(),
             )]);
         }
         let outbox = Outbox::new(Budget {

@@ -7,6 +7,9 @@
 //! applied there: see `ctid_proto::calls::resync`. A partition whose mailbox was full
 //! misses events; the next batch it gets starts with every live call of its context, so
 //! its clients converge again.
+//!
+//! When a call is answered or bridged, it asks for the `Status` of the call's channels, in
+//! the stream too: their codecs become the call's `media`.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +34,7 @@ use crate::cluster::lease::Holding;
 use crate::cluster::publish::{ended, PublishFailed, Sink};
 use crate::cluster::Cluster;
 use crate::directory::DirectoryHandle;
+use crate::media::{Asked, MediaAsks};
 use crate::metrics::Metrics;
 use crate::partition::{Change, PartitionEvents, Partitions, PbxStatus, Reconcile, ALL};
 use crate::store::{Dispose, Disposer, LastAgent, Stores};
@@ -91,6 +95,8 @@ pub struct Router {
     restoring: HashMap<String, Call>,
     /// Cluster mode: ended calls whose `hungup` was not published, by context.
     ghosts: HashMap<String, Vec<Arc<Call>>>,
+    /// Channels whose `Status` (media) is asked for, or waits to be.
+    media: MediaAsks,
 }
 
 /// What the router needs besides the directory and the partitions.
@@ -139,6 +145,7 @@ impl Router {
             sink: None,
             restoring: HashMap::new(),
             ghosts: HashMap::new(),
+            media: MediaAsks::default(),
         }
     }
 
@@ -171,6 +178,7 @@ impl Router {
         ctx: &mut Context<Self>,
     ) {
         self.restore(&mut events);
+        self.ask_media(&events, ctx);
         let Some(store) = self.store.as_ref().map(|s| s.writer.clone()) else {
             return self.dispatch(events, received);
         };
@@ -211,15 +219,16 @@ impl Router {
                     by_key
                         .entry(gone.clone())
                         .or_default()
-                        .push(Change::Left(event.call.id.clone()));
+                        .push(Change::Left(event.call.id.clone(), event.at));
                 }
             }
             let call = Arc::new(event.call);
             for key in keys {
-                by_key
-                    .entry(key)
-                    .or_default()
-                    .push(Change::Call(event.kind, call.clone()));
+                by_key.entry(key).or_default().push(Change::Call(
+                    event.kind,
+                    call.clone(),
+                    event.at,
+                ));
             }
         }
         for (key, changes) in by_key {
@@ -260,6 +269,7 @@ impl Router {
                 kind: EventKind::Hungup,
                 call: ended(call, now),
                 left: Vec::new(),
+                at: now,
             })
             .collect();
         if ended.is_empty() {
@@ -278,10 +288,11 @@ impl Router {
         if healing {
             let mut current = self.live_changes(&key);
             if let Some(ghosts) = self.ghosts.remove(&key) {
+                let now = timenow();
                 current.extend(
                     ghosts
                         .into_iter()
-                        .map(|c| Change::Call(EventKind::Hungup, c)),
+                        .map(|c| Change::Call(EventKind::Hungup, c, now)),
                 );
             }
             current.append(&mut changes);
@@ -318,7 +329,7 @@ impl Router {
     /// Cluster mode: a context's events were not published; it is healed soon.
     fn missed(&mut self, key: String, changes: Vec<Change>, why: &str) {
         let ended = changes.into_iter().filter_map(|c| match c {
-            Change::Call(EventKind::Hungup, call) => Some(call),
+            Change::Call(EventKind::Hungup, call, _) => Some(call),
             _ => None,
         });
         self.ghosts.entry(key.clone()).or_default().extend(ended);
@@ -407,11 +418,101 @@ impl Router {
 
     /// Every live call of a partition, as `updated` events.
     fn live_changes(&self, key: &str) -> Vec<Change> {
+        let now = timenow();
         self.model
             .calls()
             .filter(|c| self.in_partition(key, &c.contexts))
-            .map(|c| Change::Call(EventKind::Updated, Arc::new(c.clone())))
+            .map(|c| Change::Call(EventKind::Updated, Arc::new(c.clone()), now))
             .collect()
+    }
+
+    /// Queues the channels of the calls just answered or bridged for a `Status`, and asks.
+    fn ask_media(&mut self, events: &[CallEvent], ctx: &mut Context<Self>) {
+        let mut full = false;
+        for event in events {
+            if !matches!(event.kind, EventKind::Answered | EventKind::Bridged) {
+                continue;
+            }
+            for ch in self.model.channels_of(&event.call.id) {
+                full |= !self.media.want(Asked {
+                    uniqueid: ch.uniqueid.clone(),
+                    name: ch.name.clone(),
+                });
+            }
+        }
+        if full {
+            debug!(
+                "AMI {}: too many channels wait for their Status: media left unknown",
+                self.pbx
+            );
+        }
+        self.pump_media(ctx);
+    }
+
+    /// Sends the `Status` actions the bound allows, in the event stream.
+    fn pump_media(&mut self, ctx: &mut Context<Self>) {
+        let Some(link) = self.link.get() else {
+            return;
+        };
+        let asks = self.media.next(|| NEXT_TAG.fetch_add(1, Ordering::Relaxed));
+        if asks.is_empty() {
+            return;
+        }
+        let limit = self.resync_bound;
+        let sending = async move {
+            let mut unsent = Vec::new();
+            for (tag, channel) in asks {
+                let action = AmiPacket::action("Status").field("Channel", channel.name);
+                let request = AmiRequest::in_stream(action, tag);
+                if !matches!(ask(&link, request, limit).await, Ok(Ok(_))) {
+                    unsent.push(tag);
+                }
+            }
+            unsent
+        };
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(sending).map(|unsent, act, ctx| {
+                for tag in unsent {
+                    act.media.done(tag);
+                }
+                act.pump_media(ctx);
+            }),
+        );
+    }
+
+    /// Applies the `Status` of channel `uid` where it completed in the stream.
+    fn media_done(
+        &mut self,
+        uid: &str,
+        items: Result<Vec<AmiMessage>, AmiError>,
+        now: f64,
+    ) -> Vec<CallEvent> {
+        let items = match items {
+            Ok(items) => items,
+            // Typically the channel hung up meanwhile ("No such channel").
+            Err(e) => {
+                debug!("AMI {}: Status of {uid}: {e}", self.pbx);
+                return Vec::new();
+            }
+        };
+        let unknown = |model: &CallModel| {
+            model
+                .call_of_channel(uid)
+                .is_some_and(|c| c.media.is_none())
+        };
+        let was_unknown = unknown(&self.model);
+        let events = self.model.apply_status(&items, now);
+        if was_unknown && !unknown(&self.model) {
+            if let Some(media) = self
+                .model
+                .call_of_channel(uid)
+                .and_then(|c| c.media.as_ref())
+            {
+                self.metrics
+                    .media(media.codec.as_deref(), media.transcoding);
+            }
+        }
+        events
     }
 
     /// Asks Asterisk for its channels and queue entries, in the event stream.
@@ -493,7 +594,7 @@ impl Router {
         let taken = taken.unwrap_or_else(|| self.model.mark());
         let events = match (list, items) {
             (List::Channels, Ok(live)) => self.model.resync_channels(taken, &live, now, dir),
-            (List::Queues, Ok(waiting)) => self.model.resync_queues(taken, &waiting, dir),
+            (List::Queues, Ok(waiting)) => self.model.resync_queues(taken, &waiting, now, dir),
             (List::Channels, Err(e)) => {
                 warn!("resync with Asterisk failed: CoreShowChannels: {e}");
                 self.resyncing = None;
@@ -586,10 +687,16 @@ impl Handler<AmiEvents> for Router {
                         entry.1 = Some(mark);
                     }
                 }
-                AmiItem::ListDone(tag, items) => {
-                    out.extend(self.list_done(tag, items, now, &dir));
-                    resynced |= self.resyncing.is_none();
-                }
+                AmiItem::ListDone(tag, items) => match self.media.done(tag) {
+                    Some(uid) => {
+                        out.extend(self.media_done(&uid, items, now));
+                        self.pump_media(ctx);
+                    }
+                    None => {
+                        out.extend(self.list_done(tag, items, now, &dir));
+                        resynced |= self.resyncing.is_none();
+                    }
+                },
             }
         }
         if !out.is_empty() {
@@ -617,6 +724,7 @@ impl Handler<LinkChanged> for Router {
             // Its lists went with the link.
             LinkState::Down(_) => {
                 self.resyncing = None;
+                self.media.forget_waiting();
                 self.tell("down");
             }
             LinkState::Connecting => {}
@@ -626,7 +734,7 @@ impl Handler<LinkChanged> for Router {
 
 impl StreamHandler<DirectoryChanged> for Router {
     fn handle(&mut self, DirectoryChanged(dir): DirectoryChanged, ctx: &mut Context<Self>) {
-        let events = self.model.refresh(&dir);
+        let events = self.model.refresh(timenow(), &dir);
         self.record_then_dispatch(events, Instant::now(), ctx);
     }
 

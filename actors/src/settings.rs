@@ -65,6 +65,23 @@ pub struct Settings {
     pub threads: ThreadSettings,
     pub cluster: ClusterSettings,
     pub http: HttpSettings,
+    pub health: HealthSettings,
+}
+
+/// How ctid judges what it sends.
+#[derive(Clone, Debug)]
+pub struct HealthSettings {
+    /// A call event older than this (from its PBX timestamp, or from when it was read) when
+    /// it goes to clients is marked `stale`.
+    pub stale_after: Duration,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        HealthSettings {
+            stale_after: Duration::from_secs(2),
+        }
+    }
 }
 
 /// Several ctid nodes sharing the work over NATS JetStream (see docs/cluster.md).
@@ -124,6 +141,7 @@ impl Default for Settings {
             threads: ThreadSettings::default(),
             cluster: ClusterSettings::default(),
             http: HttpSettings::default(),
+            health: HealthSettings::default(),
         }
     }
 }

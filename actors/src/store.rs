@@ -115,6 +115,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         CREATE INDEX calls_agent_name ON calls(agent_name);
         ",
     },
+    // The call's media (codec, sample rate, translation), as JSON; null while unknown.
+    Migration {
+        sqlite: "ALTER TABLE calls ADD COLUMN media TEXT;",
+        postgres: "ALTER TABLE calls ADD COLUMN media TEXT;",
+    },
 ];
 
 /// Why a database at `version` cannot be used.
@@ -344,10 +349,11 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 const INSERT_CALL: &str = "INSERT INTO calls (call_id, direction, caller_number, caller_name,
         callee_number, callee_name, ani, dnis, queue, agent_login, agent_name, ivr_path, attached,
         lines, created, answered, ended, duration, hangup_cause_code, hangup_cause_text,
-        disposition_code, disposition_note, disposition_by, disposition_at)
+        disposition_code, disposition_note, disposition_by, disposition_at, media)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-        ?20, ?21, ?22, ?23, ?24)
-    ON CONFLICT (call_id) DO UPDATE SET ended = excluded.ended, duration = excluded.duration
+        ?20, ?21, ?22, ?23, ?24, ?25)
+    ON CONFLICT (call_id) DO UPDATE SET ended = excluded.ended, duration = excluded.duration,
+        media = COALESCE(excluded.media, calls.media)
     RETURNING record_id";
 
 const INSERT_CONTEXT: &str = "INSERT INTO call_contexts (context, record_id, created)
@@ -358,7 +364,7 @@ pub(crate) fn insert_call(db: &mut dyn Sql, c: &Call) -> Result<i64, DbError> {
     let agent = c.agent.as_ref();
     let cause = c.hangup_cause.as_ref();
     let d = c.disposition.as_ref();
-    let args: [Datum; 24] = [
+    let args: [Datum; 25] = [
         c.id.as_str().into(),
         to_json(&c.direction).trim_matches('"').into(),
         c.caller.number.clone().into(),
@@ -383,6 +389,7 @@ pub(crate) fn insert_call(db: &mut dyn Sql, c: &Call) -> Result<i64, DbError> {
         d.and_then(|d| d.note.clone()).into(),
         d.map(|d| d.by.clone()).into(),
         d.map(|d| d.at).into(),
+        c.media.as_ref().map(to_json).into(),
     ];
     let rows = db.rows(INSERT_CALL, &args)?;
     let id = rows
@@ -516,6 +523,7 @@ fn row_json(r: &[Datum]) -> Value {
         "duration": real(17),
         "hangup_cause": {"code": at(r, 18).int(), "text": text(19)},
         "disposition": disposition,
+        "media": json_of(24),
     })
 }
 
@@ -527,7 +535,7 @@ fn history_query(f: &HistoryFilter) -> (String, Vec<Datum>) {
         "SELECT c.record_id, c.call_id, c.direction, c.caller_number, c.caller_name, c.callee_number,
             c.callee_name, c.ani, c.dnis, c.queue, c.agent_login, c.agent_name, c.ivr_path, c.attached,
             c.created, c.answered, c.ended, c.duration, c.hangup_cause_code, c.hangup_cause_text,
-            c.disposition_code, c.disposition_note, c.disposition_by, c.disposition_at ",
+            c.disposition_code, c.disposition_note, c.disposition_by, c.disposition_at, c.media ",
     );
     let mut args: Vec<Datum> = Vec::new();
     let mut arg = |sql: &mut String, clause: &str, v: Datum| {
@@ -1201,6 +1209,13 @@ pub(crate) mod tests {
                 ];
                 calls[0].queue = Some("q".into());
                 calls[1].queue = Some("q".into());
+                calls[0].media = Some(ctid_proto::calls::Media {
+                    codec: Some("g722".into()),
+                    sample_rate: Some(16000),
+                    transcoding: true,
+                    read_trans: Some("(ulaw@8000)->(slin@8000)->(g722@16000)".into()),
+                    write_trans: None,
+                });
                 let ids_written = record(conn, &calls).unwrap();
                 assert_eq!(ids_written.len(), 3);
                 assert!(ids_written.windows(2).all(|w| w[0] < w[1]), "{ids_written:?}");
@@ -1222,6 +1237,12 @@ pub(crate) mod tests {
                 assert_eq!(row["record_id"], ids_written[0]);
                 assert_eq!(row["ivr_path"], json!([]));
                 assert_eq!(row["disposition"], Value::Null);
+                assert_eq!(
+                    row["media"],
+                    json!({"codec": "g722", "sample_rate": 16000, "transcoding": true,
+                        "read_trans": "(ulaw@8000)->(slin@8000)->(g722@16000)", "write_trans": null})
+                );
+                assert_eq!(a[0]["media"], Value::Null, "unknown media stays null");
 
                 assert_eq!(history(conn, &filter(None)).unwrap().len(), 3);
                 let by_number = HistoryFilter {

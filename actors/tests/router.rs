@@ -48,6 +48,7 @@ async fn a_partition_added_after_its_first_events_gets_the_live_calls() {
     let limits = ReplayLimits {
         events: 100,
         bytes: 1 << 20,
+        stale_after: Duration::from_secs(2),
     };
     let partitions = Partitions::new(true, limits, handle.clone(), metrics.clone(), Vec::new());
     let router = Router::new(

@@ -6,6 +6,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use ctid_proto::ami::AmiPacket;
+use ctid_proto::calls::sample_rate;
+
+/// A channel's codec unless the simulator is told otherwise.
+pub const DEFAULT_CODEC: &str = "ulaw";
 
 /// Numbers `first..=last` of one tenant: its phones are `<tech>/<number>` and call from
 /// dialplan context `context`.
@@ -69,6 +73,10 @@ pub struct Chan {
     pub exten: String,
     pub application: String,
     pub bridge: String,
+    /// Its codec, as Asterisk names it.
+    pub codec: String,
+    /// The codec Asterisk translates its audio to and from, if it does.
+    pub translated_to: Option<String>,
 }
 
 fn state_desc(state: u8) -> &'static str {
@@ -113,6 +121,40 @@ pub fn core_show_channel(c: &Chan, action_id: &str) -> AmiPacket {
     p.push("ApplicationData", "");
     p.push("Duration", "00:00:01");
     p.push("BridgeId", c.bridge.clone());
+    p
+}
+
+/// A translation path as Asterisk writes it: `(ulaw@8000)->(slin@8000)->(g722@16000)`.
+fn path(from: &str, to: &str) -> String {
+    let rate = |codec| sample_rate(codec).unwrap_or(8000);
+    format!(
+        "({from}@{})->(slin@{})->({to}@{})",
+        rate(from),
+        rate(from),
+        rate(to)
+    )
+}
+
+/// A `Status` list item for `c`, with its formats and translation paths.
+pub fn status(c: &Chan, action_id: &str) -> AmiPacket {
+    let mut p = AmiPacket::event("Status").field("Privilege", "Call");
+    add_channel(&mut p, "", c);
+    let (read, write) = match &c.translated_to {
+        Some(to) => (path(&c.codec, to), path(to, &c.codec)),
+        None => (String::new(), String::new()),
+    };
+    p.push("BridgeID", c.bridge.clone());
+    p.push("Application", c.application.clone());
+    p.push("Data", "");
+    p.push("Nativeformats", format!("({})", c.codec));
+    p.push("Readformat", c.codec.clone());
+    p.push("Readtrans", read);
+    p.push("Writeformat", c.codec.clone());
+    p.push("Writetrans", write);
+    p.push("Callgroup", "0");
+    p.push("Pickupgroup", "0");
+    p.push("Seconds", "1");
+    p.push("ActionID", action_id.to_owned());
     p
 }
 
@@ -177,6 +219,8 @@ impl Call {
             exten: to.to_owned(),
             application: "Dial".into(),
             bridge: String::new(),
+            codec: DEFAULT_CODEC.to_owned(),
+            translated_to: None,
         };
         let mut caller = chan(from, caller_id.clone(), 4);
         caller.connected_num = to.to_string();
@@ -192,6 +236,19 @@ impl Call {
             bridge: format!("bridge-{seq:08x}"),
             caller_up_first: false,
         }
+    }
+
+    /// The call's audio, for call number `seq`: the callee (a phone) has the first of
+    /// `codecs`, the caller each in turn; a caller on another codec is translated.
+    pub fn with_codecs(mut self, codecs: &[String], seq: u64) -> Call {
+        let Some(phone) = codecs.first() else {
+            return self;
+        };
+        let caller = &codecs[(seq % codecs.len() as u64) as usize];
+        self.callee.codec.clone_from(phone);
+        self.caller.codec.clone_from(caller);
+        self.caller.translated_to = (caller != phone).then(|| phone.clone());
+        self
     }
 
     /// The caller's channel answers before it dials.
@@ -321,6 +378,39 @@ mod tests {
         );
         assert!(Tenant::parse("internal").is_err());
         assert!(Tenant::parse("internal:5-5").is_err());
+    }
+
+    #[test]
+    fn callers_take_the_codecs_in_turn_and_others_than_the_phones_are_translated() {
+        let codecs: Vec<String> = ["g722", "ulaw"].map(String::from).to_vec();
+        let mut n = 0;
+        let mut ids = || {
+            n += 1;
+            format!("1.{n}")
+        };
+        let call = |seq, ids: &mut dyn FnMut() -> String| {
+            Call::between("t", "PJSIP", "1", "2", seq, ids).with_codecs(&codecs, seq)
+        };
+        let same = call(0, &mut ids);
+        assert_eq!(
+            (same.caller.codec.as_str(), same.callee.codec.as_str()),
+            ("g722", "g722")
+        );
+        let item = status(&same.caller, "s-1");
+        assert_eq!(item.get("Readtrans"), Some(""));
+        let other = call(1, &mut ids);
+        assert_eq!(other.caller.codec, "ulaw");
+        let item = status(&other.caller, "s-1");
+        assert_eq!(item.get("Nativeformats"), Some("(ulaw)"));
+        assert_eq!(
+            item.get("Readtrans"),
+            Some("(ulaw@8000)->(slin@8000)->(g722@16000)")
+        );
+        assert_eq!(
+            item.get("Writetrans"),
+            Some("(g722@16000)->(slin@16000)->(ulaw@8000)")
+        );
+        assert_eq!(item.get("Uniqueid"), Some(other.caller.uniqueid.as_str()));
     }
 
     #[test]

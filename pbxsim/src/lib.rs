@@ -43,6 +43,15 @@ pub struct SimConfig {
     pub originate_talk: Duration,
     /// Record when each call's stages were sent (for latency measurements).
     pub trace: bool,
+    /// Codecs of the calls' channels: callees (phones) have the first, callers each in
+    /// turn, call after call; a caller on another codec than the phones' is translated
+    /// (`Readtrans`, `Writetrans` in its `Status`).
+    pub codecs: Vec<String>,
+    /// Stamp every event with `Timestamp`, as Asterisk does with `timestampevents = yes`.
+    pub timestamps: bool,
+    /// How far behind the real time the stamps are (a PBX whose clock is late, or events
+    /// that took this long to arrive).
+    pub clock_behind: Duration,
 }
 
 impl Default for SimConfig {
@@ -55,6 +64,9 @@ impl Default for SimConfig {
             originate_ring: Duration::from_millis(200),
             originate_talk: Duration::from_secs(5),
             trace: false,
+            codecs: ["ulaw", "alaw", "g722", "opus"].map(String::from).to_vec(),
+            timestamps: false,
+            clock_behind: Duration::ZERO,
         }
     }
 }
@@ -140,9 +152,23 @@ impl Shared {
     fn broadcast(&self, packets: &[AmiPacket]) {
         let mut buf = BytesMut::new();
         for p in packets {
-            buf.extend_from_slice(&p.to_bytes());
+            buf.extend_from_slice(&self.stamped(p).to_bytes());
         }
         let _ = self.events.send(buf.freeze());
+    }
+
+    /// An event with a `Timestamp` now (less `clock_behind`), if events are stamped.
+    fn stamped(&self, packet: &AmiPacket) -> AmiPacket {
+        if !self.cfg.timestamps || packet.get("Event").is_none() {
+            return packet.clone();
+        }
+        let now = SystemTime::now()
+            .checked_sub(self.cfg.clock_behind)
+            .unwrap_or(UNIX_EPOCH);
+        let t = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        packet
+            .clone()
+            .field("Timestamp", format!("{:.6}", t.as_secs_f64()))
     }
 
     fn stamp(&self, call: &Call, stage: usize) {
@@ -163,7 +189,7 @@ impl Shared {
         let mut schedule = lock(&self.schedule);
         let seq = schedule.next_seq;
         schedule.next_seq += 1;
-        let mut call = make(seq, &mut || self.uniqueid());
+        let mut call = make(seq, &mut || self.uniqueid()).with_codecs(&self.cfg.codecs, seq);
         let events = call.start_events();
         let order = lock(&self.order);
         lock(&self.channels).update(&call, false);
@@ -543,7 +569,7 @@ async fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
                 let was_in = matches!(auth, Auth::Done { .. });
                 let listing = matches!(
                     m.get("Action").map(str::to_ascii_lowercase).as_deref(),
-                    Some("coreshowchannels" | "queuestatus")
+                    Some("coreshowchannels" | "queuestatus" | "status")
                 );
                 let next = {
                     let _order = listing.then(|| lock(&shared.order));
@@ -646,9 +672,35 @@ fn originate(m: &AmiMessage, shared: &Shared, put: &mut dyn FnMut(AmiPacket)) {
         .field("Uniqueid", call.caller.uniqueid.clone()));
 }
 
+/// The `Status` list of the channel named by `Channel`, or of every channel.
+fn status(m: &AmiMessage, shared: &Shared, put: &mut dyn FnMut(AmiPacket)) {
+    let id = m.action_id().unwrap_or("");
+    let channels: Vec<_> = lock(&shared.channels)
+        .channels()
+        .into_iter()
+        .filter(|c| m.get("Channel").is_none_or(|name| c.name == name))
+        .collect();
+    if m.get("Channel").is_some() && channels.is_empty() {
+        put(response(m, "Error").field("Message", "No such channel"));
+        return;
+    }
+    put(response(m, "Success")
+        .field("EventList", "start")
+        .field("Message", "Channel status will follow"));
+    for c in &channels {
+        put(calls::status(c, id));
+    }
+    let count = channels.len().to_string();
+    put(AmiPacket::event("StatusComplete")
+        .field("ActionID", id.to_owned())
+        .field("EventList", "Complete")
+        .field("ListItems", count.clone())
+        .field("Items", count));
+}
+
 fn answer(m: &AmiMessage, auth: &mut Auth, shared: &Shared, out: &mut BytesMut) -> Next {
     let action = m.get("Action").unwrap_or("").to_ascii_lowercase();
-    let mut put = |p: AmiPacket| out.extend_from_slice(&p.to_bytes());
+    let mut put = |p: AmiPacket| out.extend_from_slice(&shared.stamped(&p).to_bytes());
     if matches!(auth, Auth::Done { .. }) {
         if let Some(message) = lock(&shared.failures).get(&action) {
             put(response(m, "Error").field("Message", message.clone()));
@@ -734,6 +786,10 @@ fn answer(m: &AmiMessage, auth: &mut Auth, shared: &Shared, out: &mut BytesMut) 
                 .field("ActionID", id.to_owned())
                 .field("EventList", "Complete")
                 .field("ListItems", channels.len().to_string()));
+            Next::Continue
+        }
+        "status" => {
+            status(m, shared, &mut put);
             Next::Continue
         }
         "queuestatus" => {

@@ -47,6 +47,16 @@ struct Args {
     /// Callers' channels answer before they dial (as in click-to-dial).
     #[arg(long)]
     caller_up: bool,
+    /// Codecs of the calls (repeatable): phones have the first, callers each in turn; a
+    /// caller on another codec is transcoded. Default: ulaw, alaw, g722, opus.
+    #[arg(long = "codec")]
+    codecs: Vec<String>,
+    /// Stamp events with `Timestamp`, as Asterisk's `timestampevents = yes`.
+    #[arg(long)]
+    timestamps: bool,
+    /// Seconds the stamps lag behind the real time (with --timestamps).
+    #[arg(long, default_value_t = 0.0)]
+    clock_behind: f64,
 }
 
 fn seconds(s: f64, what: &str) -> Result<Duration, String> {
@@ -73,12 +83,19 @@ async fn run(args: Args) -> Result<(), String> {
         );
         on_login.push(events);
     }
+    let defaults = SimConfig::default();
     let sim = PbxSim::start(SimConfig {
         listen: args.listen,
         username: args.username,
         secret: args.secret,
         on_login,
-        ..SimConfig::default()
+        codecs: match args.codecs.is_empty() {
+            true => defaults.codecs.clone(),
+            false => args.codecs,
+        },
+        timestamps: args.timestamps,
+        clock_behind: seconds(args.clock_behind, "clock-behind")?,
+        ..defaults
     })
     .await
     .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;

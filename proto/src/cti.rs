@@ -375,7 +375,7 @@ impl<'a> Shown<'a> {
 impl Serialize for Shown<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let c = self.call;
-        let mut m = s.serialize_struct("Call", 19)?;
+        let mut m = s.serialize_struct("Call", 20)?;
         m.serialize_field("id", &c.id)?;
         m.serialize_field("pbx", &c.pbx)?;
         match self.only {
@@ -398,6 +398,7 @@ impl Serialize for Shown<'_> {
         m.serialize_field("hangup_cause", &c.hangup_cause)?;
         m.serialize_field("disposition", &c.disposition)?;
         m.serialize_field("record_id", &c.record_id)?;
+        m.serialize_field("media", &c.media)?;
         m.end()
     }
 }
@@ -408,18 +409,51 @@ struct CallEventLine<'a> {
     event: &'static str,
     call: Shown<'a>,
     seq: u64,
+    event_time: String,
     timenow: f64,
+    // Last: see `replayed`.
+    stale: bool,
 }
 
-/// A pushed `call_event` line, encoded once and sent as is to every session.
-pub fn encode_call_event(kind: EventKind, call: Shown<'_>, seq: u64, timenow: f64) -> Bytes {
+/// A pushed `call_event` line, encoded once and sent as is to every session: `event_time`
+/// (epoch seconds) is written in RFC 3339, and `stale` says it is older than it should be.
+pub fn encode_call_event(
+    kind: EventKind,
+    call: Shown<'_>,
+    seq: u64,
+    timenow: f64,
+    event_time: f64,
+    stale: bool,
+) -> Bytes {
     to_line(&CallEventLine {
         class: "call_event",
         event: kind.as_str(),
         call,
         seq,
+        event_time: crate::rfc3339::format_millis(event_time),
         timenow,
+        stale,
     })
+}
+
+/// The ends of a `call_event` line (its last field is `stale`), and of its replay.
+const STALE_END: &[u8] = b",\"stale\":true}\n";
+const FRESH_END: &[u8] = b",\"stale\":false}\n";
+const REPLAYED_END: &[u8] = b",\"stale\":false,\"replayed\":true}\n";
+
+/// A `call_event` line as a resume replays it: `replayed`, and not `stale` (the client
+/// knows it is catching up). Any other line is returned as it is.
+pub fn replayed(line: &Bytes) -> Bytes {
+    let Some(body) = line
+        .strip_suffix(STALE_END)
+        .or_else(|| line.strip_suffix(FRESH_END))
+    else {
+        return line.clone();
+    };
+    let mut out = BytesMut::with_capacity(body.len() + REPLAYED_END.len());
+    out.extend_from_slice(body);
+    out.extend_from_slice(REPLAYED_END);
+    out.freeze()
 }
 
 /// Seconds since the epoch, with milliseconds.
@@ -445,6 +479,33 @@ mod tests {
         );
         let only = serde_json::to_value(Shown::only(&call, "b")).unwrap();
         assert_eq!(only["contexts"], serde_json::json!(["b"]));
+    }
+
+    #[test]
+    fn a_call_event_has_its_time_and_staleness_and_a_replay_says_so() {
+        let call = Call::new("a", "1.1", 5.0);
+        let line = encode_call_event(
+            EventKind::Offered,
+            Shown::new(&call),
+            7,
+            1796145601.0,
+            1796145600.123,
+            true,
+        );
+        let live: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(live["event_time"], "2026-12-01T17:20:00.123Z");
+        assert_eq!(live["stale"], true);
+        assert_eq!(live["call"]["media"], Value::Null);
+        assert!(live.get("replayed").is_none());
+        let again: Value = serde_json::from_slice(&replayed(&line)).unwrap();
+        assert_eq!(
+            (again["stale"].clone(), again["replayed"].clone()),
+            (false.into(), true.into())
+        );
+        assert_eq!(again["seq"], 7);
+        assert!(replayed(&line).ends_with(b"}\n"));
+        let other = Reply::new("keepalive").encode(1.0);
+        assert_eq!(replayed(&other), other);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod directory;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod lists;
+pub mod rfc3339;
 pub mod rights;
 pub mod throttle;
 pub mod wire;

@@ -17,6 +17,10 @@ pub struct WireEvent {
     pub epoch: u64,
     pub pbx: String,
     pub change: WireChange,
+    /// When it happened (epoch seconds: the PBX's time, or when the ingest read it), so
+    /// that an edge's clients see the ingest's time. None from a node that did not say.
+    #[serde(default)]
+    pub at: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -163,6 +167,7 @@ mod tests {
         let event = WireEvent {
             epoch: 7,
             pbx: "p".into(),
+            at: Some(1733071200.123456),
             change: WireChange::Call {
                 kind: EventKind::Offered,
                 call: Box::new(WireCall::from(&call)),
@@ -171,6 +176,9 @@ mod tests {
         let text = serde_json::to_string(&event).unwrap();
         let back: WireEvent = serde_json::from_str(&text).unwrap();
         assert_eq!((back.epoch, back.pbx.as_str()), (7, "p"));
+        assert_eq!(back.at, Some(1733071200.123456));
+        let older = text.replace(",\"at\":1733071200.123456", "");
+        assert_eq!(serde_json::from_str::<WireEvent>(&older).unwrap().at, None);
         let WireChange::Call { kind, call: wire } = back.change else {
             panic!("{text}");
         };

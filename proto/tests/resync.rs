@@ -150,7 +150,7 @@ fn replay_with_resync(
         if i == applied {
             let at = mark.unwrap_or_else(|| model.mark());
             resync.extend(model.resync_channels(at, live, 5000.0, dir));
-            resync.extend(model.resync_queues(at, waiting, dir));
+            resync.extend(model.resync_queues(at, waiting, 0.0, dir));
         }
         out.extend(model.apply(e, 1000.0 + i as f64, dir));
     }
@@ -217,7 +217,7 @@ fn a_resync_after_lost_events_never_invents_a_milestone() {
                         let at = model.mark();
                         let told = model.resync_channels(at, live, back as f64, &dir);
                         out.extend(told.into_iter().map(|e| (i, e)));
-                        let told = model.resync_queues(at, waiting, &dir);
+                        let told = model.resync_queues(at, waiting, 0.0, &dir);
                         out.extend(told.into_iter().map(|e| (i, e)));
                     }
                     if (lost..back).contains(&i) || i == all.len() {
@@ -352,7 +352,7 @@ fn resync_puts_back_the_callers_waiting_in_queues() {
     .collect();
     let mark = model.mark();
     model.resync_channels(mark, std::slice::from_ref(&channel), 10.0, &dir);
-    let out = model.resync_queues(mark, &status, &dir);
+    let out = model.resync_queues(mark, &status, 0.0, &dir);
     let queued = out.iter().find(|e| e.kind == EventKind::Queued).unwrap();
     assert_eq!(queued.call.id, "default:8.0");
     assert_eq!(queued.call.queue.as_deref(), Some("support"));
@@ -367,13 +367,13 @@ fn resync_puts_back_the_callers_waiting_in_queues() {
     assert!(model
         .resync_channels(mark, std::slice::from_ref(&channel), 20.0, &dir)
         .is_empty());
-    assert!(model.resync_queues(mark, &status, &dir).is_empty());
+    assert!(model.resync_queues(mark, &status, 0.0, &dir).is_empty());
     // An agent took it after the list was taken: the list does not put it back.
     let connect = AmiMessage::parse(
         "Event: AgentConnect\r\nChannel: PJSIP/trunk-00000001\r\nUniqueid: 8.1\r\nLinkedid: 8.0\r\nQueue: support\r\nInterface: PJSIP/1001\r\nMemberName: Alice\r\nDestChannel: PJSIP/1001-00000002\r\nDestUniqueid: 8.2\r\nDestLinkedid: 8.0\r\n",
     );
     let mark = model.mark();
     model.apply(&connect, 25.0, &dir);
-    let out = model.resync_queues(mark, &status, &dir);
+    let out = model.resync_queues(mark, &status, 0.0, &dir);
     assert!(out.is_empty(), "{out:?}");
 }

@@ -182,23 +182,24 @@ impl Publisher {
         let mut acks = Vec::with_capacity(changes.len());
         for change in changes {
             let (wire, live) = match change {
-                Change::Call(kind, call) => (
+                Change::Call(kind, call, _) => (
                     WireChange::Call {
                         kind: *kind,
                         call: Box::new(WireCall::from(&**call)),
                     },
                     (*kind != ctid_proto::calls::EventKind::Hungup).then(|| call.clone()),
                 ),
-                Change::Left(id) => (WireChange::Left { id: id.clone() }, None),
+                Change::Left(id, _) => (WireChange::Left { id: id.clone() }, None),
             };
-            let id = match change {
-                Change::Call(_, call) => call.id.clone(),
-                Change::Left(id) => id.clone(),
+            let (id, at) = match change {
+                Change::Call(_, call, at) => (call.id.clone(), *at),
+                Change::Left(id, at) => (id.clone(), *at),
             };
             let event = WireEvent {
                 epoch,
                 pbx: self.pbx.clone(),
                 change: wire,
+                at: Some(at),
             };
             let body = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
             let ack = self

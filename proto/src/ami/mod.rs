@@ -177,7 +177,18 @@ impl AmiMessage {
     pub fn event_list(&self) -> Option<&str> {
         self.get("EventList")
     }
+
+    /// When Asterisk sent the event, in epoch seconds, if it stamps its events
+    /// (`timestampevents = yes` in manager.conf: `Timestamp: 1733071200.123456`). A value
+    /// that is not a time between 1970 and 9999 is ignored.
+    pub fn timestamp(&self) -> Option<f64> {
+        let t: f64 = self.get("Timestamp")?.trim().parse().ok()?;
+        (t.is_finite() && t > 0.0 && t < LAST_TIMESTAMP).then_some(t)
+    }
 }
+
+/// 10000-01-01T00:00:00Z: event times are written with four-digit years.
+pub const LAST_TIMESTAMP: f64 = 253_402_300_800.0;
 
 impl fmt::Debug for AmiMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -436,6 +447,19 @@ mod tests {
             out.push(frame);
         }
         out
+    }
+
+    #[test]
+    fn a_stamped_event_has_its_time_and_a_bad_stamp_none() {
+        let stamped = |v: &str| AmiMessage::parse(&format!("Event: Hangup\r\nTimestamp: {v}\r\n"));
+        assert_eq!(
+            stamped("1733071200.123456").timestamp(),
+            Some(1733071200.123456)
+        );
+        for bad in ["", "soon", "-5", "NaN", "inf", "1e300"] {
+            assert_eq!(stamped(bad).timestamp(), None, "{bad:?}");
+        }
+        assert_eq!(AmiMessage::parse("Event: Hangup\r\n").timestamp(), None);
     }
 
     #[test]

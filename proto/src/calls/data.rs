@@ -34,7 +34,7 @@ impl CallModel {
         match call {
             Some(id) => {
                 self.merge(&id, data);
-                self.finish()
+                self.finish(now)
             }
             None => {
                 self.pending.retain(|_, (_, at)| now - *at < PENDING_FOR);
@@ -84,9 +84,10 @@ impl CallModel {
     ) -> Option<Vec<CallEvent>> {
         let key = self.key(call_id)?.to_owned();
         let call = self.calls.get_mut(&key)?;
+        let at = disposition.at;
         call.disposition = Some(disposition);
         self.changed.insert(key);
-        Some(self.finish())
+        Some(self.finish(at))
     }
 
     /// Live call `call_id` takes what an earlier view of it knew ([`Call::inherit`]);

@@ -13,6 +13,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::{Deref, DerefMut};
 
+use super::media::Media;
 use super::types::{
     Call, CallData, CallEvent, CallState, Direction, EventKind, HangupCause, Party,
 };
@@ -77,6 +78,8 @@ pub struct Channel {
     pub bridge: Option<String>,
     /// Uniqueid of the channel that dialed this one from the dialplan or a queue.
     pub dialed_by: Option<String>,
+    /// What Asterisk's last `Status` of the channel said of its audio.
+    pub media: Option<Media>,
     /// The model's event count when an event last named the channel.
     pub(super) seen: u64,
 }
@@ -187,12 +190,14 @@ impl CallModel {
         }
     }
 
-    /// Applies one AMI event; returns the call events it causes, in order.
+    /// Applies one AMI event read at `now`; returns the call events it causes, in order,
+    /// timed by the event's `Timestamp` if Asterisk stamped it, else by `now`.
     pub fn apply(&mut self, ev: &AmiMessage, now: f64, dir: &Directory) -> Vec<CallEvent> {
         self.tick += 1;
         let Some(name) = ev.event() else {
             return Vec::new();
         };
+        let at = ev.timestamp().unwrap_or(now);
         match name {
             "Newchannel" | "NewCallerid" | "NewConnectedLine" => {
                 self.touch(ev, "", now, dir);
@@ -287,16 +292,67 @@ impl CallModel {
             }
             _ => {}
         }
-        self.finish()
+        self.finish(at)
     }
 
-    /// Recomputes line membership and contexts after a directory change.
-    pub fn refresh(&mut self, dir: &Directory) -> Vec<CallEvent> {
+    /// Recomputes line membership and contexts after a directory change at `now`.
+    pub fn refresh(&mut self, now: f64, dir: &Directory) -> Vec<CallEvent> {
         let ids: Vec<String> = self.calls.keys().cloned().collect();
         for id in ids {
             self.recompute_with(&id, dir, true);
         }
-        self.finish()
+        self.finish(now)
+    }
+
+    /// Applies the items of a `Status` list that completed when ctid read it at `now`:
+    /// the media of each live channel it describes, and so of its call. It neither creates
+    /// nor ends anything: a channel the model does not hold (hung up, never seen) is
+    /// skipped. The events are timed by the list's last `Timestamp`, if Asterisk stamped it.
+    pub fn apply_status(&mut self, items: &[AmiMessage], now: f64) -> Vec<CallEvent> {
+        let at = items
+            .iter()
+            .rev()
+            .find_map(AmiMessage::timestamp)
+            .unwrap_or(now);
+        let mut calls = BTreeSet::new();
+        for item in items.iter().filter(|i| i.event() == Some("Status")) {
+            let Some(ch) = item.get("Uniqueid").and_then(|u| self.channels.get_mut(u)) else {
+                continue;
+            };
+            let Some(media) = Media::from_status(item) else {
+                continue;
+            };
+            if ch.media.as_ref() != Some(&media) {
+                ch.media = Some(media);
+                calls.insert(ch.linkedid.clone());
+            }
+        }
+        for key in calls {
+            self.recompute_media(&key);
+        }
+        self.finish(at)
+    }
+
+    /// The call's media from its channels' (the originator's first); kept as it was
+    /// while none of its live channels has any.
+    fn recompute_media(&mut self, key: &str) {
+        let Some(call) = self.calls.get(key) else {
+            return;
+        };
+        let first = self.originator(call).map(|c| c.uniqueid.as_str());
+        let mut uids: Vec<&String> = call.channels.iter().collect();
+        uids.sort_by_key(|u| (Some(u.as_str()) != first, uid_order(u)));
+        let media = Media::of_call(
+            uids.into_iter()
+                .filter_map(|u| self.channels.get(u)?.media.as_ref()),
+        );
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        if media.is_some() && call.media != media {
+            call.media = media;
+            self.changed.insert(key.to_owned());
+        }
     }
 
     pub(super) fn call_of(&self, uid: &str) -> Option<String> {
@@ -338,6 +394,7 @@ impl CallModel {
                 exten: String::new(),
                 bridge: None,
                 dialed_by: None,
+                media: None,
                 seen: tick,
             }
         });
@@ -511,9 +568,9 @@ impl CallModel {
         self.recompute_with(call_id, dir, false);
     }
 
-    /// Turns what the current event did into call events: milestones first, then an
-    /// `updated` for each call that changed otherwise, then `hungup` for ended calls.
-    pub(super) fn finish(&mut self) -> Vec<CallEvent> {
+    /// Turns what the current event did into call events, at time `at`: milestones first,
+    /// then an `updated` for each call that changed otherwise, then `hungup` for ended calls.
+    pub(super) fn finish(&mut self, at: f64) -> Vec<CallEvent> {
         let mut left: HashMap<String, Vec<String>> = HashMap::new();
         let ids: BTreeSet<String> = self
             .changed
@@ -561,6 +618,7 @@ impl CallModel {
                         kind,
                         call,
                         left: Vec::new(),
+                        at,
                     });
                 }
                 continue;
@@ -578,6 +636,7 @@ impl CallModel {
                 kind,
                 call: call.clone(),
                 left: left.remove(&id).unwrap_or_default(),
+                at,
             });
         }
         for id in std::mem::take(&mut self.changed) {
@@ -589,6 +648,7 @@ impl CallModel {
                     kind: EventKind::Updated,
                     call: call.call.clone(),
                     left: left.remove(&id).unwrap_or_default(),
+                    at,
                 });
             }
         }
@@ -597,6 +657,7 @@ impl CallModel {
                 kind: EventKind::Hungup,
                 call,
                 left: Vec::new(),
+                at,
             });
         }
         events

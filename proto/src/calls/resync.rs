@@ -97,7 +97,7 @@ impl CallModel {
         for (uid, bridge) in entered {
             self.enter_bridge(&uid, &bridge, now);
         }
-        self.finish()
+        self.finish(now)
     }
 
     /// Applies a QueueStatus list taken at `taken`: a caller listed in a queue the model
@@ -107,6 +107,7 @@ impl CallModel {
         &mut self,
         taken: Mark,
         status: &[AmiMessage],
+        now: f64,
         dir: &Directory,
     ) -> Vec<CallEvent> {
         for entry in status.iter().filter(|e| e.event() == Some("QueueEntry")) {
@@ -128,6 +129,6 @@ impl CallModel {
                 self.queue_call(&call_id, queue, dir);
             }
         }
-        self.finish()
+        self.finish(now)
     }
 }

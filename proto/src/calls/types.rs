@@ -4,6 +4,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use super::media::Media;
+
 /// Dialplan data one call holds, at most: attached keys, IVR steps, and the longest key or
 /// value. More is dropped: every event of the call carries it to every session.
 pub const MAX_ATTACHED: usize = 64;
@@ -161,6 +163,9 @@ pub struct Call {
     pub disposition: Option<Disposition>,
     /// The call's row in the call records, once it ended and was stored.
     pub record_id: Option<i64>,
+    /// Its codec and translation, once Asterisk said (a `Status` after it was answered).
+    #[serde(default)]
+    pub media: Option<Media>,
     /// Interfaces of the directory lines the call touched (phone states, dispositions);
     /// not sent: they may name another tenant's line.
     #[serde(skip)]
@@ -189,6 +194,7 @@ impl Call {
             hangup_cause: None,
             disposition: None,
             record_id: None,
+            media: None,
             lines: BTreeSet::new(),
         }
     }
@@ -202,6 +208,9 @@ pub struct CallEvent {
     /// Contexts the call no longer belongs to (it moved to another tenant's line): they
     /// must forget it.
     pub left: Vec<String>,
+    /// When it happened, in epoch seconds: the PBX's time when Asterisk stamped the AMI
+    /// event (`timestampevents`), else when ctid read it.
+    pub at: f64,
 }
 
 /// Folds each `updated` into the previous event of the same call in `events` (the events
@@ -257,6 +266,9 @@ impl Call {
         }
         if self.disposition.is_none() {
             self.disposition.clone_from(&earlier.disposition);
+        }
+        if self.media.is_none() {
+            self.media.clone_from(&earlier.media);
         }
         if self.ivr_path.is_empty() {
             self.ivr_path.clone_from(&earlier.ivr_path);

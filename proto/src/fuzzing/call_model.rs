@@ -248,6 +248,12 @@ pub enum CallModelOp {
     Dispose {
         call: Uid,
     },
+    /// The answer to a `Status` of a channel: its codec, translated or not.
+    Status {
+        channel: Uid,
+        codec: Text,
+        translated: bool,
+    },
     /// The directory is replaced by the other one.
     Refresh,
     Wait {
@@ -383,11 +389,41 @@ impl World {
                 });
                 out.unwrap_or_default()
             }
+            CallModelOp::Status {
+                channel,
+                codec,
+                translated,
+            } => {
+                let trans = if *translated {
+                    "(ulaw@8000)->(slin@8000)"
+                } else {
+                    ""
+                };
+                let item = format!(
+                    "Event: Status\r\nUniqueid: {}\r\nNativeformats: ({})\r\nReadformat: {}\r\nReadtrans: {trans}\r\nActionID: s\r\n",
+                    channel.text(),
+                    codec.text(),
+                    codec.text()
+                );
+                let done = "Event: StatusComplete\r\nActionID: s\r\nEventList: Complete\r\n";
+                self.transcript.push(item.clone());
+                let before = (self.model.calls().count(), self.model.channel_count());
+                let list = [AmiMessage::parse(&item), AmiMessage::parse(done)];
+                let out = self.model.apply_status(&list, self.now);
+                let after = (self.model.calls().count(), self.model.channel_count());
+                self.ensure(before == after, || {
+                    format!("a Status made {before:?} calls and channels {after:?}")
+                });
+                self.ensure(out.iter().all(|e| e.kind == EventKind::Updated), || {
+                    format!("a Status told {out:?}")
+                });
+                out
+            }
             CallModelOp::Refresh => {
                 self.dir = 1 - self.dir;
                 self.transcript
                     .push(format!("refresh to directory {}\n", self.dir));
-                self.model.refresh(&directories()[self.dir])
+                self.model.refresh(self.now, &directories()[self.dir])
             }
             CallModelOp::Wait { seconds } => {
                 self.now += f64::from(*seconds);
