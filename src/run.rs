@@ -22,7 +22,7 @@ use ctid_actors::directory::{load_file, DirectoryHandle, DirectoryWatcher, Sourc
 use ctid_actors::fagi::FagiAccept;
 use ctid_actors::info::{InfoAccept, InfoShared};
 use ctid_actors::listener::{CtiAccept, TcpService};
-use ctid_actors::metrics::Metrics;
+use ctid_actors::metrics::{Metrics, Sources};
 use ctid_actors::outbox::{Budget, Writers};
 use ctid_actors::partition::{Partitions, ReplayLimits};
 use ctid_actors::pbx::{Pbx, Pbxes};
@@ -425,6 +425,7 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         store: store.as_ref().map(|s| s.reader.clone()),
         commands: settings.commands.clone(),
         writers: writers.clone(),
+        metrics: metrics.clone(),
     });
 
     let watcher = {
@@ -563,6 +564,14 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
     for w in &warnings {
         warn!("{w}");
     }
+    metrics.watch(Sources {
+        pbxes: pbxes.clone(),
+        partitions: partitions.clone(),
+        sessions: sessions.clone(),
+        report: report.clone(),
+        directory: handle.clone(),
+        families: None,
+    });
     let info = Arc::new(InfoShared {
         started: Instant::now(),
         config,

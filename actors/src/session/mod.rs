@@ -31,6 +31,7 @@ use tokio_util::codec::FramedRead;
 
 use crate::auth::{LoginThrottle, PasswordChecker, ResumeTokens};
 use crate::directory::DirectoryHandle;
+use crate::metrics::Metrics;
 use crate::net::BoxedIo;
 use crate::outbox::{write_outbox, Budget, Outbox, Writers};
 use crate::partition::{Kick, Partitions, SessionId};
@@ -77,6 +78,7 @@ pub struct SessionShared {
     pub store: Option<Queries>,
     pub commands: CommandSettings,
     pub writers: Writers,
+    pub metrics: Metrics,
 }
 
 /// Releases what a session holds outside itself, however the actor ends.
@@ -338,8 +340,9 @@ impl Actor for Session {
         let outbox = self.outbox.clone();
         let (stall, delay) = (self.shared.config.stall, self.shared.config.write_delay);
         let running = self.shared.writers.enter();
+        let metrics = Some(self.shared.metrics.clone());
         actix_rt::spawn(async move {
-            let result = write_outbox(outbox, write, stall, delay).await;
+            let result = write_outbox(outbox, write, stall, delay, metrics).await;
             drop(running);
             me.do_send(WriterDone(result));
         });

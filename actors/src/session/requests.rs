@@ -1,6 +1,6 @@
 //! What a logged-in client asks: lists, call control, dispositions and history.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use ctid_proto::commands::{pbx_of, Plan, Sender};
@@ -265,9 +265,17 @@ impl Session {
         ticket: Ticket,
         ctx: &mut Context<Self>,
     ) {
+        let started = Instant::now();
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(run).map(move |outcome, act, ctx| {
                 drop(ticket);
+                act.shared.metrics.command(&command, outcome.is_ok());
+                let context = act.me().and_then(|(u, _)| u.context().map(str::to_owned));
+                if let (Ok(()), Some(context), "dial" | "originate") =
+                    (&outcome, context, command.as_str())
+                {
+                    act.shared.metrics.originated(&context, started.elapsed());
+                }
                 let reply = Reply::new("ipbxcommand").with("command", command.clone());
                 let reply = match outcome {
                     Ok(()) => reply.with("response", "ok"),
