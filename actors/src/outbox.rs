@@ -15,6 +15,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
+use futures_util::future::LocalBoxFuture;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
@@ -256,11 +257,88 @@ impl Outbox {
     }
 }
 
+/// Where a writer puts what it takes from an outbox.
+pub trait Writer {
+    /// Writes every item, telling `outbox` what each write completed; `TimedOut` when one
+    /// write waits longer than `stall`.
+    fn write(
+        &mut self,
+        items: &mut VecDeque<Bytes>,
+        stall: Duration,
+        outbox: &Outbox,
+    ) -> impl Future<Output = std::io::Result<()>>;
+
+    /// Ends the stream after the last item, waiting `stall` at most.
+    fn finish(&mut self, stall: Duration) -> impl Future<Output = ()>;
+}
+
+/// A byte stream: each item is a `\n`-ended line, written as it is.
+pub struct Lines<W>(pub W);
+
+impl<W: AsyncWrite + Unpin> Writer for Lines<W> {
+    async fn write(
+        &mut self,
+        items: &mut VecDeque<Bytes>,
+        stall: Duration,
+        outbox: &Outbox,
+    ) -> std::io::Result<()> {
+        write_all_vectored(&mut self.0, items, stall, outbox).await
+    }
+
+    async fn finish(&mut self, stall: Duration) {
+        let _ = tokio::time::timeout(stall, async {
+            let _ = self.0.flush().await;
+            let _ = self.0.shutdown().await;
+        })
+        .await;
+    }
+}
+
+/// A transport of whole messages (WebSocket): each item goes as one message, without
+/// its `\n`.
+pub trait MessageSink {
+    fn send(&mut self, message: Bytes) -> LocalBoxFuture<'_, std::io::Result<()>>;
+    /// Closes the transport: nothing follows.
+    fn close(&mut self) -> LocalBoxFuture<'_, ()>;
+}
+
+impl Writer for Box<dyn MessageSink> {
+    async fn write(
+        &mut self,
+        items: &mut VecDeque<Bytes>,
+        stall: Duration,
+        outbox: &Outbox,
+    ) -> std::io::Result<()> {
+        while let Some(item) = items.pop_front() {
+            let len = item.len();
+            let message = item.slice(..item.strip_suffix(b"\n").map_or(len, <[u8]>::len));
+            within(stall, self.send(message)).await?;
+            outbox.wrote(len, 1);
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self, stall: Duration) {
+        let _ = tokio::time::timeout(stall, self.close()).await;
+    }
+}
+
+/// Writes `outbox` to the byte stream `w`: see [`write_to`].
+pub async fn write_outbox<W: AsyncWrite + Unpin>(
+    outbox: Arc<Outbox>,
+    w: W,
+    stall: Duration,
+    delay: Duration,
+    metrics: Option<Metrics>,
+) -> Result<(), String> {
+    write_to(outbox, Lines(w), stall, delay, metrics).await
+}
+
 /// Writes `outbox` to `w` until it is closed and drained. A write that makes no progress
 /// for `stall` ends the session: its client stopped reading. Once woken, the writer lets
 /// events gather for `delay` before it takes them (none if zero), unless the outbox
 /// closes meanwhile. `metrics` gets the lag from the AMI read to each write's end.
-pub async fn write_outbox<W: AsyncWrite + Unpin>(
+pub async fn write_to<W: Writer>(
     outbox: Arc<Outbox>,
     mut w: W,
     stall: Duration,
@@ -277,7 +355,7 @@ pub async fn write_outbox<W: AsyncWrite + Unpin>(
             notified.await;
             continue;
         }
-        if let Err(e) = write_all_vectored(&mut w, &mut items, stall, &outbox).await {
+        if let Err(e) = w.write(&mut items, stall, &outbox).await {
             return Err(match e.kind() {
                 ErrorKind::TimedOut => format!("client read nothing for {}", human_duration(stall)),
                 _ => format!("write failed ({})", io_reason(&e)),
@@ -287,11 +365,7 @@ pub async fn write_outbox<W: AsyncWrite + Unpin>(
             m.written_lag(t.elapsed());
         }
         if closed {
-            let _ = tokio::time::timeout(stall, async {
-                let _ = w.flush().await;
-                let _ = w.shutdown().await;
-            })
-            .await;
+            w.finish(stall).await;
             return Ok(());
         }
     }
