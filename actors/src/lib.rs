@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cluster;
 pub mod directory;
 pub mod fagi;
+pub mod health;
 pub mod info;
 pub mod listener;
 pub mod metrics;
