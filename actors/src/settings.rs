@@ -64,6 +64,7 @@ pub struct Settings {
     pub commands: ctid_proto::commands::CommandSettings,
     pub threads: ThreadSettings,
     pub cluster: ClusterSettings,
+    pub http: HttpSettings,
 }
 
 /// Several ctid nodes sharing the work over NATS JetStream (see docs/cluster.md).
@@ -122,6 +123,7 @@ impl Default for Settings {
             commands: Default::default(),
             threads: ThreadSettings::default(),
             cluster: ClusterSettings::default(),
+            http: HttpSettings::default(),
         }
     }
 }
@@ -489,7 +491,17 @@ pub struct TlsListener {
     pub check_interval: Duration,
 }
 
-/// The listening ports of the XiVO CTI server admin page.
+/// The HTTP listener (REST API): TLS when a certificate and key are set.
+#[derive(Clone, Debug)]
+pub struct HttpListen {
+    pub listener: Listener,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// The largest request body read; a larger one is refused (413).
+    pub max_body_bytes: usize,
+}
+
+/// The listening ports of the XiVO CTI server admin page, and ctid's HTTP port.
 #[derive(Clone, Debug)]
 pub struct ListenSettings {
     pub fagi: Listener,
@@ -501,6 +513,7 @@ pub struct ListenSettings {
     pub info_allow_control: bool,
     /// UDP.
     pub announce: Listener,
+    pub http: HttpListen,
 }
 
 impl Default for ListenSettings {
@@ -521,6 +534,12 @@ impl Default for ListenSettings {
             info: Listener::on(lo, 5005, true, local()),
             info_allow_control: true,
             announce: Listener::on(lo, 5006, true, local()),
+            http: HttpListen {
+                listener: Listener::on(lo, 9480, true, anywhere()),
+                cert: None,
+                key: None,
+                max_body_bytes: 64 * 1024,
+            },
         }
     }
 }
@@ -569,6 +588,49 @@ impl Settings {
             );
         }
         warnings
+    }
+}
+
+/// Who may use the HTTP API: `[[http.tokens]]`.
+#[derive(Clone, Debug, Default)]
+pub struct HttpSettings {
+    pub tokens: Vec<HttpToken>,
+}
+
+/// The contexts a token reaches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenContexts {
+    /// `["*"]`: every context.
+    All,
+    Only(Vec<String>),
+}
+
+/// A bearer token of the HTTP API: only its SHA-256 is known.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpToken {
+    pub name: String,
+    pub sha256: [u8; 32],
+    pub contexts: TokenContexts,
+    pub role: ctid_proto::rights::Role,
+}
+
+impl HttpToken {
+    /// Whether the token reaches `context`.
+    pub fn sees(&self, context: &str) -> bool {
+        match &self.contexts {
+            TokenContexts::All => true,
+            TokenContexts::Only(names) => names.iter().any(|n| n == context),
+        }
+    }
+}
+
+impl fmt::Debug for HttpToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpToken")
+            .field("name", &self.name)
+            .field("contexts", &self.contexts)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
     }
 }
 

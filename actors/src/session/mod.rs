@@ -23,7 +23,6 @@ use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use bytes::Bytes;
-use ctid_proto::commands::CommandSettings;
 use ctid_proto::cti::{timenow, CtiCodec, CtiFrame, ErrorCode, Reply, Request};
 use ctid_proto::directory::{Directory, User};
 use futures_util::stream::LocalBoxStream;
@@ -33,6 +32,7 @@ use serde_json::Value;
 use tokio_util::codec::FramedRead;
 
 use crate::auth::{LoginThrottle, PasswordChecker, ResumeTokens};
+use crate::command::Commands;
 use crate::directory::DirectoryHandle;
 use crate::metrics::Metrics;
 use crate::net::BoxedIo;
@@ -79,7 +79,8 @@ pub struct SessionShared {
     pub pbxes: Pbxes,
     /// Where `history` is answered; None if call records are off.
     pub store: Option<Queries>,
-    pub commands: CommandSettings,
+    /// Where `ipbxcommand` and `disposition` go.
+    pub control: Commands,
     pub writers: Writers,
     pub metrics: Metrics,
 }
