@@ -21,6 +21,7 @@ use ctid_actors::cluster::{Cluster, Notices, Retention};
 use ctid_actors::command::Commands;
 use ctid_actors::directory::{load_file, DirectoryHandle, DirectoryWatcher, Source, WebDirectory};
 use ctid_actors::fagi::FagiAccept;
+use ctid_actors::health::Health;
 use ctid_actors::http::{HttpService, HttpShared};
 use ctid_actors::info::{InfoAccept, InfoShared};
 use ctid_actors::listener::{CtiAccept, TcpService};
@@ -598,8 +599,14 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         directory: handle.clone(),
         families: None,
     });
-    let info = Arc::new(InfoShared {
+    let health = Health {
         started: Instant::now(),
+        pbxes: pbxes.clone(),
+        report: report.clone(),
+        records: store.as_ref().map(|s| s.writer.clone()),
+    };
+    let info = Arc::new(InfoShared {
+        started: health.started,
         config,
         pbxes: pbxes.clone(),
         taps,
@@ -644,10 +651,10 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
     if let Some(notices) = &notices {
         notices.follow(directory_slot.clone());
     }
-    // Client listeners are an edge's.
-    let (cti, ctis, http) = match edge {
-        true => (cti, ctis, http),
-        false => (None, None, None),
+    // Client listeners are an edge's; every node serves the HTTP probes.
+    let (cti, ctis) = match edge {
+        true => (cti, ctis),
+        false => (None, None),
     };
     let http_shared = Arc::new(HttpShared {
         sessions: shared.clone(),
@@ -656,6 +663,9 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         report: report.clone(),
         max_body: settings.listen.http.max_body_bytes,
         allow: http_allow,
+        health: health.clone(),
+        metrics_token: settings.listen.http.metrics_token,
+        edge,
     });
     let http_workers = handles.len();
     let listeners = [
