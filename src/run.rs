@@ -666,6 +666,7 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         health: health.clone(),
         metrics_token: settings.listen.http.metrics_token,
         edge,
+        in_flight: Default::default(),
     });
     let http_workers = handles.len();
     let listeners = [

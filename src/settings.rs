@@ -1263,6 +1263,68 @@ mod tests {
     }
 
     #[test]
+    fn http_tokens_are_read_and_checked_one_by_one() {
+        let hash = "ab".repeat(32);
+        let s = load_str(
+            &format!(
+                "[ami]\nsecret = \"x\"\n[[http.tokens]]\nname = \"crm\"\ntoken_sha256 = \"{hash}\"\n\
+                 contexts = [\"a\", \"b\"]\nrole = \"supervisor\"\n\
+                 [[http.tokens]]\nname = \"tool\"\ntoken_sha256 = \"{}\"\ncontexts = [\"*\"]\nrole = \"admin\"\n",
+                "CD".repeat(32)
+            ),
+            &[],
+        )
+        .unwrap();
+        let [crm, tool] = &s.http.tokens[..] else {
+            panic!("{:?}", s.http.tokens);
+        };
+        assert_eq!(crm.sha256, [0xab; 32]);
+        assert_eq!(
+            crm.contexts,
+            TokenContexts::Only(vec!["a".into(), "b".into()])
+        );
+        assert!(crm.sees("b") && !crm.sees("c"));
+        assert_eq!(
+            (tool.role, &tool.contexts),
+            (Role::Admin, &TokenContexts::All)
+        );
+        assert!(!format!("{crm:?}").contains("ab"), "the hash is not shown");
+
+        let problems = load_str(
+            &format!(
+                "[ami]\nsecret = \"x\"\n[[http.tokens]]\nname = \"crm\"\ntoken_sha256 = \"{hash}\"\n\
+                 contexts = [\"a\"]\nrole = \"supervisor\"\n\
+                 [[http.tokens]]\nname = \"crm\"\ntoken_sha256 = \"abc\"\ncontexts = []\nrole = \"boss\"\ncolour = 1\n\
+                 [[http.tokens]]\nname = \"other\"\ntoken_sha256 = \"{hash}\"\ncontexts = [\"*\", \"a\"]\nrole = \"agent\"\n"
+            ),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            keys(&problems),
+            [
+                "http.tokens[1].colour",
+                "http.tokens[1].token_sha256",
+                "http.tokens[1].contexts",
+                "http.tokens[1].role",
+                "http.tokens[2].contexts",
+            ]
+        );
+        let duplicate = load_str(
+            &format!(
+                "[ami]\nsecret = \"x\"\n[[http.tokens]]\nname = \"a\"\ntoken_sha256 = \"{hash}\"\ncontexts = [\"*\"]\nrole = \"agent\"\n\
+                 [[http.tokens]]\nname = \"a\"\ntoken_sha256 = \"{hash}\"\ncontexts = [\"*\"]\nrole = \"agent\"\n"
+            ),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            keys(&duplicate),
+            ["http.tokens[1].name", "http.tokens[1].token_sha256"]
+        );
+    }
+
+    #[test]
     fn ctis_needs_its_certificate() {
         let problems = load_str(
             "[ami]\nsecret = \"x\"\n[listen.ctis]\nenabled = true\nkey = \"/nonexistent.pem\"\n",

@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::openapi::spec;
 use common::{ami_config_with, http_tokens, Ctid, Http, PATIENCE};
 use ctid_pbxsim::{PbxSim, SimConfig};
 use futures_util::{SinkExt, StreamExt};
@@ -292,8 +293,10 @@ async fn health_is_open_and_ready_says_why_not_until_the_pbx_is_synced() {
 
     let (status, live) = http.call("GET", "/health", None, None).await;
     assert_eq!((status, &live["status"]), (200, &json!("ok")), "{live}");
+    spec().check("GET", "/health", status, &live);
     let (status, ready) = http.call("GET", "/ready", None, None).await;
     assert_eq!(status, 503, "{ready}");
+    spec().check("GET", "/ready", status, &ready);
     assert_eq!(ready["ready"], false);
     let reasons = ready["reasons"].as_array().unwrap();
     assert!(
@@ -323,6 +326,7 @@ async fn health_is_open_and_ready_says_why_not_until_the_pbx_is_synced() {
         answer = http.call("GET", "/ready", None, None).await;
     }
     assert_eq!(answer.0, 200, "{}", answer.1);
+    spec().check("GET", "/ready", answer.0, &answer.1);
     assert_eq!(answer.1["pbxes"], json!({"default": "up"}));
     drop(sim);
 }

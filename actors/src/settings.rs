@@ -575,6 +575,13 @@ impl Settings {
                 l.cti.address
             ));
         }
+        let http = &l.http;
+        if http.listener.enabled && !http.listener.address.is_loopback() && http.cert.is_none() {
+            warnings.push(format!(
+                "listen.http listens on {}, off loopback, without TLS: bearer tokens cross the network in the clear; set listen.http.cert and listen.http.key",
+                http.listener.address
+            ));
+        }
         if let Some(url) = self
             .directory
             .url

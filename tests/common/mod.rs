@@ -4,6 +4,7 @@
 
 pub mod agi;
 pub mod cluster;
+pub mod openapi;
 pub mod postgres;
 
 use std::io::{BufRead, BufReader};
@@ -180,7 +181,8 @@ impl Http {
         Http { agent, base }
     }
 
-    /// `method` on `path` with `token` and a JSON `body`: the status and the JSON answer.
+    /// `method` on `path` with `token` and a JSON `body`: the status and the JSON answer,
+    /// checked against docs/openapi.yaml.
     pub async fn call(
         &self,
         method: &str,
@@ -192,6 +194,7 @@ impl Http {
         let (status, text) = self.raw(method, path, token, raw).await;
         let json = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
+        openapi::spec().check(method, path, status, &json);
         (status, json)
     }
 

@@ -13,10 +13,7 @@ use serde_json::Value;
 use super::{Phase, Session, Ticket};
 use crate::command::{Issuer, Running};
 use crate::partition::ALL;
-use crate::store::HistoryFilter;
-
-/// Most history rows a client may ask for at once.
-const MAX_HISTORY: u64 = 1000;
+use crate::store::{HistoryFilter, MAX_HISTORY, MAX_OFFSET};
 
 fn disposition_reply(call_id: String, outcome: Result<(), ErrorCode>) -> Reply {
     let reply = Reply::new("disposition").with("call_id", call_id);
@@ -231,7 +228,9 @@ impl Session {
             to: number("to"),
             queue: req.str("queue").map(str::to_owned),
             agent: req.str("agent").map(str::to_owned),
+            record_id: None,
             limit: req.u64("limit").unwrap_or(50).clamp(1, MAX_HISTORY) as usize,
+            offset: req.u64("offset").unwrap_or(0).min(MAX_OFFSET) as usize,
         };
         let query = store.history(filter);
         ctx.spawn(
