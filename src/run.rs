@@ -449,6 +449,7 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
             settings.parting.context_separation,
             settings.timeouts.socket,
             &settings.commands,
+            metrics.clone(),
         ),
         writers: writers.clone(),
         metrics: metrics.clone(),

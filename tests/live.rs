@@ -69,6 +69,16 @@ impl Desktop {
         }
     }
 
+    /// The next message that is not a call event.
+    async fn reply(&mut self) -> Value {
+        loop {
+            let m = self.recv().await.expect("closed");
+            if m["class"] != "call_event" {
+                return m;
+            }
+        }
+    }
+
     async fn ask(&mut self, v: Value) -> Value {
         self.send_json(v).await;
         self.recv().await.expect("closed")
@@ -131,27 +141,46 @@ async fn a_websocket_desktop_logs_in_receives_a_call_and_is_held_to_the_cti_rule
     assert!(kinds.contains(&"answered"), "{kinds:?}");
     assert_eq!(events[0]["call"]["caller"]["number"], "1001");
 
-    alice.send(Message::binary(vec![1, 2, 3])).await;
-    let refused = alice.recv().await.unwrap();
-    assert_eq!(refused["error_string"], "binary_message", "{refused}");
-    alice.send(Message::text("x".repeat(70_000))).await;
-    let refused = alice.recv().await.unwrap();
-    assert_eq!(refused["error_string"], "frame_too_large", "{refused}");
-    let answer = alice
-        .ask(json!({"class": "keepalive", "commandid": 7}))
+    alice
+        .send_json(json!({"class": "ipbxcommand", "command": "dial", "destination": "1002", "commandid": 9}))
         .await;
+    let done = loop {
+        let m = alice.recv().await.expect("closed");
+        if m["class"] == "ipbxcommand" && m.get("response").is_some() {
+            break m;
+        }
+    };
+    assert_eq!(done["response"], "ok", "{done}");
+    let metrics = scrape(&s.http, None).await;
+    let dial = [("command", "dial"), ("result", "ok")];
+    assert_eq!(sample(&metrics, "ctid_commands_total", &dial), 1.0);
+    let setup = [("context", "default"), ("from", "originate")];
+    assert_eq!(
+        sample(&metrics, "ctid_call_setup_seconds_count", &setup),
+        1.0
+    );
+
+    alice.send(Message::binary(vec![1, 2, 3])).await;
+    assert_eq!(alice.reply().await["error_string"], "binary_message");
+    alice.send(Message::text("x".repeat(70_000))).await;
+    assert_eq!(alice.reply().await["error_string"], "frame_too_large");
+    alice
+        .send_json(json!({"class": "keepalive", "commandid": 7}))
+        .await;
+    let answer = alice.reply().await;
     assert_eq!(
         (&answer["class"], &answer["replyid"]),
         (&json!("keepalive"), &json!(7))
     );
     alice.send(Message::text("not json")).await;
-    assert_eq!(alice.recv().await.unwrap()["error_string"], "bad_json");
+    assert_eq!(alice.reply().await["error_string"], "bad_json");
 
     // Too large to read whole: answered, then closed.
     alice.send(Message::text("y".repeat(300_000))).await;
-    let last = alice.recv().await.unwrap();
-    assert_eq!(last["error_string"], "frame_too_large", "{last}");
-    assert_eq!(alice.recv().await, None);
+    assert_eq!(alice.reply().await["error_string"], "frame_too_large");
+    while let Some(m) = alice.recv().await {
+        assert_eq!(m["class"], "call_event", "{m}");
+    }
 
     let mut intruder = Desktop::connect(s.port).await;
     intruder
