@@ -127,6 +127,8 @@ pub struct PartitionCore {
     /// The newest lease epoch seen per PBX (cluster mode): older ones are dropped.
     epochs: HashMap<String, u64>,
     metrics: Metrics,
+    /// When the AMI events being published were read, for the lag to the clients' sockets.
+    received: Option<Instant>,
 }
 
 // Ends with `stale`, as every call event does (see `ctid_proto::cti::replayed`).
@@ -177,6 +179,7 @@ impl PartitionCore {
             known: 0,
             epochs: HashMap::new(),
             metrics,
+            received: None,
         }))
     }
 
@@ -308,12 +311,13 @@ impl PartitionCore {
     /// slow consumers.
     fn fan_out(&mut self, lines: &[Bytes]) -> Vec<Member> {
         let mut slow = Vec::new();
+        let received = self.received.take();
         for (id, member) in &self.members {
             let delivered = lines
                 .iter()
                 .all(|line| member.outbox.push(line.clone(), slow_notice, false).is_ok());
             if delivered {
-                member.outbox.wake();
+                member.outbox.wake_since(received);
             } else {
                 slow.push(*id);
             }
@@ -382,7 +386,7 @@ impl PartitionCore {
         for line in replay {
             ok = ok && outbox.push(line, slow_notice, false).is_ok();
         }
-        outbox.wake();
+        outbox.wake_since(None);
         if !ok {
             return Err(ErrorCode::SlowConsumer);
         }
@@ -722,7 +726,10 @@ impl Handler<PartitionEvents> for Partition {
     type Result = ();
 
     fn handle(&mut self, msg: PartitionEvents, _: &mut Context<Self>) {
-        let slow = lock(&self.core).publish(msg.changes);
+        let mut core = lock(&self.core);
+        core.received = Some(msg.received);
+        let slow = core.publish(msg.changes);
+        drop(core);
         self.metrics.event_lag(msg.received.elapsed());
         Self::kick(slow);
     }

@@ -519,6 +519,8 @@ pub struct HttpListen {
     pub check_interval: Duration,
     /// The largest request body read; a larger one is refused (413).
     pub max_body_bytes: usize,
+    /// Whether `GET /metrics` needs a bearer token of `[[http.tokens]]`.
+    pub metrics_token: bool,
 }
 
 /// The listening ports of the XiVO CTI server admin page, and ctid's HTTP port.
@@ -560,6 +562,7 @@ impl Default for ListenSettings {
                 key: None,
                 check_interval: Duration::from_secs(60),
                 max_body_bytes: 64 * 1024,
+                metrics_token: false,
             },
         }
     }

@@ -9,6 +9,7 @@
 //! Errors are JSON, `{"error": <code of docs/protocol.md>, "detail": ...}`. Callers of the
 //! API (not the health probes) show a bearer token of `[[http.tokens]]` ([`authorize`]).
 
+pub mod live;
 pub mod rest;
 
 use std::collections::HashMap;
@@ -27,6 +28,7 @@ use ring::digest::{digest, SHA256};
 use serde_json::{json, Map, Value};
 
 use crate::allow::AllowList;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::session::SessionShared;
 use crate::settings::HttpToken;
@@ -44,8 +46,24 @@ pub struct HttpShared {
     pub max_body: usize,
     /// Peers outside it are refused.
     pub allow: AllowList,
+    pub health: Health,
+    /// Whether `/metrics` needs a bearer token (`listen.http.metrics_token`).
+    pub metrics_token: bool,
+    /// Whether this node serves clients (cluster mode: an edge); others serve the probes
+    /// alone.
+    pub edge: bool,
     /// Commands and record queries under way, by token name.
     pub in_flight: HashMap<String, Arc<AtomicUsize>>,
+}
+
+/// What the HTTP listener serves besides the clients' state.
+pub struct HttpServes {
+    pub report: Report,
+    pub max_body: usize,
+    pub allow: AllowList,
+    pub health: Health,
+    pub metrics_token: bool,
+    pub edge: bool,
 }
 
 impl HttpShared {
@@ -53,9 +71,7 @@ impl HttpShared {
         sessions: Arc<SessionShared>,
         tokens: &[HttpToken],
         metrics: Metrics,
-        report: Report,
-        max_body: usize,
-        allow: AllowList,
+        serves: HttpServes,
     ) -> HttpShared {
         HttpShared {
             sessions,
@@ -65,9 +81,12 @@ impl HttpShared {
                 .collect(),
             tokens: tokens.iter().cloned().map(Arc::new).collect(),
             metrics,
-            report,
-            max_body,
-            allow,
+            report: serves.report,
+            max_body: serves.max_body,
+            allow: serves.allow,
+            health: serves.health,
+            metrics_token: serves.metrics_token,
+            edge: serves.edge,
         }
     }
 }
@@ -87,7 +106,7 @@ pub struct Route {
 
 /// Every route the listener serves.
 pub fn routes() -> impl Iterator<Item = &'static Route> {
-    rest::ROUTES.iter()
+    rest::ROUTES.iter().chain(live::ROUTES)
 }
 
 /// The shared data of the App that serves `req`.
@@ -282,8 +301,10 @@ fn app(
         InitError = (),
     >,
 > {
+    let edge = data.edge;
+    let served = move |r: &&Route| edge || live::PROBES.contains(&r.path);
     let mut paths: Vec<&'static str> = Vec::new();
-    for r in routes() {
+    for r in routes().filter(served) {
         if !paths.contains(&r.path) {
             paths.push(r.path);
         }
@@ -293,7 +314,7 @@ fn app(
         .default_service(web::to(not_found));
     for path in paths {
         let mut resource = web::resource(path).default_service(web::to(method_not_allowed));
-        for r in routes().filter(|r| r.path == path) {
+        for r in routes().filter(served).filter(|r| r.path == path) {
             let (handler, method) = (r.handler, Method::from_bytes(r.method.as_bytes()));
             let method = method.expect("route methods are valid");
             resource = resource.route(web::method(method).to(
