@@ -304,6 +304,24 @@ async fn metrics_count_what_a_load_of_calls_did() {
     );
     assert_eq!(sample(&m, "ctid_actors_given_up", &[]), 0.0);
     assert!(sample(&m, "ctid_ami_resyncs_total", &[("pbx", "default")]) >= 1.0);
+    // A call is counted by codec once its media is known, which the client saw too.
+    let with_media: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter(|e| !e["call"]["media"].is_null())
+        .filter_map(|e| e["call"]["id"].as_str())
+        .collect();
+    let by_codec: f64 = m
+        .samples
+        .iter()
+        .filter(|x| x.metric == "ctid_calls_by_media_total")
+        .map(|x| match x.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => panic!("{x:?}"),
+        })
+        .sum();
+    assert_eq!(by_codec, with_media.len() as f64);
+    let stale = events.iter().filter(|e| e["stale"] == true).count();
+    assert_eq!(sample(&m, "ctid_stale_events_total", &[]), stale as f64);
     drop(s.sim);
 }
 
