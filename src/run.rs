@@ -22,7 +22,8 @@ use ctid_actors::command::Commands;
 use ctid_actors::directory::{load_file, DirectoryHandle, DirectoryWatcher, Source, WebDirectory};
 use ctid_actors::fagi::FagiAccept;
 use ctid_actors::health::Health;
-use ctid_actors::http::{HttpServes, HttpService, HttpShared};
+use ctid_actors::http::live::Live;
+use ctid_actors::http::{HttpService, HttpShared};
 use ctid_actors::info::{InfoAccept, InfoShared};
 use ctid_actors::listener::{CtiAccept, TcpService};
 use ctid_actors::metrics::{Metrics, Sources};
@@ -603,7 +604,6 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         sessions: sessions.clone(),
         report: report.clone(),
         directory: handle.clone(),
-        families: None,
     });
     let health = Health {
         started: Instant::now(),
@@ -683,10 +683,10 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         shared.clone(),
         &settings.http.tokens,
         metrics,
-        HttpServes {
-            report: report.clone(),
-            max_body: settings.listen.http.max_body_bytes,
-            allow: http_allow,
+        report.clone(),
+        settings.listen.http.max_body_bytes,
+        http_allow,
+        Live {
             health: health.clone(),
             metrics_token: settings.listen.http.metrics_token,
             edge,

@@ -28,7 +28,6 @@ use ring::digest::{digest, SHA256};
 use serde_json::{json, Map, Value};
 
 use crate::allow::AllowList;
-use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::session::SessionShared;
 use crate::settings::HttpToken;
@@ -46,24 +45,10 @@ pub struct HttpShared {
     pub max_body: usize,
     /// Peers outside it are refused.
     pub allow: AllowList,
-    pub health: Health,
-    /// Whether `/metrics` needs a bearer token (`listen.http.metrics_token`).
-    pub metrics_token: bool,
-    /// Whether this node serves clients (cluster mode: an edge); others serve the probes
-    /// alone.
-    pub edge: bool,
+    /// What the probes and `/ws` use.
+    pub live: live::Live,
     /// Commands and record queries under way, by token name.
     pub in_flight: HashMap<String, Arc<AtomicUsize>>,
-}
-
-/// What the HTTP listener serves besides the clients' state.
-pub struct HttpServes {
-    pub report: Report,
-    pub max_body: usize,
-    pub allow: AllowList,
-    pub health: Health,
-    pub metrics_token: bool,
-    pub edge: bool,
 }
 
 impl HttpShared {
@@ -71,7 +56,10 @@ impl HttpShared {
         sessions: Arc<SessionShared>,
         tokens: &[HttpToken],
         metrics: Metrics,
-        serves: HttpServes,
+        report: Report,
+        max_body: usize,
+        allow: AllowList,
+        live: live::Live,
     ) -> HttpShared {
         HttpShared {
             sessions,
@@ -81,12 +69,10 @@ impl HttpShared {
                 .collect(),
             tokens: tokens.iter().cloned().map(Arc::new).collect(),
             metrics,
-            report: serves.report,
-            max_body: serves.max_body,
-            allow: serves.allow,
-            health: serves.health,
-            metrics_token: serves.metrics_token,
-            edge: serves.edge,
+            report,
+            max_body,
+            allow,
+            live,
         }
     }
 }
@@ -301,7 +287,7 @@ fn app(
         InitError = (),
     >,
 > {
-    let edge = data.edge;
+    let edge = data.live.edge;
     let served = move |r: &&Route| edge || live::PROBES.contains(&r.path);
     let mut paths: Vec<&'static str> = Vec::new();
     for r in routes().filter(served) {
