@@ -48,7 +48,7 @@ impl Node {
              [store]\nenabled = false\n[listen.cti]\naddress = \"127.0.0.1\"\nport = 0\n",
             dir.join("directory.toml").display()
         );
-        for l in ["fagi", "ctis", "webi", "info", "announce"] {
+        for l in ["fagi", "ctis", "webi", "info", "announce", "http"] {
             config.push_str(&format!("[listen.{l}]\nenabled = false\n"));
         }
         let path = dir.join(format!("{name}.toml"));
