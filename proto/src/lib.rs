@@ -13,4 +13,5 @@ pub mod fuzzing;
 pub mod lists;
 pub mod rights;
 pub mod throttle;
+pub mod wallboard;
 pub mod wire;
