@@ -77,48 +77,43 @@ impl QueueTally {
         self.settings
     }
 
-    /// Takes one call event of the context, at `now`.
+    /// Takes one call event of the context, at `now`. A call waits from its `queued`
+    /// event until a queue member takes it (answered) or it ends (abandoned): ringing a
+    /// member, it still waits.
     pub fn observe(&mut self, kind: EventKind, call: &Call, now: f64) {
         self.roll(now);
-        let queued = kind != EventKind::Hungup && call.state == CallState::Queued;
-        match (queued, call.queue.as_ref()) {
-            (true, Some(queue)) => {
-                let entered = self
-                    .waiting
-                    .get(&call.id)
-                    .filter(|(q, _)| q == queue)
-                    .map_or(now, |(_, since)| *since);
-                self.waiting
-                    .insert(call.id.clone(), (queue.clone(), entered));
-            }
-            _ => {
-                let Some((queue, since)) = self.waiting.remove(&call.id) else {
-                    return;
-                };
-                let taken = call.agent.is_some();
-                // A call that leaves its queue otherwise (a timeout to voicemail, a
-                // transfer) is neither answered nor abandoned there.
-                if !taken && kind != EventKind::Hungup {
-                    self.sample(now);
-                    return;
-                }
-                let within = taken && now - since <= self.settings.service_level;
-                let day = self.days.entry(queue).or_default();
-                let period = day
-                    .periods
-                    .entry(period_start(now, self.settings.utc_offset))
-                    .or_default();
-                if taken {
-                    day.answered += 1;
-                    day.within += u64::from(within);
-                    period.0 += 1;
-                } else {
-                    day.abandoned += 1;
-                    period.1 += 1;
-                }
+        let ended = kind == EventKind::Hungup;
+        let waits_in = self.waiting.get(&call.id).map(|(q, _)| q.clone());
+        let joined = match (&call.queue, &waits_in) {
+            (Some(_), None) => kind == EventKind::Queued || call.state == CallState::Queued,
+            (Some(q), Some(old)) => q != old && call.state == CallState::Queued,
+            (None, _) => false,
+        };
+        if joined && !ended && call.agent.is_none() {
+            let queue = call.queue.clone().unwrap_or_default();
+            self.waiting.insert(call.id.clone(), (queue, now));
+        } else if ended || call.agent.is_some() {
+            if let Some((queue, since)) = self.waiting.remove(&call.id) {
+                self.count(queue, call.agent.is_some(), now - since, now);
             }
         }
         self.sample(now);
+    }
+
+    fn count(&mut self, queue: String, taken: bool, waited: f64, now: f64) {
+        let day = self.days.entry(queue).or_default();
+        let period = day
+            .periods
+            .entry(period_start(now, self.settings.utc_offset))
+            .or_default();
+        if taken {
+            day.answered += 1;
+            day.within += u64::from(waited <= self.settings.service_level);
+            period.0 += 1;
+        } else {
+            day.abandoned += 1;
+            period.1 += 1;
+        }
     }
 
     /// The call moved to another context: it no longer waits here.
@@ -532,7 +527,7 @@ mod tests {
     }
 
     #[test]
-    fn leaving_the_queue_unanswered_is_not_abandoned_and_a_new_day_starts_from_zero() {
+    fn a_call_ringing_a_member_still_waits_and_a_new_day_starts_from_zero() {
         let mut t = QueueTally::new(BoardSettings::default(), NINE);
         let a = call("1", CallState::Queued, Some("sales"));
         t.observe(EventKind::Queued, &a, NINE);
@@ -541,9 +536,13 @@ mod tests {
             &call("1", CallState::Ringing, Some("sales")),
             NINE + 1.0,
         );
-        let b = call("2", CallState::Queued, Some("sales"));
-        t.observe(EventKind::Queued, &b, NINE + 2.0);
-        t.observe(EventKind::AgentConnected, &taken(b, NINE + 3.0), NINE + 3.0);
+        t.observe(
+            EventKind::Answered,
+            &call("1", CallState::Answered, Some("sales")),
+            NINE + 2.0,
+        );
+        assert_eq!(t.queues(&["sales"], NINE + 2.0)[0].waiting, 1);
+        t.observe(EventKind::AgentConnected, &taken(a, NINE + 2.0), NINE + 2.0);
         let f = &t.queues(&["sales"], NINE + 4.0)[0];
         assert_eq!((f.waiting, f.answered, f.abandoned), (0, 1, 0));
         let tomorrow = NINE + DAY;
