@@ -18,6 +18,7 @@ use ctid_proto::calls::{Call, CallState, EventKind};
 use ctid_proto::cti::{encode_call_event, timenow, ErrorCode, Reply};
 use ctid_proto::directory::Directory;
 use ctid_proto::lists::{config_changes, Live, Scope};
+use ctid_proto::wallboard::{board, BoardSettings, LagWindow, QueueTally};
 use ctid_proto::wire::{LiveCall, WireChange, WireEvent};
 use log::info;
 use serde::Serialize;
@@ -123,6 +124,12 @@ pub struct PartitionCore {
     known: u64,
     /// The newest lease epoch seen per PBX (cluster mode): older ones are dropped.
     epochs: HashMap<String, u64>,
+    /// Queue figures of today, and the event lags of the last minute, for wallboards.
+    tally: QueueTally,
+    lags: LagWindow,
+    /// Members that asked for the wallboard, and the last board they were sent.
+    boards: HashSet<SessionId>,
+    last_board: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -147,10 +154,15 @@ fn slow_notice() -> Bytes {
 
 impl PartitionCore {
     pub fn new(key: &str, limits: ReplayLimits) -> Arc<Mutex<PartitionCore>> {
-        Self::with_readiness(key, limits, true)
+        Self::with_readiness(key, limits, true, BoardSettings::default())
     }
 
-    fn with_readiness(key: &str, limits: ReplayLimits, ready: bool) -> Arc<Mutex<PartitionCore>> {
+    fn with_readiness(
+        key: &str,
+        limits: ReplayLimits,
+        ready: bool,
+        board: BoardSettings,
+    ) -> Arc<Mutex<PartitionCore>> {
         Arc::new(Mutex::new(PartitionCore {
             key: key.to_owned(),
             calls: HashMap::new(),
@@ -164,10 +176,18 @@ impl PartitionCore {
             ready,
             known: 0,
             epochs: HashMap::new(),
+            tally: QueueTally::new(board, timenow()),
+            lags: LagWindow::default(),
+            boards: HashSet::new(),
+            last_board: None,
         }))
     }
 
     fn encode(&mut self, change: Change, now: f64) -> Option<(u64, Bytes)> {
+        match &change {
+            Change::Call(kind, call) => self.tally.observe(*kind, call, now),
+            Change::Left(id) => self.tally.forget(id, now),
+        }
         let line = match change {
             // Already ended here (by a reconcile): a call ends once.
             Change::Call(EventKind::Hungup, call) if !self.calls.contains_key(&call.id) => {
@@ -293,12 +313,81 @@ impl PartitionCore {
         slow.into_iter().filter_map(|id| self.leave(id)).collect()
     }
 
+    /// Queues `line` for the members of `ids` only; returns those dropped as slow
+    /// consumers.
+    fn push_to(&mut self, ids: &[SessionId], line: &Bytes) -> Vec<Member> {
+        let slow: Vec<SessionId> = ids
+            .iter()
+            .filter(|id| {
+                self.members.get(id).is_some_and(|member| {
+                    let queued = member.outbox.push(line.clone(), slow_notice, false).is_ok();
+                    if queued {
+                        member.outbox.wake();
+                    }
+                    !queued
+                })
+            })
+            .copied()
+            .collect();
+        self.stats.slow_consumers += slow.len() as u64;
+        slow.into_iter().filter_map(|id| self.leave(id)).collect()
+    }
+
+    /// The wallboard of this partition now, as its members see it.
+    fn board(&self, dir: &Directory, now: f64) -> serde_json::Value {
+        let live = self.live();
+        let board = board(&self.key, dir, &self.tally, &live, &self.lags, now);
+        serde_json::to_value(board).unwrap_or_default()
+    }
+
+    fn board_line(board: &serde_json::Value, now: f64) -> Bytes {
+        let mut reply = Reply::new("queue_stats");
+        if let serde_json::Value::Object(fields) = board {
+            for (k, v) in fields {
+                reply = reply.with(k, v.clone());
+            }
+        }
+        reply.encode(now)
+    }
+
+    /// Member `id` gets the wallboard now, and each change of it from now on. Returns the
+    /// members dropped as slow consumers.
+    pub fn watch_board(&mut self, id: SessionId, dir: &Directory) -> Vec<Member> {
+        if !self.members.contains_key(&id) {
+            return Vec::new();
+        }
+        self.boards.insert(id);
+        let now = timenow();
+        let line = Self::board_line(&self.board(dir, now), now);
+        self.push_to(&[id], &line)
+    }
+
+    /// Notes the time passing (a new minute, a new day) and sends the wallboard to its
+    /// watchers if it changed.
+    fn tick_board(&mut self, dir: &Directory) -> Vec<Member> {
+        let now = timenow();
+        self.tally.tick(now);
+        if self.boards.is_empty() {
+            self.last_board = None;
+            return Vec::new();
+        }
+        let board = self.board(dir, now);
+        if self.last_board.as_ref() == Some(&board) {
+            return Vec::new();
+        }
+        let line = Self::board_line(&board, now);
+        self.last_board = Some(board);
+        let ids: Vec<SessionId> = self.boards.iter().copied().collect();
+        self.push_to(&ids, &line)
+    }
+
     fn join(&mut self, id: SessionId, member: Member) {
         self.by_user.entry(member.user_id).or_default().push(id);
         self.members.insert(id, member);
     }
 
     fn leave(&mut self, id: SessionId) -> Option<Member> {
+        self.boards.remove(&id);
         let member = self.members.remove(&id)?;
         if let Some(sessions) = self.by_user.get_mut(&member.user_id) {
             sessions.retain(|s| *s != id);
@@ -427,6 +516,7 @@ pub struct Partitions {
     cluster: Option<Cluster>,
     /// Cluster mode: the contexts this edge serves (empty: all).
     only: Arc<[String]>,
+    board: BoardSettings,
 }
 
 impl Partitions {
@@ -446,7 +536,25 @@ impl Partitions {
             arbiters: arbiters.into(),
             cluster: None,
             only: Arc::new([]),
+            board: BoardSettings::default(),
         }
+    }
+
+    /// What the wallboards count as within the service level, and as today.
+    pub fn with_board(mut self, board: BoardSettings) -> Self {
+        self.board = board;
+        self
+    }
+
+    /// Session `session`, a member of partition `key`, gets its wallboard from now on;
+    /// false if there is no such partition.
+    pub fn watch_board(&self, key: &str, session: SessionId) -> bool {
+        let Some(core) = self.core(key) else {
+            return false;
+        };
+        let slow = lock(&core).watch_board(session, &self.directory.get());
+        Partition::kick(slow);
+        true
     }
 
     /// Cluster mode: partitions are fed from their context's stream, and only the contexts
@@ -540,7 +648,7 @@ impl Partitions {
             let (slot, core) = map
                 .entry(key.to_owned())
                 .or_insert_with(|| {
-                    let core = PartitionCore::with_readiness(key, self.limits, ready);
+                    let core = PartitionCore::with_readiness(key, self.limits, ready, self.board);
                     (Slot::new(), core)
                 })
                 .clone();
@@ -596,8 +704,15 @@ impl Actor for Partition {
         ctx.set_mailbox_capacity(4096);
         ctx.add_stream(self.directory.changes());
         self.follow(ctx);
+        ctx.run_interval(BOARD_PERIOD, |act, _| {
+            let slow = lock(&act.core).tick_board(&act.directory.get());
+            Self::kick(slow);
+        });
     }
 }
+
+/// How often wallboards are sent what changed: the page ticks waits between two.
+const BOARD_PERIOD: Duration = Duration::from_secs(1);
 
 /// How long a broken feed waits before it starts again.
 const FEED_RETRY: Duration = Duration::from_secs(1);
@@ -687,8 +802,12 @@ impl Handler<PartitionEvents> for Partition {
     type Result = ();
 
     fn handle(&mut self, msg: PartitionEvents, _: &mut Context<Self>) {
-        let slow = lock(&self.core).publish(msg.changes);
-        self.metrics.event_lag(msg.received.elapsed());
+        let lag = msg.received.elapsed();
+        let mut core = lock(&self.core);
+        let slow = core.publish(msg.changes);
+        core.lags.record(timenow(), lag.as_secs_f64() * 1000.0);
+        drop(core);
+        self.metrics.event_lag(lag);
         Self::kick(slow);
     }
 }
@@ -836,6 +955,7 @@ mod tests {
                 bytes: 1 << 20,
             },
             false,
+            BoardSettings::default(),
         );
         let mut c = lock(&core);
         c.publish_at(1, 3, wire(5, EventKind::Offered, "1.1"));

@@ -62,6 +62,7 @@ pub struct Settings {
     pub sessions: SessionSettings,
     pub store: StoreSettings,
     pub commands: ctid_proto::commands::CommandSettings,
+    pub wallboard: ctid_proto::wallboard::BoardSettings,
     pub threads: ThreadSettings,
     pub cluster: ClusterSettings,
 }
@@ -120,6 +121,7 @@ impl Default for Settings {
             sessions: SessionSettings::default(),
             store: StoreSettings::default(),
             commands: Default::default(),
+            wallboard: Default::default(),
             threads: ThreadSettings::default(),
             cluster: ClusterSettings::default(),
         }

@@ -205,7 +205,7 @@ impl QueueTally {
                     .periods
                     .iter()
                     .filter(|(start, _)| **start as f64 >= today)
-                    .map(|(start, (a, b))| [*start as f64, *a as f64, *b as f64])
+                    .map(|(start, (a, b))| [(*start).max(0) as u64, *a, *b])
                     .collect();
                 QueueFigures {
                     name: (*name).to_owned(),
@@ -250,7 +250,7 @@ pub struct QueueFigures {
     /// The most calls waiting during each minute, oldest first, the current one last.
     pub history: Vec<u64>,
     /// `[period start, answered, abandoned]` for each 15 minutes of today that had some.
-    pub periods: Vec<[f64; 3]>,
+    pub periods: Vec<[u64; 3]>,
 }
 
 /// What an agent is doing.
@@ -507,7 +507,7 @@ mod tests {
         assert_eq!((f.waiting, f.oldest_since), (0, None));
         assert_eq!((f.answered, f.abandoned, f.within_service_level), (2, 1, 1));
         assert_eq!(f.service_level, Some(1.0 / 3.0));
-        assert_eq!(f.periods, vec![[NINE, 2.0, 1.0]]);
+        assert_eq!(f.periods, vec![[NINE as u64, 2, 1]]);
     }
 
     #[test]
