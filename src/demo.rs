@@ -57,6 +57,7 @@ fn settings(args: &DemoArgs, ami_port: u16) -> Settings {
         &mut s.listen.webi,
         &mut s.listen.info,
         &mut s.listen.announce,
+        &mut s.listen.http.listener,
     ] {
         l.enabled = false;
     }

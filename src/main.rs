@@ -48,6 +48,9 @@ enum Command {
     },
     /// Read a password on standard input and print its argon2id hash, for directory.toml.
     HashPassword,
+    /// HTTP API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Log in to a CTI server and print every message as a JSON line; lines typed on
     /// standard input are sent as they are.
     Client(client::ClientArgs),
@@ -55,6 +58,13 @@ enum Command {
     /// desktops printing the calls they see.
     #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Print a fresh random token, for the HTTP client, and its SHA-256, for the
+    /// `token_sha256` of its `[[http.tokens]]` table.
+    New,
 }
 
 fn main() -> ExitCode {
@@ -72,6 +82,7 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => run::run(&args.config),
         Some(Command::CheckConfig { path }) => check_config(&path),
         Some(Command::HashPassword) => hash_password(),
+        Some(Command::Token(TokenCommand::New)) => new_token(),
         Some(Command::Client(args)) => client::run(args),
         #[cfg(feature = "demo")]
         Some(Command::Demo(args)) => demo::run(args),
@@ -103,6 +114,23 @@ fn hash_password() -> ExitCode {
         }
         Err(e) => {
             eprintln!("cannot hash the password: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn new_token() -> ExitCode {
+    match ctid_actors::auth::random_hex(32) {
+        Ok(token) => {
+            println!("token = {token}");
+            println!(
+                "token_sha256 = \"{}\"",
+                ctid_actors::http::token_sha256(&token)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
             ExitCode::FAILURE
         }
     }

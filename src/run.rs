@@ -18,8 +18,10 @@ use ctid_actors::cluster::lease::{Holding, LeaseKeeper};
 use ctid_actors::cluster::remote::{Remote, Responder};
 use ctid_actors::cluster::tokens::SharedTokens;
 use ctid_actors::cluster::{Cluster, Notices, Retention};
+use ctid_actors::command::Commands;
 use ctid_actors::directory::{load_file, DirectoryHandle, DirectoryWatcher, Source, WebDirectory};
 use ctid_actors::fagi::FagiAccept;
+use ctid_actors::http::{HttpService, HttpShared};
 use ctid_actors::info::{InfoAccept, InfoShared};
 use ctid_actors::listener::{CtiAccept, TcpService};
 use ctid_actors::metrics::Metrics;
@@ -57,6 +59,8 @@ pub struct Sockets {
     pub webi: Option<Arc<TcpListener>>,
     pub info: Option<Arc<TcpListener>>,
     pub announce: Option<Arc<UdpSocket>>,
+    /// The HTTP API's socket, and its TLS configuration when it has one.
+    pub http: Option<(Arc<TcpListener>, Option<Arc<rustls::ServerConfig>>)>,
 }
 
 /// What start-up prepared: checked settings, the directory, bound sockets, TLS.
@@ -106,8 +110,14 @@ fn bind(name: &str, l: &Listener) -> Result<Option<Arc<TcpListener>>, Refusal> {
 }
 
 /// What the settings name, loaded and checked: the directory, each PBX's link, TLS
-/// material.
-type Loaded = (Directory, Vec<LinkConfig>, Option<ServerTls>, Source);
+/// material (of CTIs, of HTTP).
+type Loaded = (
+    Directory,
+    Vec<LinkConfig>,
+    Option<ServerTls>,
+    Option<ServerTls>,
+    Source,
+);
 
 /// Loads what the settings name; on failure, every problem, one per item.
 fn load(settings: &Settings) -> Result<Loaded, Vec<String>> {
@@ -140,11 +150,19 @@ fn load(settings: &Settings) -> Result<Loaded, Vec<String>> {
             .map_err(|e| format!("listen.ctis: {e}")),
         _ => Ok(None),
     };
-    match (directory, problems.is_empty(), ctis_tls) {
-        (Ok((d, source)), true, Ok(t)) => Ok((d, links, t, source)),
-        (d, _, t) => {
+    let http = &settings.listen.http;
+    let http_tls = match (&http.cert, &http.key) {
+        (Some(cert), Some(key)) if http.listener.enabled => tls::server_config(cert, key)
+            .map(Some)
+            .map_err(|e| format!("listen.http: {e}")),
+        _ => Ok(None),
+    };
+    match (directory, problems.is_empty(), ctis_tls, http_tls) {
+        (Ok((d, source)), true, Ok(t), Ok(h)) => Ok((d, links, t, h, source)),
+        (d, _, t, h) => {
             problems.extend(d.err());
             problems.extend(t.err());
+            problems.extend(h.err());
             Err(problems)
         }
     }
@@ -174,7 +192,7 @@ pub fn check(settings: &Settings) -> Result<(), Vec<String>> {
 
 /// Checks and prepares everything; nothing runs yet.
 pub fn prepare(settings: Settings, config: &Path) -> Result<Prepared, Refusal> {
-    let (directory, links, ctis_tls, source) =
+    let (directory, links, ctis_tls, http_tls, source) =
         load(&settings).map_err(|m| Refusal(m.join("; "), ExitCode::from(EXIT_CONFIG)))?;
     let store = &settings.store;
     if store.enabled {
@@ -198,6 +216,7 @@ pub fn prepare(settings: Settings, config: &Path) -> Result<Prepared, Refusal> {
         webi: bind("webi", &l.webi)?,
         info: bind("info", &l.info)?,
         announce,
+        http: bind("http", &l.http.listener)?.map(|s| (s, http_tls.map(|t| t.config))),
     };
     Ok(Prepared {
         settings,
@@ -424,7 +443,13 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         next_id: AtomicU64::new(1),
         pbxes: pbxes.clone(),
         store: store.as_ref().map(|s| s.reader.clone()),
-        commands: settings.commands.clone(),
+        control: Commands::new(
+            pbxes.clone(),
+            handle.clone(),
+            settings.parting.context_separation,
+            settings.timeouts.socket,
+            &settings.commands,
+        ),
         writers: writers.clone(),
     });
 
@@ -559,6 +584,7 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         allow("webi", &l.webi),
         allow("info", &l.info),
         allow("announce", &l.announce),
+        allow("http", &l.http.listener),
     ];
     let warnings = settings.security_warnings();
     for w in &warnings {
@@ -573,13 +599,14 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         sessions,
         partitions: partitions.clone(),
         directory: handle.clone(),
-        metrics,
+        metrics: metrics.clone(),
         log_level: Arc::new(logging::set_level),
         control: l.info_allow_control,
         warnings,
         allow: allows.to_vec(),
     });
-    let [fagi_allow, cti_allow, ctis_allow, webi_allow, info_allow, announce_allow] = allows;
+    let [fagi_allow, cti_allow, ctis_allow, webi_allow, info_allow, announce_allow, http_allow] =
+        allows;
     let handles = handles(&session_threads);
     let timeout = settings.timeouts.socket;
     let Sockets {
@@ -590,6 +617,7 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         webi,
         info: info_socket,
         announce,
+        http,
     } = sockets;
     let ctis_settings = &settings.listen.ctis;
     let cert_files = ctis_settings.cert.clone().zip(ctis_settings.key.clone());
@@ -609,10 +637,20 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         notices.follow(directory_slot.clone());
     }
     // Client listeners are an edge's.
-    let (cti, ctis) = match edge {
-        true => (cti, ctis),
-        false => (None, None),
+    let (cti, ctis, http) = match edge {
+        true => (cti, ctis, http),
+        false => (None, None, None),
     };
+    let http_shared = Arc::new(HttpShared {
+        sessions: shared.clone(),
+        tokens: settings.http.tokens.iter().cloned().map(Arc::new).collect(),
+        metrics,
+        report: report.clone(),
+        max_body: settings.listen.http.max_body_bytes,
+        allow: http_allow,
+        in_flight: Default::default(),
+    });
+    let http_workers = handles.len();
     let listeners = [
         listener("fagi", fagi, move |socket| {
             TcpService::new("fagi", socket, FagiAccept::new(p.clone(), timeout))
@@ -652,6 +690,9 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         listener("announce", announce, move |socket| {
             Announce::new(socket, pbxes.clone(), directory_slot.clone())
                 .with_allow(announce_allow.clone())
+        }),
+        listener("http", http, move |(socket, tls)| {
+            HttpService::new(socket, tls, http_shared.clone(), http_workers)
         }),
     ];
     let listeners = ChildSpec::supervisor(

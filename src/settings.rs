@@ -13,12 +13,13 @@ use std::time::Duration;
 use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
 use ctid_actors::directory::check_url;
 use ctid_actors::settings::{
-    AmiAuth, AmiSettings, AmiTls, ClusterSettings, Database, DirectorySettings, ListenSettings,
-    Listener, Parting, PbxSettings, PostgresUrl, Secret, SessionSettings, Settings, StoreSettings,
-    ThreadSettings, Timeouts, TlsListener,
+    AmiAuth, AmiSettings, AmiTls, ClusterSettings, Database, DirectorySettings, HttpListen,
+    HttpSettings, HttpToken, ListenSettings, Listener, Parting, PbxSettings, PostgresUrl, Secret,
+    SessionSettings, Settings, StoreSettings, ThreadSettings, Timeouts, TlsListener, TokenContexts,
 };
 use ctid_proto::cidr::Cidr;
 use ctid_proto::commands::CommandSettings;
+use ctid_proto::rights::Role;
 use ctid_proto::wallboard::BoardSettings;
 
 /// Prefix of the environment variables that override the file.
@@ -241,7 +242,112 @@ fn read(r: &mut Reader) -> Settings {
         wallboard,
         threads,
         cluster,
+        http: read_http(r),
     }
+}
+
+/// The fields of a `[[http.tokens]]` table.
+const TOKEN_FIELDS: [&str; 4] = ["name", "token_sha256", "contexts", "role"];
+
+/// `[[http.tokens]]`: each token's name, SHA-256, contexts and role; problems are named
+/// `http.tokens[<i>].<field>`.
+fn read_http(r: &mut Reader) -> HttpSettings {
+    let fields = TOKEN_FIELDS.map(|f| format!("http.tokens.{f}"));
+    r.skip(&fields.each_ref().map(String::as_str));
+    let items = match r.take("http.tokens").map(|v| v.kind) {
+        None => return HttpSettings::default(),
+        Some(ValueKind::Array(items)) => items,
+        Some(_) => {
+            r.problem("http.tokens", "expected [[http.tokens]] tables");
+            return HttpSettings::default();
+        }
+    };
+    let mut tokens: Vec<HttpToken> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let key = |field: &str| format!("http.tokens[{i}].{field}");
+        let ValueKind::Table(table) = item.kind else {
+            r.problem(&format!("http.tokens[{i}]"), "expected a table");
+            continue;
+        };
+        for field in table.keys().filter(|k| !TOKEN_FIELDS.contains(&k.as_str())) {
+            r.problem(&key(field), "unknown key");
+        }
+        let text = |field: &str| match table.get(field).map(|v| &v.kind) {
+            Some(ValueKind::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let name = text("name").filter(|n| !n.is_empty());
+        if name.is_none() {
+            r.problem(&key("name"), "required: a name for the logs");
+        }
+        let sha256 = text("token_sha256").and_then(|h| parse_sha256(&h));
+        if sha256.is_none() {
+            r.problem(
+                &key("token_sha256"),
+                "required: the token's SHA-256 in hex, 64 digits (ctid token new prints one)",
+            );
+        }
+        let contexts: Option<Vec<String>> = match table.get("contexts").map(|v| &v.kind) {
+            Some(ValueKind::Array(items)) => items
+                .iter()
+                .map(|v| match &v.kind {
+                    ValueKind::String(s) if !s.is_empty() => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        };
+        let contexts = match contexts {
+            Some(c) if c == ["*"] => Some(TokenContexts::All),
+            Some(c) if !c.is_empty() && !c.iter().any(|x| x == "*") => Some(TokenContexts::Only(c)),
+            _ => {
+                r.problem(
+                    &key("contexts"),
+                    "required: a list of context names, or [\"*\"] for every context",
+                );
+                None
+            }
+        };
+        let role = match text("role").as_deref() {
+            Some("agent") => Some(Role::Agent),
+            Some("supervisor") => Some(Role::Supervisor),
+            Some("admin") => Some(Role::Admin),
+            _ => {
+                r.problem(&key("role"), "required: agent, supervisor or admin");
+                None
+            }
+        };
+        let (Some(name), Some(sha256), Some(contexts), Some(role)) = (name, sha256, contexts, role)
+        else {
+            continue;
+        };
+        if tokens.iter().any(|t| t.name == name) {
+            r.problem(&key("name"), &format!("{name:?} names another token too"));
+        }
+        if tokens.iter().any(|t| t.sha256 == sha256) {
+            r.problem(&key("token_sha256"), "the same as another token's");
+        }
+        tokens.push(HttpToken {
+            name,
+            sha256,
+            contexts,
+            role,
+        });
+    }
+    HttpSettings { tokens }
+}
+
+/// 64 hex digits as 32 bytes.
+fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(hex.chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
 }
 
 fn read_cluster(r: &mut Reader, d: &ClusterSettings) -> ClusterSettings {
@@ -481,6 +587,24 @@ fn read_listen(r: &mut Reader, d: &ListenSettings) -> ListenSettings {
         0.1,
         86400.0,
     );
+    let http_listener = listener(r, "http", &d.http.listener);
+    let http = HttpListen {
+        listener: http_listener,
+        cert: r.existing_file("listen.http.cert"),
+        key: r.existing_file("listen.http.key"),
+        max_body_bytes: r.integer(
+            "listen.http.max_body_bytes",
+            d.http.max_body_bytes,
+            1024,
+            16 << 20,
+        ),
+    };
+    if http.cert.is_some() != http.key.is_some() && !r.has_problem("listen.http.cert") {
+        r.problem(
+            "listen.http.cert",
+            "listen.http.cert and listen.http.key go together (TLS), or neither",
+        );
+    }
     let info = listener(r, "info", &d.info);
     // Control is on by default where the console is on loopback only.
     let info_allow_control = r.boolean("listen.info.allow_control", info.address.is_loopback());
@@ -497,6 +621,7 @@ fn read_listen(r: &mut Reader, d: &ListenSettings) -> ListenSettings {
         info,
         info_allow_control,
         announce: listener(r, "announce", &d.announce),
+        http,
     };
     let tcp = [
         ("fagi", &listen.fagi),
@@ -504,6 +629,7 @@ fn read_listen(r: &mut Reader, d: &ListenSettings) -> ListenSettings {
         ("ctis", &listen.ctis.listener),
         ("webi", &listen.webi),
         ("info", &listen.info),
+        ("http", &listen.http.listener),
     ];
     for (i, (name, l)) in tcp.iter().enumerate() {
         let clash = tcp[..i].iter().find(|(_, o)| {
@@ -858,6 +984,12 @@ mod tests {
         let mut keys = BTreeSet::new();
         for line in text.lines().map(str::trim) {
             let line = line.trim_start_matches("# ");
+            // An array of tables is a key, its fields keys under it.
+            if let Some(name) = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]")) {
+                keys.insert(name.to_owned());
+                section = name.to_owned();
+                continue;
+            }
             if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
                 section = match name.strip_prefix("pbx.") {
                     Some(_) => "ami".to_owned(),
@@ -1145,6 +1277,68 @@ mod tests {
             "{p}"
         );
         assert!(!p.contains('\n'), "{p}");
+    }
+
+    #[test]
+    fn http_tokens_are_read_and_checked_one_by_one() {
+        let hash = "ab".repeat(32);
+        let s = load_str(
+            &format!(
+                "[ami]\nsecret = \"x\"\n[[http.tokens]]\nname = \"crm\"\ntoken_sha256 = \"{hash}\"\n\
+                 contexts = [\"a\", \"b\"]\nrole = \"supervisor\"\n\
+                 [[http.tokens]]\nname = \"tool\"\ntoken_sha256 = \"{}\"\ncontexts = [\"*\"]\nrole = \"admin\"\n",
+                "CD".repeat(32)
+            ),
+            &[],
+        )
+        .unwrap();
+        let [crm, tool] = &s.http.tokens[..] else {
+            panic!("{:?}", s.http.tokens);
+        };
+        assert_eq!(crm.sha256, [0xab; 32]);
+        assert_eq!(
+            crm.contexts,
+            TokenContexts::Only(vec!["a".into(), "b".into()])
+        );
+        assert!(crm.sees("b") && !crm.sees("c"));
+        assert_eq!(
+            (tool.role, &tool.contexts),
+            (Role::Admin, &TokenContexts::All)
+        );
+        assert!(!format!("{crm:?}").contains("ab"), "the hash is not shown");
+
+        let problems = load_str(
+            &format!(
+                "[ami]\nsecret = \"x\"\n[[http.tokens]]\nname = \"crm\"\ntoken_sha256 = \"{hash}\"\n\
+                 contexts = [\"a\"]\nrole = \"supervisor\"\n\
+                 [[http.tokens]]\nname = \"crm\"\ntoken_sha256 = \"abc\"\ncontexts = []\nrole = \"boss\"\ncolour = 1\n\
+                 [[http.tokens]]\nname = \"other\"\ntoken_sha256 = \"{hash}\"\ncontexts = [\"*\", \"a\"]\nrole = \"agent\"\n"
+            ),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            keys(&problems),
+            [
+                "http.tokens[1].colour",
+                "http.tokens[1].token_sha256",
+                "http.tokens[1].contexts",
+                "http.tokens[1].role",
+                "http.tokens[2].contexts",
+            ]
+        );
+        let duplicate = load_str(
+            &format!(
+                "[ami]\nsecret = \"x\"\n[[http.tokens]]\nname = \"a\"\ntoken_sha256 = \"{hash}\"\ncontexts = [\"*\"]\nrole = \"agent\"\n\
+                 [[http.tokens]]\nname = \"a\"\ntoken_sha256 = \"{hash}\"\ncontexts = [\"*\"]\nrole = \"agent\"\n"
+            ),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            keys(&duplicate),
+            ["http.tokens[1].name", "http.tokens[1].token_sha256"]
+        );
     }
 
     #[test]

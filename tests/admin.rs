@@ -475,8 +475,9 @@ async fn admin_ports_close_or_drop_peers_outside_their_allow_list_and_count_them
         ("CTID__LISTEN__INFO__ALLOW", "127.0.0.1/32, ::1"),
         ("CTID__LISTEN__ANNOUNCE__ALLOW", "127.0.0.1"),
         ("CTID__LISTEN__CTI__ALLOW", "127.0.0.1"),
+        ("CTID__LISTEN__HTTP__ALLOW", "127.0.0.1"),
     ];
-    let (sim, ctid) = server(&["fagi", "cti", "webi", "info", "announce"], &only).await;
+    let (sim, ctid) = server(&["fagi", "cti", "webi", "info", "announce", "http"], &only).await;
     let ports = [
         ctid.port("fagi").await,
         ctid.port("webi").await,
@@ -492,6 +493,12 @@ async fn admin_ports_close_or_drop_peers_outside_their_allow_list_and_count_them
     ]) {
         assert!(read_from("127.0.0.2", *port, say).await.is_empty());
     }
+    // The HTTP API answers 403, and closes.
+    let get = b"GET /api/v1/pbxes HTTP/1.1\r\nHost: ctid\r\nConnection: close\r\n\r\n";
+    let answer = read_from("127.0.0.2", ctid.port("http").await, get).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("not in listen.http.allow"), "{answer}");
     ctid.wait_line("webi: refused 127.0.0.2: not in listen.webi.allow")
         .await;
     // A reload from 127.0.0.2 is dropped; one from 127.0.0.1 then is the barrier.
@@ -517,7 +524,7 @@ async fn admin_ports_close_or_drop_peers_outside_their_allow_list_and_count_them
         .find(|l| l.starts_with("refused (not in listen.<name>.allow): "))
         .unwrap_or_else(|| panic!("{stats:?}"));
     assert!(
-        refused.ends_with("fagi 1, cti 1, ctis 0, webi 1, info 1, announce 1"),
+        refused.ends_with("fagi 1, cti 1, ctis 0, webi 1, info 1, announce 1, http 1"),
         "{refused}"
     );
 }

@@ -32,7 +32,14 @@ fn version_and_help_name_every_subcommand() {
         format!("ctid {}", env!("CARGO_PKG_VERSION"))
     );
     let help = text(&ctid(&["--help"]).stdout);
-    for sub in ["run", "check-config", "hash-password", "client", "demo"] {
+    for sub in [
+        "run",
+        "check-config",
+        "hash-password",
+        "token",
+        "client",
+        "demo",
+    ] {
         assert!(help.contains(sub), "{sub} missing from:\n{help}");
     }
 }
@@ -157,6 +164,31 @@ fn hash_password_prints_a_hash_of_its_input_and_nothing_of_the_password() {
         .unwrap();
     assert!(!empty.status.success());
     assert!(text(&empty.stderr).contains("no password on standard input"));
+}
+
+#[test]
+fn token_new_prints_a_fresh_token_and_its_sha256() {
+    let tokens: Vec<(String, String)> = (0..2)
+        .map(|_| {
+            let out = ctid(&["token", "new"]);
+            assert!(out.status.success());
+            let stdout = text(&out.stdout);
+            let value = |key: &str| {
+                stdout
+                    .lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .unwrap_or_else(|| panic!("no {key} in {stdout}"))
+                    .trim_matches('"')
+                    .to_owned()
+            };
+            (value("token = "), value("token_sha256 = "))
+        })
+        .collect();
+    for (token, hash) in &tokens {
+        assert_eq!(token.len(), 64, "256 random bits in hex");
+        assert_eq!(*hash, ctid_actors::http::token_sha256(token));
+    }
+    assert_ne!(tokens[0].0, tokens[1].0);
 }
 
 /// A running command whose standard output is read line by line.

@@ -20,12 +20,24 @@ fn node(sim: &PbxSim, ns: &str, name: &str, roles: &[&str]) -> String {
 
 /// [`node`] on the NATS server at `nats`.
 fn node_on(sim: &PbxSim, nats: &str, ns: &str, name: &str, roles: &[&str]) -> String {
+    node_with(sim, nats, ns, name, roles, &["cti"])
+}
+
+/// [`node_on`] with the listeners `on`.
+fn node_with(
+    sim: &PbxSim,
+    nats: &str,
+    ns: &str,
+    name: &str,
+    roles: &[&str],
+    on: &[&str],
+) -> String {
     let ami = ami_table(
         "ami",
         sim.addr().port(),
         "secret = \"ctipass\"\nping_interval = 0",
     );
-    config_with(&ami, &["cti"]) + &table(ns, name, roles, nats)
+    config_with(&ami, on) + &table(ns, name, roles, nats)
 }
 
 /// What a client saw of each call, and the `seq` of every event, in order.
@@ -233,8 +245,9 @@ fn originates(sim: &PbxSim) -> usize {
     common::actions_named(sim, "Originate")
 }
 
-/// A command on an edge that does not hold the PBX runs on the active ingest; with no
-/// active ingest, it is answered `pbx_unavailable`, at once.
+/// A command on an edge that does not hold the PBX runs on the active ingest, from a CTI
+/// session or the HTTP API; with no active ingest, it is answered `pbx_unavailable`, at
+/// once.
 #[tokio::test]
 async fn commands_from_an_edge_run_on_the_active_ingest() {
     require_nats();
@@ -244,11 +257,14 @@ async fn commands_from_an_edge_run_on_the_active_ingest() {
     let mut a = start(&node(&sim, &ns, "a", &["ingest"]), &schema);
     lease(&a, "a").await;
     a.wait_line("logged in as 'cti'").await;
-    let b = start(&node(&sim, &ns, "b", &["edge"]), &schema);
+    let edge = node_with(&sim, NATS, &ns, "b", &["edge"], &["cti", "http"]);
+    let b = start(&(edge + &common::http_tokens()), &schema);
     let port = b.port("cti").await;
+    let http = common::Http::new(b.port("http").await);
     b.wait_line("caught up with its stream").await;
     let mut alice = Cti::connect(port).await;
     alice.login("alice").await;
+    let originate = Some(json!({"from": "bob", "destination": "1003"}));
 
     let (ack, done) = command(
         &mut alice,
@@ -259,6 +275,16 @@ async fn commands_from_an_edge_run_on_the_active_ingest() {
     assert_eq!(ack["ipbxreply"], "sent", "{ack}");
     assert_eq!(done["response"], "ok", "{done}");
     assert_eq!(originates(&sim), 1, "the active ingest's link sent it");
+    let (status, done) = http
+        .call(
+            "POST",
+            "/api/v1/calls",
+            Some("sup-token"),
+            originate.clone(),
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(originates(&sim), 2, "the HTTP API's too");
 
     a.kill9().await;
     let asked = std::time::Instant::now();
@@ -273,7 +299,14 @@ async fn commands_from_an_edge_run_on_the_active_ingest() {
         asked.elapsed() < Duration::from_secs(2),
         "answered within timeouts.socket"
     );
-    assert_eq!(originates(&sim), 1);
+    let (status, refused) = http
+        .call("POST", "/api/v1/calls", Some("sup-token"), originate)
+        .await;
+    assert_eq!(
+        (status, &refused["error"]),
+        (503, &json!("pbx_unavailable"))
+    );
+    assert_eq!(originates(&sim), 2);
     clean(&ns).await;
 }
 

@@ -65,6 +65,7 @@ pub struct Settings {
     pub wallboard: ctid_proto::wallboard::BoardSettings,
     pub threads: ThreadSettings,
     pub cluster: ClusterSettings,
+    pub http: HttpSettings,
 }
 
 /// Several ctid nodes sharing the work over NATS JetStream (see docs/cluster.md).
@@ -124,6 +125,7 @@ impl Default for Settings {
             wallboard: Default::default(),
             threads: ThreadSettings::default(),
             cluster: ClusterSettings::default(),
+            http: HttpSettings::default(),
         }
     }
 }
@@ -491,7 +493,17 @@ pub struct TlsListener {
     pub check_interval: Duration,
 }
 
-/// The listening ports of the XiVO CTI server admin page.
+/// The HTTP listener (REST API): TLS when a certificate and key are set.
+#[derive(Clone, Debug)]
+pub struct HttpListen {
+    pub listener: Listener,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// The largest request body read; a larger one is refused (413).
+    pub max_body_bytes: usize,
+}
+
+/// The listening ports of the XiVO CTI server admin page, and ctid's HTTP port.
 #[derive(Clone, Debug)]
 pub struct ListenSettings {
     pub fagi: Listener,
@@ -503,6 +515,7 @@ pub struct ListenSettings {
     pub info_allow_control: bool,
     /// UDP.
     pub announce: Listener,
+    pub http: HttpListen,
 }
 
 impl Default for ListenSettings {
@@ -523,6 +536,12 @@ impl Default for ListenSettings {
             info: Listener::on(lo, 5005, true, local()),
             info_allow_control: true,
             announce: Listener::on(lo, 5006, true, local()),
+            http: HttpListen {
+                listener: Listener::on(lo, 9480, true, anywhere()),
+                cert: None,
+                key: None,
+                max_body_bytes: 64 * 1024,
+            },
         }
     }
 }
@@ -555,6 +574,13 @@ impl Settings {
                 l.cti.address
             ));
         }
+        let http = &l.http;
+        if http.listener.enabled && !http.listener.address.is_loopback() && http.cert.is_none() {
+            warnings.push(format!(
+                "listen.http listens on {}, off loopback, without TLS: bearer tokens cross the network in the clear; set listen.http.cert and listen.http.key",
+                http.listener.address
+            ));
+        }
         if let Some(url) = self
             .directory
             .url
@@ -571,6 +597,49 @@ impl Settings {
             );
         }
         warnings
+    }
+}
+
+/// Who may use the HTTP API: `[[http.tokens]]`.
+#[derive(Clone, Debug, Default)]
+pub struct HttpSettings {
+    pub tokens: Vec<HttpToken>,
+}
+
+/// The contexts a token reaches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenContexts {
+    /// `["*"]`: every context.
+    All,
+    Only(Vec<String>),
+}
+
+/// A bearer token of the HTTP API: only its SHA-256 is known.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpToken {
+    pub name: String,
+    pub sha256: [u8; 32],
+    pub contexts: TokenContexts,
+    pub role: ctid_proto::rights::Role,
+}
+
+impl HttpToken {
+    /// Whether the token reaches `context`.
+    pub fn sees(&self, context: &str) -> bool {
+        match &self.contexts {
+            TokenContexts::All => true,
+            TokenContexts::Only(names) => names.iter().any(|n| n == context),
+        }
+    }
+}
+
+impl fmt::Debug for HttpToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpToken")
+            .field("name", &self.name)
+            .field("contexts", &self.contexts)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
     }
 }
 

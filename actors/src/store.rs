@@ -461,6 +461,11 @@ pub(crate) fn dispose(db: &mut dyn Sql, msg: &Dispose) -> Result<bool, DbError> 
     Ok(true)
 }
 
+/// Most history rows a client may ask for at once.
+pub const MAX_HISTORY: u64 = 1000;
+/// Most history rows skipped for a page: each costs the database a row read.
+pub const MAX_OFFSET: u64 = 100_000;
+
 /// Filters of a history query.
 #[derive(Clone, Debug, Default)]
 pub struct HistoryFilter {
@@ -473,7 +478,11 @@ pub struct HistoryFilter {
     pub queue: Option<String>,
     /// Matches the agent's login or name.
     pub agent: Option<String>,
+    /// Only the record of this id.
+    pub record_id: Option<i64>,
     pub limit: usize,
+    /// Rows skipped first (the next page).
+    pub offset: usize,
 }
 
 /// A history row (the columns of [`history_query`]) as clients get it.
@@ -565,11 +574,17 @@ fn history_query(f: &HistoryFilter) -> (String, Vec<Datum>) {
             a.as_str().into(),
         );
     }
+    if let Some(id) = f.record_id {
+        arg(&mut sql, " AND c.record_id = ?", id.into());
+    }
     arg(
         &mut sql,
         &format!(" ORDER BY {t}.created DESC, {t}.record_id DESC LIMIT ?"),
         (f.limit as i64).into(),
     );
+    if f.offset > 0 {
+        arg(&mut sql, " OFFSET ?", (f.offset as i64).into());
+    }
     (sql, args)
 }
 

@@ -63,6 +63,12 @@ pub enum ErrorCode {
     Busy,
     /// No node holds the PBX's AMI link now (cluster mode: no active ingest for it).
     PbxUnavailable,
+    /// HTTP: no bearer token, or one ctid does not know.
+    Unauthorized,
+    /// HTTP: no such route, or no such call, record or user the token may see.
+    NotFound,
+    /// HTTP: the PBX refused or failed a command it was sent.
+    CommandFailed,
 }
 
 impl fmt::Display for ErrorCode {
@@ -91,6 +97,9 @@ impl fmt::Display for ErrorCode {
             ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::Busy => "busy",
             ErrorCode::PbxUnavailable => "pbx_unavailable",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::CommandFailed => "command_failed",
         };
         f.write_str(s)
     }
@@ -132,6 +141,9 @@ impl std::str::FromStr for ErrorCode {
             TooManyRequests,
             Busy,
             PbxUnavailable,
+            Unauthorized,
+            NotFound,
+            CommandFailed,
         ]
         .into_iter()
         .find(|c| c.to_string() == s)

@@ -179,6 +179,21 @@ impl User {
     pub fn context(&self) -> Option<&str> {
         self.line.as_ref().map(|l| l.context.as_str())
     }
+
+    /// Someone outside the directory acting with `role` and no line (an HTTP token), named
+    /// `login`. Its id (0) is never looked up.
+    pub fn acting(login: &str, role: Role) -> User {
+        User {
+            id: 0,
+            login: login.to_owned(),
+            password: String::new(),
+            firstname: login.to_owned(),
+            lastname: String::new(),
+            line: None,
+            role,
+            supervisor: false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]

@@ -65,20 +65,31 @@ pub struct LiveCall {
     pub call: WireCall,
 }
 
+/// Who acts, when not a user of the directory: an HTTP token, by its name and role.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acting {
+    pub name: String,
+    pub role: crate::rights::Role,
+}
+
 /// What a node asks of the active ingest of a PBX. Users are named by id: the ingest reads
-/// them from the same directory.
+/// them from the same directory; an HTTP token is `acting` instead (its `user_id` unused).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "ask", rename_all = "snake_case")]
 pub enum Ask {
     /// An `ipbxcommand`: answered [`Answer::Planned`], then [`Answer::Done`] if planned.
     Command {
         user_id: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        acting: Option<Acting>,
         partition: Option<String>,
         fields: serde_json::Map<String, serde_json::Value>,
     },
     /// A disposition: answered [`Answer::Done`].
     Disposition {
         user_id: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        acting: Option<Acting>,
         partition: Option<String>,
         call_id: String,
         code: String,

@@ -4,6 +4,7 @@
 
 pub mod agi;
 pub mod cluster;
+pub mod openapi;
 pub mod postgres;
 
 use std::io::{BufRead, BufReader};
@@ -60,7 +61,7 @@ pub fn config_with(pbxes: &str, on: &[&str]) -> String {
         "{pbxes}[timeouts]\nsocket = 2\n[directory]\npath = \"directory.toml\"\ncheck_interval = 0.2\n\
          [store]\npath = \"data/ctid.sqlite\"\n"
     );
-    for l in ["fagi", "cti", "ctis", "webi", "info", "announce"] {
+    for l in ["fagi", "cti", "ctis", "webi", "info", "announce", "http"] {
         if on.contains(&l) {
             s.push_str(&format!(
                 "[listen.{l}]\naddress = \"127.0.0.1\"\nport = 0\nenabled = true\n"
@@ -114,6 +115,117 @@ pub fn two_tenants() -> String {
         }
     }
     d
+}
+
+/// The HTTP API's test tokens: (token, name, contexts, role).
+pub const TOKENS: [(&str, &str, &str, &str); 4] = [
+    ("admin-token", "admin", "[\"*\"]", "admin"),
+    ("sup-token", "sup", "[\"default\"]", "supervisor"),
+    ("agent-token", "agent", "[\"default\"]", "agent"),
+    ("sup-b-token", "sup-b", "[\"tenant-b\"]", "supervisor"),
+];
+
+/// `[[http.tokens]]` tables of [`TOKENS`].
+pub fn http_tokens() -> String {
+    TOKENS
+        .iter()
+        .map(|(token, name, contexts, role)| {
+            format!(
+                "[[http.tokens]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"\ncontexts = {contexts}\nrole = \"{role}\"\n",
+                ctid_actors::http::token_sha256(token)
+            )
+        })
+        .collect()
+}
+
+/// A client of the HTTP API: blocking requests, run off the test's event loop.
+#[derive(Clone)]
+pub struct Http {
+    agent: ureq::Agent,
+    base: String,
+}
+
+impl Http {
+    pub fn new(port: u16) -> Http {
+        Http::with(
+            format!("http://127.0.0.1:{port}"),
+            ureq::tls::RootCerts::WebPki,
+        )
+    }
+
+    /// Over TLS, trusting the CA certificate (PEM) at `ca`.
+    pub fn tls(port: u16, ca: &std::path::Path) -> Http {
+        let pem = std::fs::read(ca).unwrap();
+        let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item.unwrap() {
+                ureq::tls::PemItem::Certificate(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        let roots = ureq::tls::RootCerts::Specific(Arc::new(certs));
+        Http::with(format!("https://localhost:{port}"), roots)
+    }
+
+    fn with(base: String, roots: ureq::tls::RootCerts) -> Http {
+        let tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .root_certs(roots)
+            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .http_status_as_error(false)
+            .timeout_global(Some(PATIENCE))
+            .build()
+            .new_agent();
+        Http { agent, base }
+    }
+
+    /// `method` on `path` with `token` and a JSON `body`: the status and the JSON answer,
+    /// checked against docs/openapi.yaml.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let raw = body.map(|b| b.to_string().into_bytes());
+        let (status, text) = self.raw(method, path, token, raw).await;
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
+        openapi::spec().check(method, path, status, &json);
+        (status, json)
+    }
+
+    /// `method` on `path` with `token` and `body` as they are: the status and the body.
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> (u16, String) {
+        let (agent, url) = (self.agent.clone(), format!("{}{path}", self.base));
+        let (method, token) = (method.to_owned(), token.map(str::to_owned));
+        tokio::task::spawn_blocking(move || {
+            let mut request = ureq::http::Request::builder()
+                .method(method.as_str())
+                .uri(&url);
+            if let Some(token) = token {
+                request = request.header("Authorization", format!("Bearer {token}"));
+            }
+            if body.is_some() {
+                request = request.header("Content-Type", "application/json");
+            }
+            let request = request.body(body.unwrap_or_default()).unwrap();
+            let mut response = agent.run(request).unwrap();
+            let status = response.status().as_u16();
+            (status, response.body_mut().read_to_string().unwrap())
+        })
+        .await
+        .unwrap()
+    }
 }
 
 pub struct Ctid {

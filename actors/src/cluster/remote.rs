@@ -10,7 +10,8 @@ use actix::prelude::*;
 use async_nats::{Message, StatusCode, Subscriber};
 use bytes::Bytes;
 use ctid_proto::cti::{ErrorCode, Request};
-use ctid_proto::wire::{token, Answer, Ask};
+use ctid_proto::directory::{Directory, User};
+use ctid_proto::wire::{token, Acting, Answer, Ask};
 use futures_util::StreamExt;
 use log::{debug, warn};
 
@@ -20,6 +21,14 @@ use crate::ask::{ask, Unanswered};
 use crate::directory::DirectoryHandle;
 use crate::router::{PlanCommand, Resync, Router, RunAgi, SetDisposition};
 use crate::supervisor::{Shutdown, Slot};
+
+/// Who asked: an HTTP token acting with its role, or a user of the directory.
+fn sender(dir: &Directory, user_id: u64, acting: Option<Acting>) -> Option<User> {
+    match acting {
+        Some(a) => Some(User::acting(&a.name, a.role)),
+        None => dir.user(user_id).cloned(),
+    }
+}
 
 fn subject(cluster: &Cluster, pbx: &str) -> String {
     cluster.subject(&format!("ask.{}", token(pbx)))
@@ -175,10 +184,11 @@ impl Answering {
         match question {
             Ask::Command {
                 user_id,
+                acting,
                 partition,
                 fields,
             } => {
-                let Some(user) = dir.user(user_id).cloned() else {
+                let Some(user) = sender(&dir, user_id, acting) else {
                     let error = error(ErrorCode::Unallowed);
                     return send(Answer::Planned { error }).await;
                 };
@@ -209,17 +219,19 @@ impl Answering {
             }
             Ask::Disposition {
                 user_id,
+                acting,
                 partition,
                 call_id,
                 code,
                 note,
                 at,
             } => {
-                let Some(user) = dir.user(user_id) else {
+                let Some(user) = sender(&dir, user_id, acting) else {
                     let error = error(ErrorCode::Unallowed);
                     return send(Answer::Done { error }).await;
                 };
-                let asked = SetDisposition::by(user, partition.as_deref(), call_id, code, note, at);
+                let asked =
+                    SetDisposition::by(&user, partition.as_deref(), call_id, code, note, at);
                 let outcome = ask(&router, asked, socket)
                     .await
                     .unwrap_or_else(|why| Err(unanswered(why)));

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
-use ctid_proto::commands::CommandSettings;
 use ctid_proto::cti::{timenow, CtiCodec, CtiFrame, ErrorCode, Reply, Request};
 use ctid_proto::directory::{Directory, User};
 use log::{debug, info, warn};
@@ -30,6 +29,7 @@ use serde_json::Value;
 use tokio_util::codec::FramedRead;
 
 use crate::auth::{LoginThrottle, PasswordChecker, ResumeTokens};
+use crate::command::Commands;
 use crate::directory::DirectoryHandle;
 use crate::net::BoxedIo;
 use crate::outbox::{write_outbox, Budget, Outbox, Writers};
@@ -75,7 +75,8 @@ pub struct SessionShared {
     pub pbxes: Pbxes,
     /// Where `history` is answered; None if call records are off.
     pub store: Option<Queries>,
-    pub commands: CommandSettings,
+    /// Where `ipbxcommand` and `disposition` go.
+    pub control: Commands,
     pub writers: Writers,
 }
 
