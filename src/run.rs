@@ -21,10 +21,11 @@ use ctid_actors::cluster::{Cluster, Notices, Retention};
 use ctid_actors::command::Commands;
 use ctid_actors::directory::{load_file, DirectoryHandle, DirectoryWatcher, Source, WebDirectory};
 use ctid_actors::fagi::FagiAccept;
+use ctid_actors::health::Health;
 use ctid_actors::http::{HttpService, HttpShared};
 use ctid_actors::info::{InfoAccept, InfoShared};
 use ctid_actors::listener::{CtiAccept, TcpService};
-use ctid_actors::metrics::Metrics;
+use ctid_actors::metrics::{Metrics, Sources};
 use ctid_actors::outbox::{Budget, Writers};
 use ctid_actors::partition::{Partitions, ReplayLimits};
 use ctid_actors::pbx::{Pbx, Pbxes};
@@ -451,6 +452,7 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
             &settings.commands,
         ),
         writers: writers.clone(),
+        metrics: metrics.clone(),
     });
 
     let watcher = {
@@ -590,8 +592,22 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
     for w in &warnings {
         warn!("{w}");
     }
-    let info = Arc::new(InfoShared {
+    metrics.watch(Sources {
+        pbxes: pbxes.clone(),
+        partitions: partitions.clone(),
+        sessions: sessions.clone(),
+        report: report.clone(),
+        directory: handle.clone(),
+        families: None,
+    });
+    let health = Health {
         started: Instant::now(),
+        pbxes: pbxes.clone(),
+        report: report.clone(),
+        records: store.as_ref().map(|s| s.writer.clone()),
+    };
+    let info = Arc::new(InfoShared {
+        started: health.started,
         config,
         pbxes: pbxes.clone(),
         taps,
@@ -636,10 +652,10 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
     if let Some(notices) = &notices {
         notices.follow(directory_slot.clone());
     }
-    // Client listeners are an edge's.
-    let (cti, ctis, http) = match edge {
-        true => (cti, ctis, http),
-        false => (None, None, None),
+    // Client listeners are an edge's; every node serves the HTTP probes.
+    let (cti, ctis) = match edge {
+        true => (cti, ctis),
+        false => (None, None),
     };
     let http_shared = Arc::new(HttpShared {
         sessions: shared.clone(),
@@ -649,6 +665,9 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         max_body: settings.listen.http.max_body_bytes,
         allow: http_allow,
         in_flight: Default::default(),
+        health: health.clone(),
+        metrics_token: settings.listen.http.metrics_token,
+        edge,
     });
     let http_workers = handles.len();
     let listeners = [

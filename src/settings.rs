@@ -598,6 +598,7 @@ fn read_listen(r: &mut Reader, d: &ListenSettings) -> ListenSettings {
             1024,
             16 << 20,
         ),
+        metrics_token: r.boolean("listen.http.metrics_token", d.http.metrics_token),
     };
     if http.cert.is_some() != http.key.is_some() && !r.has_problem("listen.http.cert") {
         r.problem(

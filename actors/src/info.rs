@@ -295,7 +295,7 @@ fn run(command: &str, args: &[&str], s: &InfoShared) -> Result<Vec<String>, Stri
                 100.0 * m.complete as f64 / m.offered as f64
             };
             out.push(format!(
-                "screen pops: {share:.1}% of {} offered calls had the caller's number and name",
+                "screen pops: {share:.1}% of {} offered calls had the caller in the directory, or attached data",
                 m.offered
             ));
             let slow: u64 = s

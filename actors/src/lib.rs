@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod command;
 pub mod directory;
 pub mod fagi;
+pub mod health;
 pub mod http;
 pub mod info;
 pub mod listener;

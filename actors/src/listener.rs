@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::allow::AllowList;
 use crate::net::io_reason;
-use crate::session::{Session, SessionShared, SlotLimit, Unauthenticated};
+use crate::session::{Session, SessionShared, SlotLimit, Transport, Unauthenticated};
 use crate::supervisor::Shutdown;
 
 /// A pause after a failed accept (out of file descriptors, ...), so as not to spin.
@@ -203,13 +203,27 @@ impl Accept for CtiAccept {
             };
             match tls {
                 None => {
-                    Session::new(Box::new(stream), peer, name, shared, guard).start();
+                    Session::new(
+                        Transport::Lines(Box::new(stream)),
+                        peer,
+                        name,
+                        shared,
+                        guard,
+                    )
+                    .start();
                 }
                 Some(acceptor) => {
                     actix_rt::spawn(async move {
                         match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                             Ok(Ok(tls)) => {
-                                Session::new(Box::new(tls), peer, name, shared, guard).start();
+                                Session::new(
+                                    Transport::Lines(Box::new(tls)),
+                                    peer,
+                                    name,
+                                    shared,
+                                    guard,
+                                )
+                                .start();
                             }
                             Ok(Err(e)) => debug!("{name}: TLS handshake with {peer} failed: {e}"),
                             Err(_) => debug!("{name}: TLS handshake with {peer} timed out"),

@@ -12,12 +12,14 @@ use std::io::{ErrorKind, IoSlice};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
+use futures_util::future::LocalBoxFuture;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
+use crate::metrics::Metrics;
 use crate::net::io_reason;
 use crate::settings::human_duration;
 
@@ -47,6 +49,8 @@ struct Queue {
     closed: Option<Closed>,
     /// Sent last, after which the writer shuts the stream down.
     last: Option<Bytes>,
+    /// When the AMI events behind the oldest item queued were read.
+    oldest: Option<Instant>,
 }
 
 /// The session writers still running, so that a stopping server lets them send their last
@@ -115,6 +119,7 @@ impl Outbox {
                 writing_bytes: 0,
                 closed: None,
                 last: None,
+                oldest: None,
             }),
             notify: Notify::new(),
             closing: Notify::new(),
@@ -159,8 +164,12 @@ impl Outbox {
         Ok(())
     }
 
-    /// Wakes the writer after pushes made without waking it.
-    pub fn wake(&self) {
+    /// Wakes the writer after pushes made without waking it; `received` is when the AMI
+    /// events behind them were read, if they came from AMI events.
+    pub fn wake_since(&self, received: Option<Instant>) {
+        if let Some(t) = received {
+            self.lock().oldest.get_or_insert(t);
+        }
         self.notify.notify_one();
     }
 
@@ -196,10 +205,12 @@ impl Outbox {
         self.written.load(Ordering::Relaxed)
     }
 
-    /// Takes everything queued for writing; the flag says the outbox is closed. What it
-    /// takes counts against the budget until [`Outbox::wrote`] says it is written.
-    fn take(&self) -> (VecDeque<Bytes>, bool) {
+    /// Takes everything queued for writing; the flag says the outbox is closed, the instant
+    /// when the oldest AMI events among them were read. What it takes counts against the
+    /// budget until [`Outbox::wrote`] says it is written.
+    fn take(&self) -> (VecDeque<Bytes>, bool, Option<Instant>) {
         let mut q = self.lock();
+        let oldest = q.oldest.take();
         let mut items = std::mem::take(&mut q.items);
         let closed = q.closed.is_some();
         if closed {
@@ -208,7 +219,7 @@ impl Outbox {
         q.writing += items.len();
         q.writing_bytes += items.iter().map(Bytes::len).sum::<usize>();
         q.bytes = 0;
-        (items, closed)
+        (items, closed, oldest)
     }
 
     fn has_work(&self) -> bool {
@@ -246,38 +257,115 @@ impl Outbox {
     }
 }
 
+/// Where a writer puts what it takes from an outbox.
+pub trait Writer {
+    /// Writes every item, telling `outbox` what each write completed; `TimedOut` when one
+    /// write waits longer than `stall`.
+    fn write(
+        &mut self,
+        items: &mut VecDeque<Bytes>,
+        stall: Duration,
+        outbox: &Outbox,
+    ) -> impl Future<Output = std::io::Result<()>>;
+
+    /// Ends the stream after the last item, waiting `stall` at most.
+    fn finish(&mut self, stall: Duration) -> impl Future<Output = ()>;
+}
+
+/// A byte stream: each item is a `\n`-ended line, written as it is.
+pub struct Lines<W>(pub W);
+
+impl<W: AsyncWrite + Unpin> Writer for Lines<W> {
+    async fn write(
+        &mut self,
+        items: &mut VecDeque<Bytes>,
+        stall: Duration,
+        outbox: &Outbox,
+    ) -> std::io::Result<()> {
+        write_all_vectored(&mut self.0, items, stall, outbox).await
+    }
+
+    async fn finish(&mut self, stall: Duration) {
+        let _ = tokio::time::timeout(stall, async {
+            let _ = self.0.flush().await;
+            let _ = self.0.shutdown().await;
+        })
+        .await;
+    }
+}
+
+/// A transport of whole messages (WebSocket): each item goes as one message, without
+/// its `\n`.
+pub trait MessageSink {
+    fn send(&mut self, message: Bytes) -> LocalBoxFuture<'_, std::io::Result<()>>;
+    /// Closes the transport: nothing follows.
+    fn close(&mut self) -> LocalBoxFuture<'_, ()>;
+}
+
+impl Writer for Box<dyn MessageSink> {
+    async fn write(
+        &mut self,
+        items: &mut VecDeque<Bytes>,
+        stall: Duration,
+        outbox: &Outbox,
+    ) -> std::io::Result<()> {
+        while let Some(item) = items.pop_front() {
+            let len = item.len();
+            let message = item.slice(..item.strip_suffix(b"\n").map_or(len, <[u8]>::len));
+            within(stall, self.send(message)).await?;
+            outbox.wrote(len, 1);
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self, stall: Duration) {
+        let _ = tokio::time::timeout(stall, self.close()).await;
+    }
+}
+
+/// Writes `outbox` to the byte stream `w`: see [`write_to`].
+pub async fn write_outbox<W: AsyncWrite + Unpin>(
+    outbox: Arc<Outbox>,
+    w: W,
+    stall: Duration,
+    delay: Duration,
+    metrics: Option<Metrics>,
+) -> Result<(), String> {
+    write_to(outbox, Lines(w), stall, delay, metrics).await
+}
+
 /// Writes `outbox` to `w` until it is closed and drained. A write that makes no progress
 /// for `stall` ends the session: its client stopped reading. Once woken, the writer lets
 /// events gather for `delay` before it takes them (none if zero), unless the outbox
-/// closes meanwhile.
-pub async fn write_outbox<W: AsyncWrite + Unpin>(
+/// closes meanwhile. `metrics` gets the lag from the AMI read to each write's end.
+pub async fn write_to<W: Writer>(
     outbox: Arc<Outbox>,
     mut w: W,
     stall: Duration,
     delay: Duration,
+    metrics: Option<Metrics>,
 ) -> Result<(), String> {
     loop {
         let notified = outbox.notify.notified();
         if !delay.is_zero() && outbox.has_work() {
             outbox.gather(delay).await;
         }
-        let (mut items, closed) = outbox.take();
+        let (mut items, closed, oldest) = outbox.take();
         if items.is_empty() && !closed {
             notified.await;
             continue;
         }
-        if let Err(e) = write_all_vectored(&mut w, &mut items, stall, &outbox).await {
+        if let Err(e) = w.write(&mut items, stall, &outbox).await {
             return Err(match e.kind() {
                 ErrorKind::TimedOut => format!("client read nothing for {}", human_duration(stall)),
                 _ => format!("write failed ({})", io_reason(&e)),
             });
         }
+        if let (Some(m), Some(t)) = (&metrics, oldest) {
+            m.written_lag(t.elapsed());
+        }
         if closed {
-            let _ = tokio::time::timeout(stall, async {
-                let _ = w.flush().await;
-                let _ = w.shutdown().await;
-            })
-            .await;
+            w.finish(stall).await;
             return Ok(());
         }
     }
@@ -361,6 +449,7 @@ mod tests {
             server,
             Duration::from_secs(5),
             Duration::ZERO,
+            None,
         ));
         for i in 0..300 {
             outbox
@@ -396,7 +485,7 @@ mod tests {
             outbox.push(Bytes::from_static(b"x\n"), notice, false),
             Err(Closed::SlowConsumer)
         );
-        let (items, closed) = outbox.take();
+        let (items, closed, _) = outbox.take();
         assert!(closed);
         assert_eq!(items, [notice()]);
     }
@@ -416,6 +505,7 @@ mod tests {
             server,
             Duration::from_secs(60),
             Duration::ZERO,
+            None,
         ));
         for _ in 0..1000 {
             if outbox.written() > 0 {
@@ -457,7 +547,7 @@ mod tests {
             outbox
                 .push(Bytes::from(vec![b'x'; 4096]), notice, true)
                 .unwrap();
-            let err = write_outbox(outbox, server, Duration::from_millis(100), window)
+            let err = write_outbox(outbox, server, Duration::from_millis(100), window, None)
                 .await
                 .unwrap_err();
             assert_eq!(err, "client read nothing for 100ms");
@@ -502,6 +592,7 @@ mod tests {
             NeverFlushes,
             Duration::from_millis(100),
             Duration::ZERO,
+            None,
         )
         .await
         .unwrap_err();
@@ -529,9 +620,15 @@ mod tests {
                 }
             }
         });
-        write_outbox(outbox, server, Duration::from_millis(100), Duration::ZERO)
-            .await
-            .unwrap();
+        write_outbox(
+            outbox,
+            server,
+            Duration::from_millis(100),
+            Duration::ZERO,
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(reader.await.unwrap().len(), 4096);
     }
 
@@ -609,7 +706,7 @@ mod tests {
         };
         let outbox = Outbox::new(budget(1 << 20, 1000));
         let stall = Duration::from_secs(5);
-        let writer = tokio::spawn(write_outbox(outbox.clone(), recorded, stall, window));
+        let writer = tokio::spawn(write_outbox(outbox.clone(), recorded, stall, window, None));
         outbox
             .push(Bytes::from_static(b"a\n"), notice, true)
             .unwrap();
@@ -645,7 +742,7 @@ mod tests {
         let outbox = Outbox::new(budget(1 << 20, 1000));
         let (mut client, server) = tokio::io::duplex(1 << 16);
         let window = Duration::from_secs(10);
-        let writer = tokio::spawn(write_outbox(outbox.clone(), server, window, window));
+        let writer = tokio::spawn(write_outbox(outbox.clone(), server, window, window, None));
         let began = tokio::time::Instant::now();
         outbox
             .push(Bytes::from_static(b"a\n"), notice, true)
@@ -665,7 +762,7 @@ mod tests {
         let outbox = Outbox::new(budget(4, 1000));
         let (mut client, server) = tokio::io::duplex(1 << 16);
         let window = Duration::from_secs(10);
-        let writer = tokio::spawn(write_outbox(outbox.clone(), server, window, window));
+        let writer = tokio::spawn(write_outbox(outbox.clone(), server, window, window, None));
         let began = tokio::time::Instant::now();
         outbox
             .push(Bytes::from_static(b"a\n"), notice, true)

@@ -130,6 +130,8 @@ pub struct PartitionCore {
     /// Members that asked for the wallboard, and the last board they were sent.
     boards: HashSet<SessionId>,
     last_board: Option<serde_json::Value>,
+    /// When the AMI events being published were read, for the lag to the clients' sockets.
+    received: Option<Instant>,
 }
 
 #[derive(Serialize)]
@@ -180,6 +182,7 @@ impl PartitionCore {
             lags: LagWindow::default(),
             boards: HashSet::new(),
             last_board: None,
+            received: None,
         }))
     }
 
@@ -298,12 +301,13 @@ impl PartitionCore {
     /// slow consumers.
     fn fan_out(&mut self, lines: &[Bytes]) -> Vec<Member> {
         let mut slow = Vec::new();
+        let received = self.received.take();
         for (id, member) in &self.members {
             let delivered = lines
                 .iter()
                 .all(|line| member.outbox.push(line.clone(), slow_notice, false).is_ok());
             if delivered {
-                member.outbox.wake();
+                member.outbox.wake_since(received);
             } else {
                 slow.push(*id);
             }
@@ -322,7 +326,7 @@ impl PartitionCore {
                 self.members.get(id).is_some_and(|member| {
                     let queued = member.outbox.push(line.clone(), slow_notice, false).is_ok();
                     if queued {
-                        member.outbox.wake();
+                        member.outbox.wake_since(None);
                     }
                     !queued
                 })
@@ -441,7 +445,7 @@ impl PartitionCore {
         for line in replay {
             ok = ok && outbox.push(line, slow_notice, false).is_ok();
         }
-        outbox.wake();
+        outbox.wake_since(None);
         if !ok {
             return Err(ErrorCode::SlowConsumer);
         }
@@ -802,9 +806,10 @@ impl Handler<PartitionEvents> for Partition {
     type Result = ();
 
     fn handle(&mut self, msg: PartitionEvents, _: &mut Context<Self>) {
-        let lag = msg.received.elapsed();
         let mut core = lock(&self.core);
+        core.received = Some(msg.received);
         let slow = core.publish(msg.changes);
+        let lag = msg.received.elapsed();
         core.lags.record(timenow(), lag.as_secs_f64() * 1000.0);
         drop(core);
         self.metrics.event_lag(lag);

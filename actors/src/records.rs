@@ -154,6 +154,11 @@ impl Records {
         &self.front.0
     }
 
+    /// How long writes have been late or failing, if they are.
+    pub fn trouble(&self) -> Option<Duration> {
+        self.shared().lock().trouble.map(|t| t.elapsed())
+    }
+
     /// Queues ended calls, in order. Resolves to their record ids once they are on disk,
     /// or within the write timeout to None for those that are not yet (they stay queued)
     /// or never will be (the queue was full).

@@ -203,8 +203,10 @@ impl Router {
 
     fn dispatch(&mut self, events: Vec<CallEvent>, received: Instant) {
         let mut by_key: HashMap<String, Vec<Change>> = HashMap::new();
+        let dir = self.directory.get();
         for event in events {
-            self.metrics.call_event(event.kind, &event.call);
+            self.metrics
+                .call_event(&self.pbx, event.kind, &event.call, &dir);
             let keys = self.keys(&event);
             if self.partitions.separated() {
                 for gone in &event.left {
@@ -357,6 +359,7 @@ impl Router {
     /// Tells the sessions of the contexts that use this PBX that its link is `state`: `down`
     /// when it is lost, `up` once it came back and resynced.
     fn tell(&mut self, state: &'static str) {
+        self.link_stats.set_synced(state == "up");
         if self.told.replace(state) == Some(state) {
             return;
         }
@@ -423,6 +426,7 @@ impl Router {
             return;
         };
         self.resyncs += 1;
+        self.metrics.resync(&self.pbx);
         let number = self.resyncs;
         let tag = || NEXT_TAG.fetch_add(1, Ordering::Relaxed);
         let (channels, queues) = (tag(), tag());
@@ -578,7 +582,12 @@ impl Handler<AmiEvents> for Router {
         let mut resynced = false;
         for item in batch.items {
             match item {
-                AmiItem::Event(event) => out.extend(self.model.apply(&event, now, &dir)),
+                AmiItem::Event(event) => {
+                    if let Some(stamp) = event.get("Timestamp") {
+                        self.metrics.pbx_stamp(&self.pbx, stamp, read_at);
+                    }
+                    out.extend(self.model.apply(&event, now, &dir))
+                }
                 AmiItem::ListTaken(tag) => {
                     let mark = self.model.mark();
                     if let Some(entry) = self.resyncing.as_mut().and_then(|r| r.lists.get_mut(&tag))

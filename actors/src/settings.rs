@@ -501,6 +501,8 @@ pub struct HttpListen {
     pub key: Option<PathBuf>,
     /// The largest request body read; a larger one is refused (413).
     pub max_body_bytes: usize,
+    /// Whether `GET /metrics` needs a bearer token of `[[http.tokens]]`.
+    pub metrics_token: bool,
 }
 
 /// The listening ports of the XiVO CTI server admin page, and ctid's HTTP port.
@@ -541,6 +543,7 @@ impl Default for ListenSettings {
                 cert: None,
                 key: None,
                 max_body_bytes: 64 * 1024,
+                metrics_token: false,
             },
         }
     }

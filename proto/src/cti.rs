@@ -35,6 +35,8 @@ pub enum ErrorCode {
     BadJson,
     /// The line is longer than the limit.
     FrameTooLarge,
+    /// A binary WebSocket message: the protocol is JSON text.
+    BinaryMessage,
     /// The login did not complete in time.
     LoginTimeout,
     /// The client did not read its messages fast enough.
@@ -83,6 +85,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::UnknownFunction => "unknown_function",
             ErrorCode::BadJson => "bad_json",
             ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::BinaryMessage => "binary_message",
             ErrorCode::LoginTimeout => "login_timeout",
             ErrorCode::SlowConsumer => "slow_consumer",
             ErrorCode::ResyncRequired => "resync_required",
@@ -127,6 +130,7 @@ impl std::str::FromStr for ErrorCode {
             UnknownFunction,
             BadJson,
             FrameTooLarge,
+            BinaryMessage,
             LoginTimeout,
             SlowConsumer,
             ResyncRequired,

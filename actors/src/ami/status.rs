@@ -39,6 +39,8 @@ pub struct LinkStatus {
     pub logins: u64,
     pub overflows: u64,
     pub discarded: u64,
+    /// The link is up and the call model has resynced from it.
+    pub synced: bool,
 }
 
 #[derive(Clone)]
@@ -54,6 +56,7 @@ impl Default for LinkStats {
             logins: 0,
             overflows: 0,
             discarded: 0,
+            synced: false,
         })))
     }
 }
@@ -61,6 +64,10 @@ impl Default for LinkStats {
 impl LinkStats {
     pub fn snapshot(&self) -> LinkStatus {
         self.lock().clone()
+    }
+
+    pub fn set_synced(&self, synced: bool) {
+        self.lock().synced = synced;
     }
 
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, LinkStatus> {

@@ -9,6 +9,7 @@
 //! Errors are JSON, `{"error": <code of docs/protocol.md>, "detail": ...}`. Callers of the
 //! API (not the health probes) show a bearer token of `[[http.tokens]]` ([`authorize`]).
 
+pub mod live;
 pub mod rest;
 
 use std::net::TcpListener;
@@ -26,6 +27,7 @@ use ring::digest::{digest, SHA256};
 use serde_json::{json, Map, Value};
 
 use crate::allow::AllowList;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::session::SessionShared;
 use crate::settings::HttpToken;
@@ -45,6 +47,12 @@ pub struct HttpShared {
     pub allow: AllowList,
     /// Commands and queries under way.
     pub in_flight: Arc<AtomicUsize>,
+    pub health: Health,
+    /// Whether `/metrics` needs a bearer token (`listen.http.metrics_token`).
+    pub metrics_token: bool,
+    /// Whether this node serves clients (cluster mode: an edge); others serve the probes
+    /// alone.
+    pub edge: bool,
 }
 
 /// What a handler answers.
@@ -62,7 +70,7 @@ pub struct Route {
 
 /// Every route the listener serves.
 pub fn routes() -> impl Iterator<Item = &'static Route> {
-    rest::ROUTES.iter()
+    rest::ROUTES.iter().chain(live::ROUTES)
 }
 
 /// The shared data of the App that serves `req`.
@@ -241,8 +249,10 @@ fn app(
         InitError = (),
     >,
 > {
+    let edge = data.edge;
+    let served = move |r: &&Route| edge || live::PROBES.contains(&r.path);
     let mut paths: Vec<&'static str> = Vec::new();
-    for r in routes() {
+    for r in routes().filter(served) {
         if !paths.contains(&r.path) {
             paths.push(r.path);
         }
@@ -252,7 +262,7 @@ fn app(
         .default_service(web::to(not_found));
     for path in paths {
         let mut resource = web::resource(path).default_service(web::to(method_not_allowed));
-        for r in routes().filter(|r| r.path == path) {
+        for r in routes().filter(served).filter(|r| r.path == path) {
             let (handler, method) = (r.handler, Method::from_bytes(r.method.as_bytes()));
             let method = method.expect("route methods are valid");
             resource = resource.route(web::method(method).to(

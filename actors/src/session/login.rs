@@ -102,6 +102,9 @@ impl Session {
             .map_or_else(|| dir.dummy_hash().to_owned(), |u| u.password.clone());
         let ip = self.peer.ip();
         let delay = self.shared.throttle.delay(&login, ip);
+        if !delay.is_zero() {
+            self.shared.metrics.login("throttled");
+        }
         let checker = self.shared.checker.clone();
         let check = async move {
             tokio::time::sleep(delay).await;
@@ -120,6 +123,7 @@ impl Session {
                             "{}: login {login:?} not checked: password checks {refused}",
                             act.who()
                         );
+                        act.shared.metrics.login("busy");
                         let reply = Reply::error("login_pass", &ErrorCode::LoginBusy)
                             .reply_to(commandid.as_ref());
                         act.send(reply, ctx);
@@ -129,6 +133,7 @@ impl Session {
                 match user.filter(|_| ok) {
                     Some(user) => {
                         act.shared.throttle.succeeded(&login, ip);
+                        act.shared.metrics.login("ok");
                         act.phase = Phase::LoginCapas { user_id: user.id };
                         let reply = Reply::new("login_pass")
                             .with("capalist", json!([1]))
@@ -137,6 +142,7 @@ impl Session {
                     }
                     None => {
                         act.shared.throttle.failed(Some(&login), ip);
+                        act.shared.metrics.login("refused");
                         warn!(
                             "{}: login {login:?} refused (wrong login or password)",
                             act.who()

@@ -22,8 +22,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
+use bytes::Bytes;
 use ctid_proto::cti::{timenow, CtiCodec, CtiFrame, ErrorCode, Reply, Request};
 use ctid_proto::directory::{Directory, User};
+use futures_util::stream::LocalBoxStream;
+use futures_util::{FutureExt, StreamExt};
 use log::{debug, info, warn};
 use serde_json::Value;
 use tokio_util::codec::FramedRead;
@@ -31,8 +34,9 @@ use tokio_util::codec::FramedRead;
 use crate::auth::{LoginThrottle, PasswordChecker, ResumeTokens};
 use crate::command::Commands;
 use crate::directory::DirectoryHandle;
+use crate::metrics::Metrics;
 use crate::net::BoxedIo;
-use crate::outbox::{write_outbox, Budget, Outbox, Writers};
+use crate::outbox::{write_to, Budget, Lines, MessageSink, Outbox, Writers};
 use crate::partition::{Kick, Partitions, SessionId};
 use crate::pbx::Pbxes;
 use crate::settings::human_duration;
@@ -78,6 +82,7 @@ pub struct SessionShared {
     /// Where `ipbxcommand` and `disposition` go.
     pub control: Commands,
     pub writers: Writers,
+    pub metrics: Metrics,
 }
 
 /// Releases what a session holds outside itself, however the actor ends.
@@ -131,12 +136,45 @@ enum Phase {
 #[rtype(result = "()")]
 struct WriterDone(Result<(), String>);
 
+/// What a client sent, however it came.
+pub enum Inbound {
+    Line(Bytes),
+    /// A line or message longer than the limit, skipped.
+    TooLong {
+        bytes: usize,
+    },
+    /// A binary WebSocket message: the protocol is text.
+    Binary {
+        bytes: usize,
+    },
+}
+
+impl From<CtiFrame> for Inbound {
+    fn from(frame: CtiFrame) -> Self {
+        match frame {
+            CtiFrame::Line(line) => Inbound::Line(line),
+            CtiFrame::TooLong { bytes } => Inbound::TooLong { bytes },
+        }
+    }
+}
+
+/// How a session reaches its client.
+pub enum Transport {
+    /// A byte stream of `\n`-ended lines (CTI, CTIs).
+    Lines(BoxedIo),
+    /// Whole messages, one per JSON object (WebSocket).
+    Messages {
+        inbound: LocalBoxStream<'static, std::io::Result<Inbound>>,
+        sink: Box<dyn MessageSink>,
+    },
+}
+
 pub struct Session {
     id: SessionId,
     peer: SocketAddr,
     listener: &'static str,
     shared: Arc<SessionShared>,
-    io: Option<BoxedIo>,
+    transport: Option<Transport>,
     outbox: Arc<Outbox>,
     phase: Phase,
     errors: u32,
@@ -160,7 +198,7 @@ fn disconnect(code: &ErrorCode) -> bytes::Bytes {
 impl Session {
     /// A session on an accepted connection; `guard` counts it as not logged in.
     pub fn new(
-        io: BoxedIo,
+        transport: Transport,
         peer: SocketAddr,
         listener: &'static str,
         shared: Arc<SessionShared>,
@@ -172,7 +210,7 @@ impl Session {
             id,
             peer,
             listener,
-            io: Some(io),
+            transport: Some(transport),
             outbox: outbox.clone(),
             phase: Phase::LoginId,
             errors: 0,
@@ -332,23 +370,33 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let Some(io) = self.io.take() else {
+        let Some(transport) = self.transport.take() else {
             return ctx.stop();
         };
-        let (read, write) = tokio::io::split(io);
         let me = ctx.address();
         let outbox = self.outbox.clone();
         let (stall, delay) = (self.shared.config.stall, self.shared.config.write_delay);
         let running = self.shared.writers.enter();
+        let metrics = Some(self.shared.metrics.clone());
+        let (inbound, writer) = match transport {
+            Transport::Lines(io) => {
+                let (read, write) = tokio::io::split(io);
+                let lines = FramedRead::new(read, CtiCodec::new(self.shared.config.max_line))
+                    .map(|frame| frame.map(Inbound::from));
+                let writer = write_to(outbox, Lines(write), stall, delay, metrics);
+                (lines.boxed_local(), writer.boxed_local())
+            }
+            Transport::Messages { inbound, sink } => (
+                inbound,
+                write_to(outbox, sink, stall, delay, metrics).boxed_local(),
+            ),
+        };
         actix_rt::spawn(async move {
-            let result = write_outbox(outbox, write, stall, delay).await;
+            let result = writer.await;
             drop(running);
             me.do_send(WriterDone(result));
         });
-        ctx.add_stream(FramedRead::new(
-            read,
-            CtiCodec::new(self.shared.config.max_line),
-        ));
+        ctx.add_stream(inbound);
         self.shared.registry.lock().insert(
             self.id,
             SessionInfo {
@@ -372,11 +420,15 @@ impl Actor for Session {
     }
 }
 
-impl StreamHandler<Result<CtiFrame, std::io::Error>> for Session {
-    fn handle(&mut self, frame: Result<CtiFrame, std::io::Error>, ctx: &mut Context<Self>) {
+impl StreamHandler<std::io::Result<Inbound>> for Session {
+    fn handle(&mut self, frame: std::io::Result<Inbound>, ctx: &mut Context<Self>) {
         match frame {
-            Ok(CtiFrame::Line(line)) => self.on_line(&line, ctx),
-            Ok(CtiFrame::TooLong { bytes }) => {
+            Ok(Inbound::Line(line)) => self.on_line(&line, ctx),
+            Ok(Inbound::Binary { bytes }) => {
+                debug!("{}: refused a {bytes} byte binary message", self.who());
+                self.unreadable(ErrorCode::BinaryMessage, None, ctx);
+            }
+            Ok(Inbound::TooLong { bytes }) => {
                 let limit = self.shared.config.max_line;
                 debug!(
                     "{}: skipped a {bytes} byte line (limit {limit})",

@@ -1,6 +1,6 @@
 //! Every live session, as the console sees them, and the connections still logging in.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -36,6 +36,17 @@ impl SessionRegistry {
         let mut v: Vec<_> = self.lock().iter().map(|(id, i)| (*id, i.clone())).collect();
         v.sort_by_key(|(id, _)| *id);
         v
+    }
+
+    /// Logged-in sessions, by partition.
+    pub fn by_partition(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for info in self.lock().values() {
+            if let Some(p) = &info.partition {
+                *counts.entry(p.clone()).or_default() += 1;
+            }
+        }
+        counts
     }
 
     pub fn len(&self) -> usize {
