@@ -1,0 +1,127 @@
+// The wallboard in headless Chromium, driven by the Rust test that started ctid, the
+// simulated PBX and a cuttable proxy (tests/wallboard.rs). It asks that test for each
+// step on standard output (`step NAME`) and reads the answer on standard input
+// (`ok [DETAIL]`). Failures throw: the exit code tells the test.
+//
+//   WALLBOARD_URL   the page, through the proxy
+//   WALLBOARD_SHOT  with it, only takes a screenshot of the busy board into that file
+import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
+
+const url = process.env.WALLBOARD_URL;
+const shot = process.env.WALLBOARD_SHOT;
+const input = createInterface({ input: process.stdin });
+const answers = input[Symbol.asyncIterator]();
+
+async function step(name) {
+  console.log(`step ${name}`);
+  const { value, done } = await answers.next();
+  if (done || !value.startsWith("ok")) throw new Error(`step ${name}: ${value}`);
+  return value.slice(3);
+}
+
+function check(cond, what) {
+  if (!cond) throw new Error(what);
+  console.log(`checked: ${what}`);
+}
+
+const browser = await chromium.launch({
+  executablePath: "/usr/bin/chromium",
+  args: ["--no-sandbox"],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+  page.on("console", (m) => console.log(`page: ${m.text()}`));
+  page.on("pageerror", (e) => console.log(`page error: ${e.message}`));
+  const frames = [];
+  page.on("websocket", (ws) => ws.on("framereceived", (f) => frames.push(String(f.payload))));
+
+  await page.goto(url);
+  await page.fill("#user", "carol");
+  await page.fill("#password", "carol");
+  await page.click("button[type=submit]");
+  await page.waitForSelector('#queues tr[data-queue="support"]', { timeout: 10000 });
+  check(await page.isVisible("#board"), "carol logged in and sees her board");
+
+  if (shot) {
+    await step("busy");
+    await page.screenshot({ path: shot, fullPage: true });
+    console.log(`screenshot in ${shot}`);
+  } else {
+    await endToEnd(page, frames);
+  }
+  await step("done");
+} finally {
+  await browser.close();
+  input.close();
+  process.stdin.destroy();
+}
+
+async function endToEnd(page, frames) {
+  const agentState = (login) =>
+    page.getAttribute(`#agents tr[data-login="${login}"] td[data-state]`, "data-state");
+  check((await agentState("alice")) === "logged_out", "alice shows logged out");
+
+  // A call into the queue shows within a second.
+  const placed = Date.now();
+  const id = await step("place_call");
+  await page.waitForSelector(`#calls tr[data-call-id="${id}"]`, { timeout: 1000 });
+  const shown = Date.now() - placed;
+  check(shown <= 1000, `the queued call ${id} showed ${shown} ms after it was placed`);
+  await page.waitForFunction(
+    () => document.querySelector('#queues tr[data-queue="support"] .waiting')?.textContent === "1",
+    null,
+    { timeout: 3000 },
+  );
+  check(true, "support shows 1 call waiting");
+
+  await step("ring");
+  await page.waitForFunction(
+    () => document.querySelector('#agents tr[data-login="alice"] td[data-state]')?.dataset.state === "ringing",
+    null,
+    { timeout: 3000 },
+  );
+  check(true, "alice rings");
+  await step("connect");
+  await page.waitForFunction(
+    () => document.querySelector('#agents tr[data-login="alice"] td[data-state]')?.dataset.state === "on_call",
+    null,
+    { timeout: 3000 },
+  );
+  const row = await page.textContent('#agents tr[data-login="alice"]');
+  check(row.includes("Customer") && row.includes("support"), `alice is on the call: ${row}`);
+
+  // Another tenant's call: neither on the page nor in anything the page received.
+  const other = await step("place_other");
+  await page.waitForTimeout(1500);
+  const html = await page.content();
+  check(!html.includes(other) && !html.includes("B customer"), "tenant-b's call is not on the page");
+  const leaked = frames.filter((f) => f.includes(other) || f.includes("sales") || f.includes("tenant-b"));
+  check(leaked.length === 0, `none of the ${frames.length} frames received names tenant-b (${leaked[0] || ""})`);
+
+  // The WebSocket is cut: the warning shows; a call placed meanwhile shows once it is back.
+  await step("cut");
+  await page.waitForSelector("#conn-warning", { state: "visible", timeout: 3000 });
+  check(true, "the warning shows while the WebSocket is cut");
+  const during = await step("place_call");
+  await page.waitForTimeout(500);
+  await step("restore");
+  await page.waitForSelector("#conn-warning", { state: "hidden", timeout: 10000 });
+  await page.waitForSelector(`#calls tr[data-call-id="${during}"]`, { timeout: 3000 });
+  check(true, `back: the warning is gone and ${during}, placed during the cut, shows`);
+  check((await page.textContent("#gaps")) === "0", "no call event was missed");
+  await step("end_all");
+  await page.waitForFunction(
+    () => document.querySelectorAll("#calls tbody tr").length === 0,
+    null,
+    { timeout: 3000 },
+  );
+  // Queue figures come at most a second after the calls' events.
+  await page.waitForFunction(
+    () => document.querySelector('#queues tr[data-queue="support"] .abandoned')?.textContent === "1",
+    null,
+    { timeout: 3000 },
+  );
+  const answered = await page.textContent('#queues tr[data-queue="support"] .answered');
+  check(answered === "1", "the call alice took counts as answered, the one ended while waiting as abandoned");
+}
