@@ -279,6 +279,8 @@ async fn run_browser(
             "WALLBOARD_URL",
             format!("http://127.0.0.1:{}/wallboard", proxy.port),
         )
+        .env("WALLBOARD_TOKEN", "sup-b-token")
+        .env("WALLBOARD_AGENT_TOKEN", "agent-token")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true);
@@ -318,8 +320,9 @@ async fn run_browser(
 async fn http_server(directory: &str) -> (PbxSim, Ctid, u16) {
     let sim = PbxSim::start(SimConfig::default()).await.unwrap();
     let config = format!(
-        "{}\n[wallboard]\nservice_level_seconds = 20\n",
-        ami_config_with(sim.addr().port(), "secret = \"ctipass\"", &["cti", "http"])
+        "{}\n[wallboard]\nservice_level_seconds = 20\n{}",
+        ami_config_with(sim.addr().port(), "secret = \"ctipass\"", &["cti", "http"]),
+        common::http_tokens(),
     );
     let ctid = Ctid::start_full(&config, directory, "info", &[]);
     let port = ctid.port("http").await;
@@ -361,6 +364,64 @@ async fn the_wallboard_in_headless_chromium() {
         _ => "ok".into(),
     })
     .await;
+}
+
+/// `GET /api/v1/wallboard`: a supervisor's token gets the board of a context it reaches
+/// (its only one by default), never another's; an agent's token is refused; the page's
+/// files are served without a token.
+#[tokio::test]
+async fn the_http_wallboard_follows_the_tokens_contexts_and_role() {
+    let (sim, _ctid, port) = http_server(&directory()).await;
+    let http = common::Http::new(port);
+    sim.queue_call("tenant-b-internal", "sales", "0699", "B customer");
+    let (status, board) = http
+        .call("GET", "/api/v1/wallboard", Some("sup-token"), None)
+        .await;
+    assert_eq!(
+        (status, board["context"].as_str()),
+        (200, Some("default")),
+        "{board}"
+    );
+    assert_eq!(queue(&board, "support")["waiting"], 0);
+    assert!(!board.to_string().contains("sales"), "{board}");
+    let b = "/api/v1/wallboard?context=tenant-b";
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (status, board) = http.call("GET", b, Some("sup-b-token"), None).await;
+        assert_eq!(status, 200, "{board}");
+        if queue(&board, "sales")["waiting"] == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{board}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, refused) = http.call("GET", b, Some("sup-token"), None).await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (status, refused) = http
+        .call("GET", "/api/v1/wallboard", Some("agent-token"), None)
+        .await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (403, Some("unallowed"))
+    );
+    let (status, refused) = http
+        .call("GET", "/api/v1/wallboard", Some("admin-token"), None)
+        .await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (400, Some("missing:context"))
+    );
+    let (status, refused) = http.call("GET", "/api/v1/wallboard", None, None).await;
+    assert_eq!(status, 401, "{refused}");
+    let (status, page) = http.raw("GET", "/wallboard", None, None).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("/wallboard/wallboard.js") && !page.contains("http"),
+        "{page}"
+    );
 }
 
 fn ok(done: bool) -> String {
@@ -409,9 +470,13 @@ fn busy_directory() -> String {
 async fn a_screenshot_of_a_busy_wallboard() {
     use ctid_pbxsim::queue::{QueuePlan, QueueSpec};
     let (sim, ctid, http) = http_server(&busy_directory()).await;
+    let dir = ctid_proto::directory::Directory::parse(&busy_directory()).unwrap();
     let members = |numbers: std::ops::RangeInclusive<u32>| {
         numbers
-            .map(|n| (format!("PJSIP/{n}"), format!("Agent {n}")))
+            .filter_map(|n| {
+                let user = dir.user_by_interface("default", &format!("PJSIP/{n}"))?;
+                Some((format!("PJSIP/{n}"), user.fullname()))
+            })
             .collect()
     };
     let queue = |name: &str, members| QueueSpec {

@@ -550,6 +550,13 @@ impl Partitions {
         self
     }
 
+    /// The wallboard of partition `key` now; None if there is no such partition.
+    pub fn board(&self, key: &str) -> Option<serde_json::Value> {
+        let core = self.core(key)?;
+        let board = lock(&core).board(&self.directory.get(), timenow());
+        Some(board)
+    }
+
     /// Session `session`, a member of partition `key`, gets its wallboard from now on;
     /// false if there is no such partition.
     pub fn watch_board(&self, key: &str, session: SessionId) -> bool {

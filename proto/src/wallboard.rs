@@ -282,7 +282,7 @@ pub struct AgentRow {
     pub line: String,
     pub number: String,
     pub state: AgentState,
-    /// When the current call was answered (on a call), or started ringing.
+    /// When the call they are on was answered.
     pub since: Option<f64>,
     pub call: Option<AgentCall>,
 }
@@ -319,11 +319,7 @@ pub fn agents(dir: &Directory, scope: Scope<'_>, live: &Live) -> Vec<AgentRow> {
             (None, None, Some("available")) => AgentState::Idle,
             (None, None, Some(_)) => AgentState::Paused,
         };
-        let since = match (talking, current) {
-            (Some(c), _) => c.answered.or(Some(c.created)),
-            (None, Some(c)) => Some(c.created),
-            _ => None,
-        };
+        let since = talking.map(|c| c.answered.unwrap_or(c.created));
         rows.push(AgentRow {
             id: user.id,
             login: user.login.clone(),
@@ -654,7 +650,7 @@ mod tests {
                 ("carol", AgentState::Paused),
             ]
         );
-        assert_eq!(rows[0].since, Some(5.0));
+        assert_eq!(rows[0].since, None);
         assert_eq!(
             rows[0].call.as_ref().unwrap().caller.as_deref(),
             Some("0611")

@@ -5,6 +5,8 @@
 //
 //   WALLBOARD_URL   the page, through the proxy
 //   WALLBOARD_SHOT  with it, only takes a screenshot of the busy board into that file
+//   WALLBOARD_TOKEN, WALLBOARD_AGENT_TOKEN  HTTP API tokens of tenant-b's supervisors and
+//                   of an agent of the first tenant, for the page opened with ?token=
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 
@@ -57,6 +59,30 @@ try {
   process.stdin.destroy();
 }
 
+// The page opened with tenant-b's supervisor token shows tenant-b's call and queue, and
+// nothing of the first tenant's (`mine`); an agent's token is refused.
+async function withToken(mine, other) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const bodies = [];
+  page.on("response", async (r) => {
+    if (r.url().includes("/api/")) bodies.push(await r.text().catch(() => ""));
+  });
+  await page.goto(`${url}?token=${process.env.WALLBOARD_TOKEN}`);
+  await page.waitForSelector(`#calls tr[data-call-id="${other}"]`, { timeout: 3000 });
+  await page.waitForSelector('#queues tr[data-queue="sales"]', { timeout: 3000 });
+  check((await page.textContent("#context")) === "tenant-b", "the token's page shows tenant-b");
+  const html = await page.content();
+  check(!html.includes(mine) && !html.includes("support"), "the token's page shows nothing of the first tenant");
+  const leaked = bodies.filter((b) => b.includes(mine) || b.includes("support") || b.includes("alice"));
+  check(leaked.length === 0, `none of the ${bodies.length} answers it read names the first tenant`);
+  await page.goto(`${url}?token=${process.env.WALLBOARD_AGENT_TOKEN}`);
+  await page.waitForSelector("#error", { state: "visible", timeout: 3000 });
+  const refused = await page.textContent("#error");
+  check(refused.includes("supervisors") && !(await page.isVisible("#board")), `an agent's token is refused: ${refused}`);
+  await context.close();
+}
+
 async function endToEnd(page, frames) {
   const agentState = (login) =>
     page.getAttribute(`#agents tr[data-login="${login}"] td[data-state]`, "data-state");
@@ -98,6 +124,7 @@ async function endToEnd(page, frames) {
   check(!html.includes(other) && !html.includes("B customer"), "tenant-b's call is not on the page");
   const leaked = frames.filter((f) => f.includes(other) || f.includes("sales") || f.includes("tenant-b"));
   check(leaked.length === 0, `none of the ${frames.length} frames received names tenant-b (${leaked[0] || ""})`);
+  await withToken(id, other);
 
   // The WebSocket is cut: the warning shows; a call placed meanwhile shows once it is back.
   await step("cut");

@@ -1,12 +1,20 @@
 //! The supervisors' wallboard (`GET /wallboard`): one page, its script and its style sheet,
 //! built into the binary. The page logs in over `/ws` with the CTI protocol and asks for
 //! `wallboard`: what it shows comes from the session, so these files need no token.
+//! Opened with `?token=`, it reads `GET /api/v1/wallboard` instead, with that bearer token,
+//! for one of the token's contexts.
 
-use actix_web::http::header;
+use std::collections::HashMap;
+
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
+use ctid_proto::cti::{timenow, ErrorCode};
+use ctid_proto::rights::Role;
 use futures_util::future::LocalBoxFuture;
+use serde_json::Value;
 
-use super::{Answer, Route};
+use super::{authorize, shared, Answer, ApiError, Route};
+use crate::settings::TokenContexts;
 
 const PAGE: &str = include_str!("../../web/wallboard.html");
 const SCRIPT: &str = include_str!("../../web/wallboard.js");
@@ -27,6 +35,11 @@ pub static ROUTES: &[Route] = &[
         method: "GET",
         path: "/wallboard/wallboard.css",
         handler: style,
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/wallboard",
+        handler: board,
     },
 ];
 
@@ -54,4 +67,42 @@ fn script(_: HttpRequest, _: web::Payload) -> LocalBoxFuture<'static, Answer> {
 
 fn style(_: HttpRequest, _: web::Payload) -> LocalBoxFuture<'static, Answer> {
     file("text/css; charset=utf-8", STYLE)
+}
+
+/// The wallboard of `?context=` (or of the token's only context), as `queue_stats` has it:
+/// to supervisor and admin tokens, for a context they reach; another is answered 404, as
+/// one that does not exist.
+fn board(req: HttpRequest, _: web::Payload) -> LocalBoxFuture<'static, Answer> {
+    Box::pin(async move {
+        let token = authorize(&req)?;
+        if token.role == Role::Agent {
+            return Err(ErrorCode::Unallowed.into());
+        }
+        let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
+            .map_err(|_| ApiError::from(ErrorCode::Invalid("query".into())))?;
+        let context = match (query.get("context"), &token.contexts) {
+            (Some(c), _) => c.clone(),
+            (None, TokenContexts::Only(only)) if only.len() == 1 => only[0].clone(),
+            (None, _) => return Err(ErrorCode::Missing(vec!["context".into()]).into()),
+        };
+        let not_found = || {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                "no such context",
+            )
+        };
+        let shared = shared(&req);
+        if !token.sees(&context) || !shared.sessions.directory.get().has_context(&context) {
+            return Err(not_found());
+        }
+        let partitions = &shared.sessions.partitions;
+        let mut board = partitions
+            .board(partitions.key(&context))
+            .ok_or_else(not_found)?;
+        if let Value::Object(fields) = &mut board {
+            fields.insert("timenow".into(), timenow().into());
+        }
+        Ok(HttpResponse::Ok().json(board))
+    })
 }
