@@ -450,6 +450,7 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
             settings.parting.context_separation,
             settings.timeouts.socket,
             &settings.commands,
+            metrics.clone(),
         ),
         writers: writers.clone(),
         metrics: metrics.clone(),
@@ -664,10 +665,10 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         report: report.clone(),
         max_body: settings.listen.http.max_body_bytes,
         allow: http_allow,
-        in_flight: Default::default(),
         health: health.clone(),
         metrics_token: settings.listen.http.metrics_token,
         edge,
+        in_flight: Default::default(),
     });
     let http_workers = handles.len();
     let listeners = [

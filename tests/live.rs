@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::openapi::spec;
 use common::{ami_config_with, http_tokens, Ctid, Http, PATIENCE};
 use ctid_pbxsim::{PbxSim, SimConfig};
 use futures_util::{SinkExt, StreamExt};
@@ -64,6 +65,16 @@ impl Desktop {
                 Some(Ok(Message::Text(text))) => return Some(serde_json::from_str(&text).unwrap()),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 _ => return None,
+            }
+        }
+    }
+
+    /// The next message that is not a call event.
+    async fn reply(&mut self) -> Value {
+        loop {
+            let m = self.recv().await.expect("closed");
+            if m["class"] != "call_event" {
+                return m;
             }
         }
     }
@@ -130,27 +141,46 @@ async fn a_websocket_desktop_logs_in_receives_a_call_and_is_held_to_the_cti_rule
     assert!(kinds.contains(&"answered"), "{kinds:?}");
     assert_eq!(events[0]["call"]["caller"]["number"], "1001");
 
-    alice.send(Message::binary(vec![1, 2, 3])).await;
-    let refused = alice.recv().await.unwrap();
-    assert_eq!(refused["error_string"], "binary_message", "{refused}");
-    alice.send(Message::text("x".repeat(70_000))).await;
-    let refused = alice.recv().await.unwrap();
-    assert_eq!(refused["error_string"], "frame_too_large", "{refused}");
-    let answer = alice
-        .ask(json!({"class": "keepalive", "commandid": 7}))
+    alice
+        .send_json(json!({"class": "ipbxcommand", "command": "dial", "destination": "1002", "commandid": 9}))
         .await;
+    let done = loop {
+        let m = alice.recv().await.expect("closed");
+        if m["class"] == "ipbxcommand" && m.get("response").is_some() {
+            break m;
+        }
+    };
+    assert_eq!(done["response"], "ok", "{done}");
+    let metrics = scrape(&s.http, None).await;
+    let dial = [("command", "dial"), ("result", "ok")];
+    assert_eq!(sample(&metrics, "ctid_commands_total", &dial), 1.0);
+    let setup = [("context", "default"), ("from", "originate")];
+    assert_eq!(
+        sample(&metrics, "ctid_call_setup_seconds_count", &setup),
+        1.0
+    );
+
+    alice.send(Message::binary(vec![1, 2, 3])).await;
+    assert_eq!(alice.reply().await["error_string"], "binary_message");
+    alice.send(Message::text("x".repeat(70_000))).await;
+    assert_eq!(alice.reply().await["error_string"], "frame_too_large");
+    alice
+        .send_json(json!({"class": "keepalive", "commandid": 7}))
+        .await;
+    let answer = alice.reply().await;
     assert_eq!(
         (&answer["class"], &answer["replyid"]),
         (&json!("keepalive"), &json!(7))
     );
     alice.send(Message::text("not json")).await;
-    assert_eq!(alice.recv().await.unwrap()["error_string"], "bad_json");
+    assert_eq!(alice.reply().await["error_string"], "bad_json");
 
     // Too large to read whole: answered, then closed.
     alice.send(Message::text("y".repeat(300_000))).await;
-    let last = alice.recv().await.unwrap();
-    assert_eq!(last["error_string"], "frame_too_large", "{last}");
-    assert_eq!(alice.recv().await, None);
+    assert_eq!(alice.reply().await["error_string"], "frame_too_large");
+    while let Some(m) = alice.recv().await {
+        assert_eq!(m["class"], "call_event", "{m}");
+    }
 
     let mut intruder = Desktop::connect(s.port).await;
     intruder
@@ -292,8 +322,10 @@ async fn health_is_open_and_ready_says_why_not_until_the_pbx_is_synced() {
 
     let (status, live) = http.call("GET", "/health", None, None).await;
     assert_eq!((status, &live["status"]), (200, &json!("ok")), "{live}");
+    spec().check("GET", "/health", status, &live);
     let (status, ready) = http.call("GET", "/ready", None, None).await;
     assert_eq!(status, 503, "{ready}");
+    spec().check("GET", "/ready", status, &ready);
     assert_eq!(ready["ready"], false);
     let reasons = ready["reasons"].as_array().unwrap();
     assert!(
@@ -323,6 +355,7 @@ async fn health_is_open_and_ready_says_why_not_until_the_pbx_is_synced() {
         answer = http.call("GET", "/ready", None, None).await;
     }
     assert_eq!(answer.0, 200, "{}", answer.1);
+    spec().check("GET", "/ready", answer.0, &answer.1);
     assert_eq!(answer.1["pbxes"], json!({"default": "up"}));
     drop(sim);
 }

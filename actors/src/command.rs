@@ -15,6 +15,7 @@ use crate::ami::run_plan;
 use crate::ask::{ask, Unanswered};
 use crate::cluster::remote;
 use crate::directory::DirectoryHandle;
+use crate::metrics::Metrics;
 use crate::pbx::Pbxes;
 use crate::router::{PlanCommand, SetDisposition};
 
@@ -64,6 +65,8 @@ pub struct Commands {
     pub socket: Duration,
     /// How long a phone rings for a dial or an originate.
     pub ring: Duration,
+    /// Counts commands by outcome, and times dials and originates.
+    pub metrics: Metrics,
 }
 
 impl Commands {
@@ -73,6 +76,7 @@ impl Commands {
         separated: bool,
         socket: Duration,
         settings: &CommandSettings,
+        metrics: Metrics,
     ) -> Commands {
         Commands {
             pbxes,
@@ -80,6 +84,7 @@ impl Commands {
             separated,
             socket,
             ring: Duration::from_millis(settings.originate_timeout_ms),
+            metrics,
         }
     }
 
@@ -87,6 +92,26 @@ impl Commands {
     /// command running. Refused plans, and a router or ingest that did not answer, are
     /// errors; nothing was done then.
     pub fn command(
+        &self,
+        request: Request,
+        by: Issuer,
+    ) -> impl Future<Output = Result<Running, ErrorCode>> + 'static {
+        let name = request.str("command").unwrap_or_default().to_owned();
+        let context = by.user.context().map(str::to_owned);
+        let metrics = self.metrics.clone();
+        let planning = self.plan(request, by);
+        async move {
+            match planning.await {
+                Ok(running) => Ok(metrics.counted(name, context, running)),
+                Err(code) => {
+                    metrics.command(&name, "refused");
+                    Err(code)
+                }
+            }
+        }
+    }
+
+    fn plan(
         &self,
         request: Request,
         by: Issuer,

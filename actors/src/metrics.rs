@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ctid_proto::calls::{Call, CallState, Direction, EventKind};
 use ctid_proto::directory::Directory;
@@ -23,6 +23,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::command::Running;
 use crate::directory::DirectoryHandle;
 use crate::partition::Partitions;
 use crate::pbx::Pbxes;
@@ -420,7 +421,7 @@ impl Metrics {
     }
 
     /// A dial or originate command of a user of `context` was answered after `d`.
-    pub fn originated(&self, context: &str, d: Duration) {
+    fn originated(&self, context: &str, d: Duration) {
         self.0.families.setup.observe(&[context, "originate"], d);
     }
 
@@ -433,9 +434,26 @@ impl Metrics {
             .inc();
     }
 
-    /// A call control command ended; a name ctid does not know counts as `other`.
-    pub fn command(&self, command: &str, ok: bool) {
-        let result = if ok { "ok" } else { "ko" };
+    /// `running`, a command of a user of `context`, counted once it ends: a dial or an
+    /// originate that succeeds is also timed (its calling phone answered).
+    pub fn counted(&self, command: String, context: Option<String>, running: Running) -> Running {
+        let metrics = self.clone();
+        let started = Instant::now();
+        Box::pin(async move {
+            let outcome = running.await;
+            metrics.command(&command, if outcome.is_ok() { "ok" } else { "ko" });
+            if let (Ok(()), Some(context), "dial" | "originate") =
+                (&outcome, context, command.as_str())
+            {
+                metrics.originated(&context, started.elapsed());
+            }
+            outcome
+        })
+    }
+
+    /// A call control command ended (`ok`, `ko`) or was refused; a name ctid does not
+    /// know counts as `other`.
+    pub fn command(&self, command: &str, result: &'static str) {
         let name = ctid_proto::commands::targets()
             .map(|(name, _)| name)
             .find(|name| *name == command)
@@ -760,8 +778,8 @@ mod tests {
     #[test]
     fn command_names_ctid_does_not_know_count_as_other() {
         let m = Metrics::default();
-        m.command("dial", true);
-        m.command("x\"y\nz", false);
+        m.command("dial", "ok");
+        m.command("x\"y\nz", "ko");
         let text = m.encode();
         assert!(text.contains("ctid_commands_total{command=\"dial\",result=\"ok\"} 1"));
         assert!(text.contains("ctid_commands_total{command=\"other\",result=\"ko\"} 1"));

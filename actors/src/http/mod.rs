@@ -46,14 +46,14 @@ pub struct HttpShared {
     pub max_body: usize,
     /// Peers outside it are refused.
     pub allow: AllowList,
-    /// Commands and queries under way.
-    pub in_flight: Arc<AtomicUsize>,
     pub health: Health,
     /// Whether `/metrics` needs a bearer token (`listen.http.metrics_token`).
     pub metrics_token: bool,
     /// Whether this node serves clients (cluster mode: an edge); others serve the probes
     /// alone.
     pub edge: bool,
+    /// Commands and queries under way.
+    pub in_flight: Arc<AtomicUsize>,
 }
 
 /// What a handler answers.
@@ -203,27 +203,43 @@ pub async fn json_body(
     req: &HttpRequest,
     payload: web::Payload,
 ) -> Result<Map<String, Value>, ApiError> {
-    let limit = shared(req).max_body;
-    let bytes = match payload.to_bytes_limited(limit).await {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::BadJson,
-                "the body could not be read",
-            ))
-        }
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorCode::FrameTooLarge,
-                format!("the body is over {limit} bytes"),
-            ))
-        }
-    };
+    let bytes = read_body(req, payload).await?;
     match serde_json::from_slice(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
         _ => Err(ErrorCode::BadJson.into()),
+    }
+}
+
+/// [`json_body`], an empty body being an empty object.
+pub async fn optional_json_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<Map<String, Value>, ApiError> {
+    let bytes = read_body(req, payload).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(ErrorCode::BadJson.into()),
+    }
+}
+
+/// The body, up to the size limit: 413 past it.
+async fn read_body(req: &HttpRequest, payload: web::Payload) -> Result<web::Bytes, ApiError> {
+    let limit = shared(req).max_body;
+    match payload.to_bytes_limited(limit).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadJson,
+            "the body could not be read",
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::FrameTooLarge,
+            format!("the body is over {limit} bytes"),
+        )),
     }
 }
 

@@ -20,7 +20,9 @@ use ctid_proto::rights::Role;
 use futures_util::future::LocalBoxFuture;
 use serde_json::{json, Map, Value};
 
-use super::{authorize, json_body, shared, Answer, ApiError, HttpShared, Route};
+use super::{
+    authorize, json_body, optional_json_body, shared, Answer, ApiError, HttpShared, Route,
+};
 use crate::command::Issuer;
 use crate::partition::ALL;
 use crate::settings::{HttpToken, TokenContexts};
@@ -329,17 +331,10 @@ fn transfer(req: HttpRequest, payload: web::Payload) -> LocalBoxFuture<'static, 
 fn record(req: HttpRequest, payload: web::Payload) -> LocalBoxFuture<'static, Answer> {
     Box::pin(async move {
         authorize(&req)?;
-        let empty = req
-            .headers()
-            .get(actix_web::http::header::CONTENT_LENGTH)
-            .is_none_or(|l| l.as_bytes() == b"0");
-        let action = match empty {
-            true => "start".to_owned(),
-            false => match json_body(&req, payload).await?.get("action") {
-                None => "start".to_owned(),
-                Some(Value::String(a)) if a == "start" || a == "stop" => a.clone(),
-                Some(_) => return Err(ErrorCode::Invalid("action".into()).into()),
-            },
+        let action = match optional_json_body(&req, payload).await?.get("action") {
+            None => "start".to_owned(),
+            Some(Value::String(a)) if a == "start" || a == "stop" => a.clone(),
+            Some(_) => return Err(ErrorCode::Invalid("action".into()).into()),
         };
         let mut fields = Map::new();
         fields.insert("subcommand".into(), action.into());

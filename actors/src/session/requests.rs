@@ -1,7 +1,5 @@
 //! What a logged-in client asks: lists, call control, dispositions and history.
 
-use std::time::Instant;
-
 use actix::prelude::*;
 use ctid_proto::cti::{timenow, ErrorCode, Reply, Request};
 use ctid_proto::directory::{Directory, User};
@@ -154,17 +152,9 @@ impl Session {
         ticket: Ticket,
         ctx: &mut Context<Self>,
     ) {
-        let started = Instant::now();
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(running).map(move |outcome, act, ctx| {
                 drop(ticket);
-                act.shared.metrics.command(&command, outcome.is_ok());
-                let context = act.me().and_then(|(u, _)| u.context().map(str::to_owned));
-                if let (Ok(()), Some(context), "dial" | "originate") =
-                    (&outcome, context, command.as_str())
-                {
-                    act.shared.metrics.originated(&context, started.elapsed());
-                }
                 let reply = Reply::new("ipbxcommand").with("command", command.clone());
                 let reply = match outcome {
                     Ok(()) => reply.with("response", "ok"),
