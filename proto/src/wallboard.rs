@@ -292,18 +292,22 @@ pub struct AgentRow {
 /// yet), logged out (no desktop connected), paused (a presence other than `available`),
 /// else idle.
 pub fn agents(dir: &Directory, scope: Scope<'_>, live: &Live) -> Vec<AgentRow> {
+    // The live calls of each line, by PBX and interface: one pass over the calls.
+    let mut by_line: HashMap<(&str, &str), Vec<&Call>> = HashMap::new();
+    for call in live.calls.iter().filter(|c| c.state != CallState::Ended) {
+        for line in &call.lines {
+            by_line.entry((&call.pbx, line)).or_default().push(call);
+        }
+    }
     let mut rows = Vec::new();
     for user in dir.users() {
         let Some(line) = user.line.as_ref().filter(|l| scope.sees(Some(&l.context))) else {
             continue;
         };
-        let calls: Vec<&Call> = live
-            .calls
-            .iter()
-            .filter(|c| c.pbx == line.pbx && c.lines.contains(&line.interface))
-            .map(|c| &**c)
-            .filter(|c| c.state != CallState::Ended)
-            .collect();
+        let calls = by_line
+            .get(&(line.pbx.as_str(), line.interface.as_str()))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let talking = calls.iter().find(|c| {
             matches!(
                 c.state,
