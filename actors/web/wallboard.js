@@ -180,6 +180,7 @@ function refuse(code) {
     : `Refused: ${code}`;
   fail(why);
   show($("#board"), false);
+  show($("#login"), true);
   state.token = null;
   state.loggedIn = false;
   if (state.ws) state.ws.close();

@@ -76,6 +76,13 @@ async function withToken(mine, other) {
   check(!html.includes(mine) && !html.includes("support"), "the token's page shows nothing of the first tenant");
   const leaked = bodies.filter((b) => b.includes(mine) || b.includes("support") || b.includes("alice"));
   check(leaked.length === 0, `none of the ${bodies.length} answers it read names the first tenant`);
+  await page.goto(url);
+  await page.fill("#user", "alice");
+  await page.fill("#password", "alice");
+  await page.click("button[type=submit]");
+  await page.waitForSelector("#error", { state: "visible", timeout: 5000 });
+  const agent = await page.textContent("#error");
+  check(agent.includes("supervisors") && !(await page.isVisible("#board")), `an agent's login is refused: ${agent}`);
   await page.goto(`${url}?token=${process.env.WALLBOARD_AGENT_TOKEN}`);
   await page.waitForSelector("#error", { state: "visible", timeout: 3000 });
   const refused = await page.textContent("#error");
