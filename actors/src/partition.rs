@@ -360,9 +360,14 @@ impl PartitionCore {
         if !self.members.contains_key(&id) {
             return Vec::new();
         }
-        self.boards.insert(id);
         let now = timenow();
-        let line = Self::board_line(&self.board(dir, now), now);
+        let board = self.board(dir, now);
+        let line = Self::board_line(&board, now);
+        // The first watcher's board is what the others (none yet) were last sent.
+        if self.boards.is_empty() {
+            self.last_board = Some(board);
+        }
+        self.boards.insert(id);
         self.push_to(&[id], &line)
     }
 
@@ -1010,5 +1015,60 @@ mod tests {
         assert_eq!(c.subscribe(sub(2)), Err(ErrorCode::ResyncRequired));
         assert_eq!(c.subscribe(sub(9)), Err(ErrorCode::ResyncRequired));
         assert_eq!(c.subscribe(sub(3)), Ok(5));
+    }
+
+    /// A wallboard watcher gets the board at once, then only when it changed: a queued
+    /// call, and nothing while nothing happens.
+    #[actix_rt::test]
+    async fn a_wallboard_goes_to_its_watchers_only_and_only_when_it_changed() {
+        let dir = Directory::parse(
+            "[[contexts]]\nname = \"default\"\ndialplan = [\"default\"]\n\
+             [[queues]]\nname = \"support\"\ncontext = \"default\"\n",
+        )
+        .unwrap();
+        let core = PartitionCore::new(
+            "default",
+            ReplayLimits {
+                events: 100,
+                bytes: 1 << 20,
+            },
+        );
+        let mut c = lock(&core);
+        let outbox = |_| {
+            Outbox::new(Budget {
+                max_bytes: 1 << 20,
+                max_messages: 100,
+            })
+        };
+        let (watcher, other) = (outbox(1), outbox(2));
+        for (id, o) in [(1, &watcher), (2, &other)] {
+            c.subscribe(Subscribe {
+                session: id,
+                member: member(o),
+                resume_after: None,
+                ack: Box::new(|_| Bytes::from_static(b"{}\n")),
+            })
+            .unwrap();
+        }
+        assert!(c.watch_board(1, &dir).is_empty());
+        let boards = |o: &Outbox| {
+            o.queued_json()
+                .into_iter()
+                .filter(|m| m["class"] == "queue_stats")
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(boards(&watcher).len(), 1, "at once");
+        c.tick_board(&dir);
+        c.tick_board(&dir);
+        assert_eq!(boards(&watcher).len(), 1, "nothing changed");
+        let mut queued = (*call("4.1")).clone();
+        queued.state = CallState::Queued;
+        queued.queue = Some("support".into());
+        c.publish(vec![Change::Call(EventKind::Queued, Arc::new(queued))]);
+        c.tick_board(&dir);
+        let got = boards(&watcher);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1]["queues"][0]["waiting"], 1);
+        assert!(boards(&other).is_empty(), "only to who asked");
     }
 }
