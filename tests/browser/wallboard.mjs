@@ -76,6 +76,11 @@ async function withToken(mine, other) {
   check(!html.includes(mine) && !html.includes("support"), "the token's page shows nothing of the first tenant");
   const leaked = bodies.filter((b) => b.includes(mine) || b.includes("support") || b.includes("alice"));
   check(leaked.length === 0, `none of the ${bodies.length} answers it read names the first tenant`);
+  await step("cut");
+  await page.waitForSelector("#conn-warning", { state: "visible", timeout: 3000 });
+  await step("restore");
+  await page.waitForSelector("#conn-warning", { state: "hidden", timeout: 5000 });
+  check(true, "the token's page warns while ctid cannot be reached, and recovers");
   await page.goto(url);
   await page.fill("#user", "alice");
   await page.fill("#password", "alice");
@@ -134,6 +139,7 @@ async function endToEnd(page, frames) {
   await withToken(id, other);
 
   // The WebSocket is cut: the warning shows; a call placed meanwhile shows once it is back.
+  await page.waitForSelector("#conn-warning", { state: "hidden", timeout: 10000 });
   await step("cut");
   await page.waitForSelector("#conn-warning", { state: "visible", timeout: 3000 });
   check(true, "the warning shows while the WebSocket is cut");
