@@ -22,6 +22,7 @@ use ctid_actors::command::Commands;
 use ctid_actors::directory::{load_file, DirectoryHandle, DirectoryWatcher, Source, WebDirectory};
 use ctid_actors::fagi::FagiAccept;
 use ctid_actors::health::Health;
+use ctid_actors::http::live::Live;
 use ctid_actors::http::{HttpService, HttpShared};
 use ctid_actors::info::{InfoAccept, InfoShared};
 use ctid_actors::listener::{CtiAccept, TcpService};
@@ -62,6 +63,8 @@ pub struct Sockets {
     pub announce: Option<Arc<UdpSocket>>,
     /// The HTTP API's socket, and its TLS configuration when it has one.
     pub http: Option<(Arc<TcpListener>, Option<Arc<rustls::ServerConfig>>)>,
+    /// The HTTP certificate, renewed in place.
+    pub http_cert: Option<Arc<CertSlot>>,
 }
 
 /// What start-up prepared: checked settings, the directory, bound sockets, TLS.
@@ -209,6 +212,7 @@ pub fn prepare(settings: Settings, config: &Path) -> Result<Prepared, Refusal> {
         false => None,
     };
     let (ctis_config, ctis_cert) = ctis_tls.map(|t| (t.config, t.cert)).unzip();
+    let (http_config, http_cert) = http_tls.map(|t| (t.config, t.cert)).unzip();
     let sockets = Sockets {
         fagi: bind("fagi", &l.fagi)?,
         cti: bind("cti", &l.cti)?,
@@ -217,7 +221,8 @@ pub fn prepare(settings: Settings, config: &Path) -> Result<Prepared, Refusal> {
         webi: bind("webi", &l.webi)?,
         info: bind("info", &l.info)?,
         announce,
-        http: bind("http", &l.http.listener)?.map(|s| (s, http_tls.map(|t| t.config))),
+        http: bind("http", &l.http.listener)?.map(|s| (s, http_config)),
+        http_cert,
     };
     Ok(Prepared {
         settings,
@@ -278,8 +283,8 @@ pub fn run(path: &Path) -> ExitCode {
 pub struct Server {
     pub root: Root,
     pub workers: Workers,
-    /// Where SIGHUP asks for the CTIs certificate to be read again, if CTIs is on.
-    pub certs: Option<Slot<CertWatcher>>,
+    /// Where SIGHUP asks for the certificates (of CTIs, HTTP) to be read again.
+    pub certs: Vec<Slot<CertWatcher>>,
 }
 
 /// The threads beside the main one (AMI, partitions, sessions) and the call records'
@@ -635,19 +640,36 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         info: info_socket,
         announce,
         http,
+        http_cert,
     } = sockets;
-    let ctis_settings = &settings.listen.ctis;
-    let cert_files = ctis_settings.cert.clone().zip(ctis_settings.key.clone());
-    let (certs, cert_watcher) = match (ctis_cert, cert_files) {
-        (Some(slot), Some((cert, key))) => {
-            let (watcher, every) = (Slot::<CertWatcher>::new(), ctis_settings.check_interval);
-            let spec = ChildSpec::new("certificates", Restart::Permanent, watcher.clone(), {
-                move |_| CertWatcher::new(cert.clone(), key.clone(), slot.clone(), every)
+    let (ctis_settings, http_settings) = (&settings.listen.ctis, &settings.listen.http);
+    let watched = [
+        (
+            "ctis",
+            "certificates",
+            ctis_cert,
+            ctis_settings.cert.clone().zip(ctis_settings.key.clone()),
+            ctis_settings.check_interval,
+        ),
+        (
+            "http",
+            "http-certificates",
+            http_cert,
+            http_settings.cert.clone().zip(http_settings.key.clone()),
+            http_settings.check_interval,
+        ),
+    ];
+    let (certs, cert_watchers): (Vec<_>, Vec<_>) = watched
+        .into_iter()
+        .filter_map(|(name, child, slot, files, every)| {
+            let (slot, (cert, key)) = slot.zip(files)?;
+            let watcher = Slot::<CertWatcher>::new();
+            let spec = ChildSpec::new(child, Restart::Permanent, watcher.clone(), {
+                move |_| CertWatcher::new(name, cert.clone(), key.clone(), slot.clone(), every)
             });
-            (Some(watcher), Some(spec))
-        }
-        _ => (None, None),
-    };
+            Some((watcher, spec))
+        })
+        .unzip();
     let (p, d) = (pbxes.clone(), directory_slot.clone());
     let notices = cluster.clone().map(Notices::new);
     if let Some(notices) = &notices {
@@ -658,18 +680,19 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         true => (cti, ctis),
         false => (None, None),
     };
-    let http_shared = Arc::new(HttpShared {
-        sessions: shared.clone(),
-        tokens: settings.http.tokens.iter().cloned().map(Arc::new).collect(),
+    let http_shared = Arc::new(HttpShared::new(
+        shared.clone(),
+        &settings.http.tokens,
         metrics,
-        report: report.clone(),
-        max_body: settings.listen.http.max_body_bytes,
-        allow: http_allow,
-        health: health.clone(),
-        metrics_token: settings.listen.http.metrics_token,
-        edge,
-        in_flight: Default::default(),
-    });
+        report.clone(),
+        settings.listen.http.max_body_bytes,
+        http_allow,
+        Live {
+            health: health.clone(),
+            metrics_token: settings.listen.http.metrics_token,
+            edge,
+        },
+    ));
     let http_workers = handles.len();
     let listeners = [
         listener("fagi", fagi, move |socket| {
@@ -721,7 +744,7 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         listeners
             .into_iter()
             .flatten()
-            .chain(cert_watcher)
+            .chain(cert_watchers)
             .collect(),
         report.clone(),
         Slot::new(),
@@ -812,11 +835,11 @@ async fn serve(prepared: Prepared) -> ExitCode {
 }
 
 /// Runs until the tree stops on its own or a signal stops it, then `finish`es (cut short by
-/// another signal). SIGHUP meanwhile reads the CTIs certificate again.
+/// another signal). SIGHUP meanwhile reads the TLS certificates again.
 async fn until_stopped(
     root: Root,
     finish: impl std::future::Future<Output = ()>,
-    certs: Option<Slot<CertWatcher>>,
+    certs: Vec<Slot<CertWatcher>>,
 ) -> ExitCode {
     let stopper = root.stopper();
     let stopped = root.stopped();
@@ -837,13 +860,16 @@ async fn until_stopped(
             exit = &mut stopped => break Err(exit),
             _ = term.recv() => break Ok("SIGTERM"),
             _ = int.recv() => break Ok("SIGINT"),
-            _ = hup.recv() => match certs.as_ref().and_then(Slot::get) {
-                Some(watcher) => {
-                    info!("SIGHUP received: reading the CTIs certificate again");
+            _ = hup.recv() => {
+                let watchers: Vec<_> = certs.iter().filter_map(Slot::get).collect();
+                match watchers.is_empty() {
+                    true => info!("SIGHUP received: nothing to reload (no TLS listener)"),
+                    false => info!("SIGHUP received: reading the TLS certificates again"),
+                }
+                for watcher in watchers {
                     watcher.do_send(ReloadCert);
                 }
-                None => info!("SIGHUP received: nothing to reload (CTIs is off)"),
-            },
+            }
         }
     };
     let code = match first {

@@ -592,6 +592,12 @@ fn read_listen(r: &mut Reader, d: &ListenSettings) -> ListenSettings {
         listener: http_listener,
         cert: r.existing_file("listen.http.cert"),
         key: r.existing_file("listen.http.key"),
+        check_interval: r.seconds(
+            "listen.http.check_interval",
+            d.http.check_interval,
+            0.1,
+            86400.0,
+        ),
         max_body_bytes: r.integer(
             "listen.http.max_body_bytes",
             d.http.max_body_bytes,

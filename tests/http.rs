@@ -467,14 +467,22 @@ async fn users_queues_and_pbxes_of_the_tokens_contexts() {
     assert_eq!(pbxes["pbxes"][0]["name"], "default");
 }
 
+/// A self-signed certificate for `localhost`, written as cert.pem and key.pem in `dir`;
+/// a copy of it, for clients to trust, as `trust`.
+fn certificate(dir: &std::path::Path, trust: &str) -> std::path::PathBuf {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), certified.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), certified.key_pair.serialize_pem()).unwrap();
+    std::fs::write(dir.join(trust), certified.cert.pem()).unwrap();
+    dir.join(trust)
+}
+
 #[tokio::test]
-async fn the_api_is_served_over_tls_when_a_certificate_is_set() {
+async fn the_api_is_served_over_tls_and_its_certificate_renewed_on_sighup() {
     let sim = PbxSim::start(SimConfig::default()).await.unwrap();
     let certs = tempfile::tempdir().unwrap();
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let old = certificate(certs.path(), "old.pem");
     let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
-    std::fs::write(&cert, certified.cert.pem()).unwrap();
-    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
     let config = ami_config_with(sim.addr().port(), "secret = \"ctipass\"", &["http"]);
     let env = [
         ("CTID__LISTEN__HTTP__CERT", cert.to_str().unwrap()),
@@ -483,10 +491,72 @@ async fn the_api_is_served_over_tls_when_a_certificate_is_set() {
     let ctid = Ctid::start_with(&(config + &http_tokens()), "info", &env);
     let port = ctid.port("http").await;
     assert!(ctid.wait_line("http: listening on").await.contains("(TLS)"));
-    let http = Http::tls(port, &cert);
+    let http = Http::tls(port, &old);
     let (status, body) = http.call("GET", "/api/v1/pbxes", Some(ADMIN), None).await;
     assert_eq!(status, 200, "{body}");
     let (status, _) = http.call("GET", "/api/v1/pbxes", None, None).await;
     assert_eq!(status, 401);
+
+    let new = certificate(certs.path(), "new.pem");
+    ctid.signal("HUP");
+    ctid.wait_line("http: certificate reloaded").await;
+    let (status, _) = Http::tls(port, &new)
+        .call("GET", "/api/v1/pbxes", Some(ADMIN), None)
+        .await;
+    assert_eq!(status, 200);
+    // A new client: the one above keeps its connection open.
+    let refused = Http::tls(port, &old)
+        .attempt("GET", "/api/v1/pbxes", Some(ADMIN), None)
+        .await;
+    assert!(refused.is_err(), "the old certificate is gone: {refused:?}");
     drop(sim);
+}
+
+/// A token's commands wait for a hung Asterisk: past 64 under way, the next is refused at
+/// once (429), and another token's is still served.
+#[tokio::test]
+async fn a_token_has_at_most_64_commands_under_way() {
+    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let config = ami_config_with(
+        sim.addr().port(),
+        "secret = \"ctipass\"\nping_interval = 0",
+        &["http"],
+    );
+    // The commands wait for their answer long enough for the test to see them all sent.
+    let env = [("CTID__TIMEOUTS__SOCKET", "60")];
+    let ctid = Ctid::start_with(&(config + &http_tokens()), "info", &env);
+    let http = Http::new(ctid.port("http").await);
+    ctid.wait_line("resynced with Asterisk").await;
+    sim.set_muted(true);
+    let originate = json!({"from": "alice", "destination": "1099"});
+    let _waiting: Vec<_> = (0..64)
+        .map(|_| {
+            let (http, body) = (http.clone(), originate.clone());
+            tokio::spawn(async move {
+                http.call("POST", "/api/v1/calls", Some(SUP), Some(body))
+                    .await
+            })
+        })
+        .collect();
+    ctid.wait_until("64 originates sent", || {
+        actions_named(&sim, "Originate") == 64
+    })
+    .await;
+    let (status, body) = http
+        .call("POST", "/api/v1/calls", Some(SUP), Some(originate.clone()))
+        .await;
+    assert_eq!((status, &body["error"]), (429, &json!("too_many_requests")));
+    assert_eq!(
+        actions_named(&sim, "Originate"),
+        64,
+        "the refused one sent nothing"
+    );
+    let (status, _) = http.call("GET", "/api/v1/calls", Some(SUP), None).await;
+    assert_eq!(status, 200, "reads are not counted");
+    sim.set_muted(false);
+    let (status, _) = http
+        .call("POST", "/api/v1/calls", Some(ADMIN), Some(originate))
+        .await;
+    assert_eq!(status, 200, "another token's command is served");
+    drop(ctid);
 }

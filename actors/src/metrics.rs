@@ -94,23 +94,23 @@ impl Timings {
     pub fn observe(&self, values: &[&str], d: Duration) {
         let us = (d.as_micros() as u64).clamp(1, MAX_US);
         let mut members = self.lock();
-        let key: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
-        if !members.contains_key(&key) {
-            let (total, window) = (self.empty(), self.empty());
-            members.insert(
-                key.clone(),
-                Timing {
+        // Families are small (a few label values): a scan spares a key per observation.
+        let same = |k: &Vec<String>| k.iter().map(String::as_str).eq(values.iter().copied());
+        let t = match members.iter_mut().find(|(k, _)| same(k)) {
+            Some((_, t)) => t,
+            None => {
+                let key: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
+                let (total, window) = (self.empty(), self.empty());
+                members.entry(key).or_insert(Timing {
                     total,
                     window,
                     sum_us: 0,
-                },
-            );
-        }
-        if let Some(t) = members.get_mut(&key) {
-            let _ = t.total.record(us);
-            let _ = t.window.record(us);
-            t.sum_us = t.sum_us.saturating_add(us);
-        }
+                })
+            }
+        };
+        let _ = t.total.record(us);
+        let _ = t.window.record(us);
+        t.sum_us = t.sum_us.saturating_add(us);
     }
 
     /// The timings since the last reset of the members `keep` accepts, merged.

@@ -499,6 +499,8 @@ pub struct HttpListen {
     pub listener: Listener,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// How often the certificate and key files are checked for a renewal.
+    pub check_interval: Duration,
     /// The largest request body read; a larger one is refused (413).
     pub max_body_bytes: usize,
     /// Whether `GET /metrics` needs a bearer token of `[[http.tokens]]`.
@@ -542,6 +544,7 @@ impl Default for ListenSettings {
                 listener: Listener::on(lo, 9480, true, anywhere()),
                 cert: None,
                 key: None,
+                check_interval: Duration::from_secs(60),
                 max_body_bytes: 64 * 1024,
                 metrics_token: false,
             },

@@ -124,6 +124,8 @@ fn stamps(cert: &Path, key: &Path) -> Stamps {
 /// not match the certificate, say, while they are being replaced one after the other)
 /// leaves the current certificate in place, with the reason logged.
 pub struct CertWatcher {
+    /// The listener it serves, for the log.
+    name: &'static str,
     cert: PathBuf,
     key: PathBuf,
     slot: Arc<CertSlot>,
@@ -133,9 +135,16 @@ pub struct CertWatcher {
 }
 
 impl CertWatcher {
-    pub fn new(cert: PathBuf, key: PathBuf, slot: Arc<CertSlot>, interval: Duration) -> Self {
+    pub fn new(
+        name: &'static str,
+        cert: PathBuf,
+        key: PathBuf,
+        slot: Arc<CertSlot>,
+        interval: Duration,
+    ) -> Self {
         let seen = stamps(&cert, &key);
         CertWatcher {
+            name,
             cert,
             key,
             slot,
@@ -169,13 +178,15 @@ impl CertWatcher {
                     Ok(key) => {
                         act.slot.set(key);
                         info!(
-                            "ctis: certificate reloaded from {}; new connections get it",
+                            "{}: certificate reloaded from {}; new connections get it",
+                            act.name,
                             act.cert.display()
                         );
                     }
-                    Err(e) => {
-                        error!("ctis: certificate not reloaded, keeping the current one: {e}")
-                    }
+                    Err(e) => error!(
+                        "{}: certificate not reloaded, keeping the current one: {e}",
+                        act.name
+                    ),
                 }
             }),
         );

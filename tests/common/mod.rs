@@ -206,6 +206,19 @@ impl Http {
         token: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> (u16, String) {
+        self.attempt(method, path, token, body)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// [`Http::raw`], or why no answer came (a refused TLS handshake, ...).
+    pub async fn attempt(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, String), ureq::Error> {
         let (agent, url) = (self.agent.clone(), format!("{}{path}", self.base));
         let (method, token) = (method.to_owned(), token.map(str::to_owned));
         tokio::task::spawn_blocking(move || {
@@ -219,9 +232,9 @@ impl Http {
                 request = request.header("Content-Type", "application/json");
             }
             let request = request.body(body.unwrap_or_default()).unwrap();
-            let mut response = agent.run(request).unwrap();
+            let mut response = agent.run(request)?;
             let status = response.status().as_u16();
-            (status, response.body_mut().read_to_string().unwrap())
+            Ok((status, response.body_mut().read_to_string()?))
         })
         .await
         .unwrap()

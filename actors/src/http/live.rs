@@ -23,6 +23,7 @@ use futures_util::stream::LocalBoxStream;
 use futures_util::{FutureExt, StreamExt};
 
 use super::{authorize, shared, Answer, ApiError, Route};
+use crate::health::Health;
 use crate::outbox::MessageSink;
 use crate::session::{Inbound, Session, Transport, Unauthenticated};
 
@@ -49,6 +50,16 @@ pub static ROUTES: &[Route] = &[
     },
 ];
 
+/// What the probes and `/ws` use.
+pub struct Live {
+    pub health: Health,
+    /// Whether `/metrics` needs a bearer token (`listen.http.metrics_token`).
+    pub metrics_token: bool,
+    /// Whether this node serves clients (cluster mode: an edge); others serve the probes
+    /// alone.
+    pub edge: bool,
+}
+
 /// The routes every node serves, an edge or not.
 pub const PROBES: [&str; 3] = ["/health", "/ready", "/metrics"];
 
@@ -57,12 +68,12 @@ pub const PROBES: [&str; 3] = ["/health", "/ready", "/metrics"];
 pub const OVERSIZE: usize = 4;
 
 fn health(req: HttpRequest, _: web::Payload) -> LocalBoxFuture<'static, Answer> {
-    let answer = HttpResponse::Ok().json(shared(&req).health.live());
+    let answer = HttpResponse::Ok().json(shared(&req).live.health.live());
     Box::pin(async move { Ok(answer) })
 }
 
 fn ready(req: HttpRequest, _: web::Payload) -> LocalBoxFuture<'static, Answer> {
-    let (ready, details) = shared(&req).health.ready();
+    let (ready, details) = shared(&req).live.health.ready();
     let status = match ready {
         true => StatusCode::OK,
         false => StatusCode::SERVICE_UNAVAILABLE,
@@ -74,7 +85,7 @@ fn ready(req: HttpRequest, _: web::Payload) -> LocalBoxFuture<'static, Answer> {
 fn metrics(req: HttpRequest, _: web::Payload) -> LocalBoxFuture<'static, Answer> {
     Box::pin(async move {
         let shared = shared(&req);
-        if shared.metrics_token {
+        if shared.live.metrics_token {
             authorize(&req)?;
         }
         Ok(HttpResponse::Ok()

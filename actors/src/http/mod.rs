@@ -13,6 +13,7 @@ pub mod live;
 pub mod rest;
 pub mod wallboard;
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -28,7 +29,6 @@ use ring::digest::{digest, SHA256};
 use serde_json::{json, Map, Value};
 
 use crate::allow::AllowList;
-use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::session::SessionShared;
 use crate::settings::HttpToken;
@@ -46,14 +46,36 @@ pub struct HttpShared {
     pub max_body: usize,
     /// Peers outside it are refused.
     pub allow: AllowList,
-    pub health: Health,
-    /// Whether `/metrics` needs a bearer token (`listen.http.metrics_token`).
-    pub metrics_token: bool,
-    /// Whether this node serves clients (cluster mode: an edge); others serve the probes
-    /// alone.
-    pub edge: bool,
-    /// Commands and queries under way.
-    pub in_flight: Arc<AtomicUsize>,
+    /// What the probes and `/ws` use.
+    pub live: live::Live,
+    /// Commands and record queries under way, by token name.
+    pub in_flight: HashMap<String, Arc<AtomicUsize>>,
+}
+
+impl HttpShared {
+    pub fn new(
+        sessions: Arc<SessionShared>,
+        tokens: &[HttpToken],
+        metrics: Metrics,
+        report: Report,
+        max_body: usize,
+        allow: AllowList,
+        live: live::Live,
+    ) -> HttpShared {
+        HttpShared {
+            sessions,
+            in_flight: tokens
+                .iter()
+                .map(|t| (t.name.clone(), Arc::default()))
+                .collect(),
+            tokens: tokens.iter().cloned().map(Arc::new).collect(),
+            metrics,
+            report,
+            max_body,
+            allow,
+            live,
+        }
+    }
 }
 
 /// What a handler answers.
@@ -269,7 +291,7 @@ fn app(
         InitError = (),
     >,
 > {
-    let edge = data.edge;
+    let edge = data.live.edge;
     let served = move |r: &&Route| edge || live::PROBES.contains(&r.path);
     let mut paths: Vec<&'static str> = Vec::new();
     for r in routes().filter(served) {

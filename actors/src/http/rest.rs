@@ -53,15 +53,20 @@ const fn route(method: &'static str, path: &'static str, handler: super::RouteHa
     }
 }
 
-/// Commands and record queries under way over HTTP, at most; more are refused (429).
-const MAX_IN_FLIGHT: usize = 256;
+/// Commands and record queries of one token under way, at most; more are refused (429):
+/// they queue in actors and threads every tenant shares.
+const MAX_IN_FLIGHT: usize = 64;
 
-/// Counts one command or query until it is answered.
+/// Counts one command or query of a token until it is answered.
 struct InFlight(Arc<AtomicUsize>);
 
 impl InFlight {
-    fn take(shared: &HttpShared) -> Result<InFlight, ApiError> {
-        let count = shared.in_flight.clone();
+    fn take(shared: &HttpShared, token: &HttpToken) -> Result<InFlight, ApiError> {
+        let count = shared
+            .in_flight
+            .get(&token.name)
+            .cloned()
+            .ok_or(ErrorCode::Unauthorized)?;
         if count.fetch_add(1, Ordering::Relaxed) >= MAX_IN_FLIGHT {
             count.fetch_sub(1, Ordering::Relaxed);
             return Err(ErrorCode::TooManyRequests.into());
@@ -131,14 +136,15 @@ fn visible_calls(shared: &HttpShared, token: &HttpToken) -> Vec<Arc<Call>> {
     calls
 }
 
-/// A call as the token may see it: only its own contexts of a call that spans others.
+/// A call as the token may see it: a call that spans contexts the token does not reach
+/// shows one of its own only.
 fn shown(call: &Call, token: &HttpToken) -> Value {
-    let shown = match call.contexts.iter().find(|c| !token.sees(c)) {
-        None => Shown::new(call),
-        Some(_) => match call.contexts.iter().find(|c| token.sees(c)) {
-            Some(own) => Shown::only(call, own),
-            None => Shown::new(call),
-        },
+    let shown = match call.contexts.iter().all(|c| token.sees(c)) {
+        true => Shown::new(call),
+        false => {
+            let own = call.contexts.iter().find(|c| token.sees(c));
+            Shown::only(call, own.map_or("", String::as_str))
+        }
     };
     serde_json::to_value(shown).unwrap_or(Value::Null)
 }
@@ -196,8 +202,13 @@ fn text<'a>(body: &'a Map<String, Value>, key: &str) -> Result<&'a str, ApiError
 
 /// Plans and runs `ipbxcommand` `fields` for `by`: 200 with its outcome once done, 502 if
 /// the PBX refused or failed it, or the refusal.
-async fn command(shared: &HttpShared, fields: Map<String, Value>, by: Issuer) -> Answer {
-    let _counted = InFlight::take(shared)?;
+async fn command(
+    shared: &HttpShared,
+    token: &HttpToken,
+    fields: Map<String, Value>,
+    by: Issuer,
+) -> Answer {
+    let _counted = InFlight::take(shared, token)?;
     let name = fields
         .get("command")
         .and_then(Value::as_str)
@@ -241,7 +252,7 @@ async fn call_command(req: &HttpRequest, name: &str, extra: Map<String, Value>) 
     let mut fields = extra;
     fields.insert("command".into(), name.into());
     fields.insert("call_id".into(), call.id.clone().into());
-    command(&shared, fields, by).await
+    command(&shared, &token, fields, by).await
 }
 
 fn list_calls(req: HttpRequest, _: web::Payload) -> LocalBoxFuture<'static, Answer> {
@@ -295,7 +306,7 @@ fn originate(req: HttpRequest, payload: web::Payload) -> LocalBoxFuture<'static,
         fields.insert("command".into(), "originate".into());
         fields.insert("source".into(), line.interface.into());
         fields.insert("destination".into(), destination.into());
-        command(&shared, fields, by).await
+        command(&shared, &token, fields, by).await
     })
 }
 
@@ -363,7 +374,7 @@ fn disposition(req: HttpRequest, payload: web::Payload) -> LocalBoxFuture<'stati
             (Err(_), TokenContexts::All) => vec![ALL.to_owned()],
             (Err(_), TokenContexts::Only(names)) => names.clone(),
         };
-        let _counted = InFlight::take(&shared)?;
+        let _counted = InFlight::take(&shared, &token)?;
         let at = timenow();
         for context in contexts {
             let by = issuer(&token, &context)?;
@@ -413,13 +424,17 @@ fn history_filter(
 }
 
 /// Runs a history query; the rows.
-async fn history(shared: &HttpShared, filter: HistoryFilter) -> Result<Vec<Value>, ApiError> {
+async fn history(
+    shared: &HttpShared,
+    token: &HttpToken,
+    filter: HistoryFilter,
+) -> Result<Vec<Value>, ApiError> {
     let store = shared
         .sessions
         .store
         .clone()
         .ok_or(ErrorCode::StoreUnavailable)?;
-    let _counted = InFlight::take(shared)?;
+    let _counted = InFlight::take(shared, token)?;
     store.history(filter).await.map_err(|e| {
         log::warn!("http: a records query failed: {e}");
         e.code().into()
@@ -442,7 +457,7 @@ fn list_records(req: HttpRequest, _: web::Payload) -> LocalBoxFuture<'static, An
         };
         let filter = history_filter(&q, context)?;
         let (limit, offset) = (filter.limit, filter.offset);
-        let records = history(&shared(&req), filter).await?;
+        let records = history(&shared(&req), &token, filter).await?;
         let next = (records.len() == limit).then_some(offset + limit);
         Ok(HttpResponse::Ok().json(json!({"records": records, "next_offset": next})))
     })
@@ -464,7 +479,7 @@ fn get_record(req: HttpRequest, _: web::Payload) -> LocalBoxFuture<'static, Answ
                 limit: 1,
                 ..HistoryFilter::default()
             };
-            if let Some(row) = history(&shared, filter).await?.pop() {
+            if let Some(row) = history(&shared, &token, filter).await?.pop() {
                 return Ok(HttpResponse::Ok().json(row));
             }
         }
