@@ -604,7 +604,6 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         sessions: sessions.clone(),
         report: report.clone(),
         directory: handle.clone(),
-        families: None,
     });
     let health = Health {
         started: Instant::now(),

@@ -351,11 +351,11 @@ impl Metrics {
 
     /// Adds what `sources` hold to every scrape.
     pub fn watch(&self, sources: Sources) {
-        let sources = Sources {
-            families: Some(self.0.families.clone()),
-            ..sources
+        let scraped = Scraped {
+            sources,
+            families: self.0.families.clone(),
         };
-        lock(&self.0.registry).register_collector(Box::new(sources));
+        lock(&self.0.registry).register_collector(Box::new(scraped));
     }
 
     /// The registry in the Prometheus text format.
@@ -516,13 +516,17 @@ pub struct Sources {
     pub sessions: SessionRegistry,
     pub report: Report,
     pub directory: DirectoryHandle,
-    /// Set by [`Metrics::watch`].
-    pub families: Option<Families>,
 }
 
-impl fmt::Debug for Sources {
+/// The sources and the screen pop counters, read at each scrape.
+struct Scraped {
+    sources: Sources,
+    families: Families,
+}
+
+impl fmt::Debug for Scraped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Sources")
+        f.write_str("Scraped")
     }
 }
 
@@ -551,18 +555,19 @@ fn actor_kind(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-impl Collector for Sources {
+impl Collector for Scraped {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         use MetricType::{Counter as C, Gauge as G};
-        let links: Vec<_> = self
+        let (s, f) = (&self.sources, &self.families);
+        let links: Vec<_> = s
             .pbxes
             .iter()
             .map(|p| (p.name.to_string(), p.stats.snapshot()))
             .collect();
-        let by_pbx = |f: fn(&crate::ami::LinkStatus) -> u64| {
+        let by_pbx = |count: fn(&crate::ami::LinkStatus) -> u64| {
             links
                 .iter()
-                .map(move |(name, l)| ([("pbx", name.clone())], f(l) as f64))
+                .map(move |(name, l)| ([("pbx", name.clone())], count(l) as f64))
         };
         family(
             &mut encoder,
@@ -593,7 +598,7 @@ impl Collector for Sources {
             by_pbx(|l| u64::from(l.synced)),
         )?;
 
-        let dir = self.directory.get();
+        let dir = s.directory.get();
         let mut deliveries = Vec::new();
         let mut slow = Vec::new();
         let mut live = Vec::new();
@@ -601,8 +606,8 @@ impl Collector for Sources {
             .queues()
             .map(|q| ((q.pbx.clone(), q.name.clone()), BTreeSet::new()))
             .collect();
-        for key in self.partitions.keys() {
-            let Some(core) = self.partitions.core(&key) else {
+        for key in s.partitions.keys() {
+            let Some(core) = s.partitions.core(&key) else {
                 continue;
             };
             let core = lock(&core);
@@ -625,7 +630,7 @@ impl Collector for Sources {
             }
             let calls: Vec<_> = core.calls().map(|c| c.contexts.clone()).collect();
             for c in dir.contexts() {
-                if self.partitions.key(&c.name) == key {
+                if s.partitions.key(&c.name) == key {
                     let n = calls.iter().filter(|cs| cs.contains(&c.name)).count();
                     live.push(([("context", c.name.clone())], n as f64));
                 }
@@ -664,9 +669,9 @@ impl Collector for Sources {
 
         let mut sessions: BTreeMap<String, u64> = dir
             .contexts()
-            .map(|c| (self.partitions.key(&c.name).to_owned(), 0))
+            .map(|c| (s.partitions.key(&c.name).to_owned(), 0))
             .collect();
-        for (partition, n) in self.sessions.by_partition() {
+        for (partition, n) in s.sessions.by_partition() {
             if let Some(count) = sessions.get_mut(&partition) {
                 *count += n as u64;
             }
@@ -683,7 +688,7 @@ impl Collector for Sources {
 
         let mut restarts: BTreeMap<String, u64> = BTreeMap::new();
         let mut given_up = 0;
-        for (path, status) in self.report.snapshot() {
+        for (path, status) in s.report.snapshot() {
             *restarts.entry(actor_kind(&path).to_owned()).or_default() += status.restarts;
             given_up += u64::from(status.state == ChildState::GivenUp);
         }
@@ -704,23 +709,21 @@ impl Collector for Sources {
             [([], given_up as f64)],
         )?;
 
-        if let Some(f) = &self.families {
-            let inbound = [("direction", "inbound".to_owned())];
-            let offered = f.offered.get_or_create(&inbound).get();
-            let complete = f.complete.get_or_create(&inbound).get();
-            let share = if offered == 0 {
-                1.0
-            } else {
-                complete as f64 / offered as f64
-            };
-            family(
-                &mut encoder,
-                "ctid_screen_pop_completeness",
-                "share of offered inbound calls whose first event had the caller resolved in the directory, or attached data (1 before any)",
-                G,
-                [([("direction", "inbound".to_owned())], share)],
-            )?;
-        }
+        let inbound = [("direction", "inbound".to_owned())];
+        let offered = f.offered.get_or_create(&inbound).get();
+        let complete = f.complete.get_or_create(&inbound).get();
+        let share = if offered == 0 {
+            1.0
+        } else {
+            complete as f64 / offered as f64
+        };
+        family(
+            &mut encoder,
+            "ctid_screen_pop_completeness",
+            "share of offered inbound calls whose first event had the caller resolved in the directory, or attached data (1 before any)",
+            G,
+            [([("direction", "inbound".to_owned())], share)],
+        )?;
         Ok(())
     }
 }
