@@ -164,4 +164,16 @@ async function endToEnd(page, frames) {
   );
   const answered = await page.textContent('#queues tr[data-queue="support"] .answered');
   check(answered === "1", "the call alice took counts as answered, the one ended while waiting as abandoned");
+
+  // The media branch adds `call.media`; no call of the simulator has it here, so the page
+  // is shown one that does, as a call event would bring it.
+  const codec = await page.evaluate(() => {
+    state.calls.set("x:1", { id: "x:1", state: "bridged", created: now(), caller: {}, callee: {}, media: { codec: "g722" } });
+    renderCalls();
+    const shown = document.querySelector('#calls tr[data-call-id="x:1"] .codec').textContent;
+    state.calls.delete("x:1");
+    renderCalls();
+    return shown;
+  });
+  check(codec === "g722", "a call's codec shows when it has one");
 }
