@@ -402,6 +402,7 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         metrics.clone(),
         handles(&partition_threads),
     );
+    let partitions = partitions.with_board(settings.wallboard);
     let partitions = match &cluster {
         Some(c) => partitions.fed_by(c.clone(), settings.cluster.contexts.clone()),
         None => partitions,

@@ -21,6 +21,7 @@ use ctid_actors::settings::{
 use ctid_proto::cidr::Cidr;
 use ctid_proto::commands::CommandSettings;
 use ctid_proto::rights::Role;
+use ctid_proto::wallboard::BoardSettings;
 
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "CTID";
@@ -209,6 +210,22 @@ fn read(r: &mut Reader) -> Settings {
     if commands.hold_context.is_empty() {
         r.problem("commands.hold_context", "must not be empty");
     }
+    let wallboard = BoardSettings {
+        service_level: r
+            .seconds(
+                "wallboard.service_level_seconds",
+                Duration::from_secs_f64(d.wallboard.service_level),
+                1.0,
+                3600.0,
+            )
+            .as_secs_f64(),
+        utc_offset: f64::from(r.integer(
+            "wallboard.utc_offset_minutes",
+            (d.wallboard.utc_offset / 60.0) as i32,
+            -1440,
+            1440,
+        )) * 60.0,
+    };
     let cluster = read_cluster(r, &d.cluster, &pbxes);
     let threads = ThreadSettings {
         partitions: r.integer("threads.partitions", d.threads.partitions, 0, 1024),
@@ -226,6 +243,7 @@ fn read(r: &mut Reader) -> Settings {
         sessions,
         store,
         commands,
+        wallboard,
         threads,
         cluster,
         http: read_http(r),

@@ -18,6 +18,7 @@ use ctid_proto::calls::{Call, CallState, EventKind};
 use ctid_proto::cti::{encode_call_event, replayed, timenow, ErrorCode, Reply};
 use ctid_proto::directory::Directory;
 use ctid_proto::lists::{config_changes, Live, Scope};
+use ctid_proto::wallboard::{board, BoardSettings, LagWindow, QueueTally};
 use ctid_proto::wire::{LiveCall, WireChange, WireEvent};
 use log::info;
 use serde::Serialize;
@@ -127,6 +128,12 @@ pub struct PartitionCore {
     /// The newest lease epoch seen per PBX (cluster mode): older ones are dropped.
     epochs: HashMap<String, u64>,
     metrics: Metrics,
+    /// Queue figures of today, and the event lags of the last minute, for wallboards.
+    tally: QueueTally,
+    lags: LagWindow,
+    /// Members that asked for the wallboard, and the last board they were sent.
+    boards: HashSet<SessionId>,
+    last_board: Option<serde_json::Value>,
     /// When the AMI events being published were read, for the lag to the clients' sockets.
     received: Option<Instant>,
 }
@@ -156,7 +163,13 @@ fn slow_notice() -> Bytes {
 
 impl PartitionCore {
     pub fn new(key: &str, limits: ReplayLimits) -> Arc<Mutex<PartitionCore>> {
-        Self::with_readiness(key, limits, true, Metrics::default())
+        Self::with_readiness(
+            key,
+            limits,
+            true,
+            Metrics::default(),
+            BoardSettings::default(),
+        )
     }
 
     fn with_readiness(
@@ -164,6 +177,7 @@ impl PartitionCore {
         limits: ReplayLimits,
         ready: bool,
         metrics: Metrics,
+        board: BoardSettings,
     ) -> Arc<Mutex<PartitionCore>> {
         Arc::new(Mutex::new(PartitionCore {
             key: key.to_owned(),
@@ -179,12 +193,20 @@ impl PartitionCore {
             known: 0,
             epochs: HashMap::new(),
             metrics,
+            tally: QueueTally::new(board, timenow()),
+            lags: LagWindow::default(),
+            boards: HashSet::new(),
+            last_board: None,
             received: None,
         }))
     }
 
     /// Numbers and encodes a change; with whether it went out stale.
     fn encode(&mut self, change: Change, now: f64) -> Option<(u64, Bytes, bool)> {
+        match &change {
+            Change::Call(kind, call, _) => self.tally.observe(*kind, call, now),
+            Change::Left(id, _) => self.tally.forget(id, now),
+        }
         let stale = |at: f64| now - at > self.limits.stale_after.as_secs_f64();
         let (line, stale) = match change {
             // Already ended here (by a reconcile): a call ends once.
@@ -327,12 +349,86 @@ impl PartitionCore {
         slow.into_iter().filter_map(|id| self.leave(id)).collect()
     }
 
+    /// Queues `line` for the members of `ids` only; returns those dropped as slow
+    /// consumers.
+    fn push_to(&mut self, ids: &[SessionId], line: &Bytes) -> Vec<Member> {
+        let slow: Vec<SessionId> = ids
+            .iter()
+            .filter(|id| {
+                self.members.get(id).is_some_and(|member| {
+                    let queued = member.outbox.push(line.clone(), slow_notice, false).is_ok();
+                    if queued {
+                        member.outbox.wake_since(None);
+                    }
+                    !queued
+                })
+            })
+            .copied()
+            .collect();
+        self.stats.slow_consumers += slow.len() as u64;
+        slow.into_iter().filter_map(|id| self.leave(id)).collect()
+    }
+
+    /// The wallboard of this partition now, as its members see it.
+    fn board(&self, dir: &Directory, now: f64) -> serde_json::Value {
+        let live = self.live();
+        let board = board(&self.key, dir, &self.tally, &live, &self.lags, now);
+        serde_json::to_value(board).unwrap_or_default()
+    }
+
+    fn board_line(board: &serde_json::Value, now: f64) -> Bytes {
+        let mut reply = Reply::new("queue_stats");
+        if let serde_json::Value::Object(fields) = board {
+            for (k, v) in fields {
+                reply = reply.with(k, v.clone());
+            }
+        }
+        reply.encode(now)
+    }
+
+    /// Member `id` gets the wallboard now, and each change of it from now on. Returns the
+    /// members dropped as slow consumers.
+    pub fn watch_board(&mut self, id: SessionId, dir: &Directory) -> Vec<Member> {
+        if !self.members.contains_key(&id) {
+            return Vec::new();
+        }
+        let now = timenow();
+        let board = self.board(dir, now);
+        let line = Self::board_line(&board, now);
+        // The first watcher's board is what the others (none yet) were last sent.
+        if self.boards.is_empty() {
+            self.last_board = Some(board);
+        }
+        self.boards.insert(id);
+        self.push_to(&[id], &line)
+    }
+
+    /// Notes the time passing (a new minute, a new day) and sends the wallboard to its
+    /// watchers if it changed.
+    fn tick_board(&mut self, dir: &Directory) -> Vec<Member> {
+        let now = timenow();
+        self.tally.tick(now);
+        if self.boards.is_empty() {
+            self.last_board = None;
+            return Vec::new();
+        }
+        let board = self.board(dir, now);
+        if self.last_board.as_ref() == Some(&board) {
+            return Vec::new();
+        }
+        let line = Self::board_line(&board, now);
+        self.last_board = Some(board);
+        let ids: Vec<SessionId> = self.boards.iter().copied().collect();
+        self.push_to(&ids, &line)
+    }
+
     fn join(&mut self, id: SessionId, member: Member) {
         self.by_user.entry(member.user_id).or_default().push(id);
         self.members.insert(id, member);
     }
 
     fn leave(&mut self, id: SessionId) -> Option<Member> {
+        self.boards.remove(&id);
         let member = self.members.remove(&id)?;
         if let Some(sessions) = self.by_user.get_mut(&member.user_id) {
             sessions.retain(|s| *s != id);
@@ -462,6 +558,7 @@ pub struct Partitions {
     cluster: Option<Cluster>,
     /// Cluster mode: the contexts this edge serves (empty: all).
     only: Arc<[String]>,
+    board: BoardSettings,
 }
 
 impl Partitions {
@@ -481,7 +578,32 @@ impl Partitions {
             arbiters: arbiters.into(),
             cluster: None,
             only: Arc::new([]),
+            board: BoardSettings::default(),
         }
+    }
+
+    /// What the wallboards count as within the service level, and as today.
+    pub fn with_board(mut self, board: BoardSettings) -> Self {
+        self.board = board;
+        self
+    }
+
+    /// The wallboard of partition `key` now; None if there is no such partition.
+    pub fn board(&self, key: &str) -> Option<serde_json::Value> {
+        let core = self.core(key)?;
+        let board = lock(&core).board(&self.directory.get(), timenow());
+        Some(board)
+    }
+
+    /// Session `session`, a member of partition `key`, gets its wallboard from now on;
+    /// false if there is no such partition.
+    pub fn watch_board(&self, key: &str, session: SessionId) -> bool {
+        let Some(core) = self.core(key) else {
+            return false;
+        };
+        let slow = lock(&core).watch_board(session, &self.directory.get());
+        Partition::kick(slow);
+        true
     }
 
     /// Cluster mode: partitions are fed from their context's stream, and only the contexts
@@ -576,7 +698,8 @@ impl Partitions {
                 .entry(key.to_owned())
                 .or_insert_with(|| {
                     let metrics = self.metrics.clone();
-                    let core = PartitionCore::with_readiness(key, self.limits, ready, metrics);
+                    let core =
+                        PartitionCore::with_readiness(key, self.limits, ready, metrics, self.board);
                     (Slot::new(), core)
                 })
                 .clone();
@@ -632,8 +755,15 @@ impl Actor for Partition {
         ctx.set_mailbox_capacity(4096);
         ctx.add_stream(self.directory.changes());
         self.follow(ctx);
+        ctx.run_interval(BOARD_PERIOD, |act, _| {
+            let slow = lock(&act.core).tick_board(&act.directory.get());
+            Self::kick(slow);
+        });
     }
 }
+
+/// How often wallboards are sent what changed: the page ticks waits between two.
+const BOARD_PERIOD: Duration = Duration::from_secs(1);
 
 /// How long a broken feed waits before it starts again.
 const FEED_RETRY: Duration = Duration::from_secs(1);
@@ -729,8 +859,10 @@ impl Handler<PartitionEvents> for Partition {
         let mut core = lock(&self.core);
         core.received = Some(msg.received);
         let slow = core.publish(msg.changes);
+        let lag = msg.received.elapsed();
+        core.lags.record(timenow(), lag.as_secs_f64() * 1000.0);
         drop(core);
-        self.metrics.event_lag(msg.received.elapsed());
+        self.metrics.event_lag(lag);
         Self::kick(slow);
     }
 }
@@ -858,7 +990,13 @@ mod tests {
             bytes: 1 << 20,
             stale_after: Duration::from_secs(2),
         };
-        let core = PartitionCore::with_readiness("default", limits, true, metrics.clone());
+        let core = PartitionCore::with_readiness(
+            "default",
+            limits,
+            true,
+            metrics.clone(),
+            BoardSettings::default(),
+        );
         let mut c = lock(&core);
         let old = timenow() - 60.0;
         c.publish(vec![Change::Call(EventKind::Offered, call("5.1"), old)]);
@@ -964,6 +1102,7 @@ mod tests {
             },
             false,
             Metrics::default(),
+            BoardSettings::default(),
         );
         let mut c = lock(&core);
         c.publish_at(1, 3, wire(5, EventKind::Offered, "1.1"));
@@ -1008,5 +1147,65 @@ mod tests {
         assert_eq!(c.subscribe(sub(2)), Err(ErrorCode::ResyncRequired));
         assert_eq!(c.subscribe(sub(9)), Err(ErrorCode::ResyncRequired));
         assert_eq!(c.subscribe(sub(3)), Ok(5));
+    }
+
+    /// A wallboard watcher gets the board at once, then only when it changed: a queued
+    /// call, and nothing while nothing happens.
+    #[actix_rt::test]
+    async fn a_wallboard_goes_to_its_watchers_only_and_only_when_it_changed() {
+        let dir = Directory::parse(
+            "[[contexts]]\nname = \"default\"\ndialplan = [\"default\"]\n\
+             [[queues]]\nname = \"support\"\ncontext = \"default\"\n",
+        )
+        .unwrap();
+        let core = PartitionCore::new(
+            "default",
+            ReplayLimits {
+                events: 100,
+                bytes: 1 << 20,
+                stale_after: Duration::from_secs(3600),
+            },
+        );
+        let mut c = lock(&core);
+        let outbox = |_| {
+            Outbox::new(Budget {
+                max_bytes: 1 << 20,
+                max_messages: 100,
+            })
+        };
+        let (watcher, other) = (outbox(1), outbox(2));
+        for (id, o) in [(1, &watcher), (2, &other)] {
+            c.subscribe(Subscribe {
+                session: id,
+                member: member(o),
+                resume_after: None,
+                ack: Box::new(|_| Bytes::from_static(b"{}\n")),
+            })
+            .unwrap();
+        }
+        assert!(c.watch_board(1, &dir).is_empty());
+        let boards = |o: &Outbox| {
+            o.queued_json()
+                .into_iter()
+                .filter(|m| m["class"] == "queue_stats")
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(boards(&watcher).len(), 1, "at once");
+        c.tick_board(&dir);
+        c.tick_board(&dir);
+        assert_eq!(boards(&watcher).len(), 1, "nothing changed");
+        let mut queued = (*call("4.1")).clone();
+        queued.state = CallState::Queued;
+        queued.queue = Some("support".into());
+        c.publish(vec![Change::Call(
+            EventKind::Queued,
+            Arc::new(queued),
+            timenow(),
+        )]);
+        c.tick_board(&dir);
+        let got = boards(&watcher);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1]["queues"][0]["waiting"], 1);
+        assert!(boards(&other).is_empty(), "only to who asked");
     }
 }

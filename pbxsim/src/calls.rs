@@ -345,7 +345,12 @@ pub struct ChannelTable(HashMap<String, Chan>);
 
 impl ChannelTable {
     pub fn update(&mut self, call: &Call, ended: bool) {
-        for c in [&call.caller, &call.callee] {
+        self.set(&[call.caller.clone(), call.callee.clone()], ended);
+    }
+
+    /// Adds or updates `chans`, or removes them (`ended`).
+    pub fn set(&mut self, chans: &[Chan], ended: bool) {
+        for c in chans {
             if ended {
                 self.0.remove(&c.uniqueid);
             } else {

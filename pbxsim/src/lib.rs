@@ -5,6 +5,7 @@
 //! demand. It reuses ctid's own AMI codec.
 
 pub mod calls;
+pub mod queue;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -24,6 +25,7 @@ use tokio::task::JoinHandle;
 use tokio_util::codec::FramedRead;
 
 use calls::{Call, CallPlan, ChannelTable, Stage};
+use queue::{QueueCall, QueuePlan};
 
 pub const BANNER: &str = "Asterisk Call Manager/11.0.0";
 
@@ -122,6 +124,9 @@ struct Shared {
     actions: Mutex<Vec<AmiMessage>>,
     channels: Mutex<ChannelTable>,
     schedule: Mutex<Schedule>,
+    /// Calls in or out of a queue, by number.
+    queued: Mutex<HashMap<u64, QueueCall>>,
+    next_queued: AtomicU64,
     /// Held while the channel table and the event stream change together, and while a
     /// list is taken: a list then shows what the events before it in the stream made, as
     /// Asterisk's do.
@@ -264,6 +269,40 @@ impl Shared {
         true
     }
 
+    fn queue_call(&self, context: &str, queue: &str, number: &str, name: &str) -> (u64, String) {
+        let seq = self.next_queued.fetch_add(1, Ordering::Relaxed);
+        let mut call = QueueCall::new(context, queue, number, name, seq, &mut || self.uniqueid());
+        let id = call.caller.uniqueid.clone();
+        let events = call.join();
+        lock(&self.queued).insert(seq, call);
+        self.step_queued(seq, false, |_, _| events);
+        (seq, id)
+    }
+
+    /// Changes queue call `seq` with `step`, and sends the events it makes; false if
+    /// there is no such call. `end` forgets it.
+    fn step_queued(
+        &self,
+        seq: u64,
+        end: bool,
+        step: impl FnOnce(&mut QueueCall, &mut dyn FnMut() -> String) -> Vec<AmiPacket>,
+    ) -> bool {
+        let mut queued = lock(&self.queued);
+        let Some(call) = queued.get_mut(&seq) else {
+            return false;
+        };
+        let events = step(call, &mut || self.uniqueid());
+        let chans = call.channels();
+        if end {
+            queued.remove(&seq);
+        }
+        let order = lock(&self.order);
+        lock(&self.channels).set(&chans, end);
+        self.broadcast(&events);
+        drop(order);
+        true
+    }
+
     fn has_channel(&self, name: &str) -> bool {
         lock(&self.channels)
             .channels()
@@ -324,6 +363,8 @@ impl PbxSim {
             actions: Mutex::default(),
             channels: Mutex::default(),
             schedule: Mutex::default(),
+            queued: Mutex::default(),
+            next_queued: AtomicU64::new(1),
             order: Mutex::default(),
             wake: Notify::new(),
             trace: Trace::default(),
@@ -425,6 +466,45 @@ impl PbxSim {
         (call.caller.uniqueid, call.caller.name, call.callee.name)
     }
 
+    /// An outside caller, `number` shown as `name`, enters `queue` from dialplan
+    /// `context`; returns the call's number for the other queue steps, and its id (the
+    /// caller channel's Uniqueid).
+    pub fn queue_call(
+        &self,
+        context: &str,
+        queue: &str,
+        number: &str,
+        name: &str,
+    ) -> (u64, String) {
+        self.shared.queue_call(context, queue, number, name)
+    }
+
+    /// The queue rings member `interface` (`PJSIP/1001`), named `member`, for call `seq`.
+    pub fn ring_member(&self, seq: u64, interface: &str, member: &str) -> bool {
+        self.shared
+            .step_queued(seq, false, |c, ids| c.ring(interface, member, ids()))
+    }
+
+    /// The member rung for call `seq` answers and takes it.
+    pub fn connect_member(&self, seq: u64) -> bool {
+        self.shared.step_queued(seq, false, |c, _| c.connect())
+    }
+
+    /// Queue call `seq` ends: hung up after its talk, or abandoned if no member took it
+    /// (after waiting `waited`).
+    pub fn end_queue_call(&self, seq: u64, waited: Duration) -> bool {
+        self.shared.step_queued(seq, true, |c, _| c.hang_up(waited))
+    }
+
+    /// Generates queue calls by `plan` until its limit or until the handle is dropped
+    /// (calls under way still end).
+    pub fn run_queues(&self, plan: QueuePlan) -> CallsHandle {
+        let started = Arc::new(AtomicU64::new(0));
+        let counter = started.clone();
+        let task = tokio::spawn(generate_queued(self.shared.clone(), plan, counter));
+        CallsHandle { task, started }
+    }
+
     /// Live calls, and how many of them are answered (bridged).
     pub fn calls(&self) -> (usize, usize) {
         let schedule = lock(&self.shared.schedule);
@@ -512,6 +592,70 @@ async fn generate(shared: Arc<Shared>, plan: CallPlan, started: Arc<AtomicU64>) 
             n += 1;
             started.store(n, Ordering::Relaxed);
         }
+    }
+}
+
+/// The members free to take a call, per queue of a plan: (interface, name).
+type FreeMembers = Vec<Vec<(String, String)>>;
+
+/// One queue call of a plan: it waits for a free member of its queue, up to the caller's
+/// patience; a member rings, answers, talks, and is free again after the hangup.
+async fn queued_call(
+    shared: Arc<Shared>,
+    plan: Arc<QueuePlan>,
+    free: Arc<Mutex<FreeMembers>>,
+    n: u64,
+) {
+    let spec = n as usize % plan.queues.len();
+    let q = &plan.queues[spec];
+    let number = format!("+3361{:07}", fastrand::u32(0..10_000_000));
+    let (seq, _) = shared.queue_call(&q.context, &q.queue, &number, &format!("Customer {n}"));
+    let begin = tokio::time::Instant::now();
+    let patience = between(plan.patience);
+    let member = loop {
+        if let Some(m) = lock(&free)[spec].pop() {
+            break Some(m);
+        }
+        if begin.elapsed() >= patience {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let Some((interface, name)) = member else {
+        shared.step_queued(seq, true, |c, _| c.hang_up(begin.elapsed()));
+        return;
+    };
+    shared.step_queued(seq, false, |c, ids| c.ring(&interface, &name, ids()));
+    tokio::time::sleep(plan.ring).await;
+    shared.step_queued(seq, false, |c, _| c.connect());
+    tokio::time::sleep(between(plan.talk)).await;
+    shared.step_queued(seq, true, |c, _| c.hang_up(begin.elapsed()));
+    lock(&free)[spec].insert(0, (interface, name));
+}
+
+fn between((low, high): (Duration, Duration)) -> Duration {
+    low + (high.saturating_sub(low)).mul_f64(fastrand::f64())
+}
+
+async fn generate_queued(shared: Arc<Shared>, plan: QueuePlan, started: Arc<AtomicU64>) {
+    if plan.queues.is_empty() || plan.rate <= 0.0 {
+        return;
+    }
+    let free = Arc::new(Mutex::new(
+        plan.queues
+            .iter()
+            .map(|q| q.members.clone())
+            .collect::<Vec<_>>(),
+    ));
+    let plan = Arc::new(plan);
+    let mut n = 0u64;
+    while plan.limit.is_none_or(|l| n < l) {
+        // Arrivals at random (exponential gaps), `rate` per second on average.
+        let gap = -(1.0 - fastrand::f64()).ln() / plan.rate;
+        tokio::time::sleep(Duration::from_secs_f64(gap.min(60.0))).await;
+        tokio::spawn(queued_call(shared.clone(), plan.clone(), free.clone(), n));
+        n += 1;
+        started.store(n, Ordering::Relaxed);
     }
 }
 

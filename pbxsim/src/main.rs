@@ -1,6 +1,7 @@
 //! `ctid-pbxsim`: run the simulated Asterisk on its own, for demos and load tests.
 //! Commands on standard input: `drop`, `mute`, `unmute`, `replay FILE`, `hangup_all [MS]`,
-//! `status`, `quit`.
+//! `status`, `quit`. With `--queue` and `--queue-rate`, outside callers wait in queues
+//! for their members.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use ctid_pbxsim::calls::{CallPlan, Tenant};
+use ctid_pbxsim::queue::{QueuePlan, QueueSpec};
 use ctid_pbxsim::{recorded_events, PbxSim, SimConfig};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -57,6 +59,16 @@ struct Args {
     /// Seconds the stamps lag behind the real time (with --timestamps).
     #[arg(long, default_value_t = 0.0)]
     clock_behind: f64,
+    /// A queue outside callers enter, and its members: DIALPLAN:QUEUE:INTERFACE,...
+    /// (e.g. internal:support:PJSIP/1001,PJSIP/1002; repeatable).
+    #[arg(long = "queue", value_parser = QueueSpec::parse)]
+    queues: Vec<QueueSpec>,
+    /// Queue calls arriving per second, on average (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    queue_rate: f64,
+    /// Seconds a queue caller waits at most before hanging up (abandoning).
+    #[arg(long, default_value_t = 60.0)]
+    patience: f64,
 }
 
 fn seconds(s: f64, what: &str) -> Result<Duration, String> {
@@ -109,6 +121,16 @@ async fn run(args: Args) -> Result<(), String> {
         caller_up: args.caller_up,
     };
     let _calls = (plan.rate > 0.0).then(|| sim.run_calls(plan));
+    let talk = seconds(args.talk, "talk")?;
+    let queued = QueuePlan {
+        rate: args.queue_rate,
+        queues: args.queues,
+        ring: seconds(args.ring, "ring")?,
+        talk: (talk / 2, talk * 2),
+        patience: (Duration::ZERO, seconds(args.patience, "patience")?),
+        limit: None,
+    };
+    let _queued = (queued.rate > 0.0).then(|| sim.run_queues(queued));
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
         tokio::select! {

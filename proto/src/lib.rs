@@ -14,4 +14,5 @@ pub mod lists;
 pub mod rfc3339;
 pub mod rights;
 pub mod throttle;
+pub mod wallboard;
 pub mod wire;

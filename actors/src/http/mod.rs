@@ -11,6 +11,7 @@
 
 pub mod live;
 pub mod rest;
+pub mod wallboard;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -92,7 +93,10 @@ pub struct Route {
 
 /// Every route the listener serves.
 pub fn routes() -> impl Iterator<Item = &'static Route> {
-    rest::ROUTES.iter().chain(live::ROUTES)
+    rest::ROUTES
+        .iter()
+        .chain(live::ROUTES)
+        .chain(wallboard::ROUTES)
 }
 
 /// The shared data of the App that serves `req`.

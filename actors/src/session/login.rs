@@ -28,10 +28,13 @@ const REGCOMMANDS: [&str; 6] = [
 /// nothing but keep alive and log out, unless an admin (whose commands need no context).
 fn capas(user: &User, in_context: bool) -> Value {
     let admin = user.role == Role::Admin;
-    let regcommands = match in_context || admin {
+    let mut regcommands = match in_context || admin {
         true => REGCOMMANDS.to_vec(),
         false => vec!["keepalive", "logout"],
     };
+    if in_context && user.role != Role::Agent {
+        regcommands.push("wallboard");
+    }
     let has_line = user.line.is_some();
     let allowed: Vec<(&str, Target)> = targets()
         .filter(|(_, target)| match target {

@@ -348,6 +348,7 @@ impl Session {
             "ipbxcommand" => self.ask(req, Self::ipbxcommand, ctx),
             "disposition" => self.ask(req, Self::disposition, ctx),
             "history" => self.ask(req, Self::history, ctx),
+            "wallboard" => self.wallboard(req, ctx),
             "logout" => {
                 self.cleanup.logged_out = true;
                 self.send(Reply::new("logout").reply_to(commandid.as_ref()), ctx);

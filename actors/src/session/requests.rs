@@ -66,6 +66,24 @@ impl Session {
         }
     }
 
+    /// Sends the wallboard of the session's context (`queue_stats`) now and whenever it
+    /// changes, to a supervisor or an admin; an agent is refused.
+    pub(super) fn wallboard(&mut self, req: Request, ctx: &mut Context<Self>) {
+        let commandid = req.commandid.clone();
+        let key = match self.me() {
+            Some((user, Some(key))) if user.role != Role::Agent => key.to_owned(),
+            _ => return self.error("wallboard", ErrorCode::Unallowed, commandid.as_ref(), ctx),
+        };
+        if self.cleanup.partition.as_deref() != Some(key.as_str()) {
+            return self.error("wallboard", ErrorCode::Unallowed, commandid.as_ref(), ctx);
+        }
+        let reply = Reply::new("wallboard")
+            .with("status", "ok")
+            .with("context", key.clone());
+        self.send(reply.reply_to(commandid.as_ref()), ctx);
+        self.shared.partitions.watch_board(&key, self.id);
+    }
+
     /// The logged-in user as the directory has them now (their line may have changed), and
     /// the session's partition key; None if they were deleted or moved (the session is
     /// closing).
