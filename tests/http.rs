@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::openapi::{served, spec};
-use common::{actions_named, ami_config_with, ctid_id, http_tokens, Cti, Ctid, Http};
+use common::{actions_named, ami_config_with, ctid_id, http_tokens, Cti, Ctid, Http, PATIENCE};
 use ctid_pbxsim::{PbxSim, SimConfig};
 use serde_json::{json, Value};
 
@@ -263,7 +263,16 @@ async fn call_control_takes_the_cti_path_and_its_rights() {
         (status, set),
         (200, json!({"call_id": id, "response": "ok"}))
     );
-    let (_, call) = s.api("GET", &on(""), SUP, None).await;
+    // The live call is read from its context's partition, which the disposition reaches
+    // as an `updated` event just after the answer.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let call = loop {
+        let (_, call) = s.api("GET", &on(""), SUP, None).await;
+        if !call["disposition"].is_null() || tokio::time::Instant::now() > deadline {
+            break call;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(call["disposition"]["code"], "sale");
     assert_eq!(call["disposition"]["by"], "http:sup");
 
