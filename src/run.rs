@@ -611,6 +611,7 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         pbxes: pbxes.clone(),
         report: report.clone(),
         records: store.as_ref().map(|s| s.writer.clone()),
+        partitions: (cluster.is_some() && edge).then(|| partitions.clone()),
     };
     let info = Arc::new(InfoShared {
         started: health.started,

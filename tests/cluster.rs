@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::cluster::{clean, namespace, require_nats, table, PrivateNats, NATS};
 use common::postgres::Schema;
-use common::{ami_table, config_with, Cti, Ctid, PATIENCE};
+use common::{ami_table, config_with, Cti, Ctid, Http, PATIENCE};
 use ctid_pbxsim::calls::{CallPlan, Tenant};
 use ctid_pbxsim::{PbxSim, SimConfig};
 use ctid_proto::cti::timenow;
@@ -574,4 +574,35 @@ async fn a_web_interface_notice_reaches_every_node() {
     let mut erin = Cti::connect(port_b).await;
     erin.login("erin").await;
     clean(&ns).await;
+}
+
+/// An edge whose partitions cannot read their streams yet (NATS down as it starts) is not
+/// ready and says which; once NATS is there they catch up, and it is.
+#[tokio::test]
+async fn an_edge_is_ready_once_its_partitions_caught_up() {
+    let mut nats = PrivateNats::start();
+    nats.kill();
+    let ns = namespace();
+    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let config = node_with(&sim, &nats.addr(), &ns, "e", &["edge"], &["cti", "http"]);
+    let edge = Ctid::start(&config, "info");
+    let http = Http::new(edge.port("http").await);
+    let (status, ready) = http.call("GET", "/ready", None, None).await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["catching_up"], json!(["default", "tenant-b"]));
+    assert!(
+        ready["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("partition default: catching up"),
+        "{ready}"
+    );
+    nats.restart();
+    edge.wait_lines("caught up with its stream", 2).await;
+    let (status, ready) = http.call("GET", "/ready", None, None).await;
+    assert_eq!(
+        (status, &ready["catching_up"]),
+        (200, &json!([])),
+        "{ready}"
+    );
 }

@@ -2,15 +2,16 @@
 //!
 //! Ready means this node can serve what it is for: every PBX whose AMI link it holds is up
 //! and its call model resynced, the call records (when on) are being written, and no
-//! supervisor gave up. A PBX whose link another node holds (cluster mode) is not this
-//! node's to check, so a standby ingest or a pure edge holding no link is ready on the
-//! other two checks alone.
+//! supervisor gave up; on a cluster edge, every context partition has caught up with its
+//! stream (until then its logins are answered `busy`). A PBX whose link another node holds
+//! (cluster mode) is not this node's to check.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use serde_json::{json, Value};
 
+use crate::partition::Partitions;
 use crate::pbx::Pbxes;
 use crate::records::Records;
 use crate::settings::human_duration;
@@ -23,6 +24,8 @@ pub struct Health {
     pub report: Report,
     /// None when call records are off.
     pub records: Option<Records>,
+    /// The partitions whose catching up counts (a cluster edge's).
+    pub partitions: Option<Partitions>,
 }
 
 impl Health {
@@ -80,12 +83,21 @@ impl Health {
         for path in &given_up {
             reasons.push(format!("{path} gave up (past its restart intensity)"));
         }
+        let catching_up = self
+            .partitions
+            .as_ref()
+            .map(Partitions::catching_up)
+            .unwrap_or_default();
+        for key in &catching_up {
+            reasons.push(format!("partition {key}: catching up with its stream"));
+        }
         let ready = reasons.is_empty();
         let details = json!({
             "ready": ready,
             "pbxes": pbxes,
             "store": store,
             "given_up": given_up,
+            "catching_up": catching_up,
             "reasons": reasons,
         });
         (ready, details)

@@ -682,6 +682,19 @@ impl Partitions {
         }
     }
 
+    /// The partitions not yet caught up with their context's stream (cluster mode), whose
+    /// logins and resumes are answered `busy`.
+    pub fn catching_up(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .read()
+            .iter()
+            .filter(|(_, (_, core))| !lock(core).ready)
+            .map(|(key, _)| key.clone())
+            .collect();
+        keys.sort();
+        keys
+    }
+
     pub fn keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.read().keys().cloned().collect();
         keys.sort();
