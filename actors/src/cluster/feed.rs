@@ -199,6 +199,23 @@ pub async fn live_calls(cluster: &Cluster, filter: &str) -> Result<Vec<LiveCall>
         .await
         .map_err(|e| format!("{name}: {e}"))?;
     let mut out = Vec::new();
+    for message in drain(consumer, &name).await? {
+        if !deleted(&message) {
+            match serde_json::from_slice::<LiveCall>(&message.payload) {
+                Ok(call) => out.push(call),
+                Err(e) => warn!("cluster: {} in {name} unreadable: {e}", message.subject),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every message an ordered consumer has now, each within 5 s.
+async fn drain(
+    consumer: jetstream::consumer::Consumer<push::OrderedConfig>,
+    what: &str,
+) -> Result<Vec<jetstream::Message>, String> {
+    let mut out = Vec::new();
     if consumer.cached_info().num_pending == 0 {
         return Ok(out);
     }
@@ -209,15 +226,10 @@ pub async fn live_calls(cluster: &Cluster, filter: &str) -> Result<Vec<LiveCall>
             Ok(Some(Ok(m))) => m,
             Ok(Some(Err(e))) => return Err(e.to_string()),
             Ok(None) => break,
-            Err(_) => return Err(format!("{name}: no answer within 5 s")),
+            Err(_) => return Err(format!("{what}: no answer within 5 s")),
         };
         let pending = message.info().map(|i| i.pending).unwrap_or(0);
-        if !deleted(&message) {
-            match serde_json::from_slice::<LiveCall>(&message.payload) {
-                Ok(call) => out.push(call),
-                Err(e) => warn!("cluster: {} in {name} unreadable: {e}", message.subject),
-            }
-        }
+        out.push(message);
         if pending == 0 {
             break;
         }
@@ -253,26 +265,9 @@ pub async fn tail(
         })
         .await
         .map_err(|e| format!("consumer of context {key}: {e}"))?;
-    let mut out = Vec::new();
-    if consumer.cached_info().num_pending == 0 {
-        return Ok(out);
-    }
-    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-    loop {
-        let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
-        let message = match next {
-            Ok(Some(Ok(m))) => m,
-            Ok(Some(Err(e))) => return Err(e.to_string()),
-            Ok(None) => break,
-            Err(_) => return Err(format!("context {key}: no answer within 5 s")),
-        };
-        let pending = message.info().map(|i| i.pending).unwrap_or(0);
-        if let Ok(event) = serde_json::from_slice::<WireEvent>(&message.payload) {
-            out.push(event);
-        }
-        if pending == 0 {
-            break;
-        }
-    }
-    Ok(out)
+    let messages = drain(consumer, &format!("context {key}")).await?;
+    Ok(messages
+        .iter()
+        .filter_map(|m| serde_json::from_slice::<WireEvent>(&m.payload).ok())
+        .collect())
 }
