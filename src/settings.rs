@@ -4,13 +4,13 @@
 //! first) with the key it concerns and where the value came from, and keys nobody read are
 //! reported as unknown.
 
-use std::collections::BTreeSet;
+mod reader;
+
 use std::fmt;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
+use config::{Config, Environment, File, FileFormat, ValueKind};
 use ctid_actors::directory::check_url;
 use ctid_actors::settings::{
     AmiAuth, AmiSettings, AmiTls, ClusterSettings, Database, DirectorySettings, HealthSettings,
@@ -22,6 +22,7 @@ use ctid_proto::cidr::Cidr;
 use ctid_proto::commands::CommandSettings;
 use ctid_proto::rights::Role;
 use ctid_proto::wallboard::BoardSettings;
+use reader::Reader;
 
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "CTID";
@@ -77,20 +78,9 @@ fn load_with(path: &Path, env: Environment) -> Result<Settings, Vec<Problem>> {
         .and_then(|c| c.cache.into_table())
         .map_err(|e| file_problem(format!("{}: {}", path.display(), one_line(&e.to_string()))))?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut reader = Reader {
-        table,
-        file: path.display().to_string(),
-        base,
-        used: BTreeSet::new(),
-        problems: Vec::new(),
-    };
+    let mut reader = Reader::new(table, path.display().to_string(), base);
     let settings = read(&mut reader);
-    reader.report_unknown();
-    if reader.problems.is_empty() {
-        Ok(settings)
-    } else {
-        Err(reader.problems)
-    }
+    reader.finish().map(|()| settings)
 }
 
 /// A parse error on one line: where and what, without the drawing of the offending line
@@ -661,330 +651,18 @@ fn read_listen(r: &mut Reader, d: &ListenSettings) -> ListenSettings {
     listen
 }
 
-struct Reader {
-    table: Map<String, Value>,
-    /// The settings file, as named by the operator.
-    file: String,
-    base: PathBuf,
-    used: BTreeSet<String>,
-    problems: Vec<Problem>,
-}
-
-impl Reader {
-    fn lookup(&self, key: &str) -> Option<&Value> {
-        let mut parts = key.split('.');
-        let mut value = self.table.get(parts.next()?)?;
-        for part in parts {
-            match &value.kind {
-                ValueKind::Table(t) => value = t.get(part)?,
-                _ => return None,
-            }
-        }
-        Some(value)
-    }
-
-    /// The value at `key`, if set; marks the key as known either way.
-    fn take(&mut self, key: &str) -> Option<Value> {
-        self.used.insert(key.to_owned());
-        match self.lookup(key) {
-            Some(v) if matches!(v.kind, ValueKind::Nil) => None,
-            other => other.cloned(),
-        }
-    }
-
-    /// Marks keys as known that the current settings make irrelevant.
-    fn skip(&mut self, keys: &[&str]) {
-        self.used.extend(keys.iter().map(|k| (*k).to_owned()));
-    }
-
-    fn origin_of(&self, key: &str) -> Option<String> {
-        let origin = self.lookup(key)?.origin()?;
-        if origin == "the environment" {
-            Some(format!(
-                "environment variable {ENV_PREFIX}__{}",
-                key.replace('.', "__").to_uppercase()
-            ))
-        } else {
-            Some(self.file.clone())
-        }
-    }
-
-    fn problem(&mut self, key: &str, message: &str) {
-        self.problems.push(Problem {
-            key: key.to_owned(),
-            origin: self.origin_of(key),
-            message: message.to_owned(),
-        });
-    }
-
-    fn has_problem(&self, key: &str) -> bool {
-        self.problems.iter().any(|p| p.key == key)
-    }
-
-    /// Reads `key` with `parse`; on failure records the problem and returns `default`.
-    fn typed<T>(
-        &mut self,
-        key: &str,
-        default: T,
-        parse: impl FnOnce(&ValueKind) -> Result<T, String>,
-    ) -> T {
-        match self.take(key) {
-            None => default,
-            Some(v) => match parse(&v.kind) {
-                Ok(t) => t,
-                Err(message) => {
-                    self.problem(key, &format!("{message}, got {}", shown(&v.kind)));
-                    default
-                }
-            },
-        }
-    }
-
-    fn string(&mut self, key: &str, default: &str) -> String {
-        self.typed(key, default.to_owned(), |k| match k {
-            ValueKind::String(s) => Ok(s.clone()),
-            ValueKind::I64(_) | ValueKind::U64(_) | ValueKind::Float(_) => Ok(scalar_text(k)),
-            _ => Err("expected a string".into()),
-        })
-    }
-
-    /// A list of address ranges (`10.0.0.0/8`, `::1`; in one string, separated by commas,
-    /// as an environment variable gives them); `default` if unset. An empty list
-    /// is a problem: it would refuse everyone (turn the listener off instead).
-    fn ranges(&mut self, key: &str, default: &[Cidr]) -> Vec<Cidr> {
-        let set = self.lookup(key).is_some();
-        let items = self.strings(key);
-        if !set || self.has_problem(key) {
-            return default.to_vec();
-        }
-        if items.is_empty() {
-            self.problem(
-                key,
-                "must not be empty (set enabled = false to close the port)",
-            );
-        }
-        items
-            .iter()
-            .flat_map(|item| item.split(','))
-            .map(str::trim)
-            .filter(|item| !item.is_empty())
-            .filter_map(|item| match item.parse::<Cidr>() {
-                Ok(cidr) => Some(cidr),
-                Err(e) => {
-                    self.problem(key, &e);
-                    None
-                }
-            })
-            .collect()
-    }
-
-    /// A list of strings (a single string is a list of one); empty if unset.
-    fn strings(&mut self, key: &str) -> Vec<String> {
-        self.typed(key, Vec::new(), |k| match k {
-            ValueKind::String(s) => Ok(vec![s.clone()]),
-            ValueKind::Array(items) => items
-                .iter()
-                .map(|v| match &v.kind {
-                    ValueKind::String(s) => Ok(s.clone()),
-                    _ => Err("expected a list of strings".to_owned()),
-                })
-                .collect(),
-            _ => Err("expected a list of strings".into()),
-        })
-    }
-
-    fn boolean(&mut self, key: &str, default: bool) -> bool {
-        self.typed(key, default, |k| match k {
-            ValueKind::Boolean(b) => Ok(*b),
-            ValueKind::String(s) => match s.to_ascii_lowercase().as_str() {
-                "true" | "yes" | "on" | "1" => Ok(true),
-                "false" | "no" | "off" | "0" => Ok(false),
-                _ => Err("expected true or false".into()),
-            },
-            _ => Err("expected true or false".into()),
-        })
-    }
-
-    fn number(kind: &ValueKind) -> Option<f64> {
-        match kind {
-            ValueKind::I64(i) => Some(*i as f64),
-            ValueKind::U64(u) => Some(*u as f64),
-            ValueKind::Float(f) => Some(*f),
-            ValueKind::String(s) => s.trim().parse().ok(),
-            _ => None,
-        }
-    }
-
-    fn integer<T: TryFrom<i64> + Copy>(&mut self, key: &str, default: T, min: i64, max: i64) -> T {
-        self.typed(key, default, |k| {
-            let n = match k {
-                ValueKind::I64(i) => Some(*i),
-                ValueKind::U64(u) => i64::try_from(*u).ok(),
-                ValueKind::String(s) => s.trim().parse().ok(),
-                _ => None,
-            };
-            n.filter(|n| (min..=max).contains(n))
-                .and_then(|n| T::try_from(n).ok())
-                .ok_or_else(|| format!("expected a whole number from {min} to {max}"))
-        })
-    }
-
-    fn port(&mut self, key: &str, default: u16) -> u16 {
-        self.integer(key, default, 0, 65535)
-    }
-
-    fn seconds(&mut self, key: &str, default: Duration, min: f64, max: f64) -> Duration {
-        self.typed(key, default, |k| {
-            Self::number(k)
-                .filter(|n| n.is_finite() && (min..=max).contains(n))
-                .map(Duration::from_secs_f64)
-                .ok_or_else(|| format!("expected a number of seconds from {min} to {max}"))
-        })
-    }
-
-    fn choice(&mut self, key: &str, default: &str, allowed: &[&str]) -> String {
-        self.typed(key, default.to_owned(), |k| match k {
-            ValueKind::String(s) if allowed.contains(&s.as_str()) => Ok(s.clone()),
-            _ => Err(format!("expected one of {}", allowed.join(", "))),
-        })
-    }
-
-    fn ip(&mut self, key: &str, default: IpAddr) -> IpAddr {
-        self.typed(key, default, |k| match k {
-            ValueKind::String(s) => s
-                .parse()
-                .map_err(|_| "expected an IP address such as 127.0.0.1 or ::".to_owned()),
-            _ => Err("expected an IP address such as 127.0.0.1 or ::".into()),
-        })
-    }
-
-    /// An optional path, relative to the directory of the settings file.
-    fn path(&mut self, key: &str) -> Option<PathBuf> {
-        let s = self.string(key, "");
-        (!s.is_empty()).then(|| self.base.join(s))
-    }
-
-    fn existing_file(&mut self, key: &str) -> Option<PathBuf> {
-        let path = self.path(key)?;
-        match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() => Some(path),
-            Ok(_) => {
-                self.problem(key, &format!("{} is not a file", path.display()));
-                None
-            }
-            Err(e) => {
-                self.problem(key, &format!("{}: {}", path.display(), io_reason(&e)));
-                None
-            }
-        }
-    }
-
-    /// Records every key of the file and environment that no reader asked for.
-    fn report_unknown(&mut self) {
-        let mut unknown = Vec::new();
-        collect_unknown(&self.table, "", &self.used, &mut unknown);
-        unknown.sort();
-        for key in unknown {
-            let message = match closest(&key, &self.used) {
-                Some(k) => format!("unknown key (did you mean {k}?)"),
-                None => "unknown key".to_owned(),
-            };
-            self.problem(&key, &message);
-        }
-    }
-}
-
-fn collect_unknown(
-    table: &Map<String, Value>,
-    prefix: &str,
-    used: &BTreeSet<String>,
-    out: &mut Vec<String>,
-) {
-    for (k, v) in table {
-        let key = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        if used.contains(&key) {
-            continue;
-        }
-        match &v.kind {
-            ValueKind::Table(t) if used.iter().any(|u| u.starts_with(&format!("{key}."))) => {
-                collect_unknown(t, &key, used, out)
-            }
-            _ => out.push(key),
-        }
-    }
-}
-
-/// The known key nearest to `key` by edit distance, when it is a plausible typo.
-fn closest<'a>(key: &str, known: &'a BTreeSet<String>) -> Option<&'a str> {
-    known
-        .iter()
-        .map(|k| (edit_distance(key, k), k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 5))
-        .min()
-        .map(|(_, k)| k.as_str())
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                prev
-            } else {
-                1 + prev.min(row[j]).min(cur)
-            };
-            prev = cur;
-        }
-    }
-    row[b.len()]
-}
-
-fn scalar_text(kind: &ValueKind) -> String {
-    match kind {
-        ValueKind::I64(i) => i.to_string(),
-        ValueKind::U64(u) => u.to_string(),
-        ValueKind::Float(f) => f.to_string(),
-        ValueKind::Boolean(b) => b.to_string(),
-        ValueKind::String(s) => s.clone(),
-        _ => String::new(),
-    }
-}
-
-fn shown(kind: &ValueKind) -> String {
-    match kind {
-        ValueKind::String(s) => format!("{s:?}"),
-        ValueKind::Table(_) => "a table".into(),
-        ValueKind::Array(_) => "a list".into(),
-        ValueKind::Nil => "nothing".into(),
-        other => scalar_text(other),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use config::Map;
+    use std::collections::{BTreeSet, HashMap};
     use std::io::Write;
 
     /// Every key ctid reads, as `section.key` (`listen.cti.port`).
     fn known_keys() -> BTreeSet<String> {
-        let mut reader = Reader {
-            table: Map::new(),
-            file: String::new(),
-            base: PathBuf::new(),
-            used: BTreeSet::new(),
-            problems: Vec::new(),
-        };
+        let mut reader = Reader::new(Map::new(), String::new(), PathBuf::new());
         read(&mut reader);
-        reader.used
+        reader.into_used()
     }
 
     fn repo_file(name: &str) -> (PathBuf, String) {
