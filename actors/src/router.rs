@@ -11,34 +11,33 @@
 //! When a call is answered or bridged, it asks for the `Status` of the call's channels, in
 //! the stream too: their codecs become the call's `media`.
 
+mod in_stream;
+mod requests;
+
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use ctid_proto::agi::AgiRequest;
-use ctid_proto::ami::{AmiMessage, AmiPacket};
-use ctid_proto::calls::{coalesce, Call, CallEvent, CallModel, Disposition, EventKind, Mark};
-use ctid_proto::commands::{plan, CommandSettings, Plan, Sender};
-use ctid_proto::cti::{timenow, ErrorCode, Request};
-use ctid_proto::directory::{Directory, User};
+use ctid_proto::calls::{coalesce, Call, CallEvent, CallModel, EventKind};
+use ctid_proto::commands::CommandSettings;
+use ctid_proto::cti::timenow;
+use ctid_proto::directory::Directory;
 use futures_util::StreamExt;
-use log::{debug, error, info, warn};
+use log::{error, info};
 
-use crate::ami::{
-    AmiError, AmiEvents, AmiItem, AmiLink, AmiRequest, LinkChanged, LinkState, LinkStats, ListTag,
-};
-use crate::ask::{ask, Unanswered};
+use crate::ami::{AmiEvents, AmiItem, AmiLink, LinkChanged, LinkState, LinkStats};
 use crate::cluster::lease::Holding;
 use crate::cluster::publish::{ended, PublishFailed, Sink};
 use crate::cluster::Cluster;
 use crate::directory::DirectoryHandle;
-use crate::media::{Asked, MediaAsks};
+use crate::media::MediaAsks;
 use crate::metrics::Metrics;
 use crate::partition::{Change, PartitionEvents, Partitions, PbxStatus, Reconcile, ALL};
-use crate::store::{Dispose, Disposer, LastAgent, Stores};
+use crate::store::Stores;
 use crate::supervisor::{Outlet, Shutdown, Slot};
+use in_stream::Resyncing;
+pub use requests::{PlanCommand, Resync, RunAgi, SetDisposition};
 
 /// Batches of AMI events the router may have queued before the link counts it overloaded.
 const MAILBOX: usize = 1024;
@@ -46,21 +45,6 @@ const MAILBOX: usize = 1024;
 #[derive(Message)]
 #[rtype(result = "()")]
 struct DirectoryChanged(Arc<Directory>);
-
-/// Tags of in-stream lists, unique across router restarts.
-static NEXT_TAG: AtomicU64 = AtomicU64::new(1);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum List {
-    Channels,
-    Queues,
-}
-
-/// A resync under way: the lists it asked for, and where Asterisk took each.
-struct Resyncing {
-    number: u64,
-    lists: HashMap<ListTag, (List, Option<Mark>)>,
-}
 
 pub struct Router {
     model: CallModel,
@@ -428,199 +412,6 @@ impl Router {
             .map(|c| Change::Call(EventKind::Updated, Arc::new(c.clone()), now))
             .collect()
     }
-
-    /// Queues the channels of the calls just answered or bridged for a `Status`, and asks.
-    fn ask_media(&mut self, events: &[CallEvent], ctx: &mut Context<Self>) {
-        let mut full = false;
-        for event in events {
-            if !matches!(event.kind, EventKind::Answered | EventKind::Bridged) {
-                continue;
-            }
-            for ch in self.model.channels_of(&event.call.id) {
-                full |= !self.media.want(Asked {
-                    uniqueid: ch.uniqueid.clone(),
-                    name: ch.name.clone(),
-                });
-            }
-        }
-        if full {
-            debug!(
-                "AMI {}: too many channels wait for their Status: media left unknown",
-                self.pbx
-            );
-        }
-        self.pump_media(ctx);
-    }
-
-    /// Sends the `Status` actions the bound allows, in the event stream.
-    fn pump_media(&mut self, ctx: &mut Context<Self>) {
-        let Some(link) = self.link.get() else {
-            return;
-        };
-        let asks = self.media.next(|| NEXT_TAG.fetch_add(1, Ordering::Relaxed));
-        if asks.is_empty() {
-            return;
-        }
-        let limit = self.resync_bound;
-        let sending = async move {
-            let mut unsent = Vec::new();
-            for (tag, channel) in asks {
-                let action = AmiPacket::action("Status").field("Channel", channel.name);
-                let request = AmiRequest::in_stream(action, tag);
-                if !matches!(ask(&link, request, limit).await, Ok(Ok(_))) {
-                    unsent.push(tag);
-                }
-            }
-            unsent
-        };
-        ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(sending).map(|unsent, act, ctx| {
-                for tag in unsent {
-                    act.media.done(tag);
-                }
-                act.pump_media(ctx);
-            }),
-        );
-    }
-
-    /// Applies the `Status` of channel `uid` where it completed in the stream.
-    fn media_done(
-        &mut self,
-        uid: &str,
-        items: Result<Vec<AmiMessage>, AmiError>,
-        now: f64,
-    ) -> Vec<CallEvent> {
-        let items = match items {
-            Ok(items) => items,
-            // Typically the channel hung up meanwhile ("No such channel").
-            Err(e) => {
-                debug!("AMI {}: Status of {uid}: {e}", self.pbx);
-                return Vec::new();
-            }
-        };
-        let unknown = |model: &CallModel| {
-            model
-                .call_of_channel(uid)
-                .is_some_and(|c| c.media.is_none())
-        };
-        let was_unknown = unknown(&self.model);
-        let events = self.model.apply_status(&items, now);
-        if was_unknown && !unknown(&self.model) {
-            if let Some(media) = self
-                .model
-                .call_of_channel(uid)
-                .and_then(|c| c.media.as_ref())
-            {
-                self.metrics
-                    .media(media.codec.as_deref(), media.transcoding);
-            }
-        }
-        events
-    }
-
-    /// Asks Asterisk for its channels and queue entries, in the event stream.
-    fn resync(&mut self, ctx: &mut Context<Self>) {
-        if self.resyncing.is_some() {
-            return;
-        }
-        let Some(link) = self.link.get() else {
-            return;
-        };
-        self.resyncs += 1;
-        self.metrics.resync(&self.pbx);
-        let number = self.resyncs;
-        let tag = || NEXT_TAG.fetch_add(1, Ordering::Relaxed);
-        let (channels, queues) = (tag(), tag());
-        self.resyncing = Some(Resyncing {
-            number,
-            lists: HashMap::from([
-                (channels, (List::Channels, None)),
-                (queues, (List::Queues, None)),
-            ]),
-        });
-        let limit = self.resync_bound;
-        let asking = async move {
-            let list = |action, tag| {
-                let request = AmiRequest::in_stream(AmiPacket::action(action), tag);
-                ask(&link, request, limit)
-            };
-            let sent = list("CoreShowChannels", channels).await;
-            let queues_sent = list("QueueStatus", queues).await;
-            (sent, queues_sent)
-        };
-        ctx.spawn(actix::fut::wrap_future::<_, Self>(asking).map(
-            move |(sent, queues_sent), act, _| {
-                let failed = |r: Result<Result<_, AmiError>, Unanswered>| match r {
-                    Ok(Ok(_)) => None,
-                    Ok(Err(e)) => Some(e.to_string()),
-                    Err(Unanswered::Late) => Some("the AMI link is busy".to_owned()),
-                    Err(Unanswered::Gone) => Some("the AMI link stopped".to_owned()),
-                };
-                let Some(resync) = act.resyncing.as_mut().filter(|r| r.number == number) else {
-                    return;
-                };
-                if let Some(why) = failed(queues_sent) {
-                    debug!("resync: QueueStatus not sent: {why}");
-                    resync.lists.remove(&queues);
-                }
-                if let Some(why) = failed(sent) {
-                    warn!("resync with Asterisk failed: {why}");
-                    act.resyncing = None;
-                }
-            },
-        ));
-        ctx.run_later(self.resync_bound, move |act, _| {
-            if act.resyncing.as_ref().is_some_and(|r| r.number == number) {
-                warn!(
-                    "resync with Asterisk abandoned: its lists did not come back within {}",
-                    crate::settings::human_duration(act.resync_bound)
-                );
-                act.resyncing = None;
-            }
-        });
-    }
-
-    /// Applies a list of the resync under way where it completed in the stream.
-    fn list_done(
-        &mut self,
-        tag: ListTag,
-        items: Result<Vec<AmiMessage>, AmiError>,
-        now: f64,
-        dir: &Directory,
-    ) -> Vec<CallEvent> {
-        let Some(resync) = self.resyncing.as_mut() else {
-            return Vec::new();
-        };
-        let Some((list, taken)) = resync.lists.remove(&tag) else {
-            return Vec::new();
-        };
-        let done = resync.lists.is_empty();
-        let taken = taken.unwrap_or_else(|| self.model.mark());
-        let events = match (list, items) {
-            (List::Channels, Ok(live)) => self.model.resync_channels(taken, &live, now, dir),
-            (List::Queues, Ok(waiting)) => self.model.resync_queues(taken, &waiting, now, dir),
-            (List::Channels, Err(e)) => {
-                warn!("resync with Asterisk failed: CoreShowChannels: {e}");
-                self.resyncing = None;
-                return Vec::new();
-            }
-            // Without queue data (an Asterisk without app_queue), calls are still resynced.
-            (List::Queues, Err(e)) => {
-                debug!("resync: QueueStatus failed: {e}");
-                Vec::new()
-            }
-        };
-        if done {
-            self.resyncing = None;
-            info!(
-                "AMI {}: resynced with Asterisk: {} live channels in {} calls",
-                self.pbx,
-                self.model.channel_count(),
-                self.model.calls().count()
-            );
-        }
-        events
-    }
 }
 
 impl Actor for Router {
@@ -748,239 +539,6 @@ impl StreamHandler<DirectoryChanged> for Router {
     }
 
     fn finished(&mut self, _: &mut Context<Self>) {}
-}
-
-/// Checks a client's `ipbxcommand` against the call model and plans its AMI actions.
-#[derive(Message)]
-#[rtype(result = "Result<Plan, ErrorCode>")]
-pub struct PlanCommand {
-    pub request: Request,
-    pub user: User,
-    /// The user's partition key; None for a user who sees nothing.
-    pub partition: Option<String>,
-}
-
-impl Handler<PlanCommand> for Router {
-    type Result = Result<Plan, ErrorCode>;
-
-    fn handle(&mut self, msg: PlanCommand, _: &mut Context<Self>) -> Self::Result {
-        let sender = Sender {
-            user: &msg.user,
-            partition: msg.partition.as_deref(),
-            separated: self.partitions.separated(),
-        };
-        plan(
-            &msg.request,
-            &sender,
-            &self.directory.get(),
-            &self.model,
-            &self.commands,
-        )
-    }
-}
-
-/// Sets a call's disposition: a live call's here (its clients see it), an ended one's in
-/// the call records.
-#[derive(Message)]
-#[rtype(result = "Result<(), ErrorCode>")]
-pub struct SetDisposition {
-    pub call_id: String,
-    pub disposition: Disposition,
-    pub by: Disposer,
-}
-
-impl SetDisposition {
-    /// `user`'s disposition of a call, from their partition.
-    pub fn by(
-        user: &User,
-        partition: Option<&str>,
-        call_id: String,
-        code: String,
-        note: Option<String>,
-        at: f64,
-    ) -> SetDisposition {
-        SetDisposition {
-            call_id,
-            disposition: Disposition {
-                code,
-                note,
-                by: user.login.clone(),
-                at,
-            },
-            by: Disposer {
-                login: user.login.clone(),
-                line: user.line.as_ref().map(|l| l.interface.clone()),
-                context: partition.filter(|p| *p != ALL).map(str::to_owned),
-                role: user.role,
-            },
-        }
-    }
-}
-
-impl Handler<SetDisposition> for Router {
-    type Result = ResponseFuture<Result<(), ErrorCode>>;
-
-    fn handle(&mut self, msg: SetDisposition, ctx: &mut Context<Self>) -> Self::Result {
-        if let Some(call) = self.model.call(&msg.call_id) {
-            if !msg.by.may_dispose_call(call) {
-                return Box::pin(std::future::ready(Err(ErrorCode::Unallowed)));
-            }
-            let events = self
-                .model
-                .set_disposition(&msg.call_id, msg.disposition)
-                .unwrap_or_default();
-            self.record_then_dispatch(events, Instant::now(), ctx);
-            return Box::pin(std::future::ready(Ok(())));
-        }
-        let Some(store) = self.store.as_ref().map(|s| s.writer.clone()) else {
-            return Box::pin(std::future::ready(Err(ErrorCode::StoreUnavailable)));
-        };
-        let disposed = store.dispose(Dispose {
-            call_id: msg.call_id,
-            disposition: msg.disposition,
-            by: msg.by,
-        });
-        Box::pin(async move {
-            match disposed.await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(ErrorCode::Unallowed),
-                Err(e) => {
-                    error!("disposition not written: {e}");
-                    Err(e.code())
-                }
-            }
-        })
-    }
-}
-
-/// Resyncs the call model with Asterisk now (the dialplan was reloaded).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Resync;
-
-impl Handler<Resync> for Router {
-    type Result = ();
-
-    fn handle(&mut self, _: Resync, ctx: &mut Context<Self>) {
-        self.resync(ctx);
-    }
-}
-
-/// Runs a FastAGI script for the channel that called it; the answer is the channel
-/// variables to set, or why the script failed.
-#[derive(Message)]
-#[rtype(result = "Result<Vec<(String, String)>, String>")]
-pub struct RunAgi {
-    pub request: AgiRequest,
-    /// The channel's Linkedid, asked of Asterisk by the FastAGI server.
-    pub linkedid: Option<String>,
-}
-
-/// Values Asterisk gives for no caller ID name.
-fn no_name(name: Option<&str>, number: Option<&str>) -> bool {
-    match name {
-        None | Some("") | Some("unknown") | Some("<unknown>") => true,
-        Some(n) => Some(n) == number,
-    }
-}
-
-impl Router {
-    /// The context of the call of an AGI channel: its call's, else its dialplan context's.
-    fn agi_context(&self, req: &AgiRequest) -> Option<String> {
-        let call = req
-            .get("uniqueid")
-            .and_then(|u| self.model.call_of_channel(u));
-        match call.and_then(|c| c.contexts.first()) {
-            Some(context) => Some(context.clone()),
-            None => req.get("context").and_then(|d| {
-                self.directory
-                    .get()
-                    .context_of_dialplan(&self.pbx, d)
-                    .map(str::to_owned)
-            }),
-        }
-    }
-}
-
-impl Handler<RunAgi> for Router {
-    type Result = ResponseFuture<Result<Vec<(String, String)>, String>>;
-
-    fn handle(
-        &mut self,
-        RunAgi { request, linkedid }: RunAgi,
-        ctx: &mut Context<Self>,
-    ) -> Self::Result {
-        let ready = |r| -> Self::Result { Box::pin(std::future::ready(r)) };
-        let number = request
-            .get("callerid")
-            .filter(|n| !matches!(*n, "" | "unknown"))
-            .map(str::to_owned);
-        match request.script.as_str() {
-            "callerid" => {
-                if !no_name(request.get("calleridname"), number.as_deref()) {
-                    return ready(Ok(Vec::new()));
-                }
-                let dir = self.directory.get();
-                let user = match (number.as_deref(), self.agi_context(&request)) {
-                    (Some(n), Some(context)) => dir.user_by_number(&context, n),
-                    (Some(n), None) if !self.partitions.separated() => dir
-                        .users()
-                        .find(|u| u.line.as_ref().is_some_and(|l| l.number == n)),
-                    _ => None,
-                };
-                let name = user.map(|u| u.fullname()).filter(|n| !n.is_empty());
-                ready(Ok(name
-                    .map(|n| ("CALLERID(name)".to_owned(), n))
-                    .into_iter()
-                    .collect()))
-            }
-            "ivr" | "attach" => {
-                let data = match request.call_data() {
-                    Ok(d) => d,
-                    Err(e) => return ready(Err(e)),
-                };
-                let Some(uid) = request.get("uniqueid") else {
-                    return ready(Err("the request has no agi_uniqueid".into()));
-                };
-                let events = self.model.attach(uid, linkedid.as_deref(), data, timenow());
-                self.record_then_dispatch(events, Instant::now(), ctx);
-                ready(Ok(Vec::new()))
-            }
-            "route" => {
-                let (Some(store), Some(number)) =
-                    (self.store.as_ref().map(|s| s.reader.clone()), number)
-                else {
-                    return ready(Ok(vec![("CTID_LAST_AGENT".into(), String::new())]));
-                };
-                let context = self
-                    .agi_context(&request)
-                    .filter(|_| self.partitions.separated());
-                let directory = self.directory.clone();
-                let asked = store.last_agent(LastAgent { number, context });
-                Box::pin(async move {
-                    // Without an answer in time the dialplan goes on as for a new caller.
-                    let login = asked.await.unwrap_or_else(|e| {
-                        warn!("fagi: route without call records: {e}");
-                        None
-                    });
-                    let line = login.as_deref().and_then(|l| {
-                        directory
-                            .get()
-                            .user_by_login(l)
-                            .and_then(|u| u.line.clone())
-                    });
-                    Ok(vec![
-                        ("CTID_LAST_AGENT".into(), login.unwrap_or_default()),
-                        (
-                            "CTID_LAST_AGENT_NUMBER".into(),
-                            line.map(|l| l.number).unwrap_or_default(),
-                        ),
-                    ])
-                })
-            }
-            other => ready(Err(format!("unknown script {other:?}"))),
-        }
-    }
 }
 
 impl Handler<Shutdown> for Router {
