@@ -6,11 +6,10 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{actions_named, ami_config_with, ctid_id, test_hash, two_tenants, Cti, Ctid};
+use common::{actions_named, ami_config_with, ctid_id, test_hash, two_tenants, Cti, Ctid, Text};
 use ctid_pbxsim::{PbxSim, SimConfig};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn server(listeners: &[&str], env: &[(&str, &str)]) -> (PbxSim, Ctid) {
     let sim = PbxSim::start(SimConfig::default()).await.unwrap();
@@ -22,48 +21,6 @@ async fn server(listeners: &[&str], env: &[(&str, &str)]) -> (PbxSim, Ctid) {
     let ctid = Ctid::start_with(&config, "info", env);
     ctid.wait_line("logged in as 'cti'").await;
     (sim, ctid)
-}
-
-/// A line-based text client (Web Interface, Info console).
-struct Text {
-    lines: tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
-    write: tokio::net::tcp::OwnedWriteHalf,
-}
-
-impl Text {
-    async fn connect(port: u16) -> Text {
-        let (read, write) = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap()
-            .into_split();
-        Text {
-            lines: BufReader::new(read).lines(),
-            write,
-        }
-    }
-
-    async fn line(&mut self) -> Option<String> {
-        tokio::time::timeout(Duration::from_secs(20), self.lines.next_line())
-            .await
-            .expect("no answer")
-            .unwrap()
-    }
-
-    /// Sends a command; returns the lines of the answer and its status line.
-    async fn ask(&mut self, command: &str) -> (Vec<String>, String) {
-        self.write
-            .write_all(format!("{command}\n").as_bytes())
-            .await
-            .unwrap();
-        let mut out = Vec::new();
-        loop {
-            let line = self.line().await.expect("closed");
-            if line.starts_with("CTID-") {
-                return (out, line);
-            }
-            out.push(line);
-        }
-    }
 }
 
 /// The test directory without the users of `drop`, plus `extra`.

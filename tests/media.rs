@@ -6,13 +6,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ami_config_with, ctid_id, Cti, Ctid, PATIENCE};
+use common::{ami_config_with, console, ctid_id, Cti, Ctid};
 use ctid_pbxsim::{PbxSim, SimConfig};
 use ctid_proto::cti::timenow;
 use ctid_proto::rfc3339::format_millis;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 const TALK: Duration = Duration::from_secs(3600);
 
@@ -54,31 +52,6 @@ async fn until(c: &mut Cti, id: &str, done: impl Fn(&Value) -> bool) -> Vec<Valu
 
 fn kinds(events: &[Value], kind: &str) -> usize {
     events.iter().filter(|e| e["event"] == kind).count()
-}
-
-/// The answer of an info console command, without its status line.
-async fn console(port: u16, command: &str) -> Vec<String> {
-    let (read, mut write) = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap()
-        .into_split();
-    write
-        .write_all(format!("{command}\n").as_bytes())
-        .await
-        .unwrap();
-    let mut lines = BufReader::new(read).lines();
-    let mut out = Vec::new();
-    loop {
-        let line = tokio::time::timeout(PATIENCE, lines.next_line())
-            .await
-            .expect("no answer")
-            .unwrap()
-            .expect("closed");
-        if line.starts_with("CTID-INFO:") {
-            return out;
-        }
-        out.push(line);
-    }
 }
 
 #[tokio::test]

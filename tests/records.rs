@@ -7,12 +7,10 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{ami_config_with, ctid_id, two_tenant_calls, Cti, Ctid, PATIENCE};
+use common::{ami_config_with, console, ctid_id, two_tenant_calls, Cti, Ctid};
 use ctid_pbxsim::calls::{CallPlan, Tenant};
 use ctid_pbxsim::{PbxSim, SimConfig};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 /// Logs every AMI event ctid reads, so that a test knows when a call's hangup was read.
 const AMI_DEBUG: (&str, &str) = ("RUST_LOG", "info,ctid_actors::ami=debug");
@@ -91,31 +89,6 @@ async fn call_that_ends(sim: &PbxSim, ctid: &Ctid) -> String {
         ctid.wait_line(&format!("Hangup {channel}")).await;
     }
     call
-}
-
-/// The answer of an info console command, without its status line.
-async fn console(port: u16, command: &str) -> Vec<String> {
-    let (read, mut write) = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap()
-        .into_split();
-    write
-        .write_all(format!("{command}\n").as_bytes())
-        .await
-        .unwrap();
-    let mut lines = BufReader::new(read).lines();
-    let mut out = Vec::new();
-    loop {
-        let line = tokio::time::timeout(PATIENCE, lines.next_line())
-            .await
-            .expect("no answer")
-            .unwrap()
-            .expect("closed");
-        if line.starts_with("CTID-INFO:") {
-            return out;
-        }
-        out.push(line);
-    }
 }
 
 async fn request(c: &mut Cti, class: &str, mut body: Value, id: u64) -> Value {

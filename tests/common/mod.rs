@@ -13,6 +13,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
 /// How long a test waits for something that should happen; generous for a loaded machine.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -400,6 +402,53 @@ impl Drop for Ctid {
     }
 }
 
+/// A line-based text client (Web Interface, Info console).
+pub struct Text {
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>>,
+    pub write: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Text {
+    pub async fn connect(port: u16) -> Text {
+        let (read, write) = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap()
+            .into_split();
+        Text {
+            lines: tokio::io::BufReader::new(read).lines(),
+            write,
+        }
+    }
+
+    pub async fn line(&mut self) -> Option<String> {
+        tokio::time::timeout(PATIENCE, self.lines.next_line())
+            .await
+            .expect("no answer")
+            .unwrap()
+    }
+
+    /// Sends a command; returns the lines of the answer and its status line.
+    pub async fn ask(&mut self, command: &str) -> (Vec<String>, String) {
+        self.write
+            .write_all(format!("{command}\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        loop {
+            let line = self.line().await.expect("closed");
+            if line.starts_with("CTID-") {
+                return (out, line);
+            }
+            out.push(line);
+        }
+    }
+}
+
+/// The answer of an info console command, without its status line.
+pub async fn console(port: u16, command: &str) -> Vec<String> {
+    Text::connect(port).await.ask(command).await.0
+}
+
 /// A CTI client for tests: every read has a deadline. Call events that arrive while a
 /// reply is awaited are kept for `events`.
 pub struct Cti {
@@ -518,4 +567,36 @@ pub fn two_tenant_calls(rate: f64) -> ctid_pbxsim::calls::CallPlan {
         limit: None,
         caller_up: false,
     }
+}
+
+/// Resumes `token` after `last_seq` on a new connection: the ack says which login it is
+/// and that events were missed, then every missed event comes, then live ones, with no
+/// gap and no duplicate. Returns the connection and the ack.
+pub async fn resume_without_gap(
+    port: u16,
+    token: &str,
+    last_seq: u64,
+    login: &str,
+) -> (Cti, serde_json::Value) {
+    let mut again = Cti::connect(port).await;
+    again
+        .send(serde_json::json!({"class": "resume", "token": token, "last_seq": last_seq, "commandid": 1}))
+        .await;
+    let ack = again.reply().await;
+    assert_eq!(
+        (ack["class"].as_str(), ack["status"].as_str()),
+        (Some("resume"), Some("ok")),
+        "{ack}"
+    );
+    assert_eq!(ack["login"], login);
+    let missed_up_to = ack["seq"].as_u64().unwrap();
+    assert!(
+        missed_up_to > last_seq + 5,
+        "nothing was missed: {missed_up_to}"
+    );
+    let after = again.events((missed_up_to - last_seq) as usize + 20).await;
+    let seqs: Vec<u64> = after.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let expected: Vec<u64> = (last_seq + 1..).take(seqs.len()).collect();
+    assert_eq!(seqs, expected, "replay then live, no gap, no duplicate");
+    (again, ack)
 }
