@@ -258,24 +258,6 @@ async fn a_client_of_a_killed_edge_resumes_on_another() {
     clean(&ns).await;
 }
 
-/// Sends a command; returns its acknowledgement and its outcome (or its refusal twice).
-async fn command(c: &mut Cti, mut request: Value, id: u64) -> (Value, Value) {
-    request["class"] = json!("ipbxcommand");
-    request["commandid"] = json!(id);
-    c.send(request).await;
-    let mut got = Vec::new();
-    while got.len() < 2 {
-        let m = c.reply().await;
-        if m["replyid"] == json!(id) {
-            if m.get("error_string").is_some() {
-                return (m.clone(), m);
-            }
-            got.push(m);
-        }
-    }
-    (got.remove(0), got.remove(0))
-}
-
 fn originates(sim: &PbxSim) -> usize {
     common::actions_named(sim, "Originate")
 }
@@ -301,12 +283,9 @@ async fn commands_from_an_edge_run_on_the_active_ingest() {
     alice.login("alice").await;
     let originate = Some(json!({"from": "bob", "destination": "1003"}));
 
-    let (ack, done) = command(
-        &mut alice,
-        json!({"command": "dial", "destination": "1003"}),
-        1,
-    )
-    .await;
+    let (ack, done) = alice
+        .command(json!({"command": "dial", "destination": "1003"}), 1)
+        .await;
     assert_eq!(ack["ipbxreply"], "sent", "{ack}");
     assert_eq!(done["response"], "ok", "{done}");
     assert_eq!(originates(&sim), 1, "the active ingest's link sent it");
@@ -323,12 +302,9 @@ async fn commands_from_an_edge_run_on_the_active_ingest() {
 
     a.kill9().await;
     let asked = std::time::Instant::now();
-    let (refused, _) = command(
-        &mut alice,
-        json!({"command": "dial", "destination": "1003"}),
-        2,
-    )
-    .await;
+    let (refused, _) = alice
+        .command(json!({"command": "dial", "destination": "1003"}), 2)
+        .await;
     assert_eq!(refused["error_string"], "pbx_unavailable", "{refused}");
     assert!(
         asked.elapsed() < Duration::from_secs(2),
@@ -376,12 +352,9 @@ async fn losing_nats_for_a_while_loses_nothing() {
 
     nats.kill();
     b.wait_line("NATS disconnected").await;
-    let (refused, _) = command(
-        &mut alice,
-        json!({"command": "dial", "destination": "1003"}),
-        1,
-    )
-    .await;
+    let (refused, _) = alice
+        .command(json!({"command": "dial", "destination": "1003"}), 1)
+        .await;
     assert_eq!(refused["error_string"], "pbx_unavailable", "{refused}");
     alice
         .send(

@@ -24,24 +24,6 @@ async fn server() -> (PbxSim, Ctid, u16) {
     (sim, ctid, port)
 }
 
-/// Sends a command; returns its acknowledgement and its outcome (or its refusal twice).
-async fn command(c: &mut Cti, mut request: Value, id: u64) -> (Value, Value) {
-    request["class"] = json!("ipbxcommand");
-    request["commandid"] = json!(id);
-    c.send(request).await;
-    let mut got = Vec::new();
-    while got.len() < 2 {
-        let m = c.reply().await;
-        if m["replyid"] == json!(id) {
-            if m.get("error_string").is_some() {
-                return (m.clone(), m);
-            }
-            got.push(m);
-        }
-    }
-    (got.remove(0), got.remove(0))
-}
-
 /// The actions the simulator got since `from`.
 fn actions_since(sim: &PbxSim, from: usize) -> Vec<AmiMessage> {
     sim.actions()
@@ -223,7 +205,7 @@ async fn each_command_becomes_the_right_ami_action_then_ok() {
         } else {
             &mut alice
         };
-        let (ack, outcome) = command(who, request, 100 + i as u64).await;
+        let (ack, outcome) = who.command(request, 100 + i as u64).await;
         assert_eq!(
             (ack["command"].as_str(), ack["ipbxreply"].as_str()),
             (Some(name.as_str()), Some("sent")),
@@ -240,12 +222,9 @@ async fn each_command_becomes_the_right_ami_action_then_ok() {
 
     // Hangup ends every channel of the call.
     let before = sim.actions().len();
-    let (_, outcome) = command(
-        &mut alice,
-        json!({"command": "hangup", "call_id": call}),
-        200,
-    )
-    .await;
+    let (_, outcome) = alice
+        .command(json!({"command": "hangup", "call_id": call}), 200)
+        .await;
     assert_eq!(outcome["response"], "ok", "{outcome}");
     let hangups: Vec<String> = actions_since(&sim, before)
         .iter()
@@ -287,7 +266,9 @@ async fn a_ringing_call_can_be_picked_up() {
         }
     }
     let before = sim.actions().len();
-    let (_, outcome) = command(&mut carol, json!({"command": "pickup", "call_id": call}), 1).await;
+    let (_, outcome) = carol
+        .command(json!({"command": "pickup", "call_id": call}), 1)
+        .await;
     assert_eq!(outcome["response"], "ok", "{outcome}");
     let sent = actions_since(&sim, before);
     assert_eq!(
@@ -333,24 +314,26 @@ async fn refused_commands_reach_nothing_of_asterisk() {
             "erin" => &mut erin,
             _ => &mut alice,
         };
-        let (refusal, _) = command(client, request.clone(), 1).await;
+        let (refusal, _) = client.command(request.clone(), 1).await;
         assert_eq!(
             refusal["error_string"], "unallowed",
             "{who}: {request}: {refusal}"
         );
     }
-    let (refusal, _) = command(
-        &mut alice,
-        json!({"command": "dial", "destination": "1002\r\nAction: Logoff"}),
-        2,
-    )
-    .await;
+    let (refusal, _) = alice
+        .command(
+            json!({"command": "dial", "destination": "1002\r\nAction: Logoff"}),
+            2,
+        )
+        .await;
     assert_eq!(refusal["error_string"], "invalid:destination");
-    let (refusal, _) = command(&mut alice, json!({"command": "teleport"}), 3).await;
+    let (refusal, _) = alice.command(json!({"command": "teleport"}), 3).await;
     assert_eq!(refusal["error_string"], "unknown_function");
     // A command alice may give goes through the same link after them: once it has been
     // carried out, the only action Asterisk got is its own.
-    let (_, outcome) = command(&mut alice, json!({"command": "hangup", "call_id": call}), 4).await;
+    let (_, outcome) = alice
+        .command(json!({"command": "hangup", "call_id": call}), 4)
+        .await;
     assert_eq!(outcome["response"], "ok", "{outcome}");
     let mut sent: Vec<Vec<String>> = actions_since(&sim, before)
         .iter()
@@ -389,7 +372,7 @@ async fn a_session_may_leave_sixteen_requests_unanswered_and_no_more() {
     assert_eq!(refused, [json!(17)]);
 
     sim.set_muted(false);
-    let (_, outcome) = command(&mut alice, json!({"command": "agentpause"}), 18).await;
+    let (_, outcome) = alice.command(json!({"command": "agentpause"}), 18).await;
     assert_eq!(outcome["response"], "ok");
 }
 
@@ -400,12 +383,9 @@ async fn failures_silence_and_a_dead_link_are_a_clear_ko() {
     alice.login("alice").await;
 
     sim.fail("Originate", Some("Originate failed"));
-    let (ack, outcome) = command(
-        &mut alice,
-        json!({"command": "dial", "destination": "1002"}),
-        1,
-    )
-    .await;
+    let (ack, outcome) = alice
+        .command(json!({"command": "dial", "destination": "1002"}), 1)
+        .await;
     assert_eq!(ack["ipbxreply"], "sent");
     assert_eq!(
         (outcome["response"].as_str(), outcome["message"].as_str()),
@@ -414,14 +394,14 @@ async fn failures_silence_and_a_dead_link_are_a_clear_ko() {
     sim.fail("Originate", None);
 
     sim.set_muted(true);
-    let (_, outcome) = command(&mut alice, json!({"command": "agentpause"}), 2).await;
+    let (_, outcome) = alice.command(json!({"command": "agentpause"}), 2).await;
     assert_eq!(outcome["response"], "ko");
     assert_eq!(outcome["message"], "no answer from Asterisk within 2s");
     sim.set_muted(false);
 
     drop(sim);
     ctid.wait_line("lost (closed by Asterisk)").await;
-    let (ack, outcome) = command(&mut alice, json!({"command": "agentpause"}), 3).await;
+    let (ack, outcome) = alice.command(json!({"command": "agentpause"}), 3).await;
     assert_eq!(ack["ipbxreply"], "sent");
     assert_eq!(outcome["response"], "ko");
     assert!(

@@ -536,6 +536,29 @@ impl Cti {
         out
     }
 
+    /// Sends an `ipbxcommand`; returns its acknowledgement and its outcome, or its
+    /// refusal twice.
+    pub async fn command(
+        &mut self,
+        mut request: serde_json::Value,
+        id: u64,
+    ) -> (serde_json::Value, serde_json::Value) {
+        request["class"] = "ipbxcommand".into();
+        request["commandid"] = id.into();
+        self.send(request).await;
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let m = self.reply().await;
+            if m["replyid"] == id {
+                if m.get("error_string").is_some() {
+                    return (m.clone(), m);
+                }
+                got.push(m);
+            }
+        }
+        (got.remove(0), got.remove(0))
+    }
+
     pub async fn login(&mut self, user: &str) -> serde_json::Value {
         tokio::time::timeout(PATIENCE, self.conn.login(user, user))
             .await
