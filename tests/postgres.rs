@@ -42,18 +42,6 @@ async fn hungups(c: &mut Cti, n: usize) -> Vec<Value> {
     out
 }
 
-async fn request_reply(c: &mut Cti, class: &str, mut body: Value, id: u64) -> Value {
-    body["class"] = json!(class);
-    body["commandid"] = json!(id);
-    c.send(body).await;
-    loop {
-        let m = c.reply().await;
-        if m["replyid"] == json!(id) {
-            return m;
-        }
-    }
-}
-
 fn ids(history: &Value) -> Vec<String> {
     history["calls"]
         .as_array()
@@ -114,7 +102,7 @@ async fn records_dispositions_and_history_live_in_postgresql() {
         );
     }
 
-    let mine = request_reply(alice, "history", json!({}), 1).await;
+    let mine = alice.request("history", json!({}), 1).await;
     let rows = mine["calls"].as_array().unwrap();
     assert_eq!(rows.len(), 6, "{mine}");
     assert!(rows
@@ -125,19 +113,19 @@ async fn records_dispositions_and_history_live_in_postgresql() {
         .map(|r| r["created"].as_f64().unwrap())
         .collect();
     assert!(created.windows(2).all(|w| w[0] >= w[1]), "newest first");
-    let probe = request_reply(dave, "history", json!({"number": "1001"}), 2).await;
+    let probe = dave.request("history", json!({"number": "1001"}), 2).await;
     assert_eq!(
         probe["calls"],
         json!([]),
         "dave must not find alice's calls"
     );
-    let limited = request_reply(alice, "history", json!({"limit": 2}), 3).await;
+    let limited = alice.request("history", json!({"limit": 2}), 3).await;
     assert_eq!(ids(&limited), ids(&mine)[..2]);
     let split = rows[2]["created"].as_f64().unwrap();
-    let older = request_reply(alice, "history", json!({"to": split}), 4).await;
+    let older = alice.request("history", json!({"to": split}), 4).await;
     assert_eq!(ids(&older), ids(&mine)[2..]);
     let number = rows[0]["caller"]["number"].as_str().unwrap();
-    let by_number = request_reply(alice, "history", json!({"number": number}), 5).await;
+    let by_number = alice.request("history", json!({"number": number}), 5).await;
     assert!(!ids(&by_number).is_empty());
     assert!(by_number["calls"].as_array().unwrap().iter().all(|r| {
         r["caller"]["number"] == json!(number) || r["callee"]["number"] == json!(number)
@@ -167,13 +155,13 @@ async fn records_dispositions_and_history_live_in_postgresql() {
         ("bob", &mut *bob, "ok"),
         ("carol", &mut *carol, "ok"),
     ] {
-        let r = request_reply(
-            c,
-            "disposition",
-            json!({"call_id": call_id, "code": format!("by-{who}")}),
-            10,
-        )
-        .await;
+        let r = c
+            .request(
+                "disposition",
+                json!({"call_id": call_id, "code": format!("by-{who}")}),
+                10,
+            )
+            .await;
         assert_eq!(r["response"], expected, "{who}: {r}");
         if expected == "ko" {
             assert_eq!(r["error_string"], "unallowed", "{who}");
@@ -186,7 +174,7 @@ async fn records_dispositions_and_history_live_in_postgresql() {
         stored,
         [[Some("by-carol".to_owned()), Some("carol".to_owned())]]
     );
-    let h = request_reply(carol, "history", json!({"limit": 50}), 11).await;
+    let h = carol.request("history", json!({"limit": 50}), 11).await;
     let row = h["calls"]
         .as_array()
         .unwrap()

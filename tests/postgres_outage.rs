@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::postgres::{borrowed, Schema};
-use common::{ami_config_with, ctid_id, Cti, Ctid, PATIENCE};
+use common::{ami_config_with, call_that_ends, Cti, Ctid, PATIENCE};
 use ctid_pbxsim::{PbxSim, SimConfig};
 use serde_json::{json, Value};
 
@@ -95,34 +95,6 @@ async fn hungup_of(c: &mut Cti, call: &str) -> Value {
     }
 }
 
-async fn request_reply(c: &mut Cti, class: &str, mut body: Value, id: u64) -> Value {
-    body["class"] = json!(class);
-    body["commandid"] = json!(id);
-    c.send(body).await;
-    loop {
-        let m = c.reply().await;
-        if m["replyid"] == json!(id) {
-            return m;
-        }
-    }
-}
-
-/// Places a call from alice (1001) to 1002; returns its id once ctid has read its hangups.
-async fn call_that_ends(sim: &PbxSim, ctid: &Ctid) -> String {
-    let (call, caller, callee) = sim.place_call(
-        "internal",
-        "PJSIP",
-        "1001",
-        "1002",
-        Duration::from_millis(20),
-        Duration::from_millis(50),
-    );
-    for channel in [caller, callee] {
-        ctid.wait_line(&format!("Hangup {channel}")).await;
-    }
-    ctid_id(&call)
-}
-
 #[tokio::test]
 async fn stopping_the_machine_s_postgresql_queues_records_until_it_is_back() {
     let schema = Schema::new();
@@ -158,15 +130,15 @@ async fn stopping_the_machine_s_postgresql_queues_records_until_it_is_back() {
         );
         during.push(call);
     }
-    let h = request_reply(&mut alice, "history", json!({}), 1).await;
+    let h = alice.request("history", json!({}), 1).await;
     assert_eq!(h["error_string"], "store_unavailable", "{h}");
-    let r = request_reply(
-        &mut alice,
-        "disposition",
-        json!({"call_id": during[0], "code": "callback"}),
-        2,
-    )
-    .await;
+    let r = alice
+        .request(
+            "disposition",
+            json!({"call_id": during[0], "code": "callback"}),
+            2,
+        )
+        .await;
     assert_eq!(
         r["response"], "ok",
         "a queued record takes its disposition: {r}"
@@ -185,7 +157,7 @@ async fn stopping_the_machine_s_postgresql_queues_records_until_it_is_back() {
         assert_eq!(rows, 1, "{call}");
     }
     ctid.wait_line("call records are written again").await;
-    let h = request_reply(&mut alice, "history", json!({}), 3).await;
+    let h = alice.request("history", json!({}), 3).await;
     let row = h["calls"]
         .as_array()
         .unwrap()

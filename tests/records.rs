@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{ami_config_with, console, ctid_id, two_tenant_calls, Cti, Ctid};
+use common::{ami_config_with, call_that_ends, console, ctid_id, two_tenant_calls, Cti, Ctid};
 use ctid_pbxsim::calls::{CallPlan, Tenant};
 use ctid_pbxsim::{PbxSim, SimConfig};
 use serde_json::{json, Value};
@@ -71,36 +71,6 @@ fn records_of(ctid: &Ctid, call: &str) -> i64 {
             |r| r.get(0),
         )
         .unwrap()
-}
-
-/// Places a call from 1001 (alice) to 1002; returns its id once ctid has read the hangups
-/// of both its channels (ctid logs AMI events with [`AMI_DEBUG`]).
-async fn call_that_ends(sim: &PbxSim, ctid: &Ctid) -> String {
-    let (call, caller, callee) = sim.place_call(
-        "internal",
-        "PJSIP",
-        "1001",
-        "1002",
-        Duration::from_millis(50),
-        Duration::from_millis(100),
-    );
-    let call = ctid_id(&call);
-    for channel in [caller, callee] {
-        ctid.wait_line(&format!("Hangup {channel}")).await;
-    }
-    call
-}
-
-async fn request(c: &mut Cti, class: &str, mut body: Value, id: u64) -> Value {
-    body["class"] = json!(class);
-    body["commandid"] = json!(id);
-    c.send(body).await;
-    loop {
-        let m = c.reply().await;
-        if m["replyid"] == json!(id) {
-            return m;
-        }
-    }
 }
 
 #[tokio::test]
@@ -175,7 +145,7 @@ async fn dispositions_are_for_the_call_s_agents_and_supervisors() {
     }
     // During the call: its clients see it.
     let set = json!({"call_id": call, "code": "sale", "note": "2 licences"});
-    let r = request(alice, "disposition", set.clone(), 1).await;
+    let r = alice.request("disposition", set.clone(), 1).await;
     assert_eq!(r["response"], "ok", "{r}");
     let update = loop {
         let e = alice.events(1).await.remove(0);
@@ -196,20 +166,20 @@ async fn dispositions_are_for_the_call_s_agents_and_supervisors() {
         ("carol", "ok"),
     ] {
         let c = clients.get_mut(user).unwrap();
-        let r = request(
-            c,
-            "disposition",
-            json!({"call_id": call, "code": format!("by-{user}")}),
-            2,
-        )
-        .await;
+        let r = c
+            .request(
+                "disposition",
+                json!({"call_id": call, "code": format!("by-{user}")}),
+                2,
+            )
+            .await;
         assert_eq!(r["response"], expected, "{user}: {r}");
         if expected == "ko" {
             assert_eq!(r["error_string"], "unallowed", "{user}");
         }
     }
     let carol = clients.get_mut("carol").unwrap();
-    let h = request(carol, "history", json!({"number": "1002"}), 3).await;
+    let h = carol.request("history", json!({"number": "1002"}), 3).await;
     let row = &h["calls"][0];
     assert_eq!(row["id"], json!(call));
     assert_eq!(
@@ -233,7 +203,7 @@ async fn history_filters_and_never_shows_another_context() {
     hungups(&mut dave, 6).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let mine = request(&mut alice, "history", json!({}), 1).await;
+    let mine = alice.request("history", json!({}), 1).await;
     let rows = mine["calls"].as_array().unwrap();
     assert_eq!(rows.len(), 6);
     assert!(rows
@@ -245,38 +215,40 @@ async fn history_filters_and_never_shows_another_context() {
         .collect();
     assert!(created.windows(2).all(|w| w[0] >= w[1]), "newest first");
 
-    let theirs = request(&mut dave, "history", json!({"limit": 100}), 2).await;
+    let theirs = dave.request("history", json!({"limit": 100}), 2).await;
     assert!(theirs["calls"]
         .as_array()
         .unwrap()
         .iter()
         .all(|r| r["caller"]["number"].as_str().unwrap().starts_with("200")));
-    let probe = request(&mut dave, "history", json!({"number": "1001"}), 3).await;
+    let probe = dave.request("history", json!({"number": "1001"}), 3).await;
     assert_eq!(
         probe["calls"],
         json!([]),
         "dave must not find alice's calls"
     );
 
-    let limited = request(&mut alice, "history", json!({"limit": 2}), 4).await;
+    let limited = alice.request("history", json!({"limit": 2}), 4).await;
     assert_eq!(limited["calls"].as_array().unwrap().len(), 2);
     let split = rows[2]["created"].as_f64().unwrap();
-    let older = request(&mut alice, "history", json!({"to": split}), 5).await;
+    let older = alice.request("history", json!({"to": split}), 5).await;
     assert_eq!(older["calls"].as_array().unwrap().len(), 4);
     let number = rows[0]["caller"]["number"].as_str().unwrap();
-    let by_number = request(&mut alice, "history", json!({"number": number}), 6).await;
+    let by_number = alice.request("history", json!({"number": number}), 6).await;
     assert!(by_number["calls"]
         .as_array()
         .unwrap()
         .iter()
         .all(|r| r["caller"]["number"] == json!(number) || r["callee"]["number"] == json!(number)));
-    let nobody = request(&mut alice, "history", json!({"queue": "support"}), 7).await;
+    let nobody = alice
+        .request("history", json!({"queue": "support"}), 7)
+        .await;
     assert_eq!(nobody["calls"], json!([]));
 
     let mut erin = Cti::connect(port).await;
     erin.login("erin").await;
     assert_eq!(
-        request(&mut erin, "history", json!({}), 8).await["error_string"],
+        erin.request("history", json!({}), 8).await["error_string"],
         "unallowed"
     );
 }
@@ -321,7 +293,7 @@ async fn a_kill_9_loses_no_call_reported_ended() {
     let (_sim2, _ctid2, port2) = server_with(&[("CTID__STORE__PATH", &store)]).await;
     let mut again = Cti::connect(port2).await;
     again.login("alice").await;
-    let history = request(&mut again, "history", json!({"limit": 1000}), 1).await;
+    let history = again.request("history", json!({"limit": 1000}), 1).await;
     let known: HashMap<i64, String> = history["calls"]
         .as_array()
         .unwrap()
@@ -362,13 +334,13 @@ async fn a_stalled_store_holds_a_hungup_back_only_up_to_its_bound() {
         .await;
 
     // The record is still queued: a disposition is taken now and written with it.
-    let r = request(
-        &mut alice,
-        "disposition",
-        json!({"call_id": call, "code": "callback"}),
-        1,
-    )
-    .await;
+    let r = alice
+        .request(
+            "disposition",
+            json!({"call_id": call, "code": "callback"}),
+            1,
+        )
+        .await;
     assert_eq!(r["response"], "ok", "{r}");
     assert_eq!(records_of(&ctid, &call), 0, "the lock is still held");
 
@@ -378,7 +350,7 @@ async fn a_stalled_store_holds_a_hungup_back_only_up_to_its_bound() {
     })
     .await;
     ctid.wait_line("call records are written again").await;
-    let h = request(&mut alice, "history", json!({}), 2).await;
+    let h = alice.request("history", json!({}), 2).await;
     let row = &h["calls"][0];
     assert_eq!(row["id"], json!(call));
     assert_eq!(row["disposition"]["code"], "callback", "{row}");

@@ -559,6 +559,24 @@ impl Cti {
         (got.remove(0), got.remove(0))
     }
 
+    /// Sends a request of `class`; returns the reply to it.
+    pub async fn request(
+        &mut self,
+        class: &str,
+        mut body: serde_json::Value,
+        id: u64,
+    ) -> serde_json::Value {
+        body["class"] = class.into();
+        body["commandid"] = id.into();
+        self.send(body).await;
+        loop {
+            let m = self.reply().await;
+            if m["replyid"] == id {
+                return m;
+            }
+        }
+    }
+
     pub async fn login(&mut self, user: &str) -> serde_json::Value {
         tokio::time::timeout(PATIENCE, self.conn.login(user, user))
             .await
@@ -622,4 +640,21 @@ pub async fn resume_without_gap(
     let expected: Vec<u64> = (last_seq + 1..).take(seqs.len()).collect();
     assert_eq!(seqs, expected, "replay then live, no gap, no duplicate");
     (again, ack)
+}
+
+/// Places a call from 1001 (alice) to 1002; returns its id once ctid has read the hangups
+/// of both its channels (ctid logs them with `RUST_LOG=info,ctid_actors::ami=debug`).
+pub async fn call_that_ends(sim: &ctid_pbxsim::PbxSim, ctid: &Ctid) -> String {
+    let (call, caller, callee) = sim.place_call(
+        "internal",
+        "PJSIP",
+        "1001",
+        "1002",
+        Duration::from_millis(50),
+        Duration::from_millis(100),
+    );
+    for channel in [caller, callee] {
+        ctid.wait_line(&format!("Hangup {channel}")).await;
+    }
+    ctid_id(&call)
 }
