@@ -19,6 +19,8 @@ const SUP: &str = "sup-token";
 const AGENT: &str = "agent-token";
 /// `tenant-b`, supervisor.
 const SUP_B: &str = "sup-b-token";
+/// `default` and `tenant-b`, supervisor.
+const BOTH: &str = "both-token";
 
 struct Server {
     sim: PbxSim,
@@ -410,13 +412,20 @@ async fn records_are_paged_and_stay_within_the_tokens_contexts() {
         .api("GET", "/api/v1/records?context=tenant-b", SUP, None)
         .await;
     assert_eq!(status, 404);
-    let (_, all) = s.api("GET", "/api/v1/records", ADMIN, None).await;
-    assert_eq!(all["records"].as_array().unwrap().len(), 3);
+    for token in [ADMIN, BOTH] {
+        let (_, all) = s.api("GET", "/api/v1/records", token, None).await;
+        assert_eq!(all["records"].as_array().unwrap().len(), 3, "{token}");
+    }
+    let (_, one) = s
+        .api("GET", "/api/v1/records?context=tenant-b", BOTH, None)
+        .await;
+    assert_eq!(one["records"][0]["id"], theirs);
+    assert_eq!(one["records"].as_array().unwrap().len(), 1);
 
     let theirs_path = format!("/api/v1/records/{their_record}");
     let (status, _) = s.api("GET", &theirs_path, SUP, None).await;
     assert_eq!(status, 404, "another tenant's record");
-    for token in [SUP_B, ADMIN] {
+    for token in [SUP_B, BOTH, ADMIN] {
         let (status, record) = s.api("GET", &theirs_path, token, None).await;
         assert_eq!((status, &record["id"]), (200, &theirs), "{token}");
     }

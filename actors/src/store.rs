@@ -584,7 +584,7 @@ pub(crate) mod tests {
 
     fn filter(context: Option<&str>) -> HistoryFilter {
         HistoryFilter {
-            context: context.map(str::to_owned),
+            contexts: context.map(|c| vec![c.to_owned()]),
             limit: 50,
             ..HistoryFilter::default()
         }
@@ -891,6 +891,42 @@ pub(crate) mod tests {
             });
             let rows = db.rows("SELECT count(*) FROM calls");
             assert_eq!(rows, [[Datum::Int(3)]]);
+        }
+    }
+
+    on_both_databases! {
+        fn a_query_over_several_contexts_lists_each_call_once(db) {
+            db.with(|conn| {
+                let mut shared = ended_call("2.1", "a", "555111", 100.0);
+                shared.contexts.push("b".into());
+                let mut calls = [
+                    shared,
+                    ended_call("2.2", "b", "555222", 200.0),
+                    ended_call("2.3", "c", "555333", 300.0),
+                ];
+                for call in &mut calls {
+                    call.queue = Some("q".into());
+                }
+                record(conn, &calls).unwrap();
+                let of = |names: &[&str]| HistoryFilter {
+                    contexts: Some(names.iter().map(|n| (*n).to_owned()).collect()),
+                    ..filter(None)
+                };
+                let both = history(conn, &of(&["a", "b"])).unwrap();
+                assert_eq!(ids(&both), ["2.2", "2.1"]);
+                let narrowed = HistoryFilter {
+                    queue: Some("q".into()),
+                    ..of(&["b", "c"])
+                };
+                assert_eq!(ids(&history(conn, &narrowed).unwrap()), ["2.3", "2.2", "2.1"]);
+                let paged = HistoryFilter {
+                    limit: 1,
+                    offset: 1,
+                    ..of(&["a", "b", "c"])
+                };
+                assert_eq!(ids(&history(conn, &paged).unwrap()), ["2.2"]);
+                assert!(history(conn, &of(&[])).unwrap().is_empty(), "no context, no call");
+            });
         }
     }
 

@@ -120,11 +120,17 @@ pub fn two_tenants() -> String {
 }
 
 /// The HTTP API's test tokens: (token, name, contexts, role).
-pub const TOKENS: [(&str, &str, &str, &str); 4] = [
+pub const TOKENS: [(&str, &str, &str, &str); 5] = [
     ("admin-token", "admin", "[\"*\"]", "admin"),
     ("sup-token", "sup", "[\"default\"]", "supervisor"),
     ("agent-token", "agent", "[\"default\"]", "agent"),
     ("sup-b-token", "sup-b", "[\"tenant-b\"]", "supervisor"),
+    (
+        "both-token",
+        "both",
+        "[\"default\", \"tenant-b\"]",
+        "supervisor",
+    ),
 ];
 
 /// `[[http.tokens]]` tables of [`TOKENS`].

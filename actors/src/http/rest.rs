@@ -395,10 +395,10 @@ fn disposition(req: HttpRequest, payload: web::Payload) -> LocalBoxFuture<'stati
     })
 }
 
-/// A history filter from the query string, within `context` (None: every context).
+/// A history filter from the query string, within `contexts` (None: every context).
 fn history_filter(
     q: &HashMap<String, String>,
-    context: Option<String>,
+    contexts: Option<Vec<String>>,
 ) -> Result<HistoryFilter, ApiError> {
     let number = |k: &str| -> Result<Option<f64>, ApiError> {
         q.get(k)
@@ -411,7 +411,7 @@ fn history_filter(
         })
     };
     Ok(HistoryFilter {
-        context,
+        contexts,
         number: q.get("number").cloned(),
         from: number("from")?,
         to: number("to")?,
@@ -442,20 +442,16 @@ async fn history(
 }
 
 /// Recorded calls, newest first, a page at a time (`limit`, `offset`): those of the
-/// token's context, or of `?context=`, which a token of several contexts must name.
+/// token's contexts, or of the one `?context=` names.
 fn list_records(req: HttpRequest, _: web::Payload) -> LocalBoxFuture<'static, Answer> {
     Box::pin(async move {
         let token = authorize(&req)?;
         let q = query(&req)?;
-        let context = match (context_filter(&token, &q)?, &token.contexts) {
-            (Some(c), _) => Some(c),
-            (None, TokenContexts::All) => None,
-            (None, TokenContexts::Only(names)) if names.len() == 1 => Some(names[0].clone()),
-            (None, TokenContexts::Only(_)) => {
-                return Err(ErrorCode::Missing(vec!["context".into()]).into())
-            }
+        let contexts = match context_filter(&token, &q)? {
+            Some(c) => Some(vec![c]),
+            None => token_contexts(&token),
         };
-        let filter = history_filter(&q, context)?;
+        let filter = history_filter(&q, contexts)?;
         let (limit, offset) = (filter.limit, filter.offset);
         let records = history(&shared(&req), &token, filter).await?;
         let next = (records.len() == limit).then_some(offset + limit);
@@ -467,24 +463,25 @@ fn get_record(req: HttpRequest, _: web::Payload) -> LocalBoxFuture<'static, Answ
     Box::pin(async move {
         let token = authorize(&req)?;
         let id: i64 = path_id(&req).parse().map_err(|_| not_found("record"))?;
-        let contexts = match &token.contexts {
-            TokenContexts::All => vec![None],
-            TokenContexts::Only(names) => names.iter().cloned().map(Some).collect(),
+        let filter = HistoryFilter {
+            contexts: token_contexts(&token),
+            record_id: Some(id),
+            limit: 1,
+            ..HistoryFilter::default()
         };
-        let shared = shared(&req);
-        for context in contexts {
-            let filter = HistoryFilter {
-                context,
-                record_id: Some(id),
-                limit: 1,
-                ..HistoryFilter::default()
-            };
-            if let Some(row) = history(&shared, &token, filter).await?.pop() {
-                return Ok(HttpResponse::Ok().json(row));
-            }
+        match history(&shared(&req), &token, filter).await?.pop() {
+            Some(row) => Ok(HttpResponse::Ok().json(row)),
+            None => Err(not_found("record")),
         }
-        Err(not_found("record"))
     })
+}
+
+/// The contexts a token's record queries cover: None for every context.
+fn token_contexts(token: &HttpToken) -> Option<Vec<String>> {
+    match &token.contexts {
+        TokenContexts::All => None,
+        TokenContexts::Only(names) => Some(names.clone()),
+    }
 }
 
 /// The directory's users of the token's contexts (a user with no line: for a token of

@@ -230,7 +230,7 @@ impl Session {
         };
         let number = |k: &str| req.fields.get(k).and_then(Value::as_f64);
         let filter = HistoryFilter {
-            context: (partition != ALL).then_some(partition),
+            contexts: (partition != ALL).then(|| vec![partition]),
             number: req.str("number").map(str::to_owned),
             from: number("from"),
             to: number("to"),

@@ -360,7 +360,7 @@ mod tests {
             let mut client = url(&db).config().connect(NoTls).unwrap();
             let text = |v: &str| Some(v.to_owned());
             let context = HistoryFilter {
-                context: text("c1"),
+                contexts: Some(vec!["c1".to_owned()]),
                 limit: 50,
                 ..HistoryFilter::default()
             };
@@ -391,7 +391,7 @@ mod tests {
                 (
                     HistoryFilter {
                         agent: text("l-rare"),
-                        context: None,
+                        contexts: None,
                         ..context.clone()
                     },
                     "calls_agent_login",
@@ -399,7 +399,7 @@ mod tests {
                 (
                     HistoryFilter {
                         from: Some(19_990.0),
-                        context: None,
+                        contexts: None,
                         ..context.clone()
                     },
                     "calls_created",

@@ -141,8 +141,8 @@ pub const MAX_OFFSET: u64 = 100_000;
 /// Filters of a history query.
 #[derive(Clone, Debug, Default)]
 pub struct HistoryFilter {
-    /// Only calls of this context; None: every context (no context separation).
-    pub context: Option<String>,
+    /// Only calls of these contexts; None: every context (no context separation).
+    pub contexts: Option<Vec<String>>,
     /// Matches the caller, callee, ANI or DNIS number.
     pub number: Option<String>,
     pub from: Option<f64>,
@@ -193,8 +193,9 @@ fn row_json(r: &[Datum]) -> Value {
 }
 
 /// The SQL of a history query, and its arguments. A number, queue or agent narrows the
-/// calls most: the query starts from their indexes and checks the context of each call
-/// found. Otherwise it walks the context's calls newest first, and stops at the limit.
+/// calls most: the query starts from their indexes and checks the contexts of each call
+/// found. Otherwise, for one context, it walks that context's calls newest first, and
+/// stops at the limit.
 pub(super) fn history_query(f: &HistoryFilter) -> (String, Vec<Datum>) {
     let mut sql = String::from(
         "SELECT c.record_id, c.call_id, c.direction, c.caller_number, c.caller_name, c.callee_number,
@@ -208,19 +209,26 @@ pub(super) fn history_query(f: &HistoryFilter) -> (String, Vec<Datum>) {
         sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
     };
     let narrow = f.number.is_some() || f.queue.is_some() || f.agent.is_some();
-    let by_context = f.context.is_some() && !narrow;
-    match &f.context {
-        Some(ctx) if by_context => arg(
+    let by_context = matches!(f.contexts.as_deref(), Some([_])) && !narrow;
+    match f.contexts.as_deref() {
+        Some([ctx]) if by_context => arg(
             &mut sql,
             "FROM call_contexts x JOIN calls c ON c.record_id = x.record_id WHERE x.context = ?",
             ctx.as_str().into(),
         ),
-        Some(ctx) => arg(
-            &mut sql,
-            "FROM calls c WHERE EXISTS
-                (SELECT 1 FROM call_contexts x WHERE x.context = ? AND x.record_id = c.record_id)",
-            ctx.as_str().into(),
-        ),
+        Some([]) => sql.push_str("FROM calls c WHERE 1 = 0"),
+        Some([first, rest @ ..]) => {
+            arg(
+                &mut sql,
+                "FROM calls c WHERE EXISTS
+                (SELECT 1 FROM call_contexts x WHERE x.record_id = c.record_id AND x.context IN (?",
+                first.as_str().into(),
+            );
+            for ctx in rest {
+                arg(&mut sql, ", ?", ctx.as_str().into());
+            }
+            sql.push_str("))");
+        }
         None => sql.push_str("FROM calls c WHERE 1 = 1"),
     }
     let t = if by_context { "x" } else { "c" };
