@@ -12,6 +12,8 @@ use ctid_pbxsim::{PbxSim, SimConfig};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -53,6 +55,18 @@ impl Desktop {
 
     async fn send_json(&mut self, v: Value) {
         self.send(Message::text(v.to_string())).await;
+    }
+
+    /// Sends `text` as one message in `n` fragments.
+    async fn send_fragments(&mut self, text: &str, n: usize) {
+        let bytes = text.as_bytes();
+        let size = bytes.len().div_ceil(n);
+        for (i, piece) in bytes.chunks(size).enumerate() {
+            let opcode = if i == 0 { Data::Text } else { Data::Continue };
+            let last = (i + 1) * size >= bytes.len();
+            let frame = Frame::message(piece.to_vec(), OpCode::Data(opcode), last);
+            self.send(Message::Frame(frame)).await;
+        }
     }
 
     /// The next JSON message, or None once the server closed.
@@ -175,10 +189,24 @@ async fn a_websocket_desktop_logs_in_receives_a_call_and_is_held_to_the_cti_rule
     alice.send(Message::text("not json")).await;
     assert_eq!(alice.reply().await["error_string"], "bad_json");
 
-    // Too large to read whole: answered, then closed.
+    // A message in fragments is one message, within the same bounds.
+    let keepalive = json!({"class": "keepalive", "commandid": 8}).to_string();
+    alice.send_fragments(&keepalive, 3).await;
+    assert_eq!(alice.reply().await["replyid"], 8);
+    alice.send_fragments(&"z".repeat(70_000), 7).await;
+    assert_eq!(alice.reply().await["error_string"], "frame_too_large");
+
+    // Too large to read whole: answered, then closed, in one frame or in many.
     alice.send(Message::text("y".repeat(300_000))).await;
     assert_eq!(alice.reply().await["error_string"], "frame_too_large");
     while let Some(m) = alice.recv().await {
+        assert_eq!(m["class"], "call_event", "{m}");
+    }
+    let mut fragmented = Desktop::connect(s.port).await;
+    fragmented.login("alice").await;
+    fragmented.send_fragments(&"y".repeat(300_000), 30).await;
+    assert_eq!(fragmented.reply().await["error_string"], "frame_too_large");
+    while let Some(m) = fragmented.recv().await {
         assert_eq!(m["class"], "call_event", "{m}");
     }
 

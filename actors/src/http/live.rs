@@ -4,8 +4,8 @@
 //!
 //! `/ws` is a CTI session like those of the TCP port: one JSON message per text message
 //! each way, the same login (no bearer token: the login is the CTI one), resume, login
-//! throttle, outbound budget and slow-consumer policy. A text message over
-//! `sessions.max_line_bytes` is answered `frame_too_large` and skipped; past
+//! throttle, outbound budget and slow-consumer policy. A text message (whole or in
+//! fragments) over `sessions.max_line_bytes` is answered `frame_too_large` and skipped; past
 //! [`OVERSIZE`] times that, it cannot be skipped unread, and the session is closed after
 //! that answer. Binary messages are answered `binary_message`.
 
@@ -14,8 +14,8 @@ use std::io;
 use actix::Actor;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, ProtocolError};
-use bytes::Bytes;
+use actix_ws::{Item, Message, MessageStream, ProtocolError};
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use ctid_proto::cti::ErrorCode;
 use futures_util::future::LocalBoxFuture;
@@ -118,10 +118,7 @@ fn websocket(req: HttpRequest, body: web::Payload) -> LocalBoxFuture<'static, An
         })?;
         let max_line = sessions.config.max_line;
         let limit = max_line.saturating_mul(OVERSIZE);
-        let stream = stream
-            .max_frame_size(limit)
-            .aggregate_continuations()
-            .max_continuation_size(limit);
+        let stream = stream.max_frame_size(limit);
         let transport = Transport::Messages {
             inbound: inbound(stream, ws.clone(), max_line, limit),
             sink: Box::new(WsSink(Some(ws))),
@@ -131,48 +128,110 @@ fn websocket(req: HttpRequest, body: web::Payload) -> LocalBoxFuture<'static, An
     })
 }
 
-/// What the client sends, as a session reads it: pings are answered here, a close or a
-/// protocol error ends the stream (the latter as a read error, after `frame_too_large`
-/// when it was a message too large to read).
+/// A message arriving in fragments: whether it is text, and its bytes so far.
+type Fragments = Option<(bool, BytesMut)>;
+
+/// What the client sends, as a session reads it: pings are answered here, fragments are
+/// put together (within `limit` bytes), a close or a protocol error ends the stream (the
+/// latter as a read error, after `frame_too_large` when it was a message too large to
+/// read).
 fn inbound(
-    stream: AggregatedMessageStream,
+    stream: MessageStream,
     ws: actix_ws::Session,
     max_line: usize,
     limit: usize,
 ) -> LocalBoxStream<'static, io::Result<Inbound>> {
+    let state = (stream, ws, None::<io::Error>, Fragments::None);
     futures_util::stream::unfold(
-        (stream, ws, None::<io::Error>),
-        move |(mut stream, mut ws, mut failed)| async move {
+        state,
+        move |(mut stream, mut ws, mut failed, mut partial)| async move {
             loop {
                 if let Some(e) = failed.take() {
-                    return Some((Err(e), (stream, ws, None)));
+                    return Some((Err(e), (stream, ws, None, None)));
                 }
-                let item = match stream.next().await? {
-                    Ok(AggregatedMessage::Text(text)) if text.len() > max_line => {
-                        Ok(Inbound::TooLong { bytes: text.len() })
+                let whole = match stream.next().await? {
+                    Ok(Message::Text(text)) => Ok((true, text.into_bytes())),
+                    Ok(Message::Binary(data)) => Ok((false, data)),
+                    Ok(Message::Continuation(item)) => {
+                        match add_fragment(&mut partial, item, limit) {
+                            Ok(Some(whole)) => Ok(whole),
+                            Ok(None) => continue,
+                            Err(Unreadable::TooLarge) => Err(Overflow),
+                            Err(Unreadable::Unstarted) => {
+                                let why = "a WebSocket continuation with no message begun";
+                                let e = io::Error::new(io::ErrorKind::InvalidData, why);
+                                return Some((Err(e), (stream, ws, None, None)));
+                            }
+                        }
                     }
-                    Ok(AggregatedMessage::Text(text)) => Ok(Inbound::Line(text.into_bytes())),
-                    Ok(AggregatedMessage::Binary(data)) => {
-                        Ok(Inbound::Binary { bytes: data.len() })
-                    }
-                    Ok(AggregatedMessage::Ping(data)) => {
+                    Ok(Message::Ping(data)) => {
                         let _ = ws.pong(&data).await;
                         continue;
                     }
-                    Ok(AggregatedMessage::Pong(_)) => continue,
-                    Ok(AggregatedMessage::Close(_)) => return None,
-                    Err(ProtocolError::Overflow) => {
+                    Ok(Message::Pong(_) | Message::Nop) => continue,
+                    Ok(Message::Close(_)) => return None,
+                    Err(ProtocolError::Overflow) => Err(Overflow),
+                    Err(e) => {
+                        let e = io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+                        return Some((Err(e), (stream, ws, None, None)));
+                    }
+                };
+                let item = match whole {
+                    Ok((true, text)) if text.len() > max_line => {
+                        Ok(Inbound::TooLong { bytes: text.len() })
+                    }
+                    Ok((true, text)) => Ok(Inbound::Line(text)),
+                    Ok((false, data)) => Ok(Inbound::Binary { bytes: data.len() }),
+                    Err(Overflow) => {
                         let why = format!("a WebSocket message over {limit} bytes");
                         failed = Some(io::Error::new(io::ErrorKind::InvalidData, why));
                         Ok(Inbound::TooLong { bytes: limit })
                     }
-                    Err(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
                 };
-                return Some((item, (stream, ws, failed)));
+                return Some((item, (stream, ws, failed, partial)));
             }
         },
     )
     .boxed_local()
+}
+
+/// A message over the bound of what is read whole.
+struct Overflow;
+
+/// Why fragments cannot be put together.
+enum Unreadable {
+    TooLarge,
+    Unstarted,
+}
+
+/// Adds a fragment to the message it belongs to; the message once whole.
+fn add_fragment(
+    partial: &mut Fragments,
+    item: Item,
+    limit: usize,
+) -> Result<Option<(bool, Bytes)>, Unreadable> {
+    let (first, last, bytes) = match item {
+        Item::FirstText(b) => (Some(true), false, b),
+        Item::FirstBinary(b) => (Some(false), false, b),
+        Item::Continue(b) => (None, false, b),
+        Item::Last(b) => (None, true, b),
+    };
+    if let Some(text) = first {
+        *partial = Some((text, BytesMut::new()));
+    }
+    let Some((text, data)) = partial.as_mut() else {
+        return Err(Unreadable::Unstarted);
+    };
+    if data.len() + bytes.len() > limit {
+        *partial = None;
+        return Err(Unreadable::TooLarge);
+    }
+    data.extend_from_slice(&bytes);
+    let text = *text;
+    Ok(last
+        .then(|| partial.take())
+        .flatten()
+        .map(|(_, data)| (text, data.freeze())))
 }
 
 /// A session's messages, one text message each; None once closed.
