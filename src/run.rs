@@ -2,6 +2,8 @@
 //! TLS files, the store, listening ports), then runs the actix system and the supervision
 //! tree until SIGINT/SIGTERM, and stops cleanly.
 
+mod pbx;
+
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,11 +13,10 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use ctid_actors::allow::AllowList;
-use ctid_actors::ami::{AmiLink, AmiTaps, LinkConfig, LinkStats};
+use ctid_actors::ami::{AmiTaps, LinkConfig, LinkStats};
 use ctid_actors::announce::Announce;
 use ctid_actors::auth::{LoginThrottle, PasswordChecker, ResumeTokens};
-use ctid_actors::cluster::lease::{Holding, LeaseKeeper};
-use ctid_actors::cluster::remote::{Remote, Responder};
+use ctid_actors::cluster::remote::Remote;
 use ctid_actors::cluster::tokens::SharedTokens;
 use ctid_actors::cluster::{Cluster, Notices, Retention};
 use ctid_actors::command::Commands;
@@ -31,13 +32,12 @@ use ctid_actors::outbox::{Budget, Writers};
 use ctid_actors::partition::{Partitions, ReplayLimits};
 use ctid_actors::pbx::{Pbx, Pbxes};
 use ctid_actors::records::Records;
-use ctid_actors::router::{Router, RouterConfig};
 use ctid_actors::session::{LoginSlots, SessionConfig, SessionRegistry, SessionShared};
 use ctid_actors::settings::{
     human_duration, ClusterSettings, Database, Listener, Settings, ThreadSettings,
 };
 use ctid_actors::supervisor::{
-    ChildSpec, Exit, Intensity, Report, Restart, Root, Shutdown, Slot, StartChild, StopChild,
+    ChildSpec, Exit, Intensity, Report, Restart, Root, Shutdown, Slot, StartChild,
 };
 use ctid_actors::tls::{self, CertSlot, CertWatcher, ReloadCert, ServerTls};
 use ctid_actors::webi::WebiAccept;
@@ -49,6 +49,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_rustls::TlsAcceptor;
 
 use crate::{logging, settings, EXIT_CONFIG};
+use pbx::Wiring;
 
 /// The listening sockets, bound at start-up.
 #[derive(Default)]
@@ -491,99 +492,20 @@ pub async fn start(p: Prepared) -> Result<Server, String> {
         report.clone(),
         partitions_slot.clone(),
     );
-    // Each PBX: its link and router on a thread of their own, under their own supervisor,
-    // so that reading one Asterisk never waits behind client work or another PBX. In
-    // cluster mode, it runs while this node holds the PBX's lease.
-    let mut pbx_threads = Vec::new();
-    let mut pbx_sups = Vec::new();
-    let mut leases = Vec::new();
-    let ingest_slot = Slot::<ctid_actors::supervisor::Supervisor>::new();
-    let taken = |name: &str| {
-        let only = &settings.cluster.pbxes;
-        ingest && (only.is_empty() || only.iter().any(|p| p == name))
-    };
-    for (link, p) in links.into_iter().zip(&settings.pbxes) {
-        let Some(pbx) = pbxes.get(&p.name).filter(|_| taken(&p.name)).cloned() else {
-            continue;
-        };
-        let thread = Arbiter::new();
-        let holding = Holding::default();
-        let config = RouterConfig {
-            pbx: pbx.name.clone(),
-            link: pbx.link.clone(),
-            link_stats: pbx.stats.clone(),
-            resync_every: p.ami.resync_interval,
-            socket_timeout: settings.timeouts.socket,
-            store: store.clone(),
-            commands: settings.commands.clone(),
-            metrics: metrics.clone(),
-            cluster: cluster.clone().map(|c| (c, holding.clone())),
-        };
-        let (dir, partitions) = (handle.clone(), partitions.clone());
-        let router = ChildSpec::new("router", Restart::Permanent, pbx.router.clone(), {
-            move |_| Router::new(dir.clone(), partitions.clone(), config.clone())
-        })
-        .on(thread.handle());
-        let (stats, taps, router_slot) = (pbx.stats.clone(), pbx.taps.clone(), pbx.router.clone());
-        let ami = ChildSpec::new("ami", Restart::Permanent, pbx.link.clone(), move |_| {
-            AmiLink::new(
-                link.clone(),
-                router_slot.outlet(),
-                router_slot.outlet(),
-                stats.clone(),
-                taps.clone(),
-            )
-        })
-        .on(thread.handle());
-        let mut children = vec![router, ami];
-        if let Some(c) = &cluster {
-            let (c, name, handle) = (c.clone(), pbx.name.clone(), handle.clone());
-            let (router, link) = (pbx.router.clone(), pbx.link.clone());
-            let (socket, ring) = (
-                settings.timeouts.socket,
-                Duration::from_millis(settings.commands.originate_timeout_ms),
-            );
-            children.push(ChildSpec::new(
-                "responder",
-                Restart::Permanent,
-                Slot::new(),
-                move |_| {
-                    let (router, link) = (router.clone(), link.clone());
-                    Responder::new(c.clone(), &name, router, link, handle.clone(), socket, ring)
-                },
-            ));
-        }
-        pbx_threads.push(thread);
-        let sup = ChildSpec::supervisor(
-            format!("pbx-{}", pbx.name),
-            Intensity::default(),
-            children,
-            report.clone(),
-            Slot::new(),
-        );
-        match &cluster {
-            None => pbx_sups.push(sup),
-            Some(c) => leases.push(lease_keeper(c, &pbx.name, holding, sup, &ingest_slot)),
-        }
-    }
-    if cluster.is_some() {
-        pbx_sups = vec![
-            ChildSpec::supervisor(
-                "ingest",
-                Intensity::default(),
-                Vec::new(),
-                report.clone(),
-                ingest_slot,
-            ),
-            ChildSpec::supervisor(
-                "leases",
-                Intensity::default(),
-                leases,
-                report.clone(),
-                Slot::new(),
-            ),
-        ];
-    }
+    let (pbx_threads, pbx_sups) = pbx::tree(
+        Wiring {
+            settings: &settings,
+            pbxes: &pbxes,
+            directory: &handle,
+            partitions: &partitions,
+            store: store.as_ref(),
+            metrics: &metrics,
+            report: &report,
+            cluster: cluster.as_ref(),
+            ingest,
+        },
+        links,
+    );
     let l = &settings.listen;
     let allow = |name, listener: &Listener| AllowList::new(name, &listener.allow);
     let allows = [
@@ -792,32 +714,6 @@ fn roles(c: &ClusterSettings) -> &'static str {
         (true, false) => "ingest",
         _ => "edge",
     }
-}
-
-/// The keeper of a PBX's lease: while it holds it, the PBX's supervisor `sup` runs under
-/// the `ingest` supervisor.
-fn lease_keeper(
-    cluster: &Cluster,
-    pbx: &str,
-    holding: Holding,
-    sup: ChildSpec,
-    ingest: &Slot<ctid_actors::supervisor::Supervisor>,
-) -> ChildSpec {
-    let (cluster, name, ingest) = (cluster.clone(), pbx.to_owned(), ingest.clone());
-    ChildSpec::new(
-        format!("lease-{pbx}"),
-        Restart::Permanent,
-        Slot::new(),
-        move |_| {
-            let (sup, ingest) = (sup.clone(), ingest.clone());
-            let on_change = Box::new(move |held: bool| match ingest.get() {
-                Some(ingest) if held => ingest.do_send(StartChild(sup.clone())),
-                Some(ingest) => ingest.do_send(StopChild(sup.name().to_owned())),
-                None => warn!("cluster: the ingest supervisor is not running"),
-            });
-            LeaseKeeper::new(cluster.clone(), &name, holding.clone(), on_change)
-        },
-    )
 }
 
 async fn serve(prepared: Prepared) -> ExitCode {
