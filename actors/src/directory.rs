@@ -218,6 +218,38 @@ fn stamp(path: &Path) -> Option<Stamp> {
     Some((m.modified().ok()?, m.len()))
 }
 
+/// A file modified more recently than this may still be being written.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// Reads of a file that keeps changing before one is given up until the next check.
+const SETTLE_TRIES: usize = 3;
+
+/// Reads the directory file once it has not changed for [`SETTLE`] and did not change
+/// while read, so that a file written in place (truncated, then written) is never taken
+/// half-written: such a part may parse, and would close the sessions of the users it
+/// lacks. None if the file is unchanged since `seen` (unless `force`), or kept changing.
+fn read_settled(path: &Path, pbxes: &[String], seen: Option<Stamp>, force: bool) -> Option<Loaded> {
+    for _ in 0..SETTLE_TRIES {
+        let Some(before) = stamp(path) else {
+            return force.then(|| (None, load_file(path, pbxes)));
+        };
+        if !force && Some(before) == seen {
+            return None;
+        }
+        // A time ahead of the clock counts as settled.
+        let age = before.0.elapsed().unwrap_or(SETTLE);
+        if age < SETTLE {
+            std::thread::sleep(SETTLE - age);
+            continue;
+        }
+        let loaded = load_file(path, pbxes);
+        if stamp(path) == Some(before) {
+            return Some((Some(before), loaded));
+        }
+    }
+    None
+}
+
 /// Reads the directory again now, whether or not it looks changed; answers the new one.
 #[derive(Message)]
 #[rtype(result = "Result<Arc<Directory>, String>")]
@@ -266,11 +298,7 @@ impl DirectoryWatcher {
                 let (seen, pbxes) = (self.seen, self.pbxes.clone());
                 Box::pin(async move {
                     let work = tokio::task::spawn_blocking(move || {
-                        let now = stamp(&path);
-                        if !force && (now == seen || now.is_none()) {
-                            return None;
-                        }
-                        Some((now, load_file(&path, &pbxes)))
+                        read_settled(&path, &pbxes, seen, force)
                     });
                     work.await.ok().flatten()
                 })
@@ -362,7 +390,7 @@ impl Handler<ReloadNow> for DirectoryWatcher {
         Box::pin(
             actix::fut::wrap_future::<_, Self>(self.load(true)).map(|res, act, _| match res {
                 Some((stamp, loaded)) => act.loaded(stamp, loaded),
-                None => Err(format!("{}: cannot be read", act.source)),
+                None => Err(format!("{}: kept changing while read", act.source)),
             }),
         )
     }
@@ -411,6 +439,39 @@ mod tests {
         assert!(
             next.has_context("b"),
             "the unchanged version was not published"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn a_file_written_in_place_is_read_only_once_whole() {
+        let contexts = |names: &[&str]| -> String {
+            names
+                .iter()
+                .map(|n| format!("[[contexts]]\nname = \"{n}\"\n"))
+                .collect()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("directory.toml");
+        std::fs::write(&path, contexts(&["a", "b"])).unwrap();
+        let pbxes: Arc<[String]> = [ctid_proto::directory::DEFAULT_PBX.to_owned()].into();
+        let handle = DirectoryHandle::new(load_file(&path, &pbxes).unwrap());
+        let mut changes = Box::pin(handle.changes());
+        let every = Duration::from_millis(50);
+        let _watcher =
+            DirectoryWatcher::new(Source::File(path.clone()), pbxes, every, handle).start();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        // Truncated, then written in two steps; the first part alone parses.
+        std::fs::write(&path, contexts(&["a"])).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::write(&path, contexts(&["a", "b", "c"])).unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(20), changes.next())
+            .await
+            .expect("the whole file was never published")
+            .unwrap();
+        assert!(
+            next.has_context("b") && next.has_context("c"),
+            "a part of the file was published"
         );
     }
 
