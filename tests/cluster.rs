@@ -166,7 +166,8 @@ async fn a_standby_takes_over_from_a_killed_ingest_mid_call() {
 }
 
 /// What the ingest knew of an event reaches an edge's clients over NATS: the PBX's time
-/// (stale when old) and the call's media.
+/// (stale when old) and the call's media; and its wallboards the lag from the ingest's read,
+/// not from the PBX's time.
 #[tokio::test]
 async fn an_edge_shows_the_pbxs_event_times_and_the_calls_media() {
     require_nats();
@@ -183,8 +184,10 @@ async fn an_edge_shows_the_pbxs_event_times_and_the_calls_media() {
     .unwrap();
     let a = start(&node(&sim, &ns, "a", &["ingest"]), &schema);
     lease(&a, "a").await;
-    let b = start(&node(&sim, &ns, "b", &["edge"]), &schema);
+    let edge = node_with(&sim, NATS, &ns, "b", &["edge"], &["cti", "http"]);
+    let b = start(&(edge + &common::http_tokens()), &schema);
     let cti = b.port("cti").await;
+    let http = Http::new(b.port("http").await);
     b.wait_line("caught up with its stream").await;
     let mut alice = Cti::connect(cti).await;
     alice.login("alice").await;
@@ -214,6 +217,15 @@ async fn an_edge_shows_the_pbxs_event_times_and_the_calls_media() {
             break;
         }
     }
+    let (status, board) = http
+        .call("GET", "/api/v1/wallboard", Some("sup-token"), None)
+        .await;
+    assert_eq!(status, 200, "{board}");
+    let lag = board["lag_p99_ms"].as_f64().expect("a lag on the edge");
+    assert!(
+        lag < behind * 1000.0 / 2.0,
+        "{lag} ms: from the PBX's clock"
+    );
     clean(&ns).await;
 }
 

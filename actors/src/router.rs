@@ -285,7 +285,8 @@ impl Router {
             changes = current;
         }
         if let Some(sink) = &self.sink {
-            match sink.publish(&key, changes, healing) {
+            let read = timenow() - received.elapsed().as_secs_f64();
+            match sink.publish(&key, changes, healing, read) {
                 Ok(()) => {
                     self.gaps.remove(&key);
                 }

@@ -21,6 +21,10 @@ pub struct WireEvent {
     /// that an edge's clients see the ingest's time. None from a node that did not say.
     #[serde(default)]
     pub at: Option<f64>,
+    /// When the ingest read its AMI event (epoch seconds), for the event lag an edge shows
+    /// its wallboards. None from a node that did not say.
+    #[serde(default)]
+    pub read: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -168,6 +172,7 @@ mod tests {
             epoch: 7,
             pbx: "p".into(),
             at: Some(1733071200.123456),
+            read: Some(1733071200.2),
             change: WireChange::Call {
                 kind: EventKind::Offered,
                 call: Box::new(WireCall::from(&call)),
@@ -177,8 +182,12 @@ mod tests {
         let back: WireEvent = serde_json::from_str(&text).unwrap();
         assert_eq!((back.epoch, back.pbx.as_str()), (7, "p"));
         assert_eq!(back.at, Some(1733071200.123456));
-        let older = text.replace(",\"at\":1733071200.123456", "");
-        assert_eq!(serde_json::from_str::<WireEvent>(&older).unwrap().at, None);
+        assert_eq!(back.read, Some(1733071200.2));
+        let older = text
+            .replace(",\"at\":1733071200.123456", "")
+            .replace(",\"read\":1733071200.2", "");
+        let older = serde_json::from_str::<WireEvent>(&older).unwrap();
+        assert_eq!((older.at, older.read), (None, None));
         let WireChange::Call { kind, call: wire } = back.change else {
             panic!("{text}");
         };

@@ -43,6 +43,8 @@ enum Job {
         key: String,
         changes: Vec<Change>,
         heals: bool,
+        /// When their AMI events were read (epoch seconds).
+        read: f64,
     },
     Status(String, &'static str),
     Stored(Vec<String>, oneshot::Sender<HashMap<String, Call>>),
@@ -73,12 +75,20 @@ impl Sink {
         Sink(tx)
     }
 
-    /// Queues a context's changes; if the queue is full, gives them back.
-    pub fn publish(&self, key: &str, changes: Vec<Change>, heals: bool) -> Result<(), Vec<Change>> {
+    /// Queues a context's changes, whose AMI events were read at `read` (epoch seconds); if
+    /// the queue is full, gives them back.
+    pub fn publish(
+        &self,
+        key: &str,
+        changes: Vec<Change>,
+        heals: bool,
+        read: f64,
+    ) -> Result<(), Vec<Change>> {
         let job = Job::Changes {
             key: key.to_owned(),
             changes,
             heals,
+            read,
         };
         self.0.try_send(job).map_err(|e| match e.into_inner() {
             Job::Changes { changes, .. } => changes,
@@ -122,12 +132,13 @@ impl Publisher {
                     key,
                     changes,
                     heals,
+                    read,
                 } => {
                     if !heals && self.gaps.contains(&key) {
                         let _ = self.failed.try_send(PublishFailed { key, changes });
                         continue;
                     }
-                    match self.publish(&key, &changes).await {
+                    match self.publish(&key, &changes, read).await {
                         Ok(()) => {
                             self.gaps.remove(&key);
                         }
@@ -169,7 +180,7 @@ impl Publisher {
         Ok(bucket)
     }
 
-    async fn publish(&mut self, key: &str, changes: &[Change]) -> Result<(), String> {
+    async fn publish(&mut self, key: &str, changes: &[Change], read: f64) -> Result<(), String> {
         let Some(epoch) = self.holding.epoch() else {
             debug!("cluster: PBX {}: no lease, nothing published", self.pbx);
             return Ok(());
@@ -200,6 +211,7 @@ impl Publisher {
                 pbx: self.pbx.clone(),
                 change: wire,
                 at: Some(at),
+                read: Some(read),
             };
             let body = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
             let ack = self

@@ -199,8 +199,13 @@ impl PartitionCore {
                 return None;
             }
             *newest = event.epoch;
+            let now = timenow();
+            // Live events only: those read while catching up are as late as the stream.
+            if let (Some(read), true) = (event.read, self.ready) {
+                self.lags.record(now, (now - read) * 1000.0);
+            }
             // Sent by a node too old to say: as old as it is now.
-            let at = event.at.unwrap_or_else(timenow);
+            let at = event.at.unwrap_or(now);
             Some(match event.change {
                 WireChange::Call { kind, call } => {
                     Change::Call(kind, Arc::new(call.into_call()), at)
@@ -626,6 +631,7 @@ mod tests {
             epoch,
             pbx: "default".into(),
             at: Some(timenow()),
+            read: Some(timenow()),
             change: WireChange::Call {
                 kind,
                 call: Box::new(ctid_proto::wire::WireCall::from(&*call(id))),
