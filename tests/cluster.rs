@@ -229,6 +229,55 @@ async fn an_edge_shows_the_pbxs_event_times_and_the_calls_media() {
     clean(&ns).await;
 }
 
+/// A call answered while the PBX did not give its channels' Status to the active ingest
+/// gets its media from the node that takes over.
+#[tokio::test]
+async fn a_standby_learns_the_media_the_killed_ingest_could_not() {
+    require_nats();
+    let ns = namespace();
+    let schema = Schema::new();
+    let sim = PbxSim::start(SimConfig {
+        codecs: vec!["g722".into()],
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    sim.fail("Status", Some("Permission denied"));
+    let mut a = start(&node(&sim, &ns, "a", &["ingest"]), &schema);
+    lease(&a, "a").await;
+    let b = start(&node(&sim, &ns, "b", &["ingest", "edge"]), &schema);
+    let cti = b.port("cti").await;
+    b.wait_line("caught up with its stream").await;
+    let mut alice = Cti::connect(cti).await;
+    alice.login("alice").await;
+
+    let ring = Duration::from_millis(50);
+    let (id, _, _) = sim.place_call("internal", "PJSIP", "1001", "1002", ring, PATIENCE * 10);
+    let id = format!("default:{id}");
+    loop {
+        let e = alice.events(1).await.remove(0);
+        if e["call"]["id"] == json!(id) && e["event"] == "answered" {
+            assert!(e["call"]["media"].is_null(), "{e}");
+            break;
+        }
+    }
+    a.wait_until("the ingest asked for the Status", || {
+        common::actions_named(&sim, "Status") > 0
+    })
+    .await;
+    sim.fail("Status", None);
+    a.kill9().await;
+    lease(&b, "b").await;
+    loop {
+        let e = alice.events(1).await.remove(0);
+        if e["call"]["id"] == json!(id) && !e["call"]["media"].is_null() {
+            assert_eq!(e["call"]["media"]["codec"], "g722", "{e}");
+            break;
+        }
+    }
+    clean(&ns).await;
+}
+
 /// An edge is killed: its client resumes on another edge with its token and last `seq`,
 /// and gets every event it missed, then the live ones, with no gap and no duplicate.
 #[tokio::test]

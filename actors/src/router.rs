@@ -239,14 +239,26 @@ impl Router {
         }
     }
 
-    /// Cluster mode: ends the calls the edges still hold that the PBX no longer has (they
-    /// ended while no node held its link), with their records.
+    /// Cluster mode, once a takeover's first resync is over: ends the calls the edges still
+    /// hold that the PBX no longer has (they ended while no node held its link), with their
+    /// records, and asks for the media of the answered ones whose media the node before did
+    /// not learn.
     fn end_restored(&mut self, ctx: &mut Context<Self>) {
         if self.restoring.is_empty() {
             return;
         }
+        let restored = std::mem::take(&mut self.restoring);
+        let unknown: Vec<&str> = restored
+            .keys()
+            .map(String::as_str)
+            .filter(|id| {
+                let call = self.model.call(id);
+                call.is_some_and(|c| c.answered.is_some() && c.media.is_none())
+            })
+            .collect();
+        self.ask_media_of(unknown, ctx);
         let now = timenow();
-        let ended: Vec<CallEvent> = std::mem::take(&mut self.restoring)
+        let ended: Vec<CallEvent> = restored
             .into_values()
             .filter(|call| {
                 self.model.call(&call.id).is_none() && !self.ending.contains_key(&call.id)

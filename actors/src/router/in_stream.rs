@@ -33,12 +33,22 @@ pub(super) struct Resyncing {
 impl Router {
     /// Queues the channels of the calls just answered or bridged for a `Status`, and asks.
     pub(super) fn ask_media(&mut self, events: &[CallEvent], ctx: &mut Context<Self>) {
+        let up = events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Answered | EventKind::Bridged))
+            .map(|e| e.call.id.as_str());
+        self.ask_media_of(up, ctx);
+    }
+
+    /// Queues the channels of `calls` for a `Status`, and asks.
+    pub(super) fn ask_media_of<'a>(
+        &mut self,
+        calls: impl IntoIterator<Item = &'a str>,
+        ctx: &mut Context<Self>,
+    ) {
         let mut full = false;
-        for event in events {
-            if !matches!(event.kind, EventKind::Answered | EventKind::Bridged) {
-                continue;
-            }
-            for ch in self.model.channels_of(&event.call.id) {
+        for id in calls {
+            for ch in self.model.channels_of(id) {
                 full |= !self.media.want(Asked {
                     uniqueid: ch.uniqueid.clone(),
                     name: ch.name.clone(),
