@@ -27,6 +27,14 @@ impl AmiLink {
             return;
         }
         debug!("AMI {}: {banner}", self.name);
+        // A placeholder never reaches Asterisk (start-up logged why, with the key); the
+        // link still shows whether Asterisk can be reached.
+        if self.cfg.settings.secret.is_placeholder() {
+            let generation = self.generation;
+            let why = "reached, not logging in: its secret is a placeholder".into();
+            self.lost(generation, why, ctx);
+            return;
+        }
         let s = self.cfg.settings.clone();
         match s.auth {
             AmiAuth::Md5 => {
