@@ -22,7 +22,8 @@
 //!   client queues (the info console's `stats`, p50/p99/max), the `hungup` lag the clients
 //!   see, and ctid's CPU seconds over the burst; call records on unless `--store off`. With
 //!   `--baseline-bin PATH`, the same for another ctid binary, the two interleaved over
-//!   `--rounds` rounds: medians, after/before.
+//!   `--rounds` rounds: medians, after/before. With `--store-sync full,normal`, the same
+//!   binary under each `store.sync`, interleaved likewise: medians, the first over the second.
 //! - `--write-delay 0,0.001,0.002`: for each `sessions.write_delay`, 2,000 sessions in one
 //!   context (`--sessions`) at `--rate` calls/s (default 10): deliveries per CPU-second of
 //!   ctid and the lag of `offered` p50/p99, medians over rounds, against the first window.
@@ -60,7 +61,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 const USAGE: &str = "\
 fan-out (default): --sessions 1000,10000 --contexts 10,100 --rate 50 --seconds 10
-burst:             --burst N [--sessions 200] [--rounds 5] [--store on|off] [--baseline-bin PATH]
+burst:             --burst N [--sessions 200] [--rounds 5] [--store on|off] [--baseline-bin PATH | --store-sync full,normal]
 write window:      --write-delay 0,0.001,0.002 [--sessions 2000] [--rate 10] [--seconds 10] [--rounds 3] [--store on|off]
 idle:              --idle 20000 [--idle-real 1000] [--rounds 1] [--baseline-bin PATH]
 cluster:           --cluster throughput,takeover,edge [--sessions 300] [--contexts 10] [--rate 20] [--rounds 2] [--kills 10] [--desktops 2000]";
@@ -89,6 +90,8 @@ struct Options {
     baseline_bin: Option<PathBuf>,
     /// Call records on (as by default) in the burst and write-window modes.
     store: bool,
+    /// The `store.sync` values the burst mode compares, this binary under each.
+    store_sync: Option<Vec<String>>,
     cluster: Option<Vec<String>>,
     kills: usize,
     desktops: usize,
@@ -107,6 +110,7 @@ fn options() -> Options {
         rounds: None,
         baseline_bin: None,
         store: true,
+        store_sync: None,
         cluster: None,
         kills: 10,
         desktops: 2000,
@@ -133,6 +137,7 @@ fn options() -> Options {
             "--rounds" => o.rounds = v.parse().ok(),
             "--baseline-bin" => o.baseline_bin = Some(PathBuf::from(v)),
             "--store" => o.store = v != "off",
+            "--store-sync" => o.store_sync = Some(list(v)),
             "--cluster" => o.cluster = Some(list(v)),
             "--kills" => o.kills = v.parse().unwrap_or(o.kills),
             "--desktops" => o.desktops = v.parse().unwrap_or(o.desktops),
@@ -158,6 +163,24 @@ impl Options {
         match &self.baseline_bin {
             Some(base) => vec![("after", this), ("before", base.clone())],
             None => vec![("ctid", this)],
+        }
+    }
+
+    /// What the burst mode compares: the binaries, or this one under each `store.sync`.
+    fn variants(&self) -> Vec<(String, PathBuf, Option<String>)> {
+        match &self.store_sync {
+            Some(syncs) => {
+                let this = PathBuf::from(env!("CARGO_BIN_EXE_ctid"));
+                syncs
+                    .iter()
+                    .map(|s| (s.clone(), this.clone(), Some(s.clone())))
+                    .collect()
+            }
+            None => self
+                .binaries()
+                .into_iter()
+                .map(|(name, bin)| (name.to_owned(), bin, None))
+                .collect(),
         }
     }
 }
@@ -376,6 +399,8 @@ struct Launch<'a> {
     /// This build's ctid, or a baseline's.
     bin: &'a Path,
     store: bool,
+    /// `store.sync`, when not the default.
+    sync: Option<&'a str>,
     /// Opens the info console, on a free port.
     info: bool,
     /// More `key = value` lines of the `[sessions]` table.
@@ -388,6 +413,7 @@ impl Launch<'_> {
         Launch {
             bin: Path::new(env!("CARGO_BIN_EXE_ctid")),
             store,
+            sync: None,
             info: false,
             sessions: "",
         }
@@ -402,9 +428,11 @@ async fn start_ctid(dir: &Path, ami_port: u16, launch: &Launch<'_>) -> Server {
         "[ami]\nport = {ami_port}\nusername = \"cti\"\nsecret = \"ctipass\"\n\
          [directory]\npath = \"directory.toml\"\n\
          [sessions]\nmax_unauthenticated = 100000\nmax_unauthenticated_per_address = 100000\n{}\n\
-         [store]\nenabled = {}\npath = \"ctid.sqlite\"\n\
+         [store]\nenabled = {}\npath = \"ctid.sqlite\"\nsync = \"{}\"\n\
          [listen.cti]\naddress = \"127.0.0.1\"\nport = 0\n",
-        launch.sessions, launch.store
+        launch.sessions,
+        launch.store,
+        launch.sync.unwrap_or("full")
     );
     for l in ["fagi", "ctis", "webi", "info", "announce"] {
         if l == "info" && launch.info {

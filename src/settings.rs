@@ -15,8 +15,8 @@ use ctid_actors::directory::check_url;
 use ctid_actors::settings::{
     AmiAuth, AmiSettings, AmiTls, ClusterSettings, Database, DirectorySettings, HealthSettings,
     HttpListen, HttpSettings, HttpToken, ListenSettings, Listener, Parting, PbxSettings,
-    PostgresUrl, Secret, SessionSettings, Settings, StoreSettings, ThreadSettings, Timeouts,
-    TlsListener, TokenContexts,
+    PostgresUrl, Secret, SessionSettings, Settings, StoreSettings, StoreSync, ThreadSettings,
+    Timeouts, TlsListener, TokenContexts,
 };
 use ctid_proto::cidr::Cidr;
 use ctid_proto::commands::CommandSettings;
@@ -184,6 +184,10 @@ fn read(r: &mut Reader) -> Settings {
         write_timeout: r.seconds("store.write_timeout", st.write_timeout, 0.01, 60.0),
         query_timeout: r.seconds("store.query_timeout", st.query_timeout, 0.01, 60.0),
         retention_days: r.integer("store.retention_days", st.retention_days, 0, 36_500),
+        sync: match r.choice("store.sync", "full", &["full", "normal"]).as_str() {
+            "normal" => StoreSync::Normal,
+            _ => StoreSync::Full,
+        },
     };
     let c = &d.commands;
     let commands = CommandSettings {
@@ -826,13 +830,14 @@ mod tests {
         assert_eq!(s.store.write_timeout, Duration::from_secs(2));
         assert_eq!(s.store.query_timeout, Duration::from_secs(2));
         assert_eq!(s.store.retention_days, 0);
+        assert_eq!(s.store.sync, StoreSync::Full);
     }
 
     #[test]
     fn store_bounds_are_checked() {
         let problems = load_str(
             "[ami]\nsecret = \"x\"\n[store]\nqueue_max = 0\nwrite_timeout = 0\n\
-             query_timeout = \"never\"\nretention_days = -1\n",
+             query_timeout = \"never\"\nretention_days = -1\nsync = \"sometimes\"\n",
             &[],
         )
         .unwrap_err();
@@ -842,7 +847,8 @@ mod tests {
                 "store.queue_max",
                 "store.write_timeout",
                 "store.query_timeout",
-                "store.retention_days"
+                "store.retention_days",
+                "store.sync"
             ]
         );
         assert!(

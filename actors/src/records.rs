@@ -21,7 +21,7 @@ use log::{error, info, warn};
 use tokio::sync::{oneshot, Notify};
 
 use crate::metrics::Metrics;
-use crate::settings::{human_duration, Database, StoreSettings};
+use crate::settings::{human_duration, StoreSettings};
 use crate::store::{
     dispose, insert_call, prune, Conn, DbError, Dispose, Fault, Store, StoreFailure,
 };
@@ -128,8 +128,7 @@ impl Records {
             .then(|| Duration::from_secs(u64::from(settings.retention_days) * 86400));
         let writer = Writer {
             shared: shared.clone(),
-            store: Store::new(settings.database.clone()),
-            database: settings.database.clone(),
+            store: Store::new(settings.database.clone(), settings.sync),
             report: report.clone(),
             careful: 0,
             retry: FIRST_RETRY,
@@ -310,7 +309,6 @@ fn write_batch(conn: &mut Conn, batch: &[(Job, bool)]) -> Result<Vec<Done>, DbEr
 struct Writer {
     shared: Arc<Shared>,
     store: Store,
-    database: Database,
     report: Report,
     /// Jobs to write one at a time, to find the one a failed batch cannot get past.
     careful: usize,
@@ -379,7 +377,7 @@ impl Writer {
                 let why = panic_message(&*p);
                 error!("{PATH}: writing call records panicked ({why}); going on afresh");
                 self.report.restarted(PATH, &why);
-                self.store = Store::new(self.database.clone());
+                self.store.close();
                 self.poisoned(batch.len(), &format!("panicked: {why}"));
             }
         }
@@ -495,7 +493,7 @@ impl Writer {
                 let why = panic_message(&*p);
                 error!("{PATH}: pruning panicked ({why}); going on afresh");
                 self.report.restarted(PATH, &why);
-                self.store = Store::new(self.database.clone());
+                self.store.close();
                 self.next_prune = Instant::now() + PRUNE_RETRY;
             }
         }

@@ -210,6 +210,19 @@ pub struct StoreSettings {
     pub query_timeout: Duration,
     /// Records of calls started longer ago are deleted; 0 keeps them all.
     pub retention_days: u32,
+    pub sync: StoreSync,
+}
+
+/// When a commit of call records returns (`store.sync`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StoreSync {
+    /// Once on disk: SQLite `synchronous = FULL`, PostgreSQL `synchronous_commit = on`.
+    #[default]
+    Full,
+    /// Once handed to the operating system (SQLite `synchronous = NORMAL`) or to
+    /// PostgreSQL's WAL writer (`synchronous_commit = off`): a crash of ctid loses no
+    /// record, a crash of the machine (or of PostgreSQL) may lose the last moment's.
+    Normal,
 }
 
 impl Default for StoreSettings {
@@ -221,6 +234,7 @@ impl Default for StoreSettings {
             write_timeout: Duration::from_secs(2),
             query_timeout: Duration::from_secs(2),
             retention_days: 0,
+            sync: StoreSync::Full,
         }
     }
 }

@@ -24,7 +24,7 @@ use serde_json::Value;
 use crate::metrics::Metrics;
 use crate::pool::{Pool, Refused};
 use crate::records::Records;
-use crate::settings::{human_duration, Database, StoreSettings};
+use crate::settings::{human_duration, Database, StoreSettings, StoreSync};
 use crate::supervisor::Report;
 pub(crate) use queries::{dispose, history, insert_call, last_agent, prune};
 #[cfg(test)]
@@ -188,31 +188,39 @@ impl Sql for Conn {
     }
 }
 
-/// Opens (creating a SQLite file and its directory if needed) and migrates the database.
-pub(crate) fn open(database: &Database) -> Result<Conn, StoreError> {
+/// Opens (creating a SQLite file and its directory if needed) and migrates the database;
+/// its commits return as `sync` says.
+pub(crate) fn open(database: &Database, sync: StoreSync) -> Result<Conn, StoreError> {
     match database {
-        Database::Sqlite(path) => sqlite::open(path).map(Conn::Sqlite),
-        Database::Postgres(url) => postgres::open(url).map(|pg| Conn::Postgres(Box::new(pg))),
+        Database::Sqlite(path) => sqlite::open(path, sync).map(Conn::Sqlite),
+        Database::Postgres(url) => postgres::open(url, sync).map(|pg| Conn::Postgres(Box::new(pg))),
     }
 }
 
 /// Checks that the database can be opened, and brings its schema up to date.
 pub fn migrate(database: &Database) -> Result<(), StoreError> {
-    open(database).map(drop)
+    open(database, StoreSync::Full).map(drop)
 }
 
 /// A thread's connection to the database, opened when first needed.
 pub(crate) struct Store {
     database: Database,
+    sync: StoreSync,
     conn: Option<Conn>,
 }
 
 impl Store {
-    pub(crate) fn new(database: Database) -> Store {
+    pub(crate) fn new(database: Database, sync: StoreSync) -> Store {
         Store {
             database,
+            sync,
             conn: None,
         }
+    }
+
+    /// Drops the connection: the next job opens a new one.
+    pub(crate) fn close(&mut self) {
+        self.conn = None;
     }
 
     /// Runs `job` on the connection, opened first if needed. A connection a job failed on
@@ -226,7 +234,7 @@ impl Store {
         loop {
             let (conn, reused) = match self.conn.take() {
                 Some(conn) if !conn.is_closed() => (conn, true),
-                _ => (open(&self.database)?, false),
+                _ => (open(&self.database, self.sync)?, false),
             };
             match job(self.conn.insert(conn)) {
                 Err(e) if matches!(e.fault, Fault::Lost | Fault::Other) => {
@@ -282,7 +290,7 @@ impl Queries {
             threads,
             QUERIES_QUEUED,
             report,
-            move || Store::new(database.clone()),
+            move || Store::new(database.clone(), StoreSync::Full),
         );
         Queries {
             pool: Arc::new(pool),
@@ -423,7 +431,7 @@ pub(crate) mod tests {
 
         /// Runs `f` on a connection of its own (the schema migrated first).
         pub(crate) fn with<R: Send>(&self, f: impl FnOnce(&mut Conn) -> R + Send) -> R {
-            aside(|| f(&mut open(&self.database).unwrap()))
+            aside(|| f(&mut open(&self.database, StoreSync::Full).unwrap()))
         }
 
         /// Rows of `sql` (written for both databases).
@@ -610,6 +618,28 @@ pub(crate) mod tests {
                 .unwrap();
             assert_eq!(synchronous, 2, "FULL: a commit is on disk when it returns");
         });
+    }
+
+    on_both_databases! {
+        fn store_sync_says_when_a_commit_returns(db) {
+            let setting = |sync| {
+                aside(|| match open(&db.database, sync).unwrap() {
+                    Conn::Sqlite(conn) => conn
+                        .pragma_query_value(None, "synchronous", |r| r.get::<_, i64>(0))
+                        .unwrap()
+                        .to_string(),
+                    Conn::Postgres(mut pg) => {
+                        let rows = pg.rows("SHOW synchronous_commit", &[]).unwrap();
+                        at(&rows[0], 0).text().unwrap()
+                    }
+                })
+            };
+            let expected = match db.database {
+                Database::Sqlite(_) => ["2", "1"],
+                Database::Postgres(_) => ["on", "off"],
+            };
+            assert_eq!([setting(StoreSync::Full), setting(StoreSync::Normal)], expected);
+        }
     }
 
     on_both_databases! {
@@ -806,7 +836,7 @@ pub(crate) mod tests {
                 "PRAGMA user_version = 99",
                 "INSERT INTO ctid_schema (version) VALUES (99)",
             );
-            let err = aside(|| open(&db.database).err()).expect("refused");
+            let err = aside(|| open(&db.database, StoreSync::Full).err()).expect("refused");
             assert!(err.reason.contains("schema version 99 is newer"), "{err}");
         }
     }

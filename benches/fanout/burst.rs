@@ -37,14 +37,14 @@ struct Burst {
 
 pub fn run(opts: &Options, calls: usize) {
     let rounds = opts.rounds.unwrap_or(5);
-    let binaries = opts.binaries();
+    let variants = opts.variants();
     for sessions in opts.sessions_or(&[200]) {
         println!(
             "burst: {calls} bridged calls of one context hang up within {} ms, {sessions} sessions in that context, {rounds} rounds; call records {}",
             WINDOW.as_millis(),
             if opts.store { "on" } else { "off" }
         );
-        for (name, bin) in &binaries {
+        for (name, bin, _) in &variants {
             println!("    {name:<7} {}", bin.display());
         }
         println!(
@@ -57,19 +57,26 @@ pub fn run(opts: &Options, calls: usize) {
             "hungup p50     p99     max",
             "CPU s"
         );
-        let mut rows: Vec<Vec<Burst>> = vec![Vec::new(); binaries.len()];
+        let mut rows: Vec<Vec<Burst>> = vec![Vec::new(); variants.len()];
         for round in 0..rounds {
-            for k in 0..binaries.len() {
-                let i = (k + round) % binaries.len();
-                let (name, bin) = &binaries[i];
-                let row = on_runtime(one(bin, calls, sessions, opts.store));
+            for k in 0..variants.len() {
+                let i = (k + round) % variants.len();
+                let (name, bin, sync) = &variants[i];
+                let launch = Launch {
+                    bin,
+                    store: opts.store,
+                    sync: sync.as_deref(),
+                    info: true,
+                    sessions: "",
+                };
+                let row = on_runtime(one(&launch, calls, sessions));
                 print_row(&(round + 1).to_string(), name, &row);
                 rows[i].push(row);
             }
         }
         let medians: Vec<Burst> = rows.iter().map(|r| median_burst(r)).collect();
         println!("  medians:");
-        for ((name, _), m) in binaries.iter().zip(&medians) {
+        for ((name, _, _), m) in variants.iter().zip(&medians) {
             print_row("", name, m);
         }
         if medians.iter().any(|m| !m.alone) {
@@ -77,8 +84,9 @@ pub fn run(opts: &Options, calls: usize) {
         }
         if let [after, before] = medians.as_slice() {
             let at_least = if before.bounded { ">=" } else { "" };
+            let names = format!("{} / {}", variants[0].0, variants[1].0);
             println!(
-                "    after / before: ctid lag p50 {}, p99 {at_least}{}, max {at_least}{}; hungup p50 {}, p99 {}, max {}; CPU {}",
+                "    {names}: ctid lag p50 {}, p99 {at_least}{}, max {at_least}{}; hungup p50 {}, p99 {}, max {}; CPU {}",
                 ratio(after.lag.p50, before.lag.p50),
                 ratio(after.lag.p99, before.lag.p99),
                 ratio(after.lag.max, before.lag.max),
@@ -147,7 +155,7 @@ async fn calls_known(info: u16) -> usize {
         .sum()
 }
 
-async fn one(bin: &Path, calls: usize, sessions: usize, store: bool) -> Burst {
+async fn one(launch: &Launch<'_>, calls: usize, sessions: usize) -> Burst {
     let sim = Sim::start().await;
     let _placing = sim.on(|s| {
         s.run_calls(CallPlan {
@@ -169,13 +177,7 @@ async fn one(bin: &Path, calls: usize, sessions: usize, store: bool) -> Burst {
     }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("directory.toml"), directory(1)).unwrap();
-    let launch = Launch {
-        bin,
-        store,
-        info: true,
-        sessions: "",
-    };
-    let server = start_ctid(dir.path(), sim.port(), &launch).await;
+    let server = start_ctid(dir.path(), sim.port(), launch).await;
     let (pid, port, info) = (
         server.child.id(),
         server.port,

@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use log::debug;
 
 use super::{newer_schema, Datum, DbError, Fault, Sql, StoreError, MIGRATIONS};
-use crate::settings::PostgresUrl;
+use crate::settings::{PostgresUrl, StoreSync};
 
 /// Unless the URL says otherwise: how long connecting may take, and how long sent data
 /// may stay unacknowledged before the connection is given up (a server gone silent).
@@ -49,7 +49,7 @@ fn reason(e: &::postgres::Error) -> String {
 }
 
 /// Connects and migrates.
-pub(super) fn open(url: &PostgresUrl) -> Result<Pg, StoreError> {
+pub(super) fn open(url: &PostgresUrl, sync: StoreSync) -> Result<Pg, StoreError> {
     let failed = |reason: String| StoreError {
         database: url.to_string(),
         reason,
@@ -67,6 +67,11 @@ pub(super) fn open(url: &PostgresUrl) -> Result<Pg, StoreError> {
     config.notice_callback(|notice| debug!("PostgreSQL: {}", notice.message()));
     let mut client = config.connect(NoTls).map_err(|e| failed(reason(&e)))?;
     migrate(&mut client).map_err(failed)?;
+    if sync == StoreSync::Normal {
+        client
+            .batch_execute("SET synchronous_commit = off")
+            .map_err(|e| failed(reason(&e)))?;
+    }
     Ok(Pg {
         client,
         statements: HashMap::new(),
@@ -432,7 +437,7 @@ mod tests {
         let db = TestDb::postgres();
         std::thread::scope(|s| {
             let nodes: Vec<_> = (0..4)
-                .map(|_| s.spawn(|| open(&db.database).map(drop)))
+                .map(|_| s.spawn(|| open(&db.database, StoreSync::Full).map(drop)))
                 .collect();
             for node in nodes {
                 node.join().unwrap().unwrap();
@@ -449,7 +454,7 @@ mod tests {
     fn a_connection_the_server_dropped_is_replaced_at_once() {
         let db = TestDb::postgres();
         crate::store::tests::aside(|| {
-            let mut store = Store::new(db.database.clone());
+            let mut store = Store::new(db.database.clone(), StoreSync::Full);
             store
                 .run(|conn| record(conn, &[ended_call("7.1", "a", "555", 1.0)]))
                 .unwrap();

@@ -1,5 +1,6 @@
-//! The call records in SQLite: a file in WAL mode with full synchronisation, so that a
-//! record is on disk when its commit returns, and query threads read beside the writer.
+//! The call records in SQLite: a file in WAL mode, with full synchronisation unless
+//! `store.sync = "normal"` (a record is then on disk when its commit returns), and query
+//! threads reading beside the writer.
 //! The schema version is `PRAGMA user_version`.
 
 use std::path::Path;
@@ -8,6 +9,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params_from_iter, Connection, Transaction, TransactionBehavior};
 
 use super::{newer_schema, Datum, DbError, Fault, Sql, StoreError, MIGRATIONS};
+use crate::settings::StoreSync;
 
 fn failed(path: &Path, e: impl ToString) -> StoreError {
     StoreError {
@@ -17,7 +19,7 @@ fn failed(path: &Path, e: impl ToString) -> StoreError {
 }
 
 /// Opens (creating it and its directory if needed) and migrates the database.
-pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
+pub(super) fn open(path: &Path, sync: StoreSync) -> Result<Connection, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| failed(path, crate::net::io_reason(&e)))?;
     }
@@ -26,7 +28,11 @@ pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
         .map_err(|e| failed(path, e))?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(|e| failed(path, e))?;
-    conn.pragma_update(None, "synchronous", "FULL")
+    let synchronous = match sync {
+        StoreSync::Full => "FULL",
+        StoreSync::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)
         .map_err(|e| failed(path, e))?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(|e| failed(path, e))?;
