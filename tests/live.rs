@@ -223,6 +223,40 @@ async fn a_websocket_desktop_logs_in_receives_a_call_and_is_held_to_the_cti_rule
     assert_eq!(s.ctid.count("s3cret-pw"), 0, "passwords are never logged");
 }
 
+/// A stopping ctid tells its WebSocket desktops, as it does those of the CTI port, before
+/// it closes them.
+#[tokio::test]
+async fn a_stopping_server_tells_its_websocket_desktops() {
+    let mut s = server("").await;
+    let mut alice = Desktop::connect(s.port).await;
+    alice.login("alice").await;
+    let mut fresh = Desktop::connect(s.port).await;
+    let answer = fresh
+        .ask(json!({"class": "keepalive", "commandid": 1}))
+        .await;
+    assert_eq!(answer["replyid"], 1);
+    let told = async {
+        let mut lasts = Vec::new();
+        for mut desktop in [alice, fresh] {
+            let mut last = Value::Null;
+            while let Some(m) = desktop.recv().await {
+                last = m;
+            }
+            lasts.push(last);
+        }
+        lasts
+    };
+    let (stopped, lasts) = tokio::join!(s.ctid.terminate(), told);
+    assert!(stopped.success());
+    for last in lasts {
+        assert_eq!(
+            (&last["class"], &last["error_string"]),
+            (&json!("disconnect"), &json!("shutdown")),
+            "{last}"
+        );
+    }
+}
+
 /// The value of one sample of `scrape`: `name` with (at least) `labels`.
 fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     use prometheus_parse::Value::*;

@@ -412,7 +412,11 @@ impl Handler<Shutdown> for HttpService {
     type Result = ();
 
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) {
-        info!("http: closing");
+        info!("http: closing, telling its WebSocket sessions");
+        self.shared
+            .sessions
+            .registry
+            .kick_all(Some("ws"), ErrorCode::Shutdown);
         // Requests under way may finish; the server's end stops the actor.
         if let Some(handle) = self.handle.take() {
             actix_rt::spawn(handle.stop(true));
