@@ -278,6 +278,72 @@ async fn a_standby_learns_the_media_the_killed_ingest_could_not() {
     clean(&ns).await;
 }
 
+/// The `hungup` of call `id` if the client gets it within `wait`.
+async fn hungup_within(client: &mut Cti, id: &str, wait: Duration) -> Option<Value> {
+    let hungup = async {
+        loop {
+            let e = client.events(1).await.remove(0);
+            if e["call"]["id"] == id && e["event"] == "hungup" {
+                break e;
+            }
+        }
+    };
+    tokio::time::timeout(wait, hungup).await.ok()
+}
+
+/// The node taking over cannot list the PBX's channels at first: the calls the edges hold
+/// stay up, as a failed resync proves nothing; the resync that works later keeps them.
+#[tokio::test]
+async fn a_failed_resync_after_a_takeover_ends_no_call() {
+    require_nats();
+    let ns = namespace();
+    let schema = Schema::new();
+    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let mut a = start(&node(&sim, &ns, "a", &["ingest"]), &schema);
+    lease(&a, "a").await;
+    let config = node_with(
+        &sim,
+        NATS,
+        &ns,
+        "b",
+        &["ingest", "edge"],
+        &["cti", "announce"],
+    );
+    let b = start(&config, &schema);
+    let (cti, announce) = (b.port("cti").await, b.port("announce").await);
+    b.wait_line("caught up with its stream").await;
+    let mut alice = Cti::connect(cti).await;
+    alice.login("alice").await;
+    let ring = Duration::from_millis(50);
+    let (id, _, _) = sim.place_call("internal", "PJSIP", "1001", "1002", ring, PATIENCE * 10);
+    let id = format!("default:{id}");
+    loop {
+        let e = alice.events(1).await.remove(0);
+        if e["call"]["id"] == json!(id) && e["event"] == "answered" {
+            break;
+        }
+    }
+
+    sim.fail("CoreShowChannels", Some("Permission denied"));
+    a.kill9().await;
+    lease(&b, "b").await;
+    b.wait_line("resync with Asterisk failed: CoreShowChannels")
+        .await;
+    let quiet = Duration::from_secs(1);
+    let hungup = hungup_within(&mut alice, &id, quiet).await;
+    assert!(hungup.is_none(), "ended by a failed resync: {hungup:?}");
+
+    sim.fail("CoreShowChannels", None);
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    udp.send_to(b"reload\n", ("127.0.0.1", announce))
+        .await
+        .unwrap();
+    b.wait_line("resynced with Asterisk").await;
+    let hungup = hungup_within(&mut alice, &id, quiet).await;
+    assert!(hungup.is_none(), "ended by the resync: {hungup:?}");
+    clean(&ns).await;
+}
+
 /// An edge is killed: its client resumes on another edge with its token and last `seq`,
 /// and gets every event it missed, then the live ones, with no gap and no duplicate.
 #[tokio::test]

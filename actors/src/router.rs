@@ -506,8 +506,9 @@ impl Handler<AmiEvents> for Router {
                         self.pump_media(ctx);
                     }
                     None => {
-                        out.extend(self.list_done(tag, items, now, &dir));
-                        resynced |= self.resyncing.is_none();
+                        let (events, completed) = self.list_done(tag, items, now, &dir);
+                        out.extend(events);
+                        resynced |= completed;
                     }
                 },
             }

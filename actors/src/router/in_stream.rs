@@ -192,19 +192,20 @@ impl Router {
         });
     }
 
-    /// Applies a list of the resync under way where it completed in the stream.
+    /// Applies a list of the resync under way where it completed in the stream; and whether
+    /// that completed the resync (a failed or abandoned one never does).
     pub(super) fn list_done(
         &mut self,
         tag: ListTag,
         items: Result<Vec<AmiMessage>, AmiError>,
         now: f64,
         dir: &Directory,
-    ) -> Vec<CallEvent> {
+    ) -> (Vec<CallEvent>, bool) {
         let Some(resync) = self.resyncing.as_mut() else {
-            return Vec::new();
+            return (Vec::new(), false);
         };
         let Some((list, taken)) = resync.lists.remove(&tag) else {
-            return Vec::new();
+            return (Vec::new(), false);
         };
         let done = resync.lists.is_empty();
         let taken = taken.unwrap_or_else(|| self.model.mark());
@@ -214,7 +215,7 @@ impl Router {
             (List::Channels, Err(e)) => {
                 warn!("resync with Asterisk failed: CoreShowChannels: {e}");
                 self.resyncing = None;
-                return Vec::new();
+                return (Vec::new(), false);
             }
             // Without queue data (an Asterisk without app_queue), calls are still resynced.
             (List::Queues, Err(e)) => {
@@ -231,6 +232,6 @@ impl Router {
                 self.model.calls().count()
             );
         }
-        events
+        (events, done)
     }
 }
