@@ -170,6 +170,9 @@ impl Options {
     fn variants(&self) -> Vec<(String, PathBuf, Option<String>)> {
         match &self.store_sync {
             Some(syncs) => {
+                if self.baseline_bin.is_some() {
+                    println!("--store-sync compares this build only: the baseline is not run");
+                }
                 let this = PathBuf::from(env!("CARGO_BIN_EXE_ctid"));
                 syncs
                     .iter()
@@ -428,11 +431,14 @@ async fn start_ctid(dir: &Path, ami_port: u16, launch: &Launch<'_>) -> Server {
         "[ami]\nport = {ami_port}\nusername = \"cti\"\nsecret = \"ctipass\"\n\
          [directory]\npath = \"directory.toml\"\n\
          [sessions]\nmax_unauthenticated = 100000\nmax_unauthenticated_per_address = 100000\n{}\n\
-         [store]\nenabled = {}\npath = \"ctid.sqlite\"\nsync = \"{}\"\n\
+         [store]\nenabled = {}\npath = \"ctid.sqlite\"\n{}\
          [listen.cti]\naddress = \"127.0.0.1\"\nport = 0\n",
         launch.sessions,
         launch.store,
-        launch.sync.unwrap_or("full")
+        // Only when asked: a baseline older than the key refuses it.
+        launch
+            .sync
+            .map_or(String::new(), |s| format!("sync = \"{s}\"\n"))
     );
     for l in ["fagi", "ctis", "webi", "info", "announce"] {
         if l == "info" && launch.info {
