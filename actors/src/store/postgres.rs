@@ -369,8 +369,19 @@ mod tests {
                 limit: 50,
                 ..HistoryFilter::default()
             };
+            let several = HistoryFilter {
+                contexts: Some(vec!["c1".to_owned(), "c2".to_owned(), "c3".to_owned()]),
+                ..context.clone()
+            };
             let cases = [
                 (context.clone(), "call_contexts_recent"),
+                (
+                    HistoryFilter {
+                        record_id: Some(77),
+                        ..several.clone()
+                    },
+                    "calls_pkey",
+                ),
                 (
                     HistoryFilter {
                         from: Some(100.0),
@@ -418,6 +429,16 @@ mod tests {
                     "{f:?}:\n{plan}"
                 );
             }
+            // Several contexts: each walks its own index only as far as the page needs; the
+            // few calls found are joined as the planner likes (here, a table this small is
+            // scanned).
+            let (sql, args) = history_query(&several);
+            let walks = plan(&mut client, &sql, &args);
+            assert!(
+                walks.matches("call_contexts_recent").count() == 3
+                    && !walks.contains("Seq Scan on call_contexts"),
+                "{walks}"
+            );
             let (route, args) = last_agent_query(&LastAgent {
                 number: "1555".into(),
                 context: Some("c1".into()),

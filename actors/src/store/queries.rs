@@ -192,10 +192,10 @@ fn row_json(r: &[Datum]) -> Value {
     })
 }
 
-/// The SQL of a history query, and its arguments. A number, queue or agent narrows the
-/// calls most: the query starts from their indexes and checks the contexts of each call
-/// found. Otherwise, for one context, it walks that context's calls newest first, and
-/// stops at the limit.
+/// The SQL of a history query, and its arguments. A number, queue, agent or record id
+/// narrows the calls most: the query starts from their indexes and checks the contexts of
+/// each call found. Otherwise it walks each context's calls newest first, as far as the
+/// page needs, and merges them.
 pub(super) fn history_query(f: &HistoryFilter) -> (String, Vec<Datum>) {
     let mut sql = String::from(
         "SELECT c.record_id, c.call_id, c.direction, c.caller_number, c.caller_name, c.callee_number,
@@ -208,7 +208,8 @@ pub(super) fn history_query(f: &HistoryFilter) -> (String, Vec<Datum>) {
         args.push(v);
         sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
     };
-    let narrow = f.number.is_some() || f.queue.is_some() || f.agent.is_some();
+    let narrow =
+        f.number.is_some() || f.queue.is_some() || f.agent.is_some() || f.record_id.is_some();
     let by_context = matches!(f.contexts.as_deref(), Some([_])) && !narrow;
     match f.contexts.as_deref() {
         Some([ctx]) if by_context => arg(
@@ -217,7 +218,7 @@ pub(super) fn history_query(f: &HistoryFilter) -> (String, Vec<Datum>) {
             ctx.as_str().into(),
         ),
         Some([]) => sql.push_str("FROM calls c WHERE 1 = 0"),
-        Some([first, rest @ ..]) => {
+        Some([first, rest @ ..]) if narrow => {
             arg(
                 &mut sql,
                 "FROM calls c WHERE EXISTS
@@ -228,6 +229,33 @@ pub(super) fn history_query(f: &HistoryFilter) -> (String, Vec<Datum>) {
                 arg(&mut sql, ", ?", ctx.as_str().into());
             }
             sql.push_str("))");
+        }
+        Some(contexts) => {
+            // The page's calls are among each context's newest limit + offset.
+            sql.push_str("FROM calls c WHERE c.record_id IN (");
+            let depth = (f.limit + f.offset) as i64;
+            for (i, ctx) in contexts.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(" UNION ");
+                }
+                arg(
+                    &mut sql,
+                    "SELECT record_id FROM (SELECT x.record_id FROM call_contexts x WHERE x.context = ?",
+                    ctx.as_str().into(),
+                );
+                if let Some(from) = f.from {
+                    arg(&mut sql, " AND x.created >= ?", from.into());
+                }
+                if let Some(to) = f.to {
+                    arg(&mut sql, " AND x.created <= ?", to.into());
+                }
+                arg(
+                    &mut sql,
+                    &format!(" ORDER BY x.created DESC, x.record_id DESC LIMIT ?) AS k{i}"),
+                    depth.into(),
+                );
+            }
+            sql.push(')');
         }
         None => sql.push_str("FROM calls c WHERE 1 = 1"),
     }
