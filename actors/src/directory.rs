@@ -5,11 +5,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use ctid_proto::directory::Directory;
-use log::{error, info};
+use log::{error, info, warn};
 use tokio::sync::watch;
 use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 
@@ -218,36 +218,51 @@ fn stamp(path: &Path) -> Option<Stamp> {
     Some((m.modified().ok()?, m.len()))
 }
 
-/// A file modified more recently than this may still be being written.
+/// How long a changed file must stay the same before it is read: one written in place
+/// (truncated, then written) is not taken half-written.
 const SETTLE: Duration = Duration::from_secs(1);
 
-/// Reads of a file that keeps changing before one is given up until the next check.
-const SETTLE_TRIES: usize = 3;
+/// Checks in a row that found the file changed again before a warning says so.
+const RESTLESS: u32 = 10;
 
-/// Reads the directory file once it has not changed for [`SETTLE`] and did not change
-/// while read, so that a file written in place (truncated, then written) is never taken
-/// half-written: such a part may parse, and would close the sessions of the users it
-/// lacks. None if the file is unchanged since `seen` (unless `force`), or kept changing.
-fn read_settled(path: &Path, pbxes: &[String], seen: Option<Stamp>, force: bool) -> Option<Loaded> {
-    for _ in 0..SETTLE_TRIES {
-        let Some(before) = stamp(path) else {
-            return force.then(|| (None, load_file(path, pbxes)));
+/// What a look at the source found.
+enum Read {
+    /// The file is as last read (or missing, unless forced).
+    Unchanged,
+    /// The file changed since it was last seen: it is read once it stays so.
+    Changing(Stamp),
+    Loaded(Box<Loaded>),
+}
+
+/// Reads the directory file if it changed since `seen` and has stayed as `settling` says
+/// for [`SETTLE`] (on this machine's monotonic clock, whatever the file's times say), or
+/// at once if `force`; and only if it did not change while read. A part of a file may
+/// parse, and would close the sessions of the users it lacks.
+fn read_settled(
+    path: &Path,
+    pbxes: &[String],
+    seen: Option<Stamp>,
+    settling: Option<(Stamp, Instant)>,
+    force: bool,
+) -> Read {
+    let Some(now) = stamp(path) else {
+        return match force {
+            true => Read::Loaded(Box::new((None, load_file(path, pbxes)))),
+            false => Read::Unchanged,
         };
-        if !force && Some(before) == seen {
-            return None;
-        }
-        // A time ahead of the clock counts as settled.
-        let age = before.0.elapsed().unwrap_or(SETTLE);
-        if age < SETTLE {
-            std::thread::sleep(SETTLE - age);
-            continue;
-        }
-        let loaded = load_file(path, pbxes);
-        if stamp(path) == Some(before) {
-            return Some((Some(before), loaded));
-        }
+    };
+    if !force && Some(now) == seen {
+        return Read::Unchanged;
     }
-    None
+    let settled = settling.is_some_and(|(s, since)| s == now && since.elapsed() >= SETTLE);
+    if !force && !settled {
+        return Read::Changing(now);
+    }
+    let loaded = load_file(path, pbxes);
+    match stamp(path) {
+        Some(after) if after != now => Read::Changing(after),
+        _ => Read::Loaded(Box::new((Some(now), loaded))),
+    }
 }
 
 /// Reads the directory again now, whether or not it looks changed; answers the new one.
@@ -263,6 +278,10 @@ pub struct DirectoryWatcher {
     interval: Duration,
     handle: DirectoryHandle,
     seen: Option<Stamp>,
+    /// A change not read yet, and since when the file has looked so.
+    settling: Option<(Stamp, Instant)>,
+    /// Checks in a row that found the file changed again.
+    restless: u32,
     checking: bool,
     failing: bool,
 }
@@ -285,28 +304,46 @@ impl DirectoryWatcher {
             interval,
             handle,
             seen,
+            settling: None,
+            restless: 0,
             checking: false,
             failing: false,
         }
     }
 
-    /// Loads the source (off the event loop): None if the file did not change and
-    /// `force` is off.
-    fn load(&self, force: bool) -> ResponseFuture<Option<Loaded>> {
+    /// Looks at the source, and loads it if it is to be read (off the event loop).
+    fn load(&self, force: bool) -> ResponseFuture<Read> {
         match self.source.clone() {
             Source::File(path) => {
-                let (seen, pbxes) = (self.seen, self.pbxes.clone());
+                let (seen, settling, pbxes) = (self.seen, self.settling, self.pbxes.clone());
                 Box::pin(async move {
                     let work = tokio::task::spawn_blocking(move || {
-                        read_settled(&path, &pbxes, seen, force)
+                        read_settled(&path, &pbxes, seen, settling, force)
                     });
-                    work.await.ok().flatten()
+                    work.await.unwrap_or_else(|e| {
+                        Read::Loaded(Box::new((None, Err(format!("its reading failed: {e}")))))
+                    })
                 })
             }
             Source::Web(web) => {
                 let pbxes = self.pbxes.clone();
-                Box::pin(async move { Some((None, load_url(web, pbxes).await)) })
+                Box::pin(async move { Read::Loaded(Box::new((None, load_url(web, pbxes).await))) })
             }
+        }
+    }
+
+    /// Notes a change not read yet; the file must look so for [`SETTLE`] from now on.
+    fn changing(&mut self, now: Stamp) {
+        if self.settling.is_none_or(|(s, _)| s != now) {
+            self.settling = Some((now, Instant::now()));
+        }
+        self.restless += 1;
+        if self.restless == RESTLESS {
+            warn!(
+                "directory {} keeps changing: it is read once it has stayed the same for {}",
+                self.source,
+                human_duration(SETTLE)
+            );
         }
     }
 
@@ -317,6 +354,7 @@ impl DirectoryWatcher {
         loaded: Result<Directory, String>,
     ) -> Result<Arc<Directory>, String> {
         self.seen = stamp.or(self.seen);
+        (self.settling, self.restless) = (None, 0);
         match loaded {
             Ok(dir) => {
                 if self.failing {
@@ -349,19 +387,27 @@ impl DirectoryWatcher {
         self.checking = true;
         let load = self.load(false);
         ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(load).map(|res, act, ctx| {
+            actix::fut::wrap_future::<_, Self>(load).map(|read, act, ctx| {
                 act.checking = false;
-                if let Some((stamp, loaded)) = res {
-                    let _ = act.loaded(stamp, loaded);
+                match read {
+                    Read::Unchanged => (act.settling, act.restless) = (None, 0),
+                    Read::Changing(now) => act.changing(now),
+                    Read::Loaded(read) => {
+                        let (stamp, loaded) = *read;
+                        let _ = act.loaded(stamp, loaded);
+                    }
                 }
                 act.schedule(ctx);
             }),
         );
     }
 
-    /// The next check: after the interval, or sooner while the source fails.
+    /// The next check: after the interval, sooner while the source fails or a change
+    /// settles.
     fn schedule(&mut self, ctx: &mut Context<Self>) {
-        let wait = if self.failing {
+        let wait = if self.settling.is_some() {
+            self.interval.min(SETTLE)
+        } else if self.failing {
             self.interval.min(RETRY)
         } else {
             self.interval
@@ -387,12 +433,19 @@ impl Handler<ReloadNow> for DirectoryWatcher {
     type Result = ResponseActFuture<Self, Result<Arc<Directory>, String>>;
 
     fn handle(&mut self, _: ReloadNow, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(
-            actix::fut::wrap_future::<_, Self>(self.load(true)).map(|res, act, _| match res {
-                Some((stamp, loaded)) => act.loaded(stamp, loaded),
-                None => Err(format!("{}: kept changing while read", act.source)),
-            }),
-        )
+        Box::pin(actix::fut::wrap_future::<_, Self>(self.load(true)).map(
+            |read, act, _| match read {
+                Read::Loaded(read) => act.loaded(read.0, read.1),
+                Read::Changing(now) => {
+                    act.changing(now);
+                    Err(format!(
+                        "{}: changed while read; read once it has settled",
+                        act.source
+                    ))
+                }
+                Read::Unchanged => Err(format!("{}: cannot be read", act.source)),
+            },
+        ))
     }
 }
 
