@@ -67,11 +67,14 @@ pub(super) fn open(url: &PostgresUrl, sync: StoreSync) -> Result<Pg, StoreError>
     config.notice_callback(|notice| debug!("PostgreSQL: {}", notice.message()));
     let mut client = config.connect(NoTls).map_err(|e| failed(reason(&e)))?;
     migrate(&mut client).map_err(failed)?;
-    if sync == StoreSync::Normal {
-        client
-            .batch_execute("SET synchronous_commit = off")
-            .map_err(|e| failed(reason(&e)))?;
-    }
+    // Set either way: the server's, database's or role's default may be otherwise.
+    let commit = match sync {
+        StoreSync::Full => "SET synchronous_commit = on",
+        StoreSync::Normal => "SET synchronous_commit = off",
+    };
+    client
+        .batch_execute(commit)
+        .map_err(|e| failed(reason(&e)))?;
     Ok(Pg {
         client,
         statements: HashMap::new(),

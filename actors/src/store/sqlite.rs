@@ -1,6 +1,6 @@
-//! The call records in SQLite: a file in WAL mode, with full synchronisation unless
-//! `store.sync = "normal"` (a record is then on disk when its commit returns), and query
-//! threads reading beside the writer.
+//! The call records in SQLite: a file in WAL mode, and query threads reading beside the
+//! writer. With `store.sync = "full"` (the default) a record is on disk when its commit
+//! returns; with `"normal"`, once the operating system has it.
 //! The schema version is `PRAGMA user_version`.
 
 use std::path::Path;
