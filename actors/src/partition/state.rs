@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ctid_proto::calls::{Call, CallState, EventKind};
@@ -202,7 +202,9 @@ impl PartitionCore {
             let now = timenow();
             // Live events only: those read while catching up are as late as the stream.
             if let (Some(read), true) = (event.read, self.ready) {
-                self.lags.record(now, (now - read) * 1000.0);
+                let lag = (now - read).max(0.0);
+                self.lags.record(now, lag * 1000.0);
+                self.metrics.event_lag(Duration::from_secs_f64(lag));
             }
             // Sent by a node too old to say: as old as it is now.
             let at = event.at.unwrap_or(now);
