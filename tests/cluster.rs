@@ -227,13 +227,15 @@ async fn an_edge_shows_the_pbxs_event_times_and_the_calls_media() {
         "{lag} ms: from the PBX's clock"
     );
     let (_, metrics) = http.raw("GET", "/metrics", None, None).await;
-    let queued = "ctid_event_lag_seconds_count{stage=\"queued\"} ";
-    let count: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(queued))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
-    assert!(count > 0.0, "no queued lag on the edge:\n{metrics}");
+    for stage in ["queued", "written"] {
+        let sample = format!("ctid_event_lag_seconds_count{{stage=\"{stage}\"}} ");
+        let count: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(sample.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+        assert!(count > 0.0, "no {stage} lag on the edge:\n{metrics}");
+    }
     clean(&ns).await;
 }
 

@@ -202,9 +202,10 @@ impl PartitionCore {
             let now = timenow();
             // Live events only: those read while catching up are as late as the stream.
             if let (Some(read), true) = (event.read, self.ready) {
-                let lag = (now - read).max(0.0);
-                self.lags.record(now, lag * 1000.0);
-                self.metrics.event_lag(Duration::from_secs_f64(lag));
+                let lag = Duration::from_secs_f64((now - read).max(0.0));
+                self.lags.record(now, lag.as_secs_f64() * 1000.0);
+                self.metrics.event_lag(lag);
+                self.received = Instant::now().checked_sub(lag);
             }
             // Sent by a node too old to say: as old as it is now.
             let at = event.at.unwrap_or(now);
