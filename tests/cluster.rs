@@ -239,6 +239,20 @@ async fn an_edge_shows_the_pbxs_event_times_and_the_calls_media() {
     clean(&ns).await;
 }
 
+/// Places a call from 1001 to 1002 that talks for long: its id, and its `answered` event
+/// once `client` has it.
+async fn answered_call(sim: &PbxSim, client: &mut Cti) -> (String, Value) {
+    let ring = Duration::from_millis(50);
+    let (id, _, _) = sim.place_call("internal", "PJSIP", "1001", "1002", ring, PATIENCE * 10);
+    let id = format!("default:{id}");
+    loop {
+        let e = client.events(1).await.remove(0);
+        if e["call"]["id"] == json!(id) && e["event"] == "answered" {
+            return (id, e);
+        }
+    }
+}
+
 /// A call answered while the PBX did not give its channels' Status to the active ingest
 /// gets its media from the node that takes over.
 #[tokio::test]
@@ -261,16 +275,8 @@ async fn a_standby_learns_the_media_the_killed_ingest_could_not() {
     let mut alice = Cti::connect(cti).await;
     alice.login("alice").await;
 
-    let ring = Duration::from_millis(50);
-    let (id, _, _) = sim.place_call("internal", "PJSIP", "1001", "1002", ring, PATIENCE * 10);
-    let id = format!("default:{id}");
-    loop {
-        let e = alice.events(1).await.remove(0);
-        if e["call"]["id"] == json!(id) && e["event"] == "answered" {
-            assert!(e["call"]["media"].is_null(), "{e}");
-            break;
-        }
-    }
+    let (id, answered) = answered_call(&sim, &mut alice).await;
+    assert!(answered["call"]["media"].is_null(), "{answered}");
     a.wait_until("the ingest asked for the Status", || {
         common::actions_named(&sim, "Status") > 0
     })
@@ -324,15 +330,7 @@ async fn a_failed_resync_after_a_takeover_ends_no_call() {
     b.wait_line("caught up with its stream").await;
     let mut alice = Cti::connect(cti).await;
     alice.login("alice").await;
-    let ring = Duration::from_millis(50);
-    let (id, _, _) = sim.place_call("internal", "PJSIP", "1001", "1002", ring, PATIENCE * 10);
-    let id = format!("default:{id}");
-    loop {
-        let e = alice.events(1).await.remove(0);
-        if e["call"]["id"] == json!(id) && e["event"] == "answered" {
-            break;
-        }
-    }
+    let (id, _) = answered_call(&sim, &mut alice).await;
 
     sim.fail("CoreShowChannels", Some("Permission denied"));
     a.kill9().await;
