@@ -201,8 +201,11 @@ impl PartitionCore {
             *newest = event.epoch;
             let now = timenow();
             // Live events only: those read while catching up are as late as the stream.
-            if let (Some(read), true) = (event.read, self.ready) {
-                let lag = Duration::from_secs_f64((now - read).max(0.0));
+            let lag = event
+                .read
+                .filter(|_| self.ready)
+                .and_then(|read| Duration::try_from_secs_f64((now - read).max(0.0)).ok());
+            if let Some(lag) = lag {
                 self.lags.record(now, lag.as_secs_f64() * 1000.0);
                 self.metrics.event_lag(lag);
                 self.received = Instant::now().checked_sub(lag);
@@ -667,6 +670,32 @@ mod tests {
         assert_eq!(ids, ["default:1.1"], "1.2 was dropped, a repeated seq too");
         let kept: Vec<u64> = c.replay.iter().map(|(s, _)| *s).collect();
         assert_eq!(kept, [1, 3]);
+    }
+
+    #[actix_rt::test]
+    async fn an_absurd_read_time_from_another_node_is_published_without_a_lag() {
+        let core = PartitionCore::new(
+            "default",
+            ReplayLimits {
+                events: 100,
+                bytes: 1 << 20,
+                stale_after: Duration::from_secs(3600),
+            },
+        );
+        let mut c = lock(&core);
+        for (seq, read) in [(1, -1e300), (2, 1e300), (3, f64::MAX)] {
+            let mut event = wire(1, EventKind::Updated, "1.1");
+            if let Some(e) = event.as_mut() {
+                e.read = Some(read);
+            }
+            c.publish_at(seq, seq, event);
+        }
+        assert_eq!(c.seq(), 3);
+        let p99 = c.lags.p99(timenow()).unwrap_or(0.0);
+        assert!(
+            p99 < 1.0,
+            "{p99} ms: a time ahead counts as no lag, one too old not at all"
+        );
     }
 
     #[actix_rt::test]
