@@ -36,7 +36,7 @@ use crate::metrics::Metrics;
 use crate::partition::{Change, PartitionEvents, Partitions, PbxStatus, Reconcile, ALL};
 use crate::store::Stores;
 use crate::supervisor::{Outlet, Shutdown, Slot};
-use in_stream::Resyncing;
+use in_stream::{Resyncing, RESYNC_RETRY_MIN};
 pub use requests::{PlanCommand, Resync, RunAgi, SetDisposition};
 
 /// Batches of AMI events the router may have queued before the link counts it overloaded.
@@ -64,6 +64,8 @@ pub struct Router {
     link_stats: LinkStats,
     resync_every: Duration,
     resyncing: Option<Resyncing>,
+    /// The wait before a failed resync is asked for again.
+    resync_retry: Duration,
     resyncs: u64,
     /// A resync not over within this is abandoned (its lists were lost with the link).
     resync_bound: Duration,
@@ -121,6 +123,7 @@ impl Router {
             resync_every: config.resync_every,
             resyncing: None,
             resyncs: 0,
+            resync_retry: RESYNC_RETRY_MIN,
             resync_bound: config.socket_timeout * 3,
             store: config.store,
             commands: config.commands,
@@ -506,7 +509,7 @@ impl Handler<AmiEvents> for Router {
                         self.pump_media(ctx);
                     }
                     None => {
-                        let (events, completed) = self.list_done(tag, items, now, &dir);
+                        let (events, completed) = self.list_done(tag, items, now, &dir, ctx);
                         out.extend(events);
                         resynced |= completed;
                     }
@@ -517,15 +520,22 @@ impl Handler<AmiEvents> for Router {
             self.record_then_dispatch(coalesce(out), batch.received, ctx);
         }
         if resynced {
-            if self.sink.is_some() {
-                self.end_restored(ctx);
-            } else {
-                for key in self.partitions.keys() {
-                    self.reconcile(&key);
-                }
-            }
-            self.tell("up");
+            self.resynced(ctx);
         }
+    }
+}
+
+impl Router {
+    /// A resync completed: what it proved is told, and the link is up.
+    fn resynced(&mut self, ctx: &mut Context<Self>) {
+        if self.sink.is_some() {
+            self.end_restored(ctx);
+        } else {
+            for key in self.partitions.keys() {
+                self.reconcile(&key);
+            }
+        }
+        self.tell("up");
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use actix::prelude::*;
 use ctid_proto::ami::{AmiMessage, AmiPacket};
@@ -17,6 +18,10 @@ use crate::media::Asked;
 
 /// Tags of in-stream lists, unique across router restarts.
 static NEXT_TAG: AtomicU64 = AtomicU64::new(1);
+
+/// The first wait before a failed resync is asked for again, and the longest.
+pub(super) const RESYNC_RETRY_MIN: Duration = Duration::from_secs(1);
+const RESYNC_RETRY_MAX: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum List {
@@ -161,7 +166,7 @@ impl Router {
             (sent, queues_sent)
         };
         ctx.spawn(actix::fut::wrap_future::<_, Self>(asking).map(
-            move |(sent, queues_sent), act, _| {
+            move |(sent, queues_sent), act, ctx| {
                 let failed = |r: Result<Result<_, AmiError>, Unanswered>| match r {
                     Ok(Ok(_)) => None,
                     Ok(Err(e)) => Some(e.to_string()),
@@ -171,25 +176,57 @@ impl Router {
                 let Some(resync) = act.resyncing.as_mut().filter(|r| r.number == number) else {
                     return;
                 };
-                if let Some(why) = failed(queues_sent) {
-                    debug!("resync: QueueStatus not sent: {why}");
-                    resync.lists.remove(&queues);
-                }
                 if let Some(why) = failed(sent) {
                     warn!("resync with Asterisk failed: {why}");
                     act.resyncing = None;
+                    return act.resync_failed(ctx);
+                }
+                if let Some(why) = failed(queues_sent) {
+                    debug!("resync: QueueStatus not sent: {why}");
+                    resync.lists.remove(&queues);
+                    // The channel list may have been applied already.
+                    if resync.lists.is_empty() {
+                        act.resync_done();
+                        act.resynced(ctx);
+                    }
                 }
             },
         ));
-        ctx.run_later(self.resync_bound, move |act, _| {
+        ctx.run_later(self.resync_bound, move |act, ctx| {
             if act.resyncing.as_ref().is_some_and(|r| r.number == number) {
                 warn!(
                     "resync with Asterisk abandoned: its lists did not come back within {}",
                     crate::settings::human_duration(act.resync_bound)
                 );
                 act.resyncing = None;
+                act.resync_failed(ctx);
             }
         });
+    }
+
+    /// A resync failed or was abandoned: until one completes, the link's calls are not
+    /// confirmed and it is not up, so another is asked for after a growing wait.
+    fn resync_failed(&mut self, ctx: &mut Context<Self>) {
+        let wait = self.resync_retry;
+        self.resync_retry = (wait * 2).min(RESYNC_RETRY_MAX);
+        debug!(
+            "AMI {}: resyncing again in {}",
+            self.pbx,
+            crate::settings::human_duration(wait)
+        );
+        ctx.run_later(wait, |act, ctx| act.resync(ctx));
+    }
+
+    /// The resync under way has applied its lists.
+    fn resync_done(&mut self) {
+        self.resyncing = None;
+        self.resync_retry = RESYNC_RETRY_MIN;
+        info!(
+            "AMI {}: resynced with Asterisk: {} live channels in {} calls",
+            self.pbx,
+            self.model.channel_count(),
+            self.model.calls().count()
+        );
     }
 
     /// Applies a list of the resync under way where it completed in the stream; and whether
@@ -200,6 +237,7 @@ impl Router {
         items: Result<Vec<AmiMessage>, AmiError>,
         now: f64,
         dir: &Directory,
+        ctx: &mut Context<Self>,
     ) -> (Vec<CallEvent>, bool) {
         let Some(resync) = self.resyncing.as_mut() else {
             return (Vec::new(), false);
@@ -215,6 +253,7 @@ impl Router {
             (List::Channels, Err(e)) => {
                 warn!("resync with Asterisk failed: CoreShowChannels: {e}");
                 self.resyncing = None;
+                self.resync_failed(ctx);
                 return (Vec::new(), false);
             }
             // Without queue data (an Asterisk without app_queue), calls are still resynced.
@@ -224,13 +263,7 @@ impl Router {
             }
         };
         if done {
-            self.resyncing = None;
-            info!(
-                "AMI {}: resynced with Asterisk: {} live channels in {} calls",
-                self.pbx,
-                self.model.channel_count(),
-                self.model.calls().count()
-            );
+            self.resync_done();
         }
         (events, done)
     }
