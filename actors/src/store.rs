@@ -694,12 +694,14 @@ pub(crate) mod tests {
     }
 
     /// A plan that reads no whole table: every step searches an index, walks one in the
-    /// order wanted, or reads the bounded rows a subquery `k<n>` took from one.
+    /// order wanted, or reads the bounded rows a subquery took from one (a context's
+    /// newest, `k<n>`, or a page of them, `p`).
     fn indexed(plan: &str) -> bool {
         plan.lines().all(|step| {
-            let subquery = step
-                .strip_prefix("SCAN k")
-                .is_some_and(|n| n.parse::<u32>().is_ok());
+            let subquery = step == "SCAN p"
+                || step
+                    .strip_prefix("SCAN k")
+                    .is_some_and(|n| n.parse::<u32>().is_ok());
             !step.starts_with("SCAN ")
                 || subquery
                 || step.contains("USING INDEX")

@@ -432,14 +432,14 @@ mod tests {
                     "{f:?}:\n{plan}"
                 );
             }
-            // Several contexts: each walks its own index only as far as the page needs; the
-            // few calls found are joined as the planner likes (here, a table this small is
-            // scanned).
+            // Several contexts: each walks its own index only as far as the page needs, and
+            // only the page's calls are read.
             let (sql, args) = history_query(&several);
             let walks = plan(&mut client, &sql, &args);
             assert!(
                 walks.matches("call_contexts_recent").count() == 3
-                    && !walks.contains("Seq Scan on call_contexts"),
+                    && walks.contains("calls_pkey")
+                    && !walks.contains("Seq Scan"),
                 "{walks}"
             );
             let (route, args) = last_agent_query(&LastAgent {

@@ -231,8 +231,9 @@ pub(super) fn history_query(f: &HistoryFilter) -> (String, Vec<Datum>) {
             sql.push_str("))");
         }
         Some(contexts) => {
-            // The page's calls are among each context's newest limit + offset.
-            sql.push_str("FROM calls c WHERE c.record_id IN (");
+            // The page is taken from each context's newest limit + offset, before any call
+            // is read.
+            sql.push_str("FROM (");
             let depth = (f.limit + f.offset) as i64;
             for (i, ctx) in contexts.iter().enumerate() {
                 if i > 0 {
@@ -240,7 +241,8 @@ pub(super) fn history_query(f: &HistoryFilter) -> (String, Vec<Datum>) {
                 }
                 arg(
                     &mut sql,
-                    "SELECT record_id FROM (SELECT x.record_id FROM call_contexts x WHERE x.context = ?",
+                    "SELECT record_id, created FROM (SELECT x.record_id, x.created
+                    FROM call_contexts x WHERE x.context = ?",
                     ctx.as_str().into(),
                 );
                 if let Some(from) = f.from {
@@ -255,11 +257,22 @@ pub(super) fn history_query(f: &HistoryFilter) -> (String, Vec<Datum>) {
                     depth.into(),
                 );
             }
-            sql.push(')');
+            arg(
+                &mut sql,
+                " ORDER BY created DESC, record_id DESC LIMIT ?",
+                (f.limit as i64).into(),
+            );
+            arg(&mut sql, " OFFSET ?", (f.offset as i64).into());
+            sql.push_str(") AS p JOIN calls c ON c.record_id = p.record_id WHERE 1 = 1");
         }
         None => sql.push_str("FROM calls c WHERE 1 = 1"),
     }
-    let t = if by_context { "x" } else { "c" };
+    let paged = matches!(f.contexts.as_deref(), Some([_, _, ..])) && !narrow;
+    let t = match (by_context, paged) {
+        (true, _) => "x",
+        (_, true) => "p",
+        _ => "c",
+    };
     if let Some(n) = &f.number {
         arg(
             &mut sql,
@@ -291,7 +304,7 @@ pub(super) fn history_query(f: &HistoryFilter) -> (String, Vec<Datum>) {
         &format!(" ORDER BY {t}.created DESC, {t}.record_id DESC LIMIT ?"),
         (f.limit as i64).into(),
     );
-    if f.offset > 0 {
+    if f.offset > 0 && !paged {
         arg(&mut sql, " OFFSET ?", (f.offset as i64).into());
     }
     (sql, args)
