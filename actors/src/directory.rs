@@ -222,7 +222,7 @@ fn stamp(path: &Path) -> Option<Stamp> {
 /// (truncated, then written) is not taken half-written.
 const SETTLE: Duration = Duration::from_secs(1);
 
-/// Checks in a row that found the file changed again before a warning says so.
+/// Changes in a row seen before the file settled, before a warning says so.
 const RESTLESS: u32 = 10;
 
 /// What a look at the source found.
@@ -280,7 +280,7 @@ pub struct DirectoryWatcher {
     seen: Option<Stamp>,
     /// A change not read yet, and since when the file has looked so.
     settling: Option<(Stamp, Instant)>,
-    /// Checks in a row that found the file changed again.
+    /// Changes in a row seen before the file settled.
     restless: u32,
     checking: bool,
     failing: bool,
@@ -334,9 +334,10 @@ impl DirectoryWatcher {
 
     /// Notes a change not read yet; the file must look so for [`SETTLE`] from now on.
     fn changing(&mut self, now: Stamp) {
-        if self.settling.is_none_or(|(s, _)| s != now) {
-            self.settling = Some((now, Instant::now()));
+        if self.settling.is_some_and(|(s, _)| s == now) {
+            return;
         }
+        self.settling = Some((now, Instant::now()));
         self.restless += 1;
         if self.restless == RESTLESS {
             warn!(

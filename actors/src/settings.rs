@@ -216,7 +216,8 @@ pub struct StoreSettings {
 /// When a commit of call records returns (`store.sync`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StoreSync {
-    /// Once on disk: SQLite `synchronous = FULL`, PostgreSQL `synchronous_commit = on`.
+    /// Once on disk: SQLite `synchronous = FULL`, PostgreSQL `synchronous_commit = on`
+    /// (or the stronger setting the database has).
     #[default]
     Full,
     /// Once handed to the operating system (SQLite `synchronous = NORMAL`) or to

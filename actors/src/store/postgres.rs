@@ -67,14 +67,24 @@ pub(super) fn open(url: &PostgresUrl, sync: StoreSync) -> Result<Pg, StoreError>
     config.notice_callback(|notice| debug!("PostgreSQL: {}", notice.message()));
     let mut client = config.connect(NoTls).map_err(|e| failed(reason(&e)))?;
     migrate(&mut client).map_err(failed)?;
-    // Set either way: the server's, database's or role's default may be otherwise.
+    // The server's, database's or role's default may be weaker than full asks, or
+    // stronger (remote_write, remote_apply): only a weaker one is raised.
+    let current = client
+        .query_one("SHOW synchronous_commit", &[])
+        .map_err(|e| failed(reason(&e)))?
+        .get::<_, String>(0);
     let commit = match sync {
-        StoreSync::Full => "SET synchronous_commit = on",
-        StoreSync::Normal => "SET synchronous_commit = off",
+        StoreSync::Full if matches!(current.as_str(), "off" | "local") => {
+            Some("SET synchronous_commit = on")
+        }
+        StoreSync::Full => None,
+        StoreSync::Normal => Some("SET synchronous_commit = off"),
     };
-    client
-        .batch_execute(commit)
-        .map_err(|e| failed(reason(&e)))?;
+    if let Some(commit) = commit {
+        client
+            .batch_execute(commit)
+            .map_err(|e| failed(reason(&e)))?;
+    }
     Ok(Pg {
         client,
         statements: HashMap::new(),
