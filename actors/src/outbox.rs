@@ -205,6 +205,12 @@ impl Outbox {
         self.written.load(Ordering::Relaxed)
     }
 
+    /// When the AMI events behind what is queued were read.
+    #[cfg(test)]
+    pub(crate) fn oldest(&self) -> Option<Instant> {
+        self.lock().oldest
+    }
+
     /// Takes everything queued for writing; the flag says the outbox is closed, the instant
     /// when the oldest AMI events among them were read. What it takes counts against the
     /// budget until [`Outbox::wrote`] says it is written.

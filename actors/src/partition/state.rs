@@ -249,8 +249,12 @@ impl PartitionCore {
     /// Queues `lines` for every member, one wake-up each; returns the members dropped as
     /// slow consumers.
     pub(super) fn fan_out(&mut self, lines: &[Bytes]) -> Vec<Member> {
-        let mut slow = Vec::new();
         let received = self.received.take();
+        // Nothing to send: a read time would stick to the next, unrelated write's lag.
+        if lines.is_empty() {
+            return Vec::new();
+        }
+        let mut slow = Vec::new();
         for (id, member) in &self.members {
             let delivered = lines
                 .iter()
@@ -630,6 +634,32 @@ mod tests {
             timenow(),
         )]);
         assert_eq!(c.seq(), 2, "offered, then one hungup");
+    }
+
+    #[actix_rt::test]
+    async fn events_that_send_nothing_leave_no_read_time_for_the_next_write() {
+        let core = PartitionCore::new(
+            "default",
+            ReplayLimits {
+                events: 100,
+                bytes: 1 << 20,
+                stale_after: Duration::from_secs(3600),
+            },
+        );
+        let outbox = Outbox::new(Budget {
+            max_bytes: 1 << 20,
+            max_messages: 100,
+        });
+        let mut c = lock(&core);
+        c.join(1, member(&outbox));
+        // A hungup of a call never seen here encodes to nothing.
+        c.received = Some(Instant::now());
+        c.publish(vec![Change::Call(
+            EventKind::Hungup,
+            call("9.9"),
+            timenow(),
+        )]);
+        assert_eq!(outbox.oldest(), None);
     }
 
     fn wire(epoch: u64, kind: EventKind, id: &str) -> Option<WireEvent> {
