@@ -1,4 +1,3 @@
-
 use super::*;
 use config::Map;
 use std::collections::{BTreeSet, HashMap};

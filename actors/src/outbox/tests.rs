@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn budget(max_bytes: usize, max_messages: usize) -> Budget {

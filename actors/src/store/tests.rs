@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::settings::PostgresUrl;
 use ctid_proto::ami::AmiMessage;

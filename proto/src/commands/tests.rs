@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::ami::AmiMessage;
 use crate::directory::DEFAULT_PBX;

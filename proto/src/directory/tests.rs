@@ -1,4 +1,3 @@
-
 use super::*;
 
 /// argon2id of "secret", at the weakest cost accepted.

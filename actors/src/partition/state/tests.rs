@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::outbox::Budget;
 use crate::outbox::Outbox;
@@ -34,16 +33,26 @@ fn member(outbox: &Arc<Outbox>) -> Member {
     }
 }
 
+/// Replay bounds of `events` events, whose events go stale after an hour.
+fn limits(events: usize) -> ReplayLimits {
+    ReplayLimits {
+        events,
+        bytes: 1 << 20,
+        stale_after: Duration::from_secs(3600),
+    }
+}
+
+/// An outbox with room for what the tests send.
+fn roomy_outbox() -> Arc<Outbox> {
+    Outbox::new(Budget {
+        max_bytes: 1 << 20,
+        max_messages: 100,
+    })
+}
+
 #[actix_rt::test]
 async fn resume_replays_what_was_missed_then_lives_on() {
-    let core = PartitionCore::new(
-        "default",
-        ReplayLimits {
-            events: 100,
-            bytes: 1 << 20,
-            stale_after: Duration::from_secs(3600),
-        },
-    );
+    let core = PartitionCore::new("default", limits(100));
     let mut c = lock(&core);
     c.publish(vec![Change::Call(
         EventKind::Offered,
@@ -55,10 +64,7 @@ async fn resume_replays_what_was_missed_then_lives_on() {
         Change::Call(EventKind::Hungup, call("1.1"), timenow()),
     ]);
     assert_eq!(c.seq(), 3);
-    let outbox = Outbox::new(Budget {
-        max_bytes: 1 << 20,
-        max_messages: 100,
-    });
+    let outbox = roomy_outbox();
     let seq = c
         .subscribe(Subscribe {
             session: 7,
@@ -105,10 +111,7 @@ async fn an_old_event_goes_out_stale_and_is_replayed_fresh() {
     let old = timenow() - 60.0;
     c.publish(vec![Change::Call(EventKind::Offered, call("5.1"), old)]);
     assert_eq!(metrics.stale_events(), 0, "sent to nobody");
-    let outbox = Outbox::new(Budget {
-        max_bytes: 1 << 20,
-        max_messages: 100,
-    });
+    let outbox = roomy_outbox();
     let sub = |after| Subscribe {
         session: 1,
         member: member(&outbox),
@@ -133,10 +136,7 @@ async fn an_old_event_goes_out_stale_and_is_replayed_fresh() {
     assert!(live[1].get("replayed").is_none());
 
     c.leave(1);
-    let again = Outbox::new(Budget {
-        max_bytes: 1 << 20,
-        max_messages: 100,
-    });
+    let again = roomy_outbox();
     let resume = Subscribe {
         member: member(&again),
         ..sub(Some(0))
@@ -158,14 +158,7 @@ async fn an_old_event_goes_out_stale_and_is_replayed_fresh() {
 /// follows the write must not end it a second time.
 #[actix_rt::test]
 async fn a_call_ended_by_a_reconcile_ends_once() {
-    let core = PartitionCore::new(
-        "default",
-        ReplayLimits {
-            events: 100,
-            bytes: 1 << 20,
-            stale_after: Duration::from_secs(3600),
-        },
-    );
+    let core = PartitionCore::new("default", limits(100));
     let mut c = lock(&core);
     c.publish(vec![Change::Call(
         EventKind::Offered,
@@ -183,18 +176,8 @@ async fn a_call_ended_by_a_reconcile_ends_once() {
 
 #[actix_rt::test]
 async fn events_that_send_nothing_leave_no_read_time_for_the_next_write() {
-    let core = PartitionCore::new(
-        "default",
-        ReplayLimits {
-            events: 100,
-            bytes: 1 << 20,
-            stale_after: Duration::from_secs(3600),
-        },
-    );
-    let outbox = Outbox::new(Budget {
-        max_bytes: 1 << 20,
-        max_messages: 100,
-    });
+    let core = PartitionCore::new("default", limits(100));
+    let outbox = roomy_outbox();
     let mut c = lock(&core);
     c.join(1, member(&outbox));
     // A hungup of a call never seen here encodes to nothing.
@@ -226,11 +209,7 @@ fn wire(epoch: u64, kind: EventKind, id: &str) -> Option<WireEvent> {
 async fn a_stale_epoch_is_dropped_and_its_seq_left_unused() {
     let core = PartitionCore::with_readiness(
         "default",
-        ReplayLimits {
-            events: 100,
-            bytes: 1 << 20,
-            stale_after: Duration::from_secs(3600),
-        },
+        limits(100),
         false,
         Metrics::default(),
         BoardSettings::default(),
@@ -249,14 +228,7 @@ async fn a_stale_epoch_is_dropped_and_its_seq_left_unused() {
 
 #[actix_rt::test]
 async fn an_absurd_read_time_from_another_node_is_published_without_a_lag() {
-    let core = PartitionCore::new(
-        "default",
-        ReplayLimits {
-            events: 100,
-            bytes: 1 << 20,
-            stale_after: Duration::from_secs(3600),
-        },
-    );
+    let core = PartitionCore::new("default", limits(100));
     let mut c = lock(&core);
     for (seq, read) in [(1, -1e300), (2, 1e300), (3, f64::MAX)] {
         let mut event = wire(1, EventKind::Updated, "1.1");
@@ -275,14 +247,7 @@ async fn an_absurd_read_time_from_another_node_is_published_without_a_lag() {
 
 #[actix_rt::test]
 async fn a_resume_older_than_the_buffer_needs_a_resync() {
-    let core = PartitionCore::new(
-        "default",
-        ReplayLimits {
-            events: 2,
-            bytes: 1 << 20,
-            stale_after: Duration::from_secs(3600),
-        },
-    );
+    let core = PartitionCore::new("default", limits(2));
     let mut c = lock(&core);
     for i in 0..5 {
         c.publish(vec![Change::Call(
@@ -291,10 +256,7 @@ async fn a_resume_older_than_the_buffer_needs_a_resync() {
             timenow(),
         )]);
     }
-    let outbox = Outbox::new(Budget {
-        max_bytes: 1 << 20,
-        max_messages: 100,
-    });
+    let outbox = roomy_outbox();
     let sub = |after| Subscribe {
         session: 1,
         member: member(&outbox),
@@ -315,22 +277,9 @@ async fn a_wallboard_goes_to_its_watchers_only_and_only_when_it_changed() {
              [[queues]]\nname = \"support\"\ncontext = \"default\"\n",
     )
     .unwrap();
-    let core = PartitionCore::new(
-        "default",
-        ReplayLimits {
-            events: 100,
-            bytes: 1 << 20,
-            stale_after: Duration::from_secs(3600),
-        },
-    );
+    let core = PartitionCore::new("default", limits(100));
     let mut c = lock(&core);
-    let outbox = |_| {
-        Outbox::new(Budget {
-            max_bytes: 1 << 20,
-            max_messages: 100,
-        })
-    };
-    let (watcher, other) = (outbox(1), outbox(2));
+    let (watcher, other) = (roomy_outbox(), roomy_outbox());
     for (id, o) in [(1, &watcher), (2, &other)] {
         c.subscribe(Subscribe {
             session: id,
