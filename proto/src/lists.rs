@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use crate::calls::{Call, CallState};
 use crate::cti::{ErrorCode, Reply, Shown};
-use crate::directory::{Directory, User};
+use crate::directory::{Directory, Queue, User};
 
 /// What a partition's sessions may see: one context, or every context (no separation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +45,18 @@ pub struct Live {
     pub calls: Vec<Arc<Call>>,
     pub presence: HashMap<u64, String>,
     pub pbxes: BTreeMap<String, String>,
+}
+
+/// The calls waiting in `queue` among `calls`.
+pub fn waiting_in(queue: &Queue, calls: &[Arc<Call>]) -> usize {
+    calls
+        .iter()
+        .filter(|c| {
+            c.state == CallState::Queued
+                && c.pbx == queue.pbx
+                && c.queue.as_deref() == Some(&queue.name)
+        })
+        .count()
 }
 
 /// A list item: its id, config and status.
@@ -123,18 +135,7 @@ fn items(
         }
         "queues" => {
             for q in dir.queues().filter(|q| scope.sees(Some(&q.context))) {
-                let st = status(&|l| {
-                    let waiting = l
-                        .calls
-                        .iter()
-                        .filter(|c| {
-                            c.state == CallState::Queued
-                                && c.pbx == q.pbx
-                                && c.queue.as_deref() == Some(&q.name)
-                        })
-                        .count();
-                    json!({"waiting": waiting})
-                });
+                let st = status(&|l| json!({"waiting": waiting_in(q, &l.calls)}));
                 let config = json!({"id": q.name, "name": q.name, "number": q.number,
                     "context": q.context, "pbx": q.pbx});
                 items.push((q.name.clone(), config, st));

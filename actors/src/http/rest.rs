@@ -13,9 +13,10 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use ctid_proto::calls::{Call, CallState};
+use ctid_proto::calls::Call;
 use ctid_proto::cti::{timenow, ErrorCode, Request, Shown};
 use ctid_proto::directory::Line;
+use ctid_proto::lists::waiting_in;
 use ctid_proto::rights::Role;
 use futures_util::future::LocalBoxFuture;
 use serde_json::{json, Map, Value};
@@ -533,20 +534,12 @@ fn list_queues(req: HttpRequest, _: web::Payload) -> LocalBoxFuture<'static, Ans
             .queues()
             .filter(|q| token.sees(&q.context) && only.as_ref().is_none_or(|o| *o == q.context))
             .map(|q| {
-                let waiting = calls
-                    .iter()
-                    .filter(|c| {
-                        c.state == CallState::Queued
-                            && c.pbx == q.pbx
-                            && c.queue.as_deref() == Some(&q.name)
-                    })
-                    .count();
                 json!({
                     "name": q.name,
                     "number": q.number,
                     "context": q.context,
                     "pbx": q.pbx,
-                    "waiting": waiting,
+                    "waiting": waiting_in(q, &calls),
                 })
             })
             .collect();
