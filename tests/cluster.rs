@@ -89,15 +89,20 @@ async fn lease(node: &Ctid, name: &str) {
         .await;
 }
 
+/// What a cluster test starts from: NATS up, a namespace and a database schema of its
+/// own, and a simulated PBX.
+async fn cluster_test(config: SimConfig) -> (String, Schema, PbxSim) {
+    require_nats();
+    let sim = PbxSim::start(config).await.unwrap();
+    (namespace(), Schema::new(), sim)
+}
+
 /// The active ingest is killed mid-call: the standby takes the lease, logs in, resyncs and
 /// goes on; the client (on the standby's edge) sees every call to its end, each milestone
 /// once, with no gap in `seq`.
 #[tokio::test]
 async fn a_standby_takes_over_from_a_killed_ingest_mid_call() {
-    require_nats();
-    let ns = namespace();
-    let schema = Schema::new();
-    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let (ns, schema, sim) = cluster_test(SimConfig::default()).await;
     let mut a = start(&node(&sim, &ns, "a", &["ingest", "edge"]), &schema);
     lease(&a, "a").await;
     let b = start(&node(&sim, &ns, "b", &["ingest", "edge"]), &schema);
@@ -170,18 +175,14 @@ async fn a_standby_takes_over_from_a_killed_ingest_mid_call() {
 /// not from the PBX's time.
 #[tokio::test]
 async fn an_edge_shows_the_pbxs_event_times_and_the_calls_media() {
-    require_nats();
-    let ns = namespace();
-    let schema = Schema::new();
     let behind = 3600.0;
-    let sim = PbxSim::start(SimConfig {
+    let (ns, schema, sim) = cluster_test(SimConfig {
         timestamps: true,
         clock_behind: Duration::from_secs_f64(behind),
         codecs: vec!["opus".into()],
         ..SimConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let a = start(&node(&sim, &ns, "a", &["ingest"]), &schema);
     lease(&a, "a").await;
     let edge = node_with(&sim, NATS, &ns, "b", &["edge"], &["cti", "http"]);
@@ -257,15 +258,11 @@ async fn answered_call(sim: &PbxSim, client: &mut Cti) -> (String, Value) {
 /// gets its media from the node that takes over.
 #[tokio::test]
 async fn a_standby_learns_the_media_the_killed_ingest_could_not() {
-    require_nats();
-    let ns = namespace();
-    let schema = Schema::new();
-    let sim = PbxSim::start(SimConfig {
+    let (ns, schema, sim) = cluster_test(SimConfig {
         codecs: vec!["g722".into()],
         ..SimConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     sim.fail("Status", Some("Permission denied"));
     let mut a = start(&node(&sim, &ns, "a", &["ingest"]), &schema);
     lease(&a, "a").await;
@@ -312,10 +309,7 @@ async fn hungup_within(client: &mut Cti, id: &str, wait: Duration) -> Option<Val
 /// keeps them.
 #[tokio::test]
 async fn a_failed_resync_after_a_takeover_ends_no_call() {
-    require_nats();
-    let ns = namespace();
-    let schema = Schema::new();
-    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let (ns, schema, sim) = cluster_test(SimConfig::default()).await;
     let mut a = start(&node(&sim, &ns, "a", &["ingest"]), &schema);
     lease(&a, "a").await;
     let b = start(&node(&sim, &ns, "b", &["ingest", "edge"]), &schema);
@@ -346,10 +340,7 @@ async fn a_failed_resync_after_a_takeover_ends_no_call() {
 /// and gets every event it missed, then the live ones, with no gap and no duplicate.
 #[tokio::test]
 async fn a_client_of_a_killed_edge_resumes_on_another() {
-    require_nats();
-    let ns = namespace();
-    let schema = Schema::new();
-    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let (ns, schema, sim) = cluster_test(SimConfig::default()).await;
     let a = start(&node(&sim, &ns, "a", &["ingest", "edge"]), &schema);
     lease(&a, "a").await;
     let mut b = start(&node(&sim, &ns, "b", &["edge"]), &schema);
@@ -392,10 +383,7 @@ fn originates(sim: &PbxSim) -> usize {
 /// once.
 #[tokio::test]
 async fn commands_from_an_edge_run_on_the_active_ingest() {
-    require_nats();
-    let ns = namespace();
-    let schema = Schema::new();
-    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let (ns, schema, sim) = cluster_test(SimConfig::default()).await;
     let mut a = start(&node(&sim, &ns, "a", &["ingest"]), &schema);
     lease(&a, "a").await;
     a.wait_line("logged in as 'cti'").await;
@@ -558,10 +546,7 @@ async fn events_so_far(client: &mut Cti) -> Vec<Value> {
 /// nothing of their own calls, nor of the pinned tenant's.
 #[tokio::test]
 async fn an_edge_pinned_to_a_tenant_carries_only_its_calls() {
-    require_nats();
-    let ns = namespace();
-    let schema = Schema::new();
-    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let (ns, schema, sim) = cluster_test(SimConfig::default()).await;
     let a = start(&node(&sim, &ns, "a", &["ingest", "edge"]), &schema);
     lease(&a, "a").await;
     let pinned = node(&sim, &ns, "b", &["edge"]) + "contexts = [\"tenant-b\"]\n";
@@ -613,10 +598,7 @@ async fn an_edge_pinned_to_a_tenant_carries_only_its_calls() {
 /// re-reads the directory at once, without waiting for its own periodic check.
 #[tokio::test]
 async fn a_web_interface_notice_reaches_every_node() {
-    require_nats();
-    let ns = namespace();
-    let schema = Schema::new();
-    let sim = PbxSim::start(SimConfig::default()).await.unwrap();
+    let (ns, schema, sim) = cluster_test(SimConfig::default()).await;
     let rarely = |c: String| c.replace("check_interval = 0.2", "check_interval = 3600");
     let full = common::two_tenants();
     let without_erin = full.split("[[users]]\nid = 5").next().unwrap().to_owned();
